@@ -1,0 +1,1 @@
+"""Identity: principals, users and OAuth clients, roles, and the authorization decision."""

@@ -1,0 +1,118 @@
+"""The DataspaceError tree: every domain failure has a stable ``code`` and an HTTP ``status``.
+
+    DataspaceError
+    ├── InvalidInput        422  the request is well-formed but its content is not acceptable
+    │   └── RowErrors       422  ingest rows rejected, with row numbers and reasons
+    ├── NotFound            404
+    ├── Conflict            409  state does not allow the change (duplicate, retired, stale)
+    ├── Forbidden           403  authenticated but not allowed (details are logged, not returned)
+    ├── Unauthorized        401  no or bad credentials (one uninformative message)
+    ├── BudgetExceeded      409  differential-privacy budget would be exceeded
+    ├── InsufficientFunds   409  points balance or reward stock too low
+    ├── Unavailable         503  a required component (e.g. bubblewrap) is missing
+    └── ConfigurationError  500  the server is mis-configured (key file missing, ...)
+
+No web framework is imported here; ``dataspace.http.problems`` maps these to RFC 7807 responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DataspaceError(Exception):
+    code = "dataspace_error"
+    status = 400
+    title = "Request failed"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+
+    def diagnostics(self) -> str:
+        """A one-line, user-facing description (used by the CLI)."""
+        return f"{self.title}: {self.detail}"
+
+
+class InvalidInput(DataspaceError):
+    code = "invalid_input"
+    status = 422
+    title = "Invalid input"
+
+
+class RowError:
+    __slots__ = ("column", "reason", "row")
+
+    def __init__(self, row: int, column: str | None, reason: str) -> None:
+        self.row, self.column, self.reason = row, column, reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "reason": self.reason}
+
+
+class RowErrors(InvalidInput):
+    code = "invalid_rows"
+    title = "Some rows were rejected"
+
+    def __init__(self, errors: list[RowError], *, accepted: int = 0) -> None:
+        super().__init__(
+            f"{len(errors)} row error(s); first: row {errors[0].row}: {errors[0].reason}" if errors else "",
+            extra={"errors": [e.as_dict() for e in errors[:1000]], "error_count": len(errors),
+                   "accepted": accepted},
+        )
+        self.errors = errors
+
+
+class NotFound(DataspaceError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(DataspaceError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class Forbidden(DataspaceError):
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str = "You are not allowed to do this.", **kw: Any) -> None:
+        super().__init__(detail, **kw)
+
+
+class Unauthorized(DataspaceError):
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str = "Missing or invalid credentials.", **kw: Any) -> None:
+        super().__init__(detail, **kw)
+
+
+class BudgetExceeded(DataspaceError):
+    code = "privacy_budget_exceeded"
+    status = 409
+    title = "Privacy budget exceeded"
+
+
+class InsufficientFunds(DataspaceError):
+    code = "insufficient_funds"
+    status = 409
+    title = "Insufficient balance or stock"
+
+
+class Unavailable(DataspaceError):
+    code = "unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+class ConfigurationError(DataspaceError):
+    code = "configuration_error"
+    status = 500
+    title = "Server configuration error"

@@ -1,0 +1,45 @@
+"""Request-scoped dependencies: the context, the unit of work, and the authorization gate.
+
+Every route (except the public ones listed in ``PUBLIC_ROUTES``) must depend on ``authorize(obj, act)``;
+the route-matrix test fails for a route that does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+def unit_of_work(ctx: Context = Depends(get_context)) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    with ctx.db.transaction() as session:
+        yield session
+
+
+def read_session(ctx: Context = Depends(get_context)) -> Iterator[Session]:
+    with ctx.db.session() as session:
+        yield session
+
+
+def authorize(obj: str, act: str) -> Callable[..., Any]:
+    """A dependency that authenticates the bearer token and asks the policy whether ``act`` on ``obj``
+    is allowed for the caller's role; returns the ``Principal``. Ownership (my data only) is enforced by
+    the services, which receive the principal."""
+    from dataspace.http.security import authorize_request
+
+    def _dep(request: Request, ctx: Context = Depends(get_context)) -> Principal:
+        return authorize_request(request, ctx, obj, act)
+
+    _dep.__dataspace_policy__ = (obj, act)  # type: ignore[attr-defined]
+    return _dep

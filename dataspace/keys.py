@@ -1,0 +1,218 @@
+"""Key material: one JSON file (mode 0600) holding every secret the server uses.
+
+- ``master_key``: wraps each subject's data key (envelope encryption; see ``dataspace.vault``).
+- ``pseudonym_key``: root for per-partner keyed pseudonyms (HMAC; one derived key per partner).
+- ``blind_index_key``: HMAC key for looking up subjects by their external reference without storing it.
+- ``signing_keys``: Ed25519 keys for receipts, checkpoints and webhooks (newest active first).
+- ``token_keys``: EC P-256 keys for JWT access tokens (ES256); rotation keeps old ones for verification.
+
+The file is written with O_EXCL so ``init`` never overwrites existing keys. Key bytes are never logged:
+``KeyRing.__repr__`` hides them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from nacl.signing import SigningKey, VerifyKey
+
+from dataspace.errors import ConfigurationError, Conflict
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def key_id(public: bytes) -> str:
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Ed25519Key:
+    kid: str
+    seed: bytes = field(repr=False)
+    created_at: str
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return SigningKey(self.seed)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return self.signing_key.verify_key
+
+    @property
+    def public_bytes(self) -> bytes:
+        return bytes(self.verify_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.signing_key.sign(message).signature
+
+    @classmethod
+    def generate(cls) -> Ed25519Key:
+        sk = SigningKey.generate()
+        return cls(kid=key_id(bytes(sk.verify_key)), seed=bytes(sk), created_at=_now())
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    kid: str
+    private_pem: bytes = field(repr=False)
+    created_at: str
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.private_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @classmethod
+    def generate(cls) -> TokenKey:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return cls(kid=key_id(pub), private_pem=pem, created_at=_now())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class KeyRing:
+    master_key: bytes = field(repr=False)
+    pseudonym_key: bytes = field(repr=False)
+    blind_index_key: bytes = field(repr=False)
+    signing_keys: list[Ed25519Key] = field(repr=False)
+    token_keys: list[TokenKey] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"KeyRing(signing={[k.kid for k in self.signing_keys]}, token={[k.kid for k in self.token_keys]})"
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        return cls(
+            master_key=secrets.token_bytes(32),
+            pseudonym_key=secrets.token_bytes(32),
+            blind_index_key=secrets.token_bytes(32),
+            signing_keys=[Ed25519Key.generate()],
+            token_keys=[TokenKey.generate()],
+        )
+
+    # --- derived keys -------------------------------------------------------------------------
+    @property
+    def signing_key(self) -> Ed25519Key:
+        """The active signing key (the newest)."""
+        return self.signing_keys[0]
+
+    @property
+    def token_key(self) -> TokenKey:
+        return self.token_keys[0]
+
+    def partner_pseudonym_key(self, partner_key: str) -> bytes:
+        """A per-partner HMAC key, so two partners' pseudonyms can never be joined."""
+        return hmac.new(self.pseudonym_key, b"pseudonym/v1/" + partner_key.encode(), hashlib.sha256).digest()
+
+    def blind_index(self, external_ref: str) -> str:
+        return hmac.new(self.blind_index_key, external_ref.encode(), hashlib.sha256).hexdigest()
+
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        return {k.kid: k.verify_key for k in self.signing_keys}
+
+    # --- rotation -----------------------------------------------------------------------------
+    def rotate(self) -> None:
+        """New signing and token keys become active; old ones stay for verification."""
+        self.signing_keys.insert(0, Ed25519Key.generate())
+        self.token_keys.insert(0, TokenKey.generate())
+
+    # --- serialization ------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "master_key": _b64(self.master_key),
+            "pseudonym_key": _b64(self.pseudonym_key),
+            "blind_index_key": _b64(self.blind_index_key),
+            "signing_keys": [
+                {"kid": k.kid, "seed": _b64(k.seed), "created_at": k.created_at} for k in self.signing_keys
+            ],
+            "token_keys": [
+                {"kid": k.kid, "private_pem": k.private_pem.decode(), "created_at": k.created_at}
+                for k in self.token_keys
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyRing:
+        try:
+            return cls(
+                master_key=_unb64(data["master_key"]),
+                pseudonym_key=_unb64(data["pseudonym_key"]),
+                blind_index_key=_unb64(data["blind_index_key"]),
+                signing_keys=[
+                    Ed25519Key(k["kid"], _unb64(k["seed"]), k["created_at"]) for k in data["signing_keys"]
+                ],
+                token_keys=[
+                    TokenKey(k["kid"], k["private_pem"].encode(), k["created_at"]) for k in data["token_keys"]
+                ],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError("key file is malformed") from exc
+
+
+def create_key_file(path: Path) -> KeyRing:
+    """Generate fresh key material into ``path`` (mode 0600); refuse to overwrite."""
+    ring = KeyRing.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise Conflict(f"key file {path} already exists; refusing to overwrite it") from exc
+    with os.fdopen(fd, "w") as fh:
+        json.dump(ring.to_json(), fh)
+    return ring
+
+
+def load_key_file(path: Path) -> KeyRing:
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"key file {path} not found; run `dataspace init`") from exc
+    if mode & 0o077:
+        raise ConfigurationError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
+    return KeyRing.from_json(json.loads(path.read_text()))
+
+
+def save_key_file(path: Path, ring: KeyRing) -> None:
+    """Atomically replace the key file (used by rotation)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(ring.to_json(), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Ecosystem partners registered by the operator."""

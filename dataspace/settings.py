@@ -1,0 +1,48 @@
+"""Server settings, read from the environment (prefix ``DATASPACE_``); nothing is created at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATASPACE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Directory for the embedded database and keys.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir.")
+    key_file: Path | None = Field(default=None, description="Key material file; default: data_dir/keys.json.")
+    bind: str = Field(default="127.0.0.1:8000", description="host:port the server listens on.")
+    issuer: str | None = Field(default=None, description="OAuth issuer URL; default: http://<bind>.")
+    log_level: str = "INFO"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 14 * 24 * 3600
+    # An external OIDC issuer the server also trusts (optional).
+    external_issuer: str | None = None
+    external_jwks_url: str | None = None
+    external_audience: str | None = None
+    external_role_claim: str = "roles"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'dataspace.db').resolve()}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file if self.key_file is not None else self.data_dir / "keys.json"
+
+    @property
+    def resolved_issuer(self) -> str:
+        return (self.issuer or f"http://{self.bind}").rstrip("/")
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

@@ -1,0 +1,1 @@
+"""Data subjects and their encrypted profiles."""

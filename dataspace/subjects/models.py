@@ -1,0 +1,38 @@
+"""Subjects, their wrapped data keys, and their sealed profiles.
+
+No plaintext customer value is stored: the external reference is kept only as a keyed blind index, and the
+profile is one AES-GCM blob per subject under that subject's data key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dataspace.db import Base, UTCDateTime, utcnow
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blind_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SubjectKey(Base):
+    """The subject's data key wrapped by the master key. Deleting this row crypto-shreds the subject."""
+
+    __tablename__ = "subject_keys"
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SubjectProfile(Base):
+    __tablename__ = "subject_profiles"
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
