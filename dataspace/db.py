@@ -85,7 +85,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions begin DEFERRED (WAL readers never wait for the writer).
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -95,6 +97,9 @@ class Database:
         self.url = normalize_database_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -107,8 +112,8 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session for reads; the caller commits nothing through it."""
-        with self.sessionmaker() as session:
+        """A session for reads (on SQLite it takes no write lock); the caller commits nothing through it."""
+        with self.read_sessionmaker() as session:
             yield session
 
     def table_names(self) -> list[str]:

@@ -1,0 +1,155 @@
+"""Catalog input/output shapes (validated with pydantic; shared by the loader, the CLI and the API)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.transforms import TRANSFORMS
+
+KEY = r"^[a-z][a-z0-9_]{0,63}$"
+DataType = Literal["integer", "number", "string", "category", "boolean", "date"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class DimensionIn(Strict):
+    key: str = Field(pattern=KEY)
+    label: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    position: int = 0
+    i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class PurposeIn(Strict):
+    key: str = Field(pattern=KEY)
+    label: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    dpv_term: str = Field(pattern=r"^dpv:[A-Za-z]+$", description="W3C DPV purpose term, e.g. dpv:Marketing")
+    parent: str | None = None
+    i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class Constraints(Strict):
+    min: float | None = None
+    max: float | None = None
+    enum: list[str] | None = None
+    max_length: int | None = Field(default=None, gt=0)
+    pattern: str | None = None
+    required: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            re.compile(v)
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> Constraints:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        if self.enum is not None and not self.enum:
+            raise ValueError("enum must list at least one value")
+        return self
+
+
+class FieldIn(Strict):
+    key: str = Field(pattern=KEY)
+    dimension: str = Field(pattern=KEY)
+    label: str = Field(min_length=1, max_length=200)
+    description: str = Field(min_length=1)
+    collection_purpose: str = Field(min_length=1)
+    used_for: list[str] = Field(default_factory=list)
+    storage_location: str = Field(min_length=1, max_length=200)
+    sharing_scope: str = Field(min_length=1)
+    retention_days: int = Field(gt=0, le=36500)
+    sensitivity: Literal["normal", "sensitive"] = "normal"
+    points_value: int = Field(default=0, ge=0, le=1_000_000)
+    data_type: DataType
+    constraints: Constraints = Field(default_factory=Constraints)
+    transforms: list[str] = Field(default_factory=list)
+    i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(TRANSFORMS))
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; allowed: {list(TRANSFORMS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _type_constraints(self) -> FieldIn:
+        c = self.constraints
+        if self.data_type == "category" and not c.enum:
+            raise ValueError("a category field needs constraints.enum")
+        if self.data_type not in ("integer", "number") and (c.min is not None or c.max is not None):
+            raise ValueError(f"min/max do not apply to {self.data_type} fields")
+        return self
+
+
+class FieldUpdate(Strict):
+    """Fields a steward may change; the key and data type are fixed once created."""
+
+    label: str | None = None
+    description: str | None = None
+    collection_purpose: str | None = None
+    used_for: list[str] | None = None
+    storage_location: str | None = None
+    sharing_scope: str | None = None
+    retention_days: int | None = Field(default=None, gt=0, le=36500)
+    sensitivity: Literal["normal", "sensitive"] | None = None
+    points_value: int | None = Field(default=None, ge=0, le=1_000_000)
+    constraints: Constraints | None = None
+    transforms: list[str] | None = None
+    i18n: dict[str, dict[str, str]] | None = None
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            unknown = sorted(set(v) - set(TRANSFORMS))
+            if unknown:
+                raise ValueError(f"unknown transform(s) {unknown}")
+        return v
+
+
+class PartnerIn(Strict):
+    key: str = Field(pattern=KEY)
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field(pattern=KEY)
+    description: str = ""
+
+
+class CatalogDocument(Strict):
+    """A catalog file (YAML or JSON): dimensions, purposes, fields, and optionally partners."""
+
+    dimensions: list[DimensionIn] = Field(default_factory=list)
+    purposes: list[PurposeIn] = Field(default_factory=list)
+    fields: list[FieldIn] = Field(default_factory=list)
+    partners: list[PartnerIn] = Field(default_factory=list)
+
+
+class FieldRead(BaseModel):
+    key: str
+    dimension: str
+    label: str
+    description: str
+    collection_purpose: str
+    used_for: list[str]
+    storage_location: str
+    sharing_scope: str
+    retention_days: int
+    sensitivity: str
+    points_value: int
+    data_type: str
+    constraints: dict[str, Any]
+    transforms: list[str]
+    i18n: dict[str, Any]
+    status: str
+    version: int

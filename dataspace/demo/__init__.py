@@ -1,0 +1,1 @@
+"""The demo: a realistic catalog, a synthetic population, partners, accounts and rewards."""

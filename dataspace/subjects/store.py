@@ -1,0 +1,118 @@
+"""Sealing and opening subject profiles (envelope encryption of the values the operator holds).
+
+A profile is the compact JSON of ``{field_key: value}``, sealed under the subject's own data key; the data
+key is stored wrapped by the master key. Deleting the wrapped key (``shred``) makes the profile unreadable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from dataspace.db import utcnow
+from dataspace.errors import NotFound
+from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
+from dataspace.vault import DecryptionError, Vault
+
+
+def _dumps(values: Mapping[str, Any]) -> bytes:
+    return json.dumps(values, separators=(",", ":"), sort_keys=True, default=str).encode()
+
+
+def seal_profile(vault: Vault, subject_id: int, values: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """Return ``(wrapped_key, sealed)`` for a new subject."""
+    dek, wrapped = vault.new_data_key(subject_id)
+    return wrapped, Vault.seal(dek, _dumps(values), subject_id)
+
+
+def open_profile(vault: Vault, subject_id: int, wrapped_key: bytes, sealed: bytes) -> dict[str, Any]:
+    dek = vault.unwrap(wrapped_key, subject_id)
+    data: dict[str, Any] = json.loads(Vault.open(dek, sealed, subject_id))
+    return data
+
+
+def reseal_profile(vault: Vault, subject_id: int, wrapped_key: bytes, values: Mapping[str, Any]) -> bytes:
+    dek = vault.unwrap(wrapped_key, subject_id)
+    return Vault.seal(dek, _dumps(values), subject_id)
+
+
+def read_profile(session: Session, vault: Vault, subject_id: int) -> dict[str, Any]:
+    """The subject's decrypted values; ``NotFound`` if erased (shredded) or unknown."""
+    row = session.execute(
+        select(SubjectKey.wrapped_key, SubjectProfile.sealed)
+        .join(SubjectProfile, SubjectProfile.subject_id == SubjectKey.subject_id)
+        .where(SubjectKey.subject_id == subject_id)
+    ).first()
+    if row is None:
+        raise NotFound("no profile for this subject")
+    return open_profile(vault, subject_id, row.wrapped_key, row.sealed)
+
+
+def store_profiles(
+    session: Session, vault: Vault, rows: Iterable[tuple[str, Mapping[str, Any]]], keys_blind_index: Any
+) -> dict[str, int]:
+    """Upsert profiles by external reference; merges values into an existing profile.
+
+    ``keys_blind_index`` maps an external reference to its blind index (``KeyRing.blind_index``).
+    Returns ``{"created": n, "updated": m}``. Runs in the caller's transaction.
+    """
+    rows = list(rows)
+    blind = [keys_blind_index(ref) for ref, _ in rows]
+    existing: dict[str, int] = {}
+    for chunk_start in range(0, len(blind), 5000):
+        chunk = blind[chunk_start : chunk_start + 5000]
+        existing.update(
+            session.execute(select(Subject.blind_ref, Subject.id).where(Subject.blind_ref.in_(chunk))).all()
+        )
+    now = utcnow()
+    new_rows = [(b, v) for b, (_, v) in zip(blind, rows, strict=True) if b not in existing]
+    created = 0
+    if new_rows:
+        # Allocate ids in one statement per chunk, then seal under each new subject's own key.
+        result = session.execute(
+            insert(Subject).returning(Subject.blind_ref, Subject.id, sort_by_parameter_order=True),
+            [{"blind_ref": b, "created_at": now} for b, _ in new_rows],
+        )
+        ids = dict(result.all())
+        key_rows, profile_rows = [], []
+        for b, values in new_rows:
+            sid = ids[b]
+            wrapped, sealed = seal_profile(vault, sid, values)
+            key_rows.append({"subject_id": sid, "wrapped_key": wrapped})
+            profile_rows.append({"subject_id": sid, "sealed": sealed, "version": 1, "updated_at": now})
+        session.execute(insert(SubjectKey), key_rows)
+        session.execute(insert(SubjectProfile), profile_rows)
+        created = len(new_rows)
+    updated = 0
+    for b, (_, values) in zip(blind, rows, strict=True):
+        sid = existing.get(b)
+        if sid is None:
+            continue
+        try:
+            current = read_profile(session, vault, sid)
+        except (NotFound, DecryptionError):
+            continue  # erased subjects are not resurrected by a later ingest
+        current.update(values)
+        wrapped = session.execute(select(SubjectKey.wrapped_key).where(SubjectKey.subject_id == sid)).scalar_one()
+        session.execute(
+            update(SubjectProfile)
+            .where(SubjectProfile.subject_id == sid)
+            .values(
+                sealed=reseal_profile(vault, sid, wrapped, current),
+                version=SubjectProfile.version + 1,
+                updated_at=now,
+            )
+        )
+        updated += 1
+    return {"created": created, "updated": updated}
+
+
+def shred(session: Session, subject_id: int) -> None:
+    """Crypto-shred: destroy the subject's wrapped data key and the sealed profile."""
+    session.execute(delete(SubjectProfile).where(SubjectProfile.subject_id == subject_id))
+    session.execute(delete(SubjectKey).where(SubjectKey.subject_id == subject_id))
+    session.execute(update(Subject).where(Subject.id == subject_id).values(erased_at=utcnow()))
