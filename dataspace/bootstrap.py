@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dataspace import migrations
 from dataspace.db import make_engine
@@ -18,12 +19,19 @@ class InitResult:
 
 
 def init(settings: Settings) -> InitResult:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    engine = make_engine(url)
     try:
         migrations.upgrade(engine)
     finally:
         engine.dispose()
+    if url.startswith("sqlite:///"):
+        # The embedded database holds sealed data and hashes; still, only the server may read it.
+        db_path = Path(url.removeprefix("sqlite:///"))
+        for path in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
+            if path.exists():
+                path.chmod(0o600)
     key_path = settings.resolved_key_file
     created = False
     if not key_path.exists():  # existing key material is never overwritten

@@ -121,3 +121,74 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def allocate_ids(session: Session, table: str, count: int) -> list[int]:
+    """Reserve ``count`` primary keys for a bulk insert (within the caller's transaction).
+
+    PostgreSQL draws them from the table's sequence (safe under concurrency); SQLite transactions hold the
+    write lock from BEGIN IMMEDIATE, so ``max(id)`` cannot move under us.
+    """
+    if count <= 0:
+        return []
+    _check_identifiers(table, ("id",))
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, {int(count)})"  # noqa: S608
+        ).all()
+        return [int(r[0]) for r in rows]
+    sql = f'SELECT COALESCE(MAX(id), 0) FROM "{table}"'  # noqa: S608
+    start = int(conn.exec_driver_sql(sql).scalar_one()) + 1
+    return list(range(start, start + count))
+
+
+def bulk_insert(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows through the driver directly (COPY on PostgreSQL, executemany on SQLite).
+
+    The ORM's per-row parameter processing dominated ingest time; this path is ~20x faster. Datetimes must
+    be timezone-aware UTC; they are stored exactly as ``UTCDateTime`` stores them.
+    """
+    if not rows:
+        return
+    _check_identifiers(table, columns)
+    conn = session.connection()
+    cols = ", ".join(f'"{c}"' for c in columns)
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur, cur.copy(f'COPY "{table}" ({cols}) FROM STDIN') as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+        return
+    dt_cols = [i for i, v in enumerate(rows[0]) if isinstance(v, datetime)]
+    converted: list[tuple[Any, ...]] = rows
+    if dt_cols:
+        text_of: dict[datetime, str] = {}  # a batch usually shares one timestamp; format it once
+
+        def fix(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            out = list(row)
+            for i in dt_cols:
+                value = out[i]
+                if value is not None:
+                    out[i] = text_of.get(value) or text_of.setdefault(value, _sqlite_datetime(value))
+            return tuple(out)
+
+        converted = [fix(row) for row in rows]
+    placeholders = ", ".join("?" for _ in columns)
+    cur = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(f'INSERT INTO "{table}" ({cols}) VALUES ({placeholders})', converted)  # noqa: S608
+    finally:
+        cur.close()
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # The text form SQLAlchemy's SQLite DATETIME type writes and parses back.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _check_identifiers(table: str, columns: tuple[str, ...] = ()) -> None:
+    """Table and column names are interpolated into SQL below: only known schema names pass."""
+    known = Base.metadata.tables.get(table)
+    if known is None or any(c not in known.c for c in columns):
+        raise ValueError(f"unknown table or column for bulk SQL: {table} {columns}")

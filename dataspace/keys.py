@@ -139,7 +139,7 @@ class KeyRing:
         return hmac.new(self.pseudonym_key, b"pseudonym/v1/" + partner_key.encode(), hashlib.sha256).digest()
 
     def blind_index(self, external_ref: str) -> str:
-        return hmac.new(self.blind_index_key, external_ref.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.blind_index_key, external_ref.encode(), "sha256").hex()
 
     def verify_keys(self) -> dict[str, VerifyKey]:
         return {k.kid: k.verify_key for k in self.signing_keys}

@@ -6,21 +6,21 @@ key is stored wrapped by the master key. Deleting the wrapped key (``shred``) ma
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+import orjson
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from dataspace.db import utcnow
+from dataspace.db import allocate_ids, bulk_insert, utcnow
 from dataspace.errors import NotFound
 from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
 from dataspace.vault import DecryptionError, Vault
 
 
 def _dumps(values: Mapping[str, Any]) -> bytes:
-    return json.dumps(values, separators=(",", ":"), sort_keys=True, default=str).encode()
+    return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
 
 def seal_profile(vault: Vault, subject_id: int, values: Mapping[str, Any]) -> tuple[bytes, bytes]:
@@ -31,7 +31,7 @@ def seal_profile(vault: Vault, subject_id: int, values: Mapping[str, Any]) -> tu
 
 def open_profile(vault: Vault, subject_id: int, wrapped_key: bytes, sealed: bytes) -> dict[str, Any]:
     dek = vault.unwrap(wrapped_key, subject_id)
-    data: dict[str, Any] = json.loads(Vault.open(dek, sealed, subject_id))
+    data: dict[str, Any] = orjson.loads(Vault.open(dek, sealed, subject_id))
     return data
 
 
@@ -72,20 +72,17 @@ def store_profiles(
     new_rows = [(b, v) for b, (_, v) in zip(blind, rows, strict=True) if b not in existing]
     created = 0
     if new_rows:
-        # Allocate ids in one statement per chunk, then seal under each new subject's own key.
-        result = session.execute(
-            insert(Subject).returning(Subject.blind_ref, Subject.id, sort_by_parameter_order=True),
-            [{"blind_ref": b, "created_at": now} for b, _ in new_rows],
-        )
-        ids = dict(result.all())
-        key_rows, profile_rows = [], []
-        for b, values in new_rows:
-            sid = ids[b]
+        # Reserve ids, seal each profile under the subject's own new data key, then bulk insert.
+        ids = allocate_ids(session, "subjects", len(new_rows))
+        subject_rows, key_rows, profile_rows = [], [], []
+        for sid, (b, values) in zip(ids, new_rows, strict=True):
             wrapped, sealed = seal_profile(vault, sid, values)
-            key_rows.append({"subject_id": sid, "wrapped_key": wrapped})
-            profile_rows.append({"subject_id": sid, "sealed": sealed, "version": 1, "updated_at": now})
-        session.execute(insert(SubjectKey), key_rows)
-        session.execute(insert(SubjectProfile), profile_rows)
+            subject_rows.append((sid, b, now))
+            key_rows.append((sid, wrapped))
+            profile_rows.append((sid, sealed, 1, now))
+        bulk_insert(session, "subjects", ("id", "blind_ref", "created_at"), subject_rows)
+        bulk_insert(session, "subject_keys", ("subject_id", "wrapped_key"), key_rows)
+        bulk_insert(session, "subject_profiles", ("subject_id", "sealed", "version", "updated_at"), profile_rows)
         created = len(new_rows)
     updated = 0
     for b, (_, values) in zip(blind, rows, strict=True):

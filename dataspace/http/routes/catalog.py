@@ -1,0 +1,150 @@
+"""Catalog routes: the data manual (read by every role) and the steward's writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
+
+from dataspace.auth.principal import Principal
+from dataspace.catalog import service
+from dataspace.catalog.models import Field
+from dataspace.catalog.schemas import CatalogDocument, FieldIn, FieldRead, FieldUpdate, PartnerIn, PurposeIn
+from dataspace.http.deps import authorize, read_session, unit_of_work
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+def _field(f: Field) -> FieldRead:
+    return FieldRead(
+        dimension=f.dimension_key, **{k: getattr(f, k) for k in FieldRead.model_fields if k != "dimension"}
+    )
+
+
+@router.get("/catalog/fields", response_model=list[FieldRead])
+def list_fields(
+    include_retired: bool = Query(False),
+    session: Session = Depends(read_session),
+    _: Principal = Depends(authorize("catalog", "read")),
+) -> list[FieldRead]:
+    return [_field(f) for f in service.list_fields(session, include_retired=include_retired)]
+
+
+@router.get("/catalog/manual")
+def data_manual(
+    session: Session = Depends(read_session), _: Principal = Depends(authorize("catalog", "read"))
+) -> list[dict[str, Any]]:
+    """The data manual: every active field, grouped by dimension, in plain language."""
+    return [
+        {**{k: v for k, v in d.items() if k != "fields"}, "fields": [_field(f) for f in d["fields"]]}
+        for d in service.data_manual(session)
+    ]
+
+
+@router.get("/catalog/fields/{key}", response_model=FieldRead)
+def get_field(
+    key: str, session: Session = Depends(read_session), _: Principal = Depends(authorize("catalog", "read"))
+) -> FieldRead:
+    return _field(service.get_field(session, key))
+
+
+@router.get("/catalog/fields/{key}/history")
+def field_history(
+    key: str, session: Session = Depends(read_session), _: Principal = Depends(authorize("catalog", "read"))
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": v.version,
+            "change": v.change,
+            "changed_by": v.changed_by,
+            "changed_at": v.changed_at.isoformat(),
+            "snapshot": v.snapshot,
+        }
+        for v in service.field_history(session, key)
+    ]
+
+
+@router.post("/catalog/fields", response_model=FieldRead, status_code=201)
+def create_field(
+    spec: FieldIn,
+    session: Session = Depends(unit_of_work),
+    principal: Principal = Depends(authorize("catalog", "write")),
+) -> FieldRead:
+    return _field(service.create_field(session, spec, actor=principal))
+
+
+@router.patch("/catalog/fields/{key}", response_model=FieldRead)
+def update_field(
+    key: str,
+    changes: FieldUpdate,
+    session: Session = Depends(unit_of_work),
+    principal: Principal = Depends(authorize("catalog", "write")),
+) -> FieldRead:
+    return _field(service.update_field(session, key, changes, actor=principal))
+
+
+@router.delete("/catalog/fields/{key}", response_model=FieldRead)
+def retire_field(
+    key: str, session: Session = Depends(unit_of_work), principal: Principal = Depends(authorize("catalog", "write"))
+) -> FieldRead:
+    """Retire a field: it takes no new data and leaves the manual, but keeps its history."""
+    return _field(service.retire_field(session, key, actor=principal))
+
+
+@router.get("/catalog/purposes")
+def list_purposes(
+    session: Session = Depends(read_session), _: Principal = Depends(authorize("catalog", "read"))
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": p.key,
+            "label": p.label,
+            "description": p.description,
+            "dpv_term": p.dpv_term,
+            "parent": p.parent_key,
+            "i18n": p.i18n,
+        }
+        for p in service.list_purposes(session)
+    ]
+
+
+@router.post("/catalog/purposes", status_code=201)
+def upsert_purpose(
+    spec: PurposeIn,
+    session: Session = Depends(unit_of_work),
+    principal: Principal = Depends(authorize("catalog", "write")),
+) -> dict[str, str]:
+    purpose = service.upsert_purpose(session, spec)
+    return {"key": purpose.key}
+
+
+@router.post("/catalog/load")
+def load_catalog(
+    doc: CatalogDocument,
+    session: Session = Depends(unit_of_work),
+    principal: Principal = Depends(authorize("catalog", "write")),
+) -> dict[str, int]:
+    """Load a whole catalog document (all or nothing)."""
+    return service.load_document(session, doc, actor=principal)
+
+
+@router.get("/partners")
+def list_partners(
+    session: Session = Depends(read_session), _: Principal = Depends(authorize("catalog", "read"))
+) -> list[dict[str, Any]]:
+    """Partners (name and category only), so customers know who may receive their data."""
+    return [
+        {"key": p.key, "name": p.name, "category": p.category, "description": p.description, "status": p.status}
+        for p in service.list_partners(session)
+    ]
+
+
+@router.post("/partners", status_code=201)
+def upsert_partner(
+    spec: PartnerIn,
+    session: Session = Depends(unit_of_work),
+    principal: Principal = Depends(authorize("partners", "write")),
+) -> dict[str, str]:
+    partner = service.upsert_partner(session, spec)
+    return {"key": partner.key}
