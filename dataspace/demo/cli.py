@@ -1,0 +1,44 @@
+"""``dataspace demo``: initialise, build the demo data, print the accounts, serve."""
+
+from __future__ import annotations
+
+import typer
+
+from dataspace.cli import app, console, one_line_errors
+from dataspace.settings import Settings
+
+
+@app.command("demo")
+@one_line_errors
+def demo(
+    customers: int = typer.Option(10_000, min=10, max=2_000_000, help="Synthetic customers to generate."),
+    serve: bool = typer.Option(True, help="Start the server afterwards."),
+) -> None:
+    """Build a ready-to-click demo on the configured database (embedded SQLite by default) and serve it."""
+    from dataspace.bootstrap import init
+    from dataspace.context import Context
+    from dataspace.demo.build import build_demo
+
+    settings = Settings()
+    init(settings)
+    ctx = Context.open(settings)
+    try:
+        accounts = build_demo(ctx, customers=customers, progress=lambda m: console.print(f"[cyan]demo[/cyan] {m}"))
+    finally:
+        ctx.close()
+    base = settings.resolved_issuer
+    console.print("[bold]Demo accounts[/bold] (generated for this data directory; shown on every `dataspace demo`):")
+    for name, info in accounts.users.items():
+        extra = f"  (customer {info['customer_id']})" if "customer_id" in info else ""
+        console.print(f"  {info['role']:<10} user {name:<10} password {info['password']}{extra}", highlight=False)
+    for client_id, info in accounts.clients.items():
+        console.print(
+            f"  {info['role']:<10} client_id {client_id}  client_secret {info['secret']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"Customer portal: {base}/portal/   Compliance console: {base}/console/   API docs: {base}/docs")
+    if serve:
+        from dataspace.cli import serve as run_server
+
+        run_server()
