@@ -1,0 +1,69 @@
+"""Desensitized feature emission: what a partner's model may see of the eligible subjects.
+
+Public API: parse a contract's features (``parse_features``), then ``emit`` them as Arrow record batches
+with per-partner pseudonyms, generalized values and k-anonymity suppression.
+
+Names are resolved lazily so decryption worker processes, which import ``dataspace.emission._decrypt``,
+do not pay for the database layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dataspace.emission.service import Emission, EmissionStats, PseudonymMap, emit
+    from dataspace.emission.specs import (
+        Bin,
+        CatalogField,
+        FeatureSpec,
+        Group,
+        Identity,
+        Quantile,
+        TopCode,
+        check_against_catalog,
+        parse_feature,
+        parse_features,
+    )
+
+_WHERE = {
+    "Emission": "service",
+    "EmissionStats": "service",
+    "PseudonymMap": "service",
+    "emit": "service",
+    "Bin": "specs",
+    "CatalogField": "specs",
+    "FeatureSpec": "specs",
+    "Group": "specs",
+    "Identity": "specs",
+    "Quantile": "specs",
+    "TopCode": "specs",
+    "check_against_catalog": "specs",
+    "parse_feature": "specs",
+    "parse_features": "specs",
+}
+
+__all__ = [
+    "Bin",
+    "CatalogField",
+    "Emission",
+    "EmissionStats",
+    "FeatureSpec",
+    "Group",
+    "Identity",
+    "PseudonymMap",
+    "Quantile",
+    "TopCode",
+    "check_against_catalog",
+    "emit",
+    "parse_feature",
+    "parse_features",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dataspace.emission' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"dataspace.emission.{module}"), name)

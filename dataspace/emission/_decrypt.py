@@ -1,0 +1,103 @@
+"""Open a chunk of sealed profiles and turn it into transformed columns (runs in worker processes too).
+
+Kept free of the database and the ORM so a spawned worker imports little. Decrypted plaintext lives only
+inside ``decrypt_chunk``; what leaves it is already generalized, except raw numbers of quantile features,
+whose cut points need the whole population.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from dataspace.emission.specs import FeatureSpec, _category
+from dataspace.emission.transforms import apply_local, pseudonym_digests, raw_type
+from dataspace.vault import DecryptionError, Vault
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    master_key: bytes
+    partner_key: bytes
+    scope: str
+    specs: tuple[FeatureSpec, ...]
+    data_types: tuple[str, ...]
+
+    def __repr__(self) -> str:  # keys must never reach a log line
+        return f"ChunkJob(features={len(self.specs)})"
+
+
+@dataclass
+class ChunkResult:
+    subject_ids: npt.NDArray[np.int64]
+    digests: bytes  # PSEUDONYM_BYTES per kept row, in row order
+    columns: list[pa.Array]
+    unreadable: int
+
+
+def _coerce(value: Any, data_type: str) -> Any:
+    """Slow path: a value of an unexpected JSON type becomes null instead of failing the job."""
+    if value is None:
+        return None
+    if data_type in ("integer", "number"):
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if data_type == "boolean":
+        return value if isinstance(value, bool) else None
+    return _category(value) if isinstance(value, str | int | float | bool) else None
+
+
+def _parse(plaintexts: list[bytes], keys: Sequence[str], data_types: Sequence[str]) -> list[pa.Array]:
+    if not plaintexts:
+        return [pa.array([], raw_type(t)) for t in data_types]
+    schema = pa.schema([(k, raw_type(t)) for k, t in zip(keys, data_types, strict=True)])
+    try:
+        # Arrow's JSON reader parses the whole chunk in C++ (compact JSON holds no raw newline).
+        table = pajson.read_json(
+            io.BytesIO(b"\n".join(plaintexts)),
+            read_options=pajson.ReadOptions(block_size=1 << 26, use_threads=False),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+        return [table.column(k).combine_chunks() for k in keys]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        rows = [json.loads(p) for p in plaintexts]
+        return [
+            pa.array([_coerce(r.get(k), t) for r in rows], raw_type(t)) for k, t in zip(keys, data_types, strict=True)
+        ]
+
+
+def decrypt_chunk(
+    job: ChunkJob,
+    subject_ids: npt.NDArray[np.int64],
+    wrapped: list[bytes],
+    sealed: list[bytes],
+    vault: Vault | None = None,
+) -> ChunkResult:
+    """Open, parse and locally transform one chunk; ``vault`` defaults to one built from the job's key."""
+    vault = vault or Vault(job.master_key)
+    plaintexts: list[bytes] = []
+    ok = np.ones(len(wrapped), dtype=np.bool_)
+    unwrap, open_ = vault.unwrap, Vault.open
+    for i, (sid, w, s) in enumerate(zip(subject_ids.tolist(), wrapped, sealed, strict=True)):
+        try:
+            plaintexts.append(open_(unwrap(w, sid), s, sid))
+        except DecryptionError:
+            ok[i] = False  # tampered or shredded mid-flight: skip the row, count it
+    ids = subject_ids[ok]
+    keys = [s.field for s in job.specs]
+    raw = _parse(plaintexts, keys, job.data_types)
+    del plaintexts
+    columns = [apply_local(s, r, t) for s, r, t in zip(job.specs, raw, job.data_types, strict=True)]
+    return ChunkResult(
+        subject_ids=ids,
+        digests=b"".join(pseudonym_digests(job.partner_key, job.scope, ids)),
+        columns=columns,
+        unreadable=int((~ok).sum()),
+    )

@@ -1,0 +1,320 @@
+"""Feature emission: eligible subjects' sealed profiles in, desensitized Arrow record batches out.
+
+Two passes over the population, because quantile cut points and k-anonymity need all of it: pass one
+streams sealed rows from the database in chunks, opens them (in worker processes for large populations)
+and keeps only generalized columns as compact integer codes; pass two suppresses small groups and emits
+record batches decoded from the codes. Rows leave in pseudonym order, which is random to the partner and
+so reveals nothing about subject ids or enrollment order.
+
+What is emitted: the ``pseudonym`` column (HMAC under the partner's own key, see ``pseudonym_digests``)
+and one column per contract feature. The pseudonym -> subject id map stays server-side in
+``Emission.pseudonym_to_subject`` for storing decisions; it is never part of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.catalog.models import Field
+from dataspace.emission._decrypt import ChunkJob, ChunkResult, decrypt_chunk
+from dataspace.emission.specs import (
+    PSEUDONYM_COLUMN,
+    Bin,
+    CatalogField,
+    FeatureSpec,
+    Group,
+    Quantile,
+    check_against_catalog,
+    column_name,
+)
+from dataspace.emission.transforms import (
+    PSEUDONYM_BYTES,
+    encode,
+    k_suppress,
+    output_type,
+    quantile_edges,
+    quantile_index,
+)
+from dataspace.errors import InvalidInput
+from dataspace.keys import KeyRing
+from dataspace.vault import Vault
+
+LOAD_CHUNK = 25_000  # rows per decryption task
+PARALLEL_MIN_ROWS = 100_000  # below this, worker start-up costs more than it saves
+IN_LIST_CHUNK = 2_000
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class EmissionStats:
+    eligible: int  # distinct subject ids asked for
+    loaded: int  # of those, with a readable profile (erased subjects have none)
+    unreadable: int  # profiles that failed to open (tampered); skipped
+    emitted: int
+    suppressed_rows: int  # dropped by k-anonymity
+    suppressed_cells: int  # blanked (null) by k-anonymity in emitted rows
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PseudonymMap:
+    """Server-side only: which subject each emitted pseudonym stands for (sorted by pseudonym)."""
+
+    pseudonyms: npt.NDArray[np.bytes_]  # ASCII hex, dtype S32
+    subject_ids: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.subject_ids.size)
+
+    def lookup(self, pseudonyms: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Subject ids for the given pseudonyms; -1 for a pseudonym this emission did not produce."""
+        wanted = np.array([p.encode("ascii", "replace")[:64] for p in pseudonyms], dtype="S64")
+        if not len(self) or not wanted.size:
+            return np.full(wanted.size, -1, dtype=np.int64)
+        pos = np.searchsorted(self.pseudonyms, wanted).clip(0, len(self) - 1)
+        found = self.pseudonyms[pos] == wanted
+        return np.where(found, self.subject_ids[pos], -1).astype(np.int64)
+
+
+@dataclass
+class Emission:
+    schema: pa.Schema
+    pseudonym_to_subject: PseudonymMap
+    stats: EmissionStats
+    batch_size: int
+    _pseudonyms: pa.Array = field(repr=False)
+    _codes: list[npt.NDArray[np.int32]] = field(repr=False)
+    _decoders: list[pa.Array] = field(repr=False)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The emitted rows as record batches of at most ``batch_size`` rows (may be called again)."""
+        n = len(self._pseudonyms)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            arrays = [self._pseudonyms.slice(start, stop - start)]
+            arrays += [
+                dec.take(pa.array(codes[start:stop])) for codes, dec in zip(self._codes, self._decoders, strict=True)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches()), schema=self.schema)
+
+
+def catalog_fields(session: Session, keys: Sequence[str]) -> dict[str, CatalogField]:
+    rows = session.execute(select(Field).where(Field.key.in_(sorted(set(keys))))).scalars()
+    return {
+        f.key: CatalogField(key=f.key, data_type=f.data_type, transforms=tuple(f.transforms or ()), status=f.status)
+        for f in rows
+    }
+
+
+def _schema(specs: Sequence[FeatureSpec], fields: dict[str, CatalogField], k: int) -> pa.Schema:
+    columns = [pa.field(PSEUDONYM_COLUMN, pa.string(), nullable=False)]
+    for spec in specs:
+        meta = {"field": spec.field, "transform": spec.transform}
+        if isinstance(spec, Bin | Group):
+            meta["labels"] = json.dumps(spec.labels())
+        if isinstance(spec, Quantile):
+            meta["q"] = str(spec.q)
+        columns.append(pa.field(column_name(spec), output_type(spec, fields[spec.field].data_type), metadata=meta))
+    return pa.schema(columns, metadata={"k": str(k), "suppressed": "null"})
+
+
+_FETCH_SQL = (
+    "SELECT k.subject_id, k.wrapped_key, p.sealed FROM subject_keys k"
+    " JOIN subject_profiles p ON p.subject_id = k.subject_id WHERE {where} ORDER BY k.subject_id"
+)
+
+
+def _fetch(session: Session, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], list[bytes], list[bytes]]:
+    """Sealed rows for these (sorted, distinct) subject ids, in id order; ids without a profile are absent.
+
+    Goes to the DBAPI cursor directly: ORM/Core row processing would cost more than the decryption.
+    """
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
+    cursor = dbapi.cursor()
+    try:
+        lo, hi = int(ids[0]), int(ids[-1])
+        if hi - lo + 1 <= 2 * ids.size:
+            # Dense ids: one range scan, then keep only the eligible ones.
+            cursor.execute(_FETCH_SQL.format(where=f"k.subject_id BETWEEN {mark} AND {mark}"), (lo, hi))
+            rows = cursor.fetchall()
+        else:
+            rows = []
+            for start in range(0, ids.size, IN_LIST_CHUNK):
+                part = ids[start : start + IN_LIST_CHUNK].tolist()
+                marks = ", ".join([mark] * len(part))
+                cursor.execute(_FETCH_SQL.format(where=f"k.subject_id IN ({marks})"), part)
+                rows += cursor.fetchall()
+    finally:
+        cursor.close()
+    if not rows:
+        return np.empty(0, dtype=np.int64), [], []
+    sids, wrapped, sealed = zip(*rows, strict=True)  # both drivers return bytea/BLOB as bytes
+    del rows
+    found = np.array(sids, dtype=np.int64)
+    pos = np.searchsorted(ids, found).clip(0, ids.size - 1)
+    wanted = ids[pos] == found
+    if wanted.all():
+        return found, list(wrapped), list(sealed)
+    keep = np.flatnonzero(wanted).tolist()
+    return found[wanted], [wrapped[i] for i in keep], [sealed[i] for i in keep]
+
+
+def _chunk_results(
+    session: Session, vault: Vault, job: ChunkJob, ids: npt.NDArray[np.int64], workers: int
+) -> Iterator[ChunkResult]:
+    chunks = (ids[i : i + LOAD_CHUNK] for i in range(0, ids.size, LOAD_CHUNK))
+    if workers <= 1:
+        for chunk in chunks:
+            yield decrypt_chunk(job, *_fetch(session, chunk), vault)
+        return
+    # Spawned (not forked) workers: forking a process that holds database connections and threads is
+    # unsafe. At most 2 chunks per worker are in flight, which bounds memory.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(decrypt_chunk, job, *_fetch(session, chunk)))
+            while len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _hex(digests: npt.NDArray[np.uint8]) -> pa.Array:
+    """Lower-case hex of each fixed-width digest row, as an Arrow string array (no Python loop)."""
+    n = digests.shape[0]
+    width = 2 * PSEUDONYM_BYTES
+    out = np.empty((n, width), dtype=np.uint8)
+    out[:, 0::2] = _HEX[digests >> 4]
+    out[:, 1::2] = _HEX[digests & 15]
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out.tobytes()))
+
+
+def emit(
+    session: Session,
+    vault: Vault,
+    keys: KeyRing,
+    *,
+    partner_key: str,
+    features: Sequence[FeatureSpec],
+    k: int,
+    eligible_subject_ids: npt.ArrayLike,
+    batch_size: int = 65536,
+    pseudonym_scope: str = "",
+    workers: int | None = None,
+) -> Emission:
+    """Desensitized features of the eligible subjects for one partner.
+
+    ``eligible_subject_ids`` must already be the subjects with an active grant for every contract field
+    for this partner and purpose (the bulk consent evaluator's output). ``pseudonym_scope`` salts the
+    pseudonyms: the same subject gets the same pseudonym for the same partner and scope; pass a job id to
+    keep one partner from linking its jobs' outputs. ``workers`` decrypts in that many processes (default:
+    up to 2 CPUs when the population is large). ``vault`` opens profiles in this process; worker processes
+    build theirs from ``keys.master_key``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInput("k must be a positive integer")
+    if batch_size < 1:
+        raise InvalidInput("batch_size must be positive")
+    specs = list(features)
+    if not specs:
+        raise InvalidInput("at least one feature is required")
+    names = [column_name(s) for s in specs]
+    if PSEUDONYM_COLUMN in names or len(set(names)) != len(names):
+        raise InvalidInput("feature column names must be unique and not 'pseudonym'")
+    fields = catalog_fields(session, [s.field for s in specs])
+    check_against_catalog(specs, fields)
+    schema = _schema(specs, fields, k)
+
+    ids = np.unique(np.asarray(eligible_subject_ids, dtype=np.int64).reshape(-1))
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
+    job = ChunkJob(
+        master_key=keys.master_key,
+        partner_key=keys.partner_pseudonym_key(partner_key),
+        scope=pseudonym_scope,
+        specs=tuple(specs),
+        data_types=tuple(fields[s.field].data_type for s in specs),
+    )
+
+    subject_parts: list[npt.NDArray[np.int64]] = []
+    digest_parts: list[bytes] = []
+    column_parts: list[list[pa.Array]] = [[] for _ in specs]
+    unreadable = 0
+    if ids.size:
+        for result in _chunk_results(session, vault, job, ids, workers):
+            subject_parts.append(result.subject_ids)
+            digest_parts.append(result.digests)
+            for j, col in enumerate(result.columns):
+                column_parts[j].append(col)
+            unreadable += result.unreadable
+
+    subject_ids = np.concatenate(subject_parts) if subject_parts else np.empty(0, dtype=np.int64)
+    digests = np.frombuffer(b"".join(digest_parts), dtype=np.uint8).reshape(-1, PSEUDONYM_BYTES)
+    del digest_parts
+    n = subject_ids.size
+
+    codes: list[npt.NDArray[np.int32]] = []
+    decoders: list[pa.Array] = []
+    for spec, parts in zip(specs, column_parts, strict=True):
+        out_type = output_type(spec, fields[spec.field].data_type)
+        column = pa.concat_arrays(parts) if parts else pa.array([], out_type)
+        parts.clear()
+        if isinstance(spec, Quantile):
+            values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+            column = pa.array(quantile_index(values, quantile_edges(values, spec.q)), from_pandas=True)
+            del values  # the raw numbers are not needed past this point
+        c, d = encode(column.cast(out_type))
+        codes.append(c)
+        decoders.append(d)
+        del column
+
+    suppression = k_suppress(codes, k)
+    # Emit in pseudonym order: random-looking to the partner, and lets the map use binary search.
+    order = np.flatnonzero(suppression.keep)
+    halves = digests[order].copy().view(">u8")
+    order = order[np.lexsort((halves[:, 1], halves[:, 0]))]
+    del halves
+    codes = [c[order] for c in codes]
+    pseudonyms = _hex(digests[order])
+    mapping = PseudonymMap(
+        pseudonyms=np.frombuffer(pseudonyms.buffers()[2], dtype="S32", count=len(pseudonyms)).copy(),
+        subject_ids=subject_ids[order],
+    )
+    stats = EmissionStats(
+        eligible=int(ids.size),
+        loaded=int(n),
+        unreadable=unreadable,
+        emitted=int(order.size),
+        suppressed_rows=suppression.suppressed_rows,
+        suppressed_cells=suppression.suppressed_cells,
+    )
+    return Emission(
+        schema=schema,
+        pseudonym_to_subject=mapping,
+        stats=stats,
+        batch_size=batch_size,
+        _pseudonyms=pseudonyms,
+        _codes=codes,
+        _decoders=decoders,
+    )
