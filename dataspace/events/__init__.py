@@ -1,0 +1,1 @@
+"""Event contracts and delivery: versioned event schemas, a transactional outbox, signed webhooks."""
