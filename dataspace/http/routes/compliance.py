@@ -1,0 +1,74 @@
+"""The subject's access export and erasure; records of processing and the request log for compliance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
+
+from dataspace.auth.principal import Principal
+from dataspace.compliance import service
+from dataspace.context import Context
+from dataspace.errors import Forbidden, InvalidInput
+from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+
+router = APIRouter(prefix="/v1", tags=["compliance"])
+CONFIRMATION = "erase my data"
+
+
+def _me(principal: Principal) -> int:
+    if principal.subject_id is None:
+        raise Forbidden()
+    return principal.subject_id
+
+
+@router.get("/me/export")
+def export_my_data(
+    session: Session = Depends(unit_of_work),
+    ctx: Context = Depends(get_context),
+    principal: Principal = Depends(authorize("me.export", "read")),
+) -> dict[str, Any]:
+    """Everything held about me: profile values, consents with receipts, usage, decisions, points."""
+    return service.subject_export(ctx, session, subject_id=_me(principal), actor=principal)
+
+
+@router.delete("/me")
+def erase_me(
+    confirm: str = Query(..., description=f"must be exactly '{CONFIRMATION}'"),
+    session: Session = Depends(unit_of_work),
+    ctx: Context = Depends(get_context),
+    principal: Principal = Depends(authorize("me.erasure", "write")),
+) -> dict[str, Any]:
+    """Erase my account: withdraw every consent, crypto-shred my data, disable my sign-in."""
+    if confirm != CONFIRMATION:
+        raise InvalidInput(f"to erase your account, confirm with '{CONFIRMATION}'")
+    outcome = service.erase_subject(ctx, session, subject_id=_me(principal), actor=principal)
+    return {"erased": True, **outcome}
+
+
+@router.get("/compliance/records-of-processing")
+def records(
+    session: Session = Depends(read_session), _: Principal = Depends(authorize("compliance.records", "read"))
+) -> dict[str, Any]:
+    return service.records_of_processing(session)
+
+
+@router.get("/compliance/requests")
+def requests(
+    kind: str | None = Query(None, pattern="^(access|erasure)$"),
+    session: Session = Depends(read_session),
+    _: Principal = Depends(authorize("compliance.requests", "read")),
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": r.id,
+            "subject_id": r.subject_id,
+            "kind": r.kind,
+            "requested_by": r.requested_by,
+            "requested_at": r.requested_at.isoformat(),
+            "completed_at": r.completed_at.isoformat() if r.completed_at else None,
+            "outcome": r.outcome,
+        }
+        for r in service.list_requests(session, kind=kind)
+    ]
