@@ -1,0 +1,77 @@
+"""Sandbox bench: start overhead (median of trivial runs) and N-row logistic-regression scoring throughput.
+
+.venv/bin/python bench/sandbox.py --n 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox import DecisionSchema, Limits, OnnxModel, PythonModule, run_job
+from tests.unit.sandbox.onnx_factory import logistic_regression
+
+FEATURES = 8
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1_000_000, help="rows in the scoring job")
+    parser.add_argument("--starts", type=int, default=20, help="trivial runs for the start overhead")
+    args = parser.parse_args()
+
+    schema = DecisionSchema.of_labels("decline", "offer")
+    tiny = pa.table({"pseudonym": ["p0"], "x": [1.0]})
+    trivial_python = PythonModule("def score(table):\n    return ['offer'] * table.num_rows\n", approved=True)
+    trivial_onnx = OnnxModel(logistic_regression([1.0]))
+    run_job(trivial_python, tiny, schema)  # first run probes bubblewrap; not counted
+
+    for label, model in (("python", trivial_python), ("onnx", trivial_onnx)):
+        times = []
+        for _ in range(args.starts):
+            started = time.perf_counter()
+            run_job(model, tiny, schema)
+            times.append(time.perf_counter() - started)
+        print(
+            f"start overhead ({label}, 1 row, {args.starts} runs): "
+            f"p50 {statistics.median(times) * 1000:.0f} ms, p99 {percentile(times, 0.99) * 1000:.0f} ms"
+        )
+
+    rng = np.random.default_rng(7)
+    columns = {"pseudonym": pa.array([f"ps_{i:012d}" for i in range(args.n)], type=pa.string())}
+    for j in range(FEATURES):
+        columns[f"f{j}"] = pa.array(rng.standard_normal(args.n))
+    table = pa.table(columns)
+    weights = rng.standard_normal(FEATURES).tolist()
+    model = OnnxModel(logistic_regression(weights, bias=0.1))
+    started = time.perf_counter()
+    out = run_job(model, table, schema, Limits(wall_seconds=120, cpu_seconds=120))
+    elapsed = time.perf_counter() - started
+    offers = out.decisions.column("decision").to_pylist().count("offer")
+    print(
+        f"logistic regression, {args.n} rows x {FEATURES} features: {elapsed:.2f} s end to end, "
+        f"{args.n / elapsed:,.0f} rows/s (sandbox cpu {out.stats.cpu_seconds:.2f} s, "
+        f"sandbox peak RSS {out.stats.peak_rss_bytes / 2**20:.0f} MiB, "
+        f"output {out.stats.output_bytes / 2**20:.1f} MiB, "
+        f"{offers} offers)"
+    )
+    parent_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"parent peak RSS {parent_rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Isolated execution of partner models: bubblewrap + seccomp + rlimits, Arrow IPC in, validated decisions out.
+
+Knows nothing of HTTP or the database. Partner code never runs outside the sandbox: if bubblewrap is
+unavailable every operation raises `SandboxUnavailable` (there is no unisolated fallback).
+"""
+
+from sandbox._bubblewrap import Bubblewrap
+from sandbox._contract import (
+    DecisionSchema,
+    JobOutput,
+    JobStats,
+    Limits,
+    ModelInfo,
+    ModelSpec,
+    OnnxModel,
+    PythonModule,
+    TensorInfo,
+)
+from sandbox._errors import JobFailed, ModelRejected, SandboxError, SandboxUnavailable
+from sandbox._jobs import DEFAULT_MAX_MODEL_BYTES, inspect_onnx, run_job
+
+__all__ = [
+    "DEFAULT_MAX_MODEL_BYTES",
+    "Bubblewrap",
+    "DecisionSchema",
+    "JobFailed",
+    "JobOutput",
+    "JobStats",
+    "Limits",
+    "ModelInfo",
+    "ModelRejected",
+    "ModelSpec",
+    "OnnxModel",
+    "PythonModule",
+    "SandboxError",
+    "SandboxUnavailable",
+    "TensorInfo",
+    "inspect_onnx",
+    "run_job",
+]

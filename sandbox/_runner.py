@@ -1,0 +1,274 @@
+"""The program that runs INSIDE the sandbox: reads a job from stdin, scores it, writes decisions to stdout.
+
+Started by the launcher as ``python -I -S /sandbox/runner.py SITE_DIR...`` under bubblewrap; it must stay
+self-contained (stdlib + numpy + pyarrow + onnxruntime, no import of the `sandbox` package).
+
+stdin:  4-byte big-endian header length, the JSON header, ``header["model_len"]`` model bytes, then (for
+        scoring jobs) an Arrow IPC stream of feature batches: a ``pseudonym`` column plus the features.
+stdout: for ``inspect``, one JSON document describing the ONNX signature; for ``onnx``/``python``, an
+        Arrow IPC stream of (pseudonym, decision) batches.
+stderr: free text for the operator's logs; on failure the LAST line is ``SANDBOX-ERROR {"code": ...}``
+        with a code from a fixed vocabulary (the parent never shows model-chosen text as the reason).
+
+The rlimits from the header are applied (soft = hard, irreversible) before the model bytes are even read,
+so no partner-controlled byte is touched without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import sys
+from typing import Any
+
+ERROR_PREFIX = "SANDBOX-ERROR "
+STATS_PREFIX = "SANDBOX-STATS "
+HEADER_STRUCT = ">I"
+MAX_HEADER_BYTES = 1 << 20
+
+
+class RunnerError(Exception):
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = n
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            raise RunnerError("protocol", "stdin ended early")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    names = {
+        "cpu": resource.RLIMIT_CPU,
+        "as": resource.RLIMIT_AS,
+        "nproc": resource.RLIMIT_NPROC,
+        "fsize": resource.RLIMIT_FSIZE,
+        "nofile": resource.RLIMIT_NOFILE,
+        "core": resource.RLIMIT_CORE,
+    }
+    for key, value in limits.items():
+        if key == "cpu":
+            # SIGXCPU at the soft limit, SIGKILL one second later if it is caught.
+            resource.setrlimit(names[key], (value, value + 1))
+        else:
+            resource.setrlimit(names[key], (value, value))
+
+
+def _fail(code: str, detail: str = "") -> None:
+    line = ERROR_PREFIX + json.dumps({"code": code, "detail": detail[:500]}) + "\n"
+    os.write(2, line.encode("utf-8", "replace"))
+
+
+def _onnx_session(model: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except MemoryError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions for any bad model
+        if _is_alloc_failure(exc):
+            raise MemoryError from exc
+        raise RunnerError("bad_model", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _is_alloc_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "bad_alloc" in text or "bad allocation" in text or "failed to allocate" in text
+
+
+def _signature(session: Any) -> dict[str, Any]:
+    def describe(args: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": a.name, "type": a.type, "shape": [d if isinstance(d, int) else None for d in a.shape]}
+            for a in args
+        ]
+
+    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
+
+
+def _feature_matrix(batch: Any, feature_names: list[str]) -> Any:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    matrix = np.empty((batch.num_rows, len(feature_names)), dtype=np.float32)
+    for j, name in enumerate(feature_names):
+        column = batch.column(name)
+        if column.null_count:
+            column = pc.fill_null(column.cast("float64"), float("nan"))
+        matrix[:, j] = column.to_numpy(zero_copy_only=False)
+    return matrix
+
+
+def _decisions_from_onnx(outputs: dict[str, Any], schema: dict[str, Any], n: int) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    labels: list[str] | None = schema.get("labels")
+    if labels is not None:
+        if "label" in outputs:
+            raw = np.asarray(outputs["label"]).reshape(-1)
+            if raw.shape[0] != n:
+                raise RunnerError("output_shape", f"label output has {raw.shape[0]} rows for {n} inputs")
+            if raw.dtype.kind in "iu":
+                if raw.size and (raw.min() < 0 or raw.max() >= len(labels)):
+                    raise RunnerError("output_shape", "label index out of range of the schema's labels")
+                return pa.array(np.asarray(labels, dtype=object)[raw], type=pa.string())
+            return pa.array([str(x) for x in raw], type=pa.string())
+        score = np.asarray(outputs["score"], dtype=np.float64)
+        if score.ndim == 2 and score.shape[1] == len(labels) and len(labels) > 1:
+            index = score.argmax(axis=1)
+        elif len(labels) == 2 and (score.ndim == 1 or (score.ndim == 2 and score.shape[1] == 1)):
+            index = (score.reshape(-1) >= 0.5).astype(np.int64)
+        else:
+            raise RunnerError("output_shape", f"score output of shape {score.shape} for {len(labels)} labels")
+        if index.shape[0] != n:
+            raise RunnerError("output_shape", f"score output has {index.shape[0]} rows for {n} inputs")
+        return pa.array(np.asarray(labels, dtype=object)[index], type=pa.string())
+    score = np.asarray(outputs["score"], dtype=np.float64)
+    if not (score.ndim == 1 or (score.ndim == 2 and score.shape[1] == 1)) or score.shape[0] != n:
+        raise RunnerError("output_shape", f"score output of shape {score.shape} for {n} inputs")
+    return pa.array(score.reshape(-1), type=pa.float64())
+
+
+def _load_python_module(source: bytes) -> Any:
+    namespace: dict[str, Any] = {"__name__": "partner_model", "__builtins__": __builtins__}
+    try:
+        code = compile(source, "partner_model.py", "exec")
+    except (SyntaxError, ValueError) as exc:
+        raise RunnerError("bad_model", f"python module does not compile: {exc}") from exc
+    exec(code, namespace)  # noqa: S102 - this IS the sandboxed execution of a steward-approved module
+    score = namespace.get("score")
+    if not callable(score):
+        raise RunnerError("no_score_function", "python module defines no score(table) function")
+    return score
+
+
+def _score_jobs(header: dict[str, Any], model: bytes, stdin: Any, out: Any) -> None:
+    import numpy as np
+    import pyarrow as pa
+    from pyarrow import ipc
+
+    schema = header["schema"]
+    feature_names: list[str] = header["feature_names"]
+    decision_type = pa.string() if schema.get("labels") is not None else pa.float64()
+    out_schema = pa.schema([("pseudonym", pa.string()), ("decision", decision_type)])
+
+    if header["kind"] == "onnx":
+        session = _onnx_session(model, int(header.get("threads", 1)))
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
+            raise RunnerError("input_mismatch", "the model must take one float tensor 'features' [N, F]")
+        width = inputs[0].shape[1]
+        if isinstance(width, int) and width != len(feature_names):
+            raise RunnerError("input_mismatch", f"model takes {width} features, job has {len(feature_names)}")
+        input_name = inputs[0].name
+        wanted = [o.name for o in session.get_outputs() if o.name in {"label", "score"}]
+        if schema.get("labels") is None and "score" not in wanted:
+            raise RunnerError("output_shape", "a number decision schema needs a 'score' output")
+        if not wanted:
+            raise RunnerError("output_shape", "model has neither a 'label' nor a 'score' output")
+        scorer: Any = None
+    else:
+        scorer = _load_python_module(model)
+
+    reader = ipc.open_stream(stdin)
+    with ipc.new_stream(out, out_schema) as writer:
+        for batch in reader:
+            n = batch.num_rows
+            if scorer is None:
+                matrix = _feature_matrix(batch, feature_names)
+                try:
+                    values = session.run(wanted, {input_name: matrix})
+                except Exception as exc:  # onnxruntime's errors are untyped
+                    if isinstance(exc, MemoryError) or _is_alloc_failure(exc):
+                        raise MemoryError from exc
+                    raise RunnerError("input_mismatch", f"{type(exc).__name__}: {exc}") from exc
+                decisions = _decisions_from_onnx(dict(zip(wanted, values, strict=True)), schema, n)
+            else:
+                try:
+                    result = scorer(pa.Table.from_batches([batch]))
+                except (MemoryError, RunnerError):
+                    raise
+                except Exception as exc:  # the partner's code may raise anything
+                    raise RunnerError("model_error", f"score() raised {type(exc).__name__}: {exc}") from exc
+                try:
+                    decisions = pa.array(
+                        np.asarray(result) if not isinstance(result, pa.Array | list) else result,
+                        type=decision_type,
+                    )
+                except (pa.ArrowException, ValueError, TypeError) as exc:
+                    raise RunnerError("output_shape", f"score() returned unusable values: {exc}") from exc
+                if len(decisions) != n:
+                    raise RunnerError("output_shape", f"score() returned {len(decisions)} values for {n} rows")
+            pseudonyms = batch.column("pseudonym").cast(pa.string())
+            writer.write_batch(pa.record_batch([pseudonyms, decisions], schema=out_schema))
+
+
+def main(argv: list[str]) -> int:
+    # Trusted start: import the runtime before any partner byte is read.
+    sys.path.extend(argv[1:])
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+    # Anything the partner's code prints goes to stderr; the result channel is a private copy of fd 1.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    out = os.fdopen(out_fd, "wb", buffering=1 << 16)
+    stdin = os.fdopen(0, "rb", buffering=1 << 16)
+    try:
+        (length,) = struct.unpack(HEADER_STRUCT, _read_exact(stdin, 4))
+        if length > MAX_HEADER_BYTES:
+            raise RunnerError("protocol", "header too large")
+        header = json.loads(_read_exact(stdin, length))
+        _apply_limits(header["rlimits"])
+        model = _read_exact(stdin, int(header["model_len"]))
+        if header["kind"] == "inspect":
+            signature = _signature(_onnx_session(model, 1))
+            out.write(json.dumps(signature).encode())
+        elif header["kind"] in {"onnx", "python"}:
+            _score_jobs(header, model, stdin, out)
+        else:
+            raise RunnerError("protocol", f"unknown job kind {header['kind']!r}")
+        out.flush()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stats = {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024}
+        os.write(2, (STATS_PREFIX + json.dumps(stats) + "\n").encode())
+    except MemoryError:
+        _fail("memory")
+        return 3
+    except RunnerError as exc:
+        _fail(exc.code, exc.detail)
+        return 2
+    except pa.ArrowInvalid as exc:
+        _fail("protocol", f"bad feature stream: {exc}")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: report a code, never hang
+        _fail("internal", f"{type(exc).__name__}: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
