@@ -1,12 +1,83 @@
-"""The audit trail: every state-changing action and every authorization failure, never data values."""
+"""The audit trail: every state-changing action and every authorization failure, never data values.
+
+Entries go to the tamper-evident log ``audit`` (see ``dataspace.tlog``): queued in the caller's transaction,
+sequenced into the Merkle tree in batches.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
+from dataspace.db import utcnow
+from dataspace.tlog.log import NewEntry, append
+
+AUDIT_LOG = "audit"
+
+
+def iso_time(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    """Keep JSON types; anything else (ids as UUID, dates, enums) becomes its string form."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_plain(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    if isinstance(value, datetime):
+        return iso_time(value)
+    return str(value)
+
+
+def _target_ref(target: str, kind: str) -> str | None:
+    prefix, _, ref = target.partition(":")
+    return ref if prefix == kind and ref else None
+
+
+def audit_entry(
+    *,
+    actor: Principal | None,
+    action: str,
+    target: str,
+    result: str,
+    request_id: str | None,
+    details: dict[str, Any] | None,
+    at: datetime,
+) -> NewEntry:
+    clean = _plain(details or {})
+    subject_id: int | None = None
+    partner: str | None = None
+    if actor is not None and actor.role == "customer":
+        subject_id = actor.subject_id
+    if actor is not None and actor.partner_key:
+        partner = actor.partner_key
+    if subject_id is None:
+        raw = clean.get("subject_id", _target_ref(target, "subject"))
+        subject_id = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+    if partner is None:
+        raw_p = clean.get("partner_key", clean.get("partner", _target_ref(target, "partner")))
+        partner = str(raw_p)[:64] if isinstance(raw_p, str) and raw_p else None
+    entry = {
+        "time": iso_time(at),
+        "actor": actor.actor if actor is not None else "anonymous",
+        "role": actor.role if actor is not None else None,
+        "client_id": actor.client_id if actor is not None else None,
+        "action": action,
+        "target": target,
+        "result": result,
+        "request_id": request_id,
+        "details": clean,
+    }
+    return NewEntry(
+        entry=entry, created_at=at, action=action, actor=entry["actor"], subject_id=subject_id, partner=partner
+    )
 
 
 def record_event(
@@ -22,6 +93,22 @@ def record_event(
     """Append an audit entry in the caller's transaction (written together with the change or not at all).
 
     ``details`` must hold ids, counts and names only: never customer values or secrets.
-    (Interim no-op: the tamper-evident implementation replaces this body.)
     """
-    return None
+    append(
+        session,
+        log=AUDIT_LOG,
+        entries=[
+            audit_entry(
+                actor=actor,
+                action=action,
+                target=target,
+                result=result,
+                request_id=request_id,
+                details=details,
+                at=utcnow(),
+            )
+        ],
+    )
+
+
+__all__ = ["AUDIT_LOG", "audit_entry", "record_event"]

@@ -1,0 +1,147 @@
+"""Compliance: audit search, streamed signed exports, checkpoints, inclusion and consistency proofs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from dataspace.audit import record_event
+from dataspace.audit.search import search_events
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+from dataspace.errors import InvalidInput, NotFound
+from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.tlog import export as tlog_export
+from dataspace.tlog import log as tlog
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+LOG_PATTERN = "^(audit|usage)$"
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    if t is not None and t.tzinfo is None:
+        raise InvalidInput("times need a timezone (e.g. 2024-01-01T00:00:00Z)")
+    return t
+
+
+@router.get("/events")
+def events(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subject_id: int | None = None,
+    partner: str | None = Query(None, max_length=64),
+    action: str | None = Query(None, max_length=64),
+    actor: str | None = Query(None, max_length=200),
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    cursor: str | None = Query(None, max_length=32),
+    limit: int = Query(100, ge=1, le=500),
+    principal: Principal = Depends(authorize("audit", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    page = search_events(
+        session,
+        log=log,
+        since=_aware(since),
+        until=_aware(until),
+        subject_id=subject_id,
+        partner=partner,
+        action=action,
+        actor=actor,
+        cursor=cursor,
+        limit=limit,
+    )
+    return {
+        "items": [{"id": e.id, "index": e.index, **e.entry} for e in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/export")
+def export(
+    request: Request,
+    format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    principal: Principal = Depends(authorize("audit", "read")),
+    ctx: Context = Depends(get_context),
+) -> StreamingResponse:
+    tlog.sequence(ctx, log)
+    with ctx.db.transaction() as session:
+        cp = tlog.latest_checkpoint(session, log=log)
+        record_event(
+            session,
+            actor=principal,
+            action="audit.export",
+            target=f"log:{log}",
+            request_id=getattr(request.state, "request_id", None),
+            details={"format": format, "size": cp.size if cp else 0},
+        )
+    if cp is None:
+        raise NotFound(f"the {log} log is empty")
+
+    def body() -> Iterator[str]:
+        # Its own session: the stream outlives the request's dependencies.
+        with ctx.db.session() as s:
+            yield from tlog_export.export_lines(s, cp=cp, fmt=format)
+
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    name = f"{log}-{cp.size}.{format}"
+    return StreamingResponse(
+        body(), media_type=media, headers={"content-disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get("/checkpoint")
+def checkpoint(
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    principal: Principal = Depends(authorize("audit.checkpoint", "read")),
+    ctx: Context = Depends(get_context),
+) -> dict[str, Any]:
+    tlog.sequence(ctx, log)
+    with ctx.db.session() as session:
+        cp = tlog.latest_checkpoint(session, log=log)
+    if cp is None:
+        raise NotFound(f"the {log} log is empty")
+    return {
+        "log": log,
+        "size": cp.size,
+        "root_hash": cp.root_hash.hex(),
+        "note": cp.note,
+        "verifier_keys": tlog.verifier_keys(ctx),
+    }
+
+
+@router.get("/proofs/inclusion")
+def inclusion(
+    index: int = Query(..., ge=0),
+    tree_size: int = Query(..., ge=1),
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    principal: Principal = Depends(authorize("audit", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    p = tlog.inclusion_proof(session, log=log, index=index, size=tree_size)
+    return {
+        "log": log,
+        "index": index,
+        "tree_size": tree_size,
+        "leaf_hash": p.leaf_hash.hex(),
+        "hashes": [h.hex() for h in p.hashes],
+    }
+
+
+@router.get("/proofs/consistency")
+def consistency(
+    first: int = Query(..., ge=0),
+    second: int = Query(..., ge=0),
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    principal: Principal = Depends(authorize("audit", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    p = tlog.consistency_proof(session, log=log, first=first, second=second)
+    return {"log": log, "first": first, "second": second, "hashes": [h.hex() for h in p.hashes]}

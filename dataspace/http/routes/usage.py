@@ -1,0 +1,71 @@
+"""The customer's data-point ledger: how my data was used, with inclusion proofs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
+
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+from dataspace.errors import Forbidden
+from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.tlog.log import sequence, verifier_keys
+from dataspace.usage import usage_for_subject, usage_proof
+
+router = APIRouter(prefix="/v1/me/usage", tags=["usage"])
+
+
+def _subject(principal: Principal) -> int:
+    if principal.subject_id is None:
+        raise Forbidden()
+    return principal.subject_id
+
+
+@router.get("")
+def my_usage(
+    principal: Principal = Depends(authorize("me.usage", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    fields = usage_for_subject(session, _subject(principal))
+    return {
+        "fields": [
+            {
+                "field": f.field,
+                "uses": [
+                    {
+                        "partner": u.partner,
+                        "purpose": u.purpose,
+                        "time": u.time,
+                        "result": u.decision,
+                        "job_id": u.job_id,
+                        "index": u.index,
+                    }
+                    for u in f.uses
+                ],
+            }
+            for f in fields
+        ]
+    }
+
+
+@router.get("/{index}/proof")
+def my_usage_proof(
+    index: int,
+    principal: Principal = Depends(authorize("me.usage", "read")),
+    ctx: Context = Depends(get_context),
+) -> dict[str, Any]:
+    subject_id = _subject(principal)
+    sequence(ctx, "usage")
+    with ctx.db.session() as session:
+        proof, note = usage_proof(session, subject_id=subject_id, index=index)
+    return {
+        "log": "usage",
+        "index": index,
+        "tree_size": proof.tree_size,
+        "leaf_hash": proof.leaf_hash.hex(),
+        "hashes": [h.hex() for h in proof.hashes],
+        "checkpoint": note,
+        "verifier_keys": verifier_keys(ctx),
+    }

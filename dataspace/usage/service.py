@@ -1,0 +1,124 @@
+"""Data-point ledger service: bulk appends from jobs, the per-subject view, and inclusion proofs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dataspace.db import utcnow
+from dataspace.errors import NotFound
+from dataspace.tlog.log import InclusionProof, NewEntry, append, inclusion_proof, latest_checkpoint
+from dataspace.tlog.models import TLogEntry
+
+USAGE_LOG = "usage"
+_json_str: Callable[[str], str] = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One (job, subject, field) used, with the decision the job produced for that subject."""
+
+    job_id: str
+    subject_id: int
+    field: str
+    partner: str
+    purpose: str
+    decision: str | None = None  # the decision id or label, never a data value
+
+
+def usage_entry_json(u: UsageEntry, stamp: str, esc: Callable[[str], str] = _json_str) -> str:
+    """The canonical JSON of a ledger entry, rendered directly (keys in sorted order); equal to
+    ``canonical_json`` of the same dict, which the tests check."""
+    decision = "null" if u.decision is None else esc(u.decision)
+    return (
+        f'{{"decision":{decision},"field":{esc(u.field)},"job_id":{esc(str(u.job_id))},'
+        f'"partner":{esc(u.partner)},"purpose":{esc(u.purpose)},"subject_id":{int(u.subject_id)},'
+        f'"time":{esc(stamp)}}}'
+    )
+
+
+def record_usage(session: Session, entries: Iterable[UsageEntry], *, at: datetime | None = None) -> int:
+    """Queue ledger entries in the caller's transaction (bulk; suitable for million-entry jobs)."""
+    when = at or utcnow()
+    stamp = _iso(when)
+    cache: dict[str, str] = {}
+
+    def esc(value: str) -> str:  # jobs repeat a few partner/purpose/field/decision strings a million times
+        out = cache.get(value)
+        if out is None:
+            out = cache[value] = _json_str(value)
+        return out
+
+    def rows() -> Iterator[NewEntry]:
+        for u in entries:
+            yield NewEntry(
+                entry=usage_entry_json(u, stamp, esc),
+                created_at=when,
+                action="data.used",
+                subject_id=u.subject_id,
+                partner=u.partner,
+            )
+
+    return append(session, log=USAGE_LOG, entries=rows())
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    partner: str
+    purpose: str
+    time: str
+    decision: str | None
+    job_id: str
+    index: int | None  # None until the sequencer has placed it in the tree (then a proof is available)
+
+
+@dataclass
+class FieldUsage:
+    field: str
+    uses: list[UsageRecord] = dc_field(default_factory=list)
+
+
+def usage_for_subject(session: Session, subject_id: int, *, limit: int = 5000) -> list[FieldUsage]:
+    """Per field: which partner used it, for which purpose, when, with what result (newest first)."""
+    rows = session.execute(
+        select(TLogEntry.idx, TLogEntry.entry)
+        .where(TLogEntry.log == USAGE_LOG, TLogEntry.subject_id == subject_id)
+        .order_by(TLogEntry.id.desc())
+        .limit(limit)
+    )
+    by_field: dict[str, FieldUsage] = {}
+    for idx, body in rows:
+        e = json.loads(body)
+        by_field.setdefault(e["field"], FieldUsage(e["field"])).uses.append(
+            UsageRecord(
+                partner=e["partner"],
+                purpose=e["purpose"],
+                time=e["time"],
+                decision=e.get("decision"),
+                job_id=e["job_id"],
+                index=idx,
+            )
+        )
+    return sorted(by_field.values(), key=lambda f: f.field)
+
+
+def usage_proof(session: Session, *, subject_id: int, index: int) -> tuple[InclusionProof, str]:
+    """The inclusion proof of one of *this subject's* ledger entries at the latest checkpoint, with the
+    signed checkpoint note; another subject's entry is reported as not found."""
+    owner = session.execute(
+        select(TLogEntry.subject_id).where(TLogEntry.log == USAGE_LOG, TLogEntry.idx == index)
+    ).scalar_one_or_none()
+    cp = latest_checkpoint(session, log=USAGE_LOG)
+    if owner != subject_id or cp is None or index >= cp.size:
+        raise NotFound("no such ledger entry")
+    return inclusion_proof(session, log=USAGE_LOG, index=index, size=cp.size), cp.note
