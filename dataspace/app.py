@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
 from dataspace import __version__
+from dataspace.background import Background
 from dataspace.context import Context
 from dataspace.http import problems
 from dataspace.http.routes import ROUTERS
@@ -17,11 +19,26 @@ from dataspace.http.routes import ROUTERS
 log = logging.getLogger("dataspace.http")
 
 
-def create_app(context: Context) -> FastAPI:
+def create_app(context: Context, *, background: bool = False) -> FastAPI:
+    """The app. ``background=True`` (the server process) also runs the periodic tasks of
+    ``dataspace.background``; tests drive those directly instead."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runner = Background(context) if background else None
+        if runner is not None:
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+
     app = FastAPI(
         title="Dataspace",
         version=__version__,
         description="A privacy-preserving trusted data space server.",
+        lifespan=lifespan,
     )
     app.state.context = context
     problems.install(app)
@@ -37,9 +54,16 @@ def create_app(context: Context) -> FastAPI:
         response.headers["x-request-id"] = rid
         response.headers.setdefault("x-content-type-options", "nosniff")
         response.headers.setdefault("referrer-policy", "no-referrer")
-        log.info("request", extra={"method": request.method, "path": request.url.path,
-                                   "status": response.status_code, "request_id": rid,
-                                   "ms": round((time.perf_counter() - start) * 1000, 2)})
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "request_id": rid,
+                "ms": round((time.perf_counter() - start) * 1000, 2),
+            },
+        )
         return response
 
     for router in ROUTERS:

@@ -58,7 +58,12 @@ def serve() -> None:
     settings = Settings()
     configure(settings.log_level)
     host, _, port = settings.bind.rpartition(":")
-    uvicorn.run(create_app(Context.open(settings)), host=host or "127.0.0.1", port=int(port), log_level="warning")
+    uvicorn.run(
+        create_app(Context.open(settings), background=True),
+        host=host or "127.0.0.1",
+        port=int(port),
+        log_level="warning",
+    )
 
 
 def register(sub: typer.Typer, name: str) -> None:

@@ -17,7 +17,6 @@ from dataspace.tlog.log import (
 )
 from dataspace.tlog.merkle import ProofError, verify_consistency, verify_inclusion
 from dataspace.tlog.note import Checkpoint, CheckpointError, open_checkpoint
-from dataspace.tlog.sequencer import Sequencer
 
 __all__ = [
     "LOGS",
@@ -27,7 +26,6 @@ __all__ = [
     "InclusionProof",
     "NewEntry",
     "ProofError",
-    "Sequencer",
     "StoredCheckpoint",
     "VerifyReport",
     "append",

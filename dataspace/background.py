@@ -1,0 +1,94 @@
+"""Background work of one server process: periodic tasks on daemon threads.
+
+- sequence the tamper-evident logs (every 0.25 s): appends are queued in the request's transaction and
+  placed into the Merkle tree in batches, with a signed checkpoint;
+- deliver webhooks (every 1 s);
+- materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
+- expire points lots (every 5 min);
+- run queued partner jobs (embedded worker; see ``dataspace.jobs``).
+
+Every task is idempotent and safe to run in several processes at once (they serialize on the database), so
+any number of API replicas may run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dataspace.context import Context
+
+log = logging.getLogger("dataspace.background")
+
+
+@dataclass
+class Periodic:
+    name: str
+    interval: float
+    run: Callable[[], object]
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run()
+            except Exception:
+                log.exception("background task failed", extra={"task": self.name})
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def tasks(ctx: Context) -> list[Periodic]:
+    from dataspace.consents import service as consents
+    from dataspace.db import utcnow
+    from dataspace.events.service import deliver_due
+    from dataspace.points import service as points
+    from dataspace.tlog import LOGS, sequence
+
+    def sequence_logs() -> None:
+        for name in LOGS:
+            sequence(ctx, name)
+
+    def expire_consents() -> None:
+        with ctx.db.transaction() as session:
+            consents.expire_due(session, signer=ctx.keys.signing_key)
+
+    def expire_points() -> None:
+        with ctx.db.transaction() as session:
+            points.expire_points(session, now=utcnow())
+
+    out = [
+        Periodic("tlog-sequencer", 0.25, sequence_logs),
+        Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
+        Periodic("consent-expiry", 60.0, expire_consents),
+        Periodic("points-expiry", 300.0, expire_points),
+    ]
+    out.extend(JOB_TASKS(ctx) if JOB_TASKS is not None else [])
+    return out
+
+
+# The jobs package provides its worker task(s) here once wired (kept optional to avoid an import cycle).
+JOB_TASKS: Callable[[Context], list[Periodic]] | None = None
+
+
+class Background:
+    def __init__(self, ctx: Context) -> None:
+        self.tasks = tasks(ctx)
+
+    def start(self) -> None:
+        for task in self.tasks:
+            task.start()
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.stop()
