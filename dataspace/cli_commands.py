@@ -4,3 +4,4 @@ from dataspace.ingest import cli as _ingest_cli  # noqa: F401
 from dataspace.audit import cli as _audit_cli  # noqa: F401
 from dataspace.auth import cli as _auth_cli  # noqa: F401
 from dataspace.demo import cli as _demo_cli  # noqa: F401
+from dataspace.consents import cli as _consents_cli  # noqa: F401

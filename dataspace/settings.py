@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     external_jwks_url: str | None = None
     external_audience: str | None = None
     external_role_claim: str = "roles"
+    # Webhooks to http:// and private/loopback addresses (tests, single-host set-ups only).
+    webhook_allow_private: bool = False
 
     @property
     def resolved_database_url(self) -> str:

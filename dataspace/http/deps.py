@@ -22,7 +22,11 @@ def get_context(request: Request) -> Context:
 
 
 def unit_of_work(ctx: Context = Depends(get_context)) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    """One transaction per request: committed when the route returns, rolled back if it raises.
+
+    Always use it as ``Depends(unit_of_work, scope="function")``: with the default (request) scope FastAPI
+    commits only after the response is sent, so a client could act on a response whose write is not durable.
+    """
     with ctx.db.transaction() as session:
         yield session
 

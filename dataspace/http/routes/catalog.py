@@ -68,7 +68,7 @@ def field_history(
 @router.post("/catalog/fields", response_model=FieldRead, status_code=201)
 def create_field(
     spec: FieldIn,
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     return _field(service.create_field(session, spec, actor=principal))
@@ -78,7 +78,7 @@ def create_field(
 def update_field(
     key: str,
     changes: FieldUpdate,
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     return _field(service.update_field(session, key, changes, actor=principal))
@@ -86,7 +86,7 @@ def update_field(
 
 @router.delete("/catalog/fields/{key}", response_model=FieldRead)
 def retire_field(
-    key: str, session: Session = Depends(unit_of_work), principal: Principal = Depends(authorize("catalog", "write"))
+    key: str, session: Session = Depends(unit_of_work, scope="function"), principal: Principal = Depends(authorize("catalog", "write"))
 ) -> FieldRead:
     """Retire a field: it takes no new data and leaves the manual, but keeps its history."""
     return _field(service.retire_field(session, key, actor=principal))
@@ -112,7 +112,7 @@ def list_purposes(
 @router.post("/catalog/purposes", status_code=201)
 def upsert_purpose(
     spec: PurposeIn,
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> dict[str, str]:
     purpose = service.upsert_purpose(session, spec)
@@ -122,7 +122,7 @@ def upsert_purpose(
 @router.post("/catalog/load")
 def load_catalog(
     doc: CatalogDocument,
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> dict[str, int]:
     """Load a whole catalog document (all or nothing)."""
@@ -143,7 +143,7 @@ def list_partners(
 @router.post("/partners", status_code=201)
 def upsert_partner(
     spec: PartnerIn,
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("partners", "write")),
 ) -> dict[str, str]:
     partner = service.upsert_partner(session, spec)

@@ -25,7 +25,7 @@ def _me(principal: Principal) -> int:
 
 @router.get("/me/export")
 def export_my_data(
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("me.export", "read")),
 ) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def export_my_data(
 @router.delete("/me")
 def erase_me(
     confirm: str = Query(..., description=f"must be exactly '{CONFIRMATION}'"),
-    session: Session = Depends(unit_of_work),
+    session: Session = Depends(unit_of_work, scope="function"),
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("me.erasure", "write")),
 ) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def _partner(principal: Principal) -> int:
 
 
 @router.post("/partner/webhooks", status_code=201)
-def subscribe(body: SubscriptionIn, session: Session = Depends(unit_of_work), ctx: Context = Depends(get_context),
+def subscribe(body: SubscriptionIn, session: Session = Depends(unit_of_work, scope="function"), ctx: Context = Depends(get_context),
               principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> dict[str, Any]:
     sub = service.subscribe(session, partner_id=_partner(principal), url=body.url, event_types=body.events,
                             allow_private=ctx.settings.webhook_allow_private)
@@ -59,7 +59,7 @@ def subscriptions(session: Session = Depends(read_session),
 
 
 @router.delete("/partner/webhooks/{subscription_id}", status_code=204)
-def unsubscribe(subscription_id: int, session: Session = Depends(unit_of_work),
+def unsubscribe(subscription_id: int, session: Session = Depends(unit_of_work, scope="function"),
                 principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> None:
     service.unsubscribe(session, partner_id=_partner(principal), subscription_id=subscription_id)
 
@@ -76,7 +76,7 @@ def deliveries(status: str | None = Query(None, pattern="^(pending|delivered|dea
 
 
 @router.post("/partner/webhooks/deliveries/{delivery_id}/replay")
-def replay(delivery_id: int, session: Session = Depends(unit_of_work),
+def replay(delivery_id: int, session: Session = Depends(unit_of_work, scope="function"),
            principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> dict[str, Any]:
     d = service.replay(session, partner_id=_partner(principal), delivery_id=delivery_id)
     return {"id": d.id, "status": d.status}

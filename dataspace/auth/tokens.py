@@ -1,0 +1,262 @@
+"""JWT access tokens (RFC 9068): issuance through authlib's generator, storage, and verification.
+
+Access tokens are ES256 JWTs signed with the key ring's active token key (``kid`` in the header); every
+token key in the ring verifies, so after ``dataspace keys rotate`` old tokens stay valid until they expire.
+Each issuance is stored (by ``jti``, plus the refresh token's digest) so tokens can be revoked.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+from joserfc.jwt import JWTClaimsRegistry
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
+from dataspace.auth.principal import ROLES
+from dataspace.context import Context
+from dataspace.db import utcnow
+from dataspace.errors import Unauthorized
+from dataspace.keys import TokenKey
+from dataspace.partners.models import Partner
+
+AUDIENCE = "dataspace"
+LOCAL_ALG = "ES256"
+EXTERNAL_ALGS = ("RS256", "ES256")
+_JWT_TYPES = ("at+jwt", "application/at+jwt")
+
+
+# --- keys ----------------------------------------------------------------------------------------
+_key_cache: dict[tuple[str, bool], ECKey] = {}
+
+
+def _jwk(key: TokenKey, *, private: bool) -> ECKey:
+    cached = _key_cache.get((key.kid, private))
+    if cached is None:
+        pem = key.private_pem if private else key.public_pem
+        cached = ECKey.import_key(pem, {"kid": key.kid, "alg": LOCAL_ALG, "use": "sig"})
+        _key_cache[(key.kid, private)] = cached
+    return cached
+
+
+def jwks(ctx: Context) -> dict[str, Any]:
+    """The public JSON Web Key Set: every token key in the ring (active first)."""
+    return dict(KeySet([_jwk(k, private=False) for k in ctx.keys.token_keys]).as_dict(private=False))
+
+
+def _verification_keys(ctx: Context) -> tuple[set[str], KeySet]:
+    keys = ctx.keys.token_keys
+    return {k.kid for k in keys}, KeySet([_jwk(k, private=False) for k in keys])
+
+
+# --- issuance ------------------------------------------------------------------------------------
+class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
+    """authlib's RFC 9068 generator, signing with the key ring and adding the Dataspace claims."""
+
+    def __init__(self, ctx: Context, session: Session, *, ttl: int | None = None) -> None:
+        super().__init__(
+            issuer=ctx.settings.resolved_issuer,
+            alg=LOCAL_ALG,
+            refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
+            expires_generator=ctx.settings.access_token_ttl if ttl is None else ttl,
+        )
+        self.ctx = ctx
+        self.session = session
+
+    def get_jwks(self) -> KeySet:
+        # A one-key set: joserfc then writes the key's ``kid`` into the JWT header.
+        return KeySet([_jwk(self.ctx.keys.token_key, private=True)])
+
+    def get_audiences(self, client: Any, user: Any, scope: str) -> str:
+        return AUDIENCE
+
+    def get_jti(self, client: Any, grant_type: str, user: Any, scope: str) -> str:
+        return secrets.token_urlsafe(18)
+
+    def get_extra_claims(self, client: OAuthClient, grant_type: str, user: User | None, scope: str) -> dict[str, Any]:
+        owner: User | OAuthClient = user if user is not None else client
+        claims: dict[str, Any] = {"role": owner.role}
+        if user is not None and user.subject_id is not None:
+            claims["subject_id"] = user.subject_id
+        if owner.partner_id is not None:
+            partner = self.session.get(Partner, owner.partner_id)
+            claims["partner_id"] = owner.partner_id
+            if partner is not None:
+                claims["partner_key"] = partner.key
+        return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT *we just issued* (used only to store its ``jti``/``exp``)."""
+    import json
+
+    payload: dict[str, Any] = json.loads(jws.extract_compact(token.encode()).payload)
+    return payload
+
+
+def store_token(
+    session: Session,
+    ctx: Context,
+    token: dict[str, Any],
+    *,
+    client: OAuthClient,
+    user: User | None,
+    parent: IssuedToken | None = None,
+    code: AuthorizationCode | None = None,
+) -> IssuedToken:
+    """Record an issuance so it can be introspected, refreshed (rotated) and revoked."""
+    claims = unverified_claims(token["access_token"])
+    now = utcnow()
+    refresh = token.get("refresh_token")
+    row = IssuedToken(
+        jti=claims["jti"],
+        client_id=client.client_id,
+        user_id=user.id if user is not None else None,
+        role=claims["role"],
+        scope=token.get("scope", ""),
+        refresh_token_hash=digest(refresh) if refresh else None,
+        family=parent.family if parent is not None else secrets.token_hex(16),
+        code_id=code.id if code is not None else (parent.code_id if parent is not None else None),
+        issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        refresh_expires_at=now + timedelta(seconds=ctx.settings.refresh_token_ttl) if refresh else None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def issue(
+    ctx: Context,
+    session: Session,
+    *,
+    client: OAuthClient,
+    user: User | None = None,
+    scope: str | None = None,
+    grant_type: str = "client_credentials",
+    include_refresh_token: bool = False,
+    ttl: int | None = None,
+) -> dict[str, Any]:
+    """Mint and store a token exactly as the token endpoint does (used by provisioning and tests)."""
+    generator = AccessTokenGenerator(ctx, session, ttl=ttl)
+    token: dict[str, Any] = generator.generate(
+        grant_type=grant_type, client=client, user=user, scope=scope, include_refresh_token=include_refresh_token
+    )
+    store_token(session, ctx, token, client=client, user=user)
+    return token
+
+
+def revoke_family(session: Session, family: str) -> int:
+    result = session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.family == family, IssuedToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_code_tokens(session: Session, code_id: int) -> int:
+    families = session.scalars(select(IssuedToken.family).where(IssuedToken.code_id == code_id)).all()
+    return sum(revoke_family(session, f) for f in set(families))
+
+
+# --- verification --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VerifiedToken:
+    claims: dict[str, Any]
+    local: bool
+
+
+class ExternalIssuer:
+    """An external OIDC issuer's JWKS, fetched over HTTP and cached for a few minutes."""
+
+    def __init__(self, jwks_url: str, *, max_age: float = 300.0) -> None:
+        self.jwks_url = jwks_url
+        self.max_age = max_age
+        self._keys: KeySet | None = None
+        self._fetched = 0.0
+        self._lock = threading.Lock()
+
+    def keys(self) -> KeySet:
+        with self._lock:
+            if self._keys is None or time.monotonic() - self._fetched > self.max_age:
+                response = httpx.get(self.jwks_url, timeout=5.0)
+                response.raise_for_status()
+                self._keys = KeySet.import_key_set(response.json())
+                self._fetched = time.monotonic()
+            return self._keys
+
+
+_external: dict[str, ExternalIssuer] = {}
+
+
+def _external_issuer(url: str) -> ExternalIssuer:
+    issuer = _external.get(url)
+    if issuer is None:
+        issuer = _external[url] = ExternalIssuer(url)
+    return issuer
+
+
+def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> VerifiedToken:
+    """Check signature, algorithm, ``typ``, ``iss``, ``aud`` and ``exp``; any failure is ``Unauthorized``."""
+    settings = ctx.settings
+    try:
+        header = jws.extract_compact(token.encode()).protected
+    except (JoseError, ValueError, UnicodeError) as exc:
+        raise Unauthorized() from exc
+    alg, kid = header.get("alg"), header.get("kid")
+    local_kids, local_keys = _verification_keys(ctx)
+    if alg == LOCAL_ALG and kid in local_kids:
+        if header.get("typ") not in _JWT_TYPES:
+            raise Unauthorized()
+        keys, issuer, audience, local = local_keys, settings.resolved_issuer, AUDIENCE, True
+    elif settings.external_issuer and settings.external_jwks_url and alg in EXTERNAL_ALGS:
+        try:
+            keys = _external_issuer(settings.external_jwks_url).keys()
+        except (httpx.HTTPError, ValueError, JoseError) as exc:
+            raise Unauthorized() from exc
+        issuer, audience, local = settings.external_issuer, settings.external_audience or AUDIENCE, False
+    else:
+        raise Unauthorized()
+    try:
+        decoded = jwt.decode(token, keys, algorithms=[alg])
+        options: dict[str, Any] = {
+            "iss": {"essential": True, "value": issuer},
+            "aud": {"essential": True, "value": audience},
+            "exp": {"essential": True},
+            "sub": {"essential": True},
+        }
+        if local:
+            options["jti"] = {"essential": True}
+        registry = JWTClaimsRegistry(now=now, **options)
+        registry.validate(decoded.claims)
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise Unauthorized() from exc
+    return VerifiedToken(claims=decoded.claims, local=local)
+
+
+def external_role(claims: dict[str, Any], claim_name: str) -> str | None:
+    """Map an external issuer's role claim (a string or a list) to one of our roles."""
+    value = claims.get(claim_name)
+    values = value if isinstance(value, list) else [value]
+    for role in ROLES:
+        if role in values:
+            return role
+    return None
+
+
+def is_active(session: Session, jti: str) -> bool:
+    """Known to us and not revoked."""
+    row = session.execute(select(IssuedToken.revoked_at).where(IssuedToken.jti == jti)).first()
+    return row is not None and row[0] is None
