@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
@@ -195,7 +195,8 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
             session, subject_id=subject_id, grant_id=grant.id, signer=ctx.keys.signing_key, actor=actor
         )
         withdrawn += int(change.changed)
-    decisions = session.execute(delete(Decision).where(Decision.subject_id == subject_id)).rowcount or 0
+    result: CursorResult[Any] = session.execute(delete(Decision).where(Decision.subject_id == subject_id))  # type: ignore[assignment]
+    decisions = result.rowcount or 0
     shred(session, subject_id)
     user_ids = list(session.scalars(select(User.id).where(User.subject_id == subject_id)))
     if user_ids:

@@ -86,9 +86,10 @@ def store_profiles(
         created = len(new_rows)
     updated = 0
     for b, (_, values) in zip(blind, rows, strict=True):
-        sid = existing.get(b)
-        if sid is None:
+        existing_id = existing.get(b)
+        if existing_id is None:
             continue
+        sid = existing_id
         try:
             current = read_profile(session, vault, sid)
         except (NotFound, DecryptionError):
