@@ -1,0 +1,126 @@
+"""API shapes for consents (``XCreate`` in, ``XRead`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+KEY = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+
+
+class GrantCreate(BaseModel):
+    """One switch: a field (or a whole dimension) x purpose x partner (or any partner of a category)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str | None = Field(default=None, pattern=KEY)
+    dimension: str | None = Field(default=None, pattern=KEY)
+    purpose: str = Field(pattern=KEY)
+    partner: str | None = Field(default=None, pattern=KEY)
+    partner_category: str | None = Field(default=None, pattern=KEY)
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    granularity: str = Field(default="generalized", pattern=r"^(generalized|pseudonymized-raw)$")
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> GrantCreate:
+        if (self.field is None) == (self.dimension is None):
+            raise ValueError("name exactly one of field or dimension")
+        if (self.partner is None) == (self.partner_category is None):
+            raise ValueError("name exactly one of partner or partner_category")
+        return self
+
+
+class GrantRenew(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    valid_until: AwareDatetime | None = None
+
+
+class GrantRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    field: str | None = Field(validation_alias="field_key")
+    dimension: str | None = Field(validation_alias="dimension_key")
+    purpose: str = Field(validation_alias="purpose_key")
+    partner: str | None = Field(validation_alias="partner_key")
+    partner_category: str | None
+    granularity: str
+    valid_from: datetime
+    valid_until: datetime | None
+    state: str
+    withdrawn_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChangeRead(BaseModel):
+    grant: GrantRead
+    receipt_id: str
+    changed: bool
+
+
+class EventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    grant_id: int
+    kind: str
+    state: str
+    at: datetime
+    valid_from: datetime
+    valid_until: datetime | None
+    granularity: str
+    receipt_id: str
+
+
+class MatrixField(BaseModel):
+    key: str
+    dimension: str
+    label: str
+    description: str
+    collection_purpose: str
+    used_for: list[str]
+    storage_location: str
+    sharing_scope: str
+    retention_days: int
+    sensitivity: str
+    points_value: int = Field(description="Points you would earn by authorizing this field.")
+    i18n: dict[str, Any]
+
+
+class MatrixCell(BaseModel):
+    field: str
+    purpose: str
+    partner: str
+    permitted: bool
+    grant_ids: list[int]
+
+
+class MatrixRead(BaseModel):
+    at: datetime
+    fields: list[MatrixField]
+    purposes: list[dict[str, str]]
+    partners: list[dict[str, str]]
+    grants: list[GrantRead]
+    cells: list[MatrixCell]
+
+
+class StatsPoint(BaseModel):
+    at: datetime
+    field: str
+    purpose: str
+    partner: str
+    permitted: int
+    subjects: int
+    rate: float
+
+
+class StatsRead(BaseModel):
+    since: datetime
+    until: datetime
+    step_seconds: int
+    series: list[StatsPoint]

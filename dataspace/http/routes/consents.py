@@ -1,0 +1,180 @@
+"""Consent routes: the customer's matrix, toggles, history and receipts; steward statistics; the public
+receipt-signing keys. Thin: the service does the work, ownership included."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
+
+import consent
+from dataspace.auth.principal import Principal
+from dataspace.consents import service
+from dataspace.consents.schemas import (
+    ChangeRead,
+    EventRead,
+    GrantCreate,
+    GrantRead,
+    GrantRenew,
+    MatrixRead,
+    StatsRead,
+)
+from dataspace.context import Context
+from dataspace.db import utcnow
+from dataspace.errors import Forbidden, InvalidInput
+from dataspace.http.deps import authorize, get_context, read_session
+
+router = APIRouter(tags=["consents"])
+
+
+def _subject(principal: Principal) -> int:
+    if principal.subject_id is None:
+        raise Forbidden()
+    return principal.subject_id
+
+
+def _change(change: service.Change) -> ChangeRead:
+    return ChangeRead(
+        grant=GrantRead.model_validate(change.grant), receipt_id=change.receipt_id, changed=change.changed
+    )
+
+
+@router.get("/v1/keys/receipts")
+def receipt_keys(ctx: Context = Depends(get_context)) -> dict[str, str]:
+    """Public: the Ed25519 keys receipts are signed with, ``{kid: base64 raw public key}``."""
+    return {k.kid: base64.b64encode(k.public_bytes).decode() for k in ctx.keys.signing_keys}
+
+
+@router.get("/v1/me/consents", response_model=MatrixRead)
+def my_matrix(
+    principal: Principal = Depends(authorize("me.consents", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    return service.matrix(session, subject_id=_subject(principal))
+
+
+@router.post("/v1/me/consents", response_model=ChangeRead)
+def grant_consent(
+    body: GrantCreate,
+    response: Response,
+    principal: Principal = Depends(authorize("me.consents", "write")),
+    ctx: Context = Depends(get_context),
+) -> ChangeRead:
+    # Commit inside the handler: the receipt the customer gets is durable before the response leaves.
+    with ctx.db.transaction() as session:
+        change = service.grant(
+            session,
+            subject_id=_subject(principal),
+            request=service.GrantRequest(**body.model_dump()),
+            signer=ctx.keys.signing_key,
+            actor=principal,
+        )
+        out = _change(change)
+    response.status_code = status.HTTP_201_CREATED if change.changed else status.HTTP_200_OK
+    return out
+
+
+@router.get("/v1/me/consents/history", response_model=list[EventRead])
+def my_history(
+    limit: int = Query(default=100, ge=1, le=500),
+    before: int | None = Query(default=None, ge=1, description="Events with a smaller id (paging)."),
+    principal: Principal = Depends(authorize("me.consents", "read")),
+    session: Session = Depends(read_session),
+) -> list[EventRead]:
+    rows = service.history(session, subject_id=_subject(principal), limit=limit, before_id=before)
+    return [EventRead.model_validate(r) for r in rows]
+
+
+@router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
+def withdraw_consent(
+    grant_id: int,
+    principal: Principal = Depends(authorize("me.consents", "write")),
+    ctx: Context = Depends(get_context),
+) -> ChangeRead:
+    with ctx.db.transaction() as session:
+        change = service.withdraw(
+            session, subject_id=_subject(principal), grant_id=grant_id, signer=ctx.keys.signing_key, actor=principal
+        )
+        return _change(change)
+
+
+@router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
+def renew_consent(
+    grant_id: int,
+    body: GrantRenew,
+    principal: Principal = Depends(authorize("me.consents", "write")),
+    ctx: Context = Depends(get_context),
+) -> ChangeRead:
+    with ctx.db.transaction() as session:
+        change = service.renew(
+            session,
+            subject_id=_subject(principal),
+            grant_id=grant_id,
+            valid_until=body.valid_until,
+            signer=ctx.keys.signing_key,
+            actor=principal,
+        )
+        return _change(change)
+
+
+def _receipt_doc(session: Session, principal: Principal, receipt_id: str) -> dict[str, Any]:
+    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
+    doc: dict[str, Any] = json.loads(row.body)
+    return doc
+
+
+@router.get("/v1/me/receipts/{receipt_id}")
+def my_receipt(
+    receipt_id: str,
+    principal: Principal = Depends(authorize("me.receipts", "read")),
+    session: Session = Depends(read_session),
+) -> Response:
+    """The signed receipt exactly as stored (canonical JSON), ready for offline verification."""
+    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
+    return Response(row.body, media_type="application/json")
+
+
+@router.get("/v1/me/receipts/{receipt_id}/kantara")
+def my_receipt_kantara(
+    receipt_id: str,
+    request: Request,
+    principal: Principal = Depends(authorize("me.receipts", "read")),
+    session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
+) -> dict[str, Any]:
+    doc = _receipt_doc(session, principal, receipt_id)
+    kid = doc["signature"]["kid"]
+    public = next((base64.b64encode(k.public_bytes).decode() for k in ctx.keys.signing_keys if k.kid == kid), "")
+    return consent.to_kantara(doc, policy_url=str(request.base_url) + "v1/catalog/fields", public_key=public)
+
+
+@router.get("/v1/consents/stats", response_model=StatsRead)
+def consent_stats(
+    *,
+    since: AwareDatetime | None = Query(default=None, description="Default: 30 days ago."),
+    until: AwareDatetime | None = Query(default=None, description="Default: now."),
+    step_hours: int = Query(default=24, ge=1, le=24 * 366),
+    field: list[str] | None = Query(default=None),
+    purpose: list[str] | None = Query(default=None),
+    partner: list[str] | None = Query(default=None),
+    principal: Principal = Depends(authorize("consents.stats", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    end: datetime = until or utcnow()
+    start: datetime = since or end - timedelta(days=30)
+    if end - start > timedelta(days=3660):
+        raise InvalidInput("the time range is too long")
+    return service.stats(
+        session,
+        since=start,
+        until=end,
+        step=timedelta(hours=step_hours),
+        field_keys=field,
+        purpose_keys=purpose,
+        partner_keys=partner,
+    )
