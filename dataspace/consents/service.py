@@ -41,7 +41,9 @@ from dataspace.catalog.models import Dimension, Field, Purpose
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
+from dataspace.events import service as events
 from dataspace.partners.models import Partner
+from dataspace.points import service as points
 from dataspace.subjects.models import Subject
 
 Clock = Callable[[], datetime]
@@ -279,8 +281,49 @@ def _record_change(
             "partner_category": row.partner_category,
         },
     )
+    _consequences(session, row, kind, at, actor)
     session.flush()
     return receipt_id
+
+
+def _consequences(session: Session, row: ConsentGrant, kind: EventKind, at: datetime, actor: Principal | None) -> None:
+    """What a consent change sets off, in the same transaction: the one-time authorization bonus for each
+    field a new grant covers, and the event for the partner the grant names."""
+    if kind == EventKind.GRANTED:
+        if row.field_key is not None:
+            keys = [row.field_key]
+        else:  # a dimension grant covers its normal fields (never sensitive ones)
+            keys = list(
+                session.scalars(
+                    select(Field.key).where(
+                        Field.dimension_key == row.dimension_key,
+                        Field.status == "active",
+                        Field.sensitivity == "normal",
+                    )
+                )
+            )
+        for key in keys:
+            points.award_authorization_bonus(session, subject_id=row.subject_id, field_key=key, now=at, actor=actor)
+    partner_id = (
+        session.scalar(select(Partner.id).where(Partner.key == row.partner_key))
+        if row.partner_key is not None
+        else None
+    )
+    if partner_id is not None and kind != EventKind.RENEWED:
+        events.emit(
+            session,
+            f"consent.{kind.value}",
+            {
+                "field": row.field_key,
+                "dimension": row.dimension_key,
+                "purpose": row.purpose_key,
+                "partner": row.partner_key,
+                "partner_category": row.partner_category,
+                "valid_until": row.valid_until.isoformat() if row.valid_until else None,
+            },
+            partner_id=partner_id,
+            now=at,
+        )
 
 
 def _latest_receipt_id(session: Session, grant_id: int) -> str:

@@ -22,14 +22,15 @@ class Payload(BaseModel):
 
 
 class ConsentChanged(Payload):
-    grant_id: int
+    """Sent to the partner a grant names. It carries no customer identifier: the partner learns that the
+    population it may score changed, not who changed it."""
+
     field: str | None = Field(description="Catalog field key, or null for a whole dimension")
     dimension: str | None = None
     purpose: str
     partner: str | None = Field(description="Partner key, or null when the grant names a partner category")
     partner_category: str | None = None
     valid_until: str | None = Field(default=None, description="RFC 3339 UTC, or null until withdrawn")
-    receipt_id: str
 
 
 class JobCompleted(Payload):
