@@ -1,18 +1,70 @@
 """Every table, imported in one place so metadata (and Alembic) sees the whole schema."""
 
+from dataspace.auth.models import AuthorizationCode, IssuedToken, LoginAttempt, OAuthClient, PolicyRule, User
 from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
+from dataspace.compliance.models import SubjectRequest
+from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import Base
+from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
+from dataspace.jobs.models import (
+    Contract,
+    ContractApproval,
+    Decision,
+    Job,
+    PartnerModel,
+    PrivacyBudget,
+    Release,
+)
 from dataspace.partners.models import Partner
+from dataspace.points.models import (
+    PointsAccount,
+    PointsLot,
+    PointsPosting,
+    PointsTransaction,
+    Redemption,
+    Reward,
+)
 from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
+from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
 
 __all__ = [
+    "AuthorizationCode",
     "Base",
+    "ConsentEvent",
+    "ConsentGrant",
+    "ConsentReceipt",
+    "Contract",
+    "ContractApproval",
+    "Decision",
     "Dimension",
     "Field",
     "FieldVersion",
+    "IssuedToken",
+    "Job",
+    "LoginAttempt",
+    "OAuthClient",
+    "OutboxEvent",
     "Partner",
+    "PartnerModel",
+    "PointsAccount",
+    "PointsLot",
+    "PointsPosting",
+    "PointsTransaction",
+    "PolicyRule",
+    "PrivacyBudget",
     "Purpose",
+    "Redemption",
+    "Release",
+    "Reward",
     "Subject",
     "SubjectKey",
     "SubjectProfile",
+    "SubjectRequest",
+    "TLogCheckpoint",
+    "TLogEntry",
+    "TLogHead",
+    "TLogNode",
+    "User",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

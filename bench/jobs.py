@@ -1,0 +1,272 @@
+"""Partner-job bench: one logistic-regression ONNX job over N subjects, end to end.
+
+    .venv/bin/python bench/jobs.py --n 20000        # quick
+    .venv/bin/python bench/jobs.py --n 1000000      # target: job end to end < 30 s
+
+Set-up (cached per N under --dir, not timed as part of the job): sealed profiles and one consent grant per
+subject (95% of subjects; dimension-level, partner-specific) written in bulk, bypassing HTTP; then a
+contract (proposed and approved through the services) and the ONNX model (uploaded through the service,
+so its signature is checked in the sandbox). The job runs in a fresh child process so its peak RSS is its
+own; it prints each phase (eligibility, emission, sandbox, validation, storage: decisions / ledger /
+points) and the end-to-end time. SQLite by default (the embedded database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PARTNER = "bench_insurer"
+PURPOSE = "bench_offer"
+FEATURES = [
+    {"field": "age", "transform": "bin", "edges": [25, 35, 50, 65]},
+    {"field": "balance", "transform": "quantile", "q": 5},
+    {"field": "income", "transform": "topcode", "upper": 120000, "lower": 0, "step": 20000},
+]
+FIELD_TYPES = {"age": "integer", "balance": "number", "income": "number"}
+GRANT_SHARE = 0.95
+
+
+def _seal_range(master_key: bytes, start: int, stop: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    from dataspace.subjects.store import seal_profile
+    from dataspace.vault import Vault
+
+    vault = Vault(master_key)
+    rng = np.random.default_rng(start)
+    n = stop - start
+    latent = rng.integers(0, 10, n)
+    keys, profiles = [], []
+    for i in range(n):
+        c = int(latent[i])
+        values = {
+            "age": int(22 + 5 * c + rng.integers(0, 5)),
+            "balance": float(2000 * (c + 1) ** 2 + rng.random() * 800),
+            "income": float(12000 * c + rng.random() * 9000),
+        }
+        wrapped, sealed = seal_profile(vault, start + i, values)
+        keys.append((start + i, wrapped))
+        profiles.append((start + i, sealed))
+    return keys, profiles
+
+
+def generate(n: int, directory: Path) -> None:
+    from consent import Granularity
+    from dataspace import migrations
+    from dataspace.catalog.models import Dimension, Field, Purpose
+    from dataspace.db import Database, bulk_insert, utcnow
+    from dataspace.keys import KeyRing, save_key_file
+    from dataspace.partners.models import Partner
+
+    directory.mkdir(parents=True, exist_ok=True)
+    db_path = directory / "bench.db"
+    db_path.unlink(missing_ok=True)
+    ring = KeyRing.generate()
+    save_key_file(directory / "keys.json", ring)
+    db = Database(f"sqlite:///{db_path}")
+    migrations.upgrade(db.engine)
+    with db.transaction() as s:
+        s.add(Dimension(key="profile", label="Profile"))
+        s.add(Purpose(key=PURPOSE, label="Bench offers", dpv_term="dpv:ServicePersonalisation"))
+        s.add(Partner(key=PARTNER, name="Bench insurer", category="insurer"))
+        s.flush()
+        for key, data_type in FIELD_TYPES.items():
+            s.add(
+                Field(
+                    key=key,
+                    dimension_key="profile",
+                    label=key,
+                    description=key,
+                    collection_purpose="bench",
+                    storage_location="db",
+                    sharing_scope="generalized",
+                    retention_days=365,
+                    sensitivity="normal",
+                    points_value=10,
+                    data_type=data_type,
+                    transforms=["bin", "quantile", "topcode"],
+                )
+            )
+    t0 = time.perf_counter()
+    step = 50_000
+    ranges = [(a, min(a + step, n + 1)) for a in range(1, n + 1, step)]
+    now = utcnow()
+    rng = np.random.default_rng(11)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool, db.transaction() as s:
+        futures = [pool.submit(_seal_range, ring.master_key, a, b) for a, b in ranges]
+        for (a, b), fut in zip(ranges, futures, strict=True):
+            keys, profiles = fut.result()
+            bulk_insert(s, "subjects", ("id", "blind_ref", "created_at"), [(i, f"bench-{i}", now) for i in range(a, b)])
+            bulk_insert(s, "subject_keys", ("subject_id", "wrapped_key"), keys)
+            bulk_insert(
+                s,
+                "subject_profiles",
+                ("subject_id", "sealed", "version", "updated_at"),
+                [(sid, sealed, 1, now) for sid, sealed in profiles],
+            )
+            granted = [i for i in range(a, b) if rng.random() < GRANT_SHARE]
+            scope = f"d:profile|u:{PURPOSE}|p:{PARTNER}"
+            bulk_insert(
+                s,
+                "consent_grants",
+                (
+                    "subject_id",
+                    "scope_key",
+                    "active_scope_key",
+                    "field_key",
+                    "dimension_key",
+                    "purpose_key",
+                    "partner_key",
+                    "partner_category",
+                    "granularity",
+                    "valid_from",
+                    "valid_until",
+                    "state",
+                    "withdrawn_at",
+                    "version",
+                    "created_at",
+                    "updated_at",
+                ),
+                [
+                    (
+                        i,
+                        scope,
+                        f"{i}|{scope}",
+                        None,
+                        "profile",
+                        PURPOSE,
+                        PARTNER,
+                        None,
+                        Granularity.GENERALIZED.value,
+                        now,
+                        None,
+                        "active",
+                        None,
+                        1,
+                        now,
+                        now,
+                    )
+                    for i in granted
+                ],
+            )
+    db.dispose()
+    print(f"generate: {n} sealed profiles + grants stored in {time.perf_counter() - t0:.1f} s ({db_path})")
+
+
+def prepare_job(directory: Path) -> int:
+    """Contract (proposed, approved), model (uploaded, inspected in the sandbox), job (queued)."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from dataspace.auth.principal import Principal
+    from dataspace.db import Database, utcnow
+    from dataspace.jobs import contracts, service, uploads
+    from dataspace.partners.models import Partner
+    from tests.integration.jobs_support import logistic_regression
+
+    db = Database(f"sqlite:///{directory / 'bench.db'}")
+    with db.session() as s:
+        partner_id = s.scalar(select(Partner.id).where(Partner.key == PARTNER))
+    partner = Principal(subject="bench", role="partner", client_id="bench", partner_id=partner_id, partner_key=PARTNER)
+    with db.transaction() as s:
+        contract = contracts.propose(
+            s,
+            principal=partner,
+            proposal=contracts.ContractProposal(
+                purpose=PURPOSE,
+                features=FEATURES,
+                decision_schema={"labels": ["standard", "premium"]},
+                k_min=10,
+                epsilon_per_release=1.0,
+                valid_until=utcnow() + timedelta(days=1),
+            ),
+        )
+    with db.transaction() as s:
+        contracts.approve(
+            s, principal=Principal(subject="steward", role="steward", client_id="c"), contract_id=contract.id
+        )
+    t0 = time.perf_counter()
+    with db.transaction() as s:
+        model = uploads.upload(
+            s,
+            principal=partner,
+            contract_id=contract.id,
+            kind="onnx",
+            data=logistic_regression([0.6, 0.4, 0.00002], -2.5),
+        )
+    print(f"model upload + sandboxed signature check: {time.perf_counter() - t0:.2f} s")
+    with db.transaction() as s:
+        job_id = service.submit(s, principal=partner, model_id=model.id).id
+    db.dispose()
+    return job_id
+
+
+def run(directory: Path, job_id: int, *, points: bool) -> None:
+    from dataspace.context import Context
+    from dataspace.db import Database
+    from dataspace.jobs import runner
+    from dataspace.keys import load_key_file
+    from dataspace.settings import Settings
+
+    url = f"sqlite:///{directory / 'bench.db'}"
+    ctx = Context(settings=Settings(database_url=url), db=Database(url), keys=load_key_file(directory / "keys.json"))
+    t0 = time.perf_counter()
+    result = runner.run_job(ctx, job_id, credit_inline=False)
+    total = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"status": result.status, "error": result.error, "stats": result.stats}))
+    for phase, seconds in result.timings.items():
+        print(f"  {phase:<16} {seconds:7.2f} s")
+    decisions = result.stats.get("decisions", 0)
+    print(f"end to end: {total:.2f} s for {decisions} decisions ({decisions / total:,.0f} subjects/s)")
+    print(f"peak RSS: server process {rss:.0f} MiB, largest child (decrypt worker / sandbox) {kids:.0f} MiB")
+    if points:
+        t0 = time.perf_counter()
+        credited = runner.credit_points(ctx, job_id)
+        seconds = time.perf_counter() - t0
+        print(
+            f"usage points (after the job, idempotent batches): {credited} customers in {seconds:.2f} s "
+            f"({credited / seconds:,.0f}/s)"
+        )
+    else:
+        print("usage points: left pending for the worker (pass --points to time them)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "dataspace-bench-jobs")
+    parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--points", action="store_true", help="also credit (and time) the usage points")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    directory = args.dir / str(args.n)
+    if args.child is not None:
+        run(directory, args.child, points=args.points)
+        return
+    if args.regenerate or not (directory / "bench.db").exists():
+        generate(args.n, directory)
+    job_id = prepare_job(directory)
+    subprocess.run(
+        [sys.executable, __file__, "--n", str(args.n), "--dir", str(args.dir), "--child", str(job_id)]
+        + (["--points"] if args.points else []),
+        check=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

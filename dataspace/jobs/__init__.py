@@ -1,0 +1,1 @@
+"""Partner jobs: data contracts, model uploads, the job state machine, decisions and DP releases."""

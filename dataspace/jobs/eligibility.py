@@ -1,0 +1,139 @@
+"""Who may be scored: subjects with a grant in force for *every* contract field, for this partner and
+purpose, at the granularity each field's transform needs (``identity`` emits the raw value, pseudonymized;
+every other transform emits a generalization). Delegates to the consent service's bulk evaluator."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+import consent
+from consent import Granularity
+from dataspace.catalog.models import Field
+from dataspace.consents.models import ConsentGrant
+from dataspace.consents.service import field_ref, partner_ref, permitted_subjects, to_domain
+from dataspace.emission import FeatureSpec, Identity
+from dataspace.partners.models import Partner
+from dataspace.subjects.models import Subject
+
+_IN_CHUNK = 2_000
+
+
+def eligible_subjects(
+    session: Session,
+    *,
+    partner_key: str,
+    purpose_key: str,
+    specs: list[FeatureSpec],
+    at: datetime,
+    subjects: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """Ascending subject ids permitted for all fields (restricted to ``subjects`` when given)."""
+    by_level: dict[Granularity, list[str]] = {}
+    for spec in specs:
+        level = Granularity.PSEUDONYMIZED_RAW if isinstance(spec, Identity) else Granularity.GENERALIZED
+        keys = by_level.setdefault(level, [])
+        if spec.field not in keys:
+            keys.append(spec.field)
+    result: npt.NDArray[np.int64] | None = None
+    for level, keys in by_level.items():
+        ids = permitted_subjects(
+            session,
+            partner_key=partner_key,
+            purpose_key=purpose_key,
+            field_keys=keys,
+            at=at,
+            granularity=level,
+            subjects=subjects if result is None else result,
+        )
+        result = ids if result is None else np.intersect1d(result, ids, assume_unique=True)
+        if result.size == 0:
+            break
+    return result if result is not None else np.empty(0, dtype=np.int64)
+
+
+def _evaluate_few(
+    session: Session,
+    *,
+    partner_key: str,
+    purpose_key: str,
+    specs: list[FeatureSpec],
+    at: datetime,
+    subjects: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """``eligible_subjects`` for a handful of subjects: loads only their grants (same evaluator)."""
+    partner = session.scalar(select(Partner).where(Partner.key == partner_key))
+    if partner is None or subjects.size == 0:
+        return np.empty(0, dtype=np.int64)
+    keys = list(dict.fromkeys(s.field for s in specs))
+    fields = {f.key: field_ref(f) for f in session.scalars(select(Field).where(Field.key.in_(keys)))}
+    if len(fields) != len(keys):
+        return np.empty(0, dtype=np.int64)
+    grants: list[consent.Grant] = []
+    ids = subjects.tolist()
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = session.scalars(
+            select(ConsentGrant).where(
+                ConsentGrant.purpose_key == purpose_key, ConsentGrant.subject_id.in_(ids[start : start + _IN_CHUNK])
+            )
+        )
+        grants += [to_domain(r) for r in rows]
+    table = consent.GrantTable.from_grants(grants)
+    ok = np.ones(subjects.size, dtype=bool)
+    for spec in specs:
+        level = Granularity.PSEUDONYMIZED_RAW if isinstance(spec, Identity) else Granularity.GENERALIZED
+        matrix = consent.evaluate(
+            table,
+            subjects=subjects,
+            fields=[fields[spec.field]],
+            partner=partner_ref(partner),
+            purpose=purpose_key,
+            at=at,
+            granularity=level,
+        )
+        ok &= consent.permitted_for_all(matrix)
+    return subjects[ok]
+
+
+def still_eligible(
+    session: Session,
+    *,
+    partner_key: str,
+    purpose_key: str,
+    specs: list[FeatureSpec],
+    since: datetime,
+    at: datetime,
+    subjects: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    """For subjects that were eligible at ``since``: are they still at ``at``? Only subjects whose grants
+    for this purpose changed (withdrawn, expired, renewed, granted) or lapsed in between, or who were erased,
+    can have lost eligibility, so only they are evaluated again."""
+    changed = session.scalars(
+        select(ConsentGrant.subject_id)
+        .where(
+            ConsentGrant.purpose_key == purpose_key,
+            or_(
+                ConsentGrant.updated_at >= since,
+                and_(
+                    ConsentGrant.valid_until.is_not(None),
+                    ConsentGrant.valid_until <= at,
+                    ConsentGrant.valid_until > since,
+                ),
+            ),
+        )
+        .distinct()
+    ).all()
+    erased = session.scalars(select(Subject.id).where(Subject.erased_at.is_not(None), Subject.erased_at >= since)).all()
+    candidates = np.intersect1d(subjects, np.asarray([*changed, *erased], dtype=np.int64))
+    keep = np.ones(subjects.size, dtype=bool)
+    if candidates.size:
+        ok = _evaluate_few(
+            session, partner_key=partner_key, purpose_key=purpose_key, specs=specs, at=at, subjects=candidates
+        )
+        lost = np.setdiff1d(candidates, ok, assume_unique=True)
+        keep &= ~np.isin(subjects, lost)
+    return keep

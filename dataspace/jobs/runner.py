@@ -1,0 +1,539 @@
+"""Running a job: claim -> eligible subjects -> emission -> sandbox -> validation -> one storing transaction.
+
+Nothing a job produces is stored until its last step, where decisions, ledger entries, usage points, the
+audit event and the ``succeeded`` state are written in ONE transaction, after consent is checked again for
+the decided subjects (decisions of subjects who withdrew while the job ran are dropped). A failure at any
+step leaves only ``failed`` with a reason. A server that dies mid-job leaves ``running`` with a heartbeat
+that stops moving; ``recover_jobs`` (run at start-up) re-queues such jobs or fails them after
+``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dataspace.audit import record_event
+from dataspace.context import Context
+from dataspace.db import bulk_insert, utcnow
+from dataspace.emission import emit, parse_features
+from dataspace.emission.service import PseudonymMap
+from dataspace.errors import Conflict, DataspaceError, NotFound
+from dataspace.jobs import contracts, uploads
+from dataspace.jobs.eligibility import eligible_subjects, still_eligible
+from dataspace.jobs.ledger import append_job_usage
+from dataspace.jobs.models import Contract, Decision, Job, PartnerModel
+from dataspace.partners.models import Partner
+from dataspace.points.service import award_usage, usage_points
+from sandbox import (
+    DecisionSchema,
+    JobFailed,
+    Limits,
+    ModelRejected,
+    ModelSpec,
+    OnnxModel,
+    PythonModule,
+    SandboxUnavailable,
+)
+from sandbox import (
+    run_job as sandbox_run,
+)
+
+log = logging.getLogger("dataspace.jobs")
+
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER = timedelta(seconds=60)
+MAX_ATTEMPTS = 3
+POINTS_CHUNK = 5_000
+
+BeforeStore = Callable[[Context, int], None]
+
+
+@dataclass
+class RunResult:
+    job_id: int
+    status: str
+    error: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    job_id: int
+    attempt: int
+    partner_key: str
+    purpose_key: str
+    features: list[dict[str, Any]]
+    schema: DecisionSchema
+    k: int
+    model: ModelSpec
+
+
+class _Abandoned(Exception):
+    """The job was cancelled or taken over (after recovery) while we ran: store nothing, change nothing."""
+
+
+def _claim(ctx: Context, job_id: int) -> _Claimed | RunResult:
+    now = utcnow()
+    with ctx.db.transaction() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", started_at=now, heartbeat_at=now, error=None)
+            .execution_options(synchronize_session=False)
+        )
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound("no such job")
+        if getattr(claimed, "rowcount", 0) != 1:
+            raise Conflict(f"job {job_id} is {job.status}, not queued")
+        contract = session.get(Contract, job.contract_id)
+        model = session.get(PartnerModel, job.model_id)
+        partner = session.get(Partner, job.partner_id)
+        assert contract is not None
+        assert model is not None
+        assert partner is not None
+        try:
+            contracts.require_usable(contract, now)
+            if not uploads.is_runnable(model):
+                raise Conflict(f"model {model.id} is {model.status}")
+            if partner.status != "active":
+                raise Conflict("partner is not active")
+        except DataspaceError as exc:
+            _mark_failed(session, job, exc.detail)
+            return RunResult(job_id, "failed", job.error)
+        record_event(
+            session,
+            actor=None,
+            action="job.started",
+            target=f"job:{job.id}",
+            details={"attempt": job.attempt, "partner_key": partner.key},
+        )
+        spec: ModelSpec = (
+            OnnxModel(bytes(model.data))
+            if model.kind == "onnx"
+            else PythonModule(bytes(model.data).decode("utf-8"), approved=model.status == "approved")
+        )
+        return _Claimed(
+            job_id=job.id,
+            attempt=job.attempt,
+            partner_key=partner.key,
+            purpose_key=contract.purpose_key,
+            features=list(contract.features),
+            schema=contracts.decision_schema_of(contract.decision_schema),
+            k=contract.k_min,
+            model=spec,
+        )
+
+
+def _mark_failed(session: Session, job: Job, reason: str) -> None:
+    job.status = "failed"
+    job.error = reason[:500]
+    job.finished_at = utcnow()
+    session.flush()
+    record_event(session, actor=None, action="job.failed", target=f"job:{job.id}", details={"reason": job.error})
+
+
+class _Heartbeat:
+    """Moves ``heartbeat_at`` while the job runs, so recovery can tell a live job from an orphan."""
+
+    def __init__(self, ctx: Context, job_id: int, attempt: int, every: float) -> None:
+        self.ctx, self.job_id, self.attempt, self.every = ctx, job_id, attempt, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"job-{job_id}-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with self.ctx.db.transaction() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.status == "running", Job.attempt == self.attempt)
+                        .values(heartbeat_at=utcnow())
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception:  # noqa: BLE001 - a missed beat only makes recovery more eager
+                log.warning("job heartbeat failed", extra={"job_id": self.job_id})
+
+
+def _subjects_of(decisions: pa.Table, mapping: PseudonymMap) -> npt.NDArray[np.int64]:
+    """Subject id of each decision's pseudonym (-1 if unknown), without a Python loop per row."""
+    column = decisions.column("pseudonym").combine_chunks()
+    n = len(column)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    width = mapping.pseudonyms.dtype.itemsize
+    lengths = pc.binary_length(column)
+    if len(mapping) and pc.min(lengths).as_py() == width == pc.max(lengths).as_py() and column.null_count == 0:
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + n + 1]
+        data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        wanted = data.view(f"S{width}")
+        pos = np.searchsorted(mapping.pseudonyms, wanted).clip(0, len(mapping) - 1)
+        found = mapping.pseudonyms[pos] == wanted
+        return np.where(found, mapping.subject_ids[pos], -1).astype(np.int64)
+    return mapping.lookup(column.to_pylist())
+
+
+def run_job(
+    ctx: Context,
+    job_id: int,
+    *,
+    before_store: BeforeStore | None = None,
+    limits: Limits | None = None,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    workers: int | None = None,
+    credit_inline: bool = True,
+) -> RunResult:
+    """Run a queued job to its end state. ``before_store`` is called between the sandbox and the storing
+    transaction (tests use it to act "while the job runs"). With ``credit_inline=False`` the usage points
+    are left pending for ``credit_pending_points`` (the worker's next pass)."""
+    claimed = _claim(ctx, job_id)
+    if isinstance(claimed, RunResult):
+        return claimed
+    timings: dict[str, float] = {}
+    try:
+        with _Heartbeat(ctx, job_id, claimed.attempt, heartbeat_seconds):
+            specs = parse_features(claimed.features)
+            t0 = time.perf_counter()
+            evaluated_at = utcnow()
+            with ctx.db.session() as session:
+                eligible = eligible_subjects(
+                    session,
+                    partner_key=claimed.partner_key,
+                    purpose_key=claimed.purpose_key,
+                    specs=specs,
+                    at=evaluated_at,
+                )
+                timings["eligibility"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                emission = emit(
+                    session,
+                    ctx.vault,
+                    ctx.keys,
+                    partner_key=claimed.partner_key,
+                    features=specs,
+                    k=claimed.k,
+                    eligible_subject_ids=eligible,
+                    pseudonym_scope=f"job:{job_id}",
+                    workers=workers,
+                )
+            timings["emission"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if emission.stats.emitted:
+                output = sandbox_run(claimed.model, emission.batches(), claimed.schema, limits)
+                decisions = output.decisions
+            else:
+                decisions = pa.table(
+                    {"pseudonym": pa.array([], pa.string()), "decision": pa.array([], claimed.schema.decision_type)}
+                )
+            timings["sandbox"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subject_ids = _subjects_of(decisions, emission.pseudonym_to_subject)
+            if subject_ids.size and int(subject_ids.min()) < 0:
+                raise JobFailed("output invalid: decisions for pseudonyms not in the input")
+            stats = {
+                "eligible": int(eligible.size),
+                **{k: v for k, v in emission.stats.as_dict().items() if k != "eligible"},
+            }
+            del emission
+            timings["validation"] = time.perf_counter() - t0
+        if before_store is not None:
+            before_store(ctx, job_id)
+        t0 = time.perf_counter()
+        result = _store(
+            ctx,
+            claimed,
+            specs=specs,
+            decision_column=decisions.column("decision"),
+            subject_ids=subject_ids,
+            stats=stats,
+            timings=timings,
+            evaluated_at=evaluated_at,
+        )
+        timings["storage"] = time.perf_counter() - t0
+        if credit_inline:
+            t0 = time.perf_counter()
+            result.stats["points_credited"] = credit_points(ctx, job_id)
+            timings["points"] = time.perf_counter() - t0
+        result.timings = timings
+        return result
+    except _Abandoned as exc:
+        log.info("job abandoned", extra={"job_id": job_id, "reason": str(exc)})
+        with ctx.db.session() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return RunResult(job_id, job.status, job.error, timings=timings)
+    except (JobFailed, ModelRejected) as exc:
+        log.info("job failed in the sandbox", extra={"job_id": job_id, "reason": exc.reason, "detail": exc.detail})
+        return _fail(ctx, claimed, exc.reason, timings)
+    except SandboxUnavailable:
+        return _fail(ctx, claimed, "the model sandbox is unavailable on this server", timings)
+    except DataspaceError as exc:
+        return _fail(ctx, claimed, exc.detail, timings)
+    except Exception:
+        log.exception("job failed", extra={"job_id": job_id})
+        return _fail(ctx, claimed, "internal error while running the job", timings)
+
+
+def _fail(ctx: Context, claimed: _Claimed, reason: str, timings: dict[str, float]) -> RunResult:
+    with ctx.db.transaction() as session:
+        job = session.scalar(select(Job).where(Job.id == claimed.job_id).with_for_update())
+        assert job is not None
+        if job.status == "running" and job.attempt == claimed.attempt:
+            _mark_failed(session, job, reason)
+        return RunResult(job.id, job.status, job.error, dict(job.stats), timings)
+
+
+def _store(
+    ctx: Context,
+    claimed: _Claimed,
+    *,
+    specs: list[Any],
+    decision_column: pa.ChunkedArray,
+    subject_ids: npt.NDArray[np.int64],
+    stats: dict[str, Any],
+    timings: dict[str, float],
+    evaluated_at: datetime,
+) -> RunResult:
+    fields = list(dict.fromkeys(s.field for s in specs))
+    with ctx.db.transaction() as session:
+        job = session.scalar(select(Job).where(Job.id == claimed.job_id).with_for_update())
+        assert job is not None
+        if job.status != "running" or job.attempt != claimed.attempt:
+            raise _Abandoned(f"job is {job.status} (attempt {job.attempt})")
+        now = utcnow()
+        contract = session.get(Contract, job.contract_id)
+        assert contract is not None
+        contracts.require_usable(contract, now)  # revoked or expired while running: store nothing
+
+        # Consent again, now, inside the storing transaction: whoever withdrew meanwhile is dropped.
+        t0 = time.perf_counter()
+        keep = still_eligible(
+            session,
+            partner_key=claimed.partner_key,
+            purpose_key=claimed.purpose_key,
+            specs=specs,
+            since=evaluated_at,
+            at=now,
+            subjects=subject_ids,
+        )
+        timings["recheck"] = time.perf_counter() - t0
+        kept_ids = subject_ids[keep]
+        order = np.argsort(kept_ids, kind="stable")
+        kept_ids = kept_ids[order]
+        values = decision_column.combine_chunks().filter(pa.array(keep))
+        values = values.take(pa.array(order))
+
+        if claimed.schema.labels is not None:
+            labels = list(claimed.schema.labels)
+            codes = np.asarray(
+                pc.index_in(values, value_set=pa.array(labels, pa.string())).to_numpy(zero_copy_only=False),
+                dtype=np.int64,
+            )
+            rows = list(
+                zip(
+                    [job.id] * len(kept_ids),
+                    kept_ids.tolist(),
+                    [labels[c] for c in codes.tolist()],
+                    [None] * len(kept_ids),
+                    strict=True,
+                )
+            )
+            texts: list[str | None] = list(labels)
+        else:
+            numbers = values.to_numpy(zero_copy_only=False).astype(np.float64).tolist()
+            rows = list(zip([job.id] * len(kept_ids), kept_ids.tolist(), [None] * len(kept_ids), numbers, strict=True))
+            codes = np.zeros(len(kept_ids), dtype=np.int64)
+            texts = [None]  # a number is a data-derived value: the ledger names no value
+        t0 = time.perf_counter()
+        bulk_insert(session, "decisions", ("job_id", "subject_id", "label", "value"), rows)
+        del rows
+        timings["store_decisions"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ledger = append_job_usage(
+            session,
+            job_id=str(job.id),
+            partner=claimed.partner_key,
+            purpose=claimed.purpose_key,
+            fields=fields,
+            subject_ids=kept_ids,
+            decision_codes=codes,
+            decision_texts=texts,
+            at=now,
+        )
+        timings["store_ledger"] = time.perf_counter() - t0
+        stats = {
+            **stats,
+            "decisions": int(kept_ids.size),
+            "dropped_withdrawn": int(subject_ids.size - kept_ids.size),
+            "ledger_entries": ledger,
+        }
+        job.status = "succeeded"
+        job.finished_at = now
+        job.heartbeat_at = now
+        job.stats = stats
+        job.error = None
+        job.points_pending = bool(kept_ids.size) and usage_points(session, fields) > 0
+        session.flush()
+        record_event(
+            session,
+            actor=None,
+            action="job.succeeded",
+            target=f"job:{job.id}",
+            details={
+                "decisions": stats["decisions"],
+                "dropped_withdrawn": stats["dropped_withdrawn"],
+                "fields": fields,
+                "partner_key": claimed.partner_key,
+            },
+        )
+        return RunResult(job.id, "succeeded", None, stats)
+
+
+def credit_points(ctx: Context, job_id: int) -> int:
+    """Credit usage points to every decided subject of a succeeded job, in bounded transactions.
+
+    Runs right after the decisions are committed; ``award_usage`` is idempotent per (job, subject), so
+    running it again after a crash credits nobody twice. Returns how many customers this call credited.
+    """
+    with ctx.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != "succeeded" or not job.points_pending:
+            return 0
+        contract = session.get(Contract, job.contract_id)
+        assert contract is not None
+        fields = list(dict.fromkeys(s.field for s in parse_features(contract.features)))
+        ids = session.scalars(
+            select(Decision.subject_id).where(Decision.job_id == job_id).order_by(Decision.subject_id)
+        ).all()
+    credited = 0
+    for start in range(0, len(ids), POINTS_CHUNK):
+        with ctx.db.transaction() as session:
+            per_subject = usage_points(session, fields)
+            credited += award_usage(
+                session,
+                job_id=job_id,
+                credits=[(s, per_subject) for s in ids[start : start + POINTS_CHUNK]],
+                now=utcnow(),
+            )
+    with ctx.db.transaction() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        assert job is not None
+        job.points_pending = False
+        job.stats = {**job.stats, "points_credited": int(job.stats.get("points_credited", 0)) + credited}
+    return credited
+
+
+def credit_pending_points(ctx: Context) -> list[int]:
+    """Finish the point credits of jobs whose server stopped between storing and crediting."""
+    with ctx.db.session() as session:
+        pending = session.scalars(
+            select(Job.id).where(Job.status == "succeeded", Job.points_pending.is_(True)).order_by(Job.id)
+        ).all()
+    for job_id in pending:
+        credit_points(ctx, job_id)
+    return list(pending)
+
+
+def recover_jobs(
+    ctx: Context,
+    *,
+    stale_after: timedelta = STALE_AFTER,
+    max_attempts: int = MAX_ATTEMPTS,
+    now: datetime | None = None,
+) -> dict[str, list[int]]:
+    """Re-queue running jobs whose heartbeat stopped (their server died), or fail them after
+    ``max_attempts``. Safe to run at any time: a live job keeps its heartbeat fresh."""
+    now = now or utcnow()
+    requeued: list[int] = []
+    failed: list[int] = []
+    with ctx.db.transaction() as session:
+        running = session.scalars(select(Job).where(Job.status == "running").order_by(Job.id).with_for_update()).all()
+        for job in running:
+            beat = job.heartbeat_at or job.started_at or job.created_at
+            if now - beat < stale_after:
+                continue
+            if job.attempt >= max_attempts:
+                _mark_failed(session, job, f"the server stopped during the job {job.attempt} times; giving up")
+                failed.append(job.id)
+                continue
+            job.status = "queued"
+            job.attempt += 1
+            job.started_at = None
+            job.heartbeat_at = None
+            session.flush()
+            record_event(
+                session,
+                actor=None,
+                action="job.requeued",
+                target=f"job:{job.id}",
+                details={"attempt": job.attempt, "reason": "stale heartbeat"},
+            )
+            requeued.append(job.id)
+    return {"requeued": requeued, "failed": failed}
+
+
+def next_queued(ctx: Context) -> int | None:
+    with ctx.db.session() as session:
+        return session.scalar(select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1))
+
+
+class JobWorker:
+    """An in-process worker thread: recovers orphaned jobs, then runs queued jobs one at a time."""
+
+    def __init__(self, ctx: Context, *, poll_seconds: float = 1.0) -> None:
+        self.ctx = ctx
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-worker", daemon=True)
+
+    def start(self) -> None:
+        recover_jobs(self.ctx)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            credit_pending_points(self.ctx)
+        except Exception:
+            log.exception("crediting pending usage points failed")
+        while not self._stop.is_set():
+            job_id = None
+            try:
+                job_id = next_queued(self.ctx)
+                if job_id is not None:
+                    run_job(self.ctx, job_id)
+                    continue
+            except Conflict:
+                continue  # another worker claimed it first
+            except Exception:
+                log.exception("job worker error", extra={"job_id": job_id})
+            self._stop.wait(self.poll_seconds)

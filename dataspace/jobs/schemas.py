@@ -1,0 +1,174 @@
+"""Request and response shapes of the partner-job API (what each audience may see)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from dataspace.jobs.contracts import effective_status
+from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
+
+
+class ContractCreate(BaseModel):
+    purpose: str = Field(max_length=64)
+    title: str = Field(default="", max_length=200)
+    features: list[dict[str, Any]] = Field(min_length=1, max_length=50)
+    decision_schema: dict[str, Any]
+    k_min: int
+    epsilon_per_release: float
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime
+
+
+class ContractRead(BaseModel):
+    id: int
+    purpose: str
+    title: str
+    features: list[dict[str, Any]]
+    decision_schema: dict[str, Any]
+    k_min: int
+    epsilon_per_release: float
+    valid_from: datetime
+    valid_until: datetime
+    status: str
+    sensitive: bool
+    required_approvals: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, c: Contract, now: datetime) -> ContractRead:
+        return cls(
+            id=c.id,
+            purpose=c.purpose_key,
+            title=c.title,
+            features=c.features,
+            decision_schema=c.decision_schema,
+            k_min=c.k_min,
+            epsilon_per_release=c.epsilon_per_release,
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            status=effective_status(c, now),
+            sensitive=c.sensitive,
+            required_approvals=c.required_approvals,
+            created_at=c.created_at,
+        )
+
+
+class ContractStewardRead(ContractRead):
+    partner_id: int
+    proposed_by: str
+    approvals: list[str]
+    decided_by: str | None
+    decision_reason: str
+
+
+class ContractDecision(BaseModel):
+    reason: str = Field(default="", max_length=1000)
+
+
+class BudgetUpdate(BaseModel):
+    partner_key: str = Field(max_length=64)
+    purpose: str = Field(max_length=64)
+    epsilon_total: float
+
+
+class ModelRead(BaseModel):
+    id: int
+    contract_id: int
+    kind: str
+    sha256: str
+    size_bytes: int
+    status: str
+    signature: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: PartnerModel) -> ModelRead:
+        return cls(
+            id=m.id,
+            contract_id=m.contract_id,
+            kind=m.kind,
+            sha256=m.sha256,
+            size_bytes=m.size_bytes,
+            status=m.status,
+            signature=m.signature,
+            created_at=m.created_at,
+        )
+
+
+class JobCreate(BaseModel):
+    model_id: int
+
+
+class JobRead(BaseModel):
+    """What the partner sees of a job: its state only. Exact counts (eligible, suppressed, decided) would
+    leak how many customers consented, so they are for the operator; the partner gets DP aggregates."""
+
+    id: int
+    contract_id: int
+    model_id: int
+    status: str
+    attempt: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, j: Job) -> JobRead:
+        return cls(
+            id=j.id,
+            contract_id=j.contract_id,
+            model_id=j.model_id,
+            status=j.status,
+            attempt=j.attempt,
+            error=j.error,
+            created_at=j.created_at,
+            started_at=j.started_at,
+            finished_at=j.finished_at,
+        )
+
+
+class ReleaseRead(BaseModel):
+    job_id: int
+    mechanism: str
+    epsilon: float
+    result: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: Release) -> ReleaseRead:
+        return cls(
+            job_id=r.job_id,
+            mechanism=r.mechanism,
+            epsilon=r.micro_epsilon / 1_000_000,
+            result=r.result,
+            created_at=r.created_at,
+        )
+
+
+class BudgetRead(BaseModel):
+    purpose: str
+    epsilon_total: float
+    epsilon_spent: float
+    epsilon_remaining: float
+
+
+class DecisionRead(BaseModel):
+    subject_id: int
+    label: str | None
+    value: float | None
+
+    @classmethod
+    def of(cls, d: Decision) -> DecisionRead:
+        return cls(subject_id=d.subject_id, label=d.label, value=d.value)
+
+
+class DecisionPage(BaseModel):
+    job_id: int
+    status: str
+    stats: dict[str, Any]
+    decisions: list[DecisionRead]
+    next_after: int | None
