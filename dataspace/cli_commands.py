@@ -5,3 +5,4 @@ from dataspace.audit import cli as _audit_cli  # noqa: F401
 from dataspace.auth import cli as _auth_cli  # noqa: F401
 from dataspace.demo import cli as _demo_cli  # noqa: F401
 from dataspace.consents import cli as _consents_cli  # noqa: F401
+from clients import cli as _remote_cli  # noqa: F401

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from dataspace.auth import web_clients
 from dataspace.catalog import service as catalog
 from dataspace.context import Context
 from dataspace.demo.population import generate
@@ -108,4 +109,4 @@ def _accounts(ctx: Context, accounts: DemoAccounts) -> None:
 
 
 # Later build steps (rewards, consents, a contract and a job) register here as their packages land.
-EXTRA_STEPS: list[Callable[[Context, DemoAccounts, Callable[[str], None]], None]] = []
+EXTRA_STEPS: list[Callable[[Context, DemoAccounts, Callable[[str], None]], None]] = [web_clients.demo_step]

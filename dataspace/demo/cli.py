@@ -37,7 +37,10 @@ def demo(
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"Customer portal: {base}/portal/   Compliance console: {base}/console/   API docs: {base}/docs")
+    console.print(
+        f"Customer portal:    {base}/portal/\nCompliance console: {base}/console/\n"
+        f"Partner view:       {base}/partner/\nAPI docs:           {base}/docs"
+    )
     if serve:
         from dataspace.cli import serve as run_server
 

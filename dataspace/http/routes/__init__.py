@@ -2,6 +2,34 @@
 
 from fastapi import APIRouter
 
-from dataspace.http.routes import health
+from dataspace.http.routes import (
+    audit,
+    catalog,
+    compliance,
+    consents,
+    events,
+    health,
+    ingest,
+    oauth,
+    pages,
+    partner,
+    points,
+    policies,
+    usage,
+)
 
-ROUTERS: list[APIRouter] = [health.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    catalog.router,
+    ingest.router,
+    audit.router,
+    usage.router,
+    oauth.router,
+    policies.router,
+    points.router,
+    partner.router,
+    consents.router,
+    events.router,
+    compliance.router,
+    pages.router,
+]

@@ -1,0 +1,246 @@
+"""One client per role. Each method is one API call (or a small loop over one, like ``wait_for_job``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from clients.sdk._base import BaseClient
+
+TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class CustomerClient(BaseClient):
+    """A data subject (signs in with ``AuthorizationCode``)."""
+
+    def manual(self) -> list[dict[str, Any]]:
+        """The data manual: dimensions with their fields, in plain language."""
+        return list(self.get("/v1/catalog/manual"))
+
+    def purposes(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/catalog/purposes"))
+
+    def partners(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/partners"))
+
+    def consents(self) -> dict[str, Any]:
+        """My consent matrix: fields (with data-manual text and points), purposes, partners, grants, and one
+        cell per field x purpose x partner saying whether it is permitted now."""
+        return dict(self.get("/v1/me/consents"))
+
+    def grant(
+        self,
+        *,
+        purpose: str,
+        field: str | None = None,
+        dimension: str | None = None,
+        partner: str | None = None,
+        valid_until: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            k: v
+            for k, v in {
+                "purpose": purpose,
+                "field": field,
+                "dimension": dimension,
+                "partner": partner,
+                "valid_until": valid_until,
+            }.items()
+            if v is not None
+        }
+        return dict(self.request("POST", "/v1/me/consents", json=body))
+
+    def withdraw(self, grant_id: int | str) -> dict[str, Any]:
+        return dict(self.request("DELETE", f"/v1/me/consents/{grant_id}") or {})
+
+    def consent_history(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self.get("/v1/me/consents/history", limit=limit))
+
+    def receipt(self, receipt_id: str) -> dict[str, Any]:
+        """A signed consent receipt, as stored (verify it with the keys at ``/v1/keys/receipts``)."""
+        return dict(self.get(f"/v1/me/receipts/{receipt_id}"))
+
+    def usage(self) -> dict[str, Any]:
+        """How my data was used: per field, each use (partner, purpose, time, result, ledger index)."""
+        return dict(self.get("/v1/me/usage"))
+
+    def usage_proof(self, index: int) -> dict[str, Any]:
+        return dict(self.get(f"/v1/me/usage/{index}/proof"))
+
+    def points(self) -> dict[str, Any]:
+        return dict(self.get("/v1/me/points"))
+
+    def rewards(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/rewards"))
+
+    def redemptions(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/me/redemptions"))
+
+    def redeem(self, reward_key: str, *, quantity: int = 1, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Redeem a reward. The Idempotency-Key makes retries (ours and the caller's) safe: the server
+        answers a repeated key with the same redemption instead of charging twice."""
+        key = idempotency_key or uuid.uuid4().hex
+        return dict(
+            self.request(
+                "POST",
+                "/v1/me/redemptions",
+                json={"reward_key": reward_key, "quantity": quantity},
+                headers={"Idempotency-Key": key},
+            )
+        )
+
+    def export(self) -> dict[str, Any]:
+        """Everything the server holds about me (portability)."""
+        return dict(self.get("/v1/me/export"))
+
+    def erase(self, *, confirm: str) -> Any:
+        """Erase my account and data (irreversible); ``confirm`` must be the server's phrase, "erase my data"."""
+        return self.request("DELETE", "/v1/me", params={"confirm": confirm})
+
+
+class PartnerClient(BaseClient):
+    """An ecosystem partner (client credentials)."""
+
+    def contracts(self) -> list[dict[str, Any]]:
+        body = self.get("/v1/partner/contracts")
+        return list(body["items"] if isinstance(body, dict) else body)
+
+    def contract(self, contract_id: int | str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/partner/contracts/{contract_id}"))
+
+    def propose_contract(self, contract: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/partner/contracts", json=contract))
+
+    def models(self) -> list[dict[str, Any]]:
+        body = self.get("/v1/partner/models")
+        return list(body["items"] if isinstance(body, dict) else body)
+
+    def upload_model(
+        self, *, contract_id: int | str, model: Path | BinaryIO | bytes, kind: str = "onnx"
+    ) -> dict[str, Any]:
+        """Upload a model for a contract (the raw bytes are the request body)."""
+        if isinstance(model, Path):
+            content = model.read_bytes()
+        elif isinstance(model, bytes):
+            content = model
+        else:
+            content = model.read()
+        return dict(
+            self.request(
+                "POST",
+                "/v1/partner/models",
+                params={"contract_id": contract_id, "kind": kind},
+                content=content,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+
+    def submit_job(self, *, model_id: int | str) -> dict[str, Any]:
+        """Queue a job running one of my models under its approved contract."""
+        return dict(self.request("POST", "/v1/partner/jobs", json={"model_id": int(model_id)}))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        body = self.get("/v1/partner/jobs")
+        return list(body["items"] if isinstance(body, dict) else body)
+
+    def job(self, job_id: int | str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/partner/jobs/{job_id}"))
+
+    def wait_for_job(
+        self,
+        job_id: int | str,
+        *,
+        timeout: float = 600.0,
+        interval: float = 0.5,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a job until it reaches a terminal state; ``on_update`` sees every poll (progress display)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if str(job.get("status") or job.get("state")) in TERMINAL_JOB_STATES:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.get('status')} after {timeout:.0f}s")
+            time.sleep(interval)
+
+    def job_results(self, job_id: int | str) -> dict[str, Any]:
+        """The DP-noised aggregate release of a finished job."""
+        return dict(self.get(f"/v1/partner/jobs/{job_id}/results"))
+
+    def cancel_job(self, job_id: int | str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/partner/jobs/{job_id}/cancel"))
+
+    def budget(self) -> list[dict[str, Any]]:
+        """Privacy budget (epsilon total, spent, remaining) per purpose."""
+        return list(self.get("/v1/partner/budget"))
+
+
+class StewardClient(BaseClient):
+    """The operator's data steward (catalog, partners, rewards, approvals)."""
+
+    def fields(self, *, include_retired: bool = False) -> list[dict[str, Any]]:
+        return list(self.get("/v1/catalog/fields", include_retired=include_retired or None))
+
+    def create_field(self, field: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/catalog/fields", json=field))
+
+    def create_partner(self, partner: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/partners", json=partner))
+
+    def create_reward(self, reward: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/rewards", json=reward))
+
+    def rewards(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/rewards"))
+
+    def ingest(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self.request("POST", "/v1/ingest", json={"rows": rows}))
+
+    def contracts(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        return list(self.get("/v1/contracts", status=status))
+
+    def approve_contract(self, contract_id: int | str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/contracts/{contract_id}/approve"))
+
+    def approve_model(self, model_id: int | str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/models/{model_id}/approve"))
+
+
+class ComplianceClient(BaseClient):
+    """A compliance officer (read-only)."""
+
+    def events(self, *, log: str = "audit", limit: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every matching audit event, across pages (filters: since, until, subject_id, partner, action, actor)."""
+        return self.paginate("/v1/audit/events", log=log, limit=limit, **filters)
+
+    def checkpoint(self, *, log: str = "audit") -> dict[str, Any]:
+        return dict(self.get("/v1/audit/checkpoint", log=log))
+
+    def export(self, out: Path, *, log: str = "audit", fmt: str = "jsonl") -> int:
+        """Download a signed export to ``out``; returns its size in bytes."""
+        with out.open("wb") as fh:
+            return self.download("/v1/audit/export", fh, log=log, format=fmt)
+
+    def inclusion_proof(self, *, index: int, tree_size: int, log: str = "audit") -> dict[str, Any]:
+        return dict(self.get("/v1/audit/proofs/inclusion", index=index, tree_size=tree_size, log=log))
+
+    def consistency_proof(self, *, first: int, second: int, log: str = "audit") -> dict[str, Any]:
+        return dict(self.get("/v1/audit/proofs/consistency", first=first, second=second, log=log))
+
+    def consent_statistics(self, **filters: Any) -> dict[str, Any]:
+        """Authorization rate series per field x purpose x partner (filters: since, until, step_hours, field,
+        purpose, partner)."""
+        return dict(self.get("/v1/consents/stats", **filters))
+
+    def processing_records(self) -> dict[str, Any]:
+        return dict(self.get("/v1/compliance/records-of-processing"))
+
+    def requests_log(self, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """Access and erasure requests."""
+        return list(self.get("/v1/compliance/requests", kind=kind))

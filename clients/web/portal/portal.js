@@ -1,0 +1,316 @@
+// The customer portal ("My data"): data manual with consent switches, history and receipts, usage ledger
+// with proofs, points and rewards, data export and erasure.
+import { api, ApiError, saveFile } from "/static/api.js";
+import { completeSignIn, currentSession, signIn, signOut } from "/static/auth.js";
+import { fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
+import { bytesToHex, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
+import { announce, clear, describeError, fieldError, guard, h, setupTabs, showError } from "/static/ui.js";
+
+const CLIENT_ID = "portal";
+const $ = (id) => document.getElementById(id);
+const state = { matrix: null, manual: null, points: null, tab: "manual" };
+
+// --- data manual and switches ---------------------------------------------------------------------------
+function cellFor(field, purpose, partner) {
+  return state.matrix.cells.find((c) => c.field === field && c.purpose === purpose && c.partner === partner);
+}
+
+function endDateValue(input) {
+  // Returns [isoString|null, errorMessage|null]; the date means "until the end of that day".
+  const v = input.value.trim();
+  if (!v) return [null, null];
+  const end = new Date(v + "T23:59:59");
+  if (Number.isNaN(end.getTime())) return [null, t("portal.manual.badDate")];
+  if (end.getTime() <= Date.now()) return [null, t("portal.manual.pastDate")];
+  return [end.toISOString(), null];
+}
+
+async function toggle(sw, field, purpose, partner, untilInput) {
+  const status = $("manual-status");
+  clear(status);
+  sw.disabled = true;
+  try {
+    if (sw.checked) {
+      const [until, problem] = endDateValue(untilInput);
+      fieldError(untilInput, problem);
+      if (problem) {
+        sw.checked = false;
+        untilInput.focus();
+        return;
+      }
+      const body = { field, purpose, partner };
+      if (until) body.valid_until = until;
+      const change = await api("/v1/me/consents", { method: "POST", body });
+      announce(t("portal.manual.granted", { receipt: change.receipt_id }));
+    } else {
+      const cell = cellFor(field, purpose, partner);
+      for (const id of cell ? cell.grant_ids : []) await api(`/v1/me/consents/${id}`, { method: "DELETE" });
+      announce(t("portal.manual.withdrawn"));
+    }
+    await loadMatrix();
+    renderManual();
+    const again = document.getElementById(sw.id);
+    if (again) again.focus();
+  } catch (err) {
+    sw.checked = !sw.checked;
+    if (err instanceof ApiError && err.status === 422) {
+      fieldError(untilInput, err.message);
+    } else {
+      showError(status, err);
+    }
+  } finally {
+    sw.disabled = false;
+  }
+}
+
+function fieldCard(field) {
+  const untilId = `until-${field.key}`;
+  const until = h("input", { type: "date", id: untilId, name: untilId });
+  const switches = h("div", { class: "switches", role: "group", "aria-label": t("portal.manual.switchesFor", { field: pick(field, "label") }) });
+  for (const partner of state.matrix.partners) {
+    for (const purpose of state.matrix.purposes) {
+      const cell = cellFor(field.key, purpose.key, partner.key);
+      const id = `sw-${field.key}-${purpose.key}-${partner.key}`;
+      const sw = h("input", { type: "checkbox", role: "switch", id, dataset: { field: field.key, purpose: purpose.key, partner: partner.key } });
+      sw.checked = Boolean(cell && cell.permitted);
+      sw.setAttribute("aria-checked", String(sw.checked));
+      sw.addEventListener("change", () => {
+        sw.setAttribute("aria-checked", String(sw.checked));
+        toggle(sw, field.key, purpose.key, partner.key, until);
+      });
+      switches.append(h("div", { class: "switch-row" }, sw,
+        h("label", { for: id }, t("portal.manual.switchLabel", { partner: partner.name, purpose: pick(purpose, "label") }))));
+    }
+  }
+  const granted = state.matrix.cells.filter((c) => c.field === field.key && c.permitted).length;
+  return h("details", { class: "field", id: `field-${field.key}` },
+    h("summary", {},
+      h("span", { class: "label" }, pick(field, "label")),
+      h("span", {},
+        field.sensitivity === "sensitive" ? h("span", { class: "badge sensitive" }, t("portal.manual.sensitive")) : null, " ",
+        h("span", { class: "badge" }, t("portal.manual.points", { points: field.points_value })), " ",
+        h("span", { class: "muted" }, t("portal.manual.sharedWith", { n: granted })))),
+    h("div", { class: "body" },
+      h("dl", { class: "facts" },
+        h("dt", {}, t("portal.manual.what")), h("dd", {}, pick(field, "description")),
+        h("dt", {}, t("portal.manual.why")), h("dd", {}, pick(field, "collection_purpose")),
+        h("dt", {}, t("portal.manual.usedFor")), h("dd", {}, (field.used_for || []).join(", ")),
+        h("dt", {}, t("portal.manual.where")), h("dd", {}, pick(field, "storage_location")),
+        h("dt", {}, t("portal.manual.who")), h("dd", {}, pick(field, "sharing_scope")),
+        h("dt", {}, t("portal.manual.retention")), h("dd", {}, t("portal.manual.days", { n: field.retention_days })),
+        h("dt", {}, t("portal.manual.value")), h("dd", {}, t("portal.manual.points", { points: field.points_value }))),
+      h("div", { class: "until" },
+        h("label", { for: untilId }, t("portal.manual.until")), " ", until),
+      switches));
+}
+
+function renderManual() {
+  const root = $("manual");
+  const open = new Set([...root.querySelectorAll("details[open]")].map((d) => d.id));
+  const dims = state.manual || [];
+  const byDim = new Map();
+  for (const f of state.matrix.fields) {
+    if (!byDim.has(f.dimension)) byDim.set(f.dimension, []);
+    byDim.get(f.dimension).push(f);
+  }
+  const sections = [];
+  const known = new Set(dims.map((d) => d.key));
+  const order = [...dims, ...[...byDim.keys()].filter((k) => !known.has(k)).map((k) => ({ key: k, label: k }))];
+  for (const dim of order) {
+    const fields = byDim.get(dim.key) || [];
+    if (!fields.length) continue;
+    sections.push(h("section", { class: "dimension", "aria-labelledby": `dim-${dim.key}` },
+      h("h3", { id: `dim-${dim.key}` }, pick(dim, "label")),
+      h("p", { class: "muted" }, pick(dim, "description")),
+      fields.map(fieldCard)));
+  }
+  root.replaceChildren(...sections);
+  for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
+}
+
+async function loadMatrix() {
+  state.matrix = await api("/v1/me/consents");
+}
+
+const showManual = guard(() => $("manual-status"), async () => {
+  const [matrix, manual] = await Promise.all([api("/v1/me/consents"), api("/v1/catalog/manual").catch(() => [])]);
+  state.matrix = matrix;
+  state.manual = manual;
+  renderManual();
+});
+
+// --- history and receipts -------------------------------------------------------------------------------
+const showHistory = guard(() => $("history-status"), async () => {
+  if (!state.matrix) await loadMatrix();
+  const events = await api("/v1/me/consents/history");
+  const grants = new Map(state.matrix.grants.map((g) => [g.id, g]));
+  if (!events.length) {
+    $("history").replaceChildren(h("p", { class: "muted" }, t("portal.history.empty")));
+    return;
+  }
+  const rows = events.map((e) => {
+    const g = grants.get(e.grant_id) || {};
+    const download = h("button", { type: "button", class: "secondary", "aria-label": t("portal.history.receiptFor", { id: e.receipt_id }) }, t("portal.history.receipt"));
+    download.addEventListener("click", guard(() => $("history-status"), async () => {
+      const receipt = await api(`/v1/me/receipts/${encodeURIComponent(e.receipt_id)}`);
+      saveFile(`receipt-${e.receipt_id}.json`, typeof receipt === "string" ? receipt : JSON.stringify(receipt, null, 2));
+      announce(t("portal.history.downloaded"));
+    }));
+    return h("tr", {},
+      h("td", {}, fmtTime(e.at)),
+      h("td", {}, t(`portal.history.kind.${e.kind}`)),
+      h("td", {}, [g.field || g.dimension, g.purpose, g.partner || g.partner_category].filter(Boolean).join(" · ")),
+      h("td", {}, e.valid_until ? fmtTime(e.valid_until) : "–"),
+      h("td", {}, download));
+  });
+  $("history").replaceChildren(h("table", {},
+    h("thead", {}, h("tr", {}, ["when", "what", "scope", "until", "receipt"].map((k) => h("th", { scope: "col" }, t(`portal.history.col.${k}`))))),
+    h("tbody", {}, rows)));
+});
+
+// --- usage ledger with proofs ---------------------------------------------------------------------------
+async function checkProof(index, out) {
+  const p = await api(`/v1/me/usage/${index}/proof`);
+  const cp = parseCheckpoint(p.checkpoint);
+  const included = await verifyInclusion(index, p.tree_size, hexToBytes(p.leaf_hash), p.hashes.map(hexToBytes), cp.root);
+  const signed = await verifyNote(p.checkpoint, p.verifier_keys || []);
+  const ok = included && cp.size === p.tree_size && signed !== false;
+  out.replaceChildren(h("p", { class: ok ? "ok" : "error", role: "status" },
+    ok ? t("portal.usage.proofOk", { index, size: cp.size, root: bytesToHex(cp.root).slice(0, 16) })
+       : t("portal.usage.proofBad")));
+}
+
+const showUsage = guard(() => $("usage-status"), async () => {
+  const usage = await api("/v1/me/usage");
+  const uses = [];
+  for (const f of usage.fields || []) for (const u of f.uses || []) uses.push({ ...u, field: f.field });
+  uses.sort((a, b) => String(b.time).localeCompare(String(a.time)));
+  if (!uses.length) {
+    $("usage").replaceChildren(h("p", { class: "muted" }, t("portal.usage.empty")));
+    return;
+  }
+  const labels = new Map((state.matrix ? state.matrix.fields : []).map((f) => [f.key, pick(f, "label")]));
+  $("usage").replaceChildren(h("ol", { class: "timeline" }, uses.map((u) => {
+    const out = h("div", {});
+    const pending = u.index === null || u.index === undefined;
+    const button = h("button", { type: "button", class: "secondary", disabled: pending }, t("portal.usage.check"));
+    button.addEventListener("click", guard(out, () => checkProof(u.index, out)));
+    return h("li", { dataset: { field: u.field, index: u.index } },
+      h("strong", {}, labels.get(u.field) || u.field), " — ",
+      t("portal.usage.line", { partner: u.partner, purpose: u.purpose, time: fmtTime(u.time) }),
+      u.result ? h("div", { class: "muted" }, t("portal.usage.result", { result: u.result })) : null,
+      h("div", {}, button, " ", h("span", { class: "muted" }, pending ? t("portal.usage.pending") : t("portal.usage.entry", { index: u.index }))),
+      out);
+  })));
+});
+
+// --- points and rewards ---------------------------------------------------------------------------------
+async function redeem(reward, button) {
+  const status = $("points-status");
+  clear(status);
+  button.disabled = true;
+  try {
+    const key = crypto.randomUUID();
+    const r = await api("/v1/me/redemptions", { method: "POST", body: { reward_key: reward.key, quantity: 1 }, headers: { "Idempotency-Key": key } });
+    status.replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.points.redeemed", { reward: pick(reward, "name"), balance: fmtNumber(r.balance_after) })));
+    await showPoints();
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "insufficient_funds") {
+      status.replaceChildren(h("p", { class: "error", role: "alert" }, t("portal.points.notEnough")));
+    } else {
+      showError(status, err);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+const showPoints = guard(() => $("points-status"), async () => {
+  const [points, rewards, redemptions] = await Promise.all([
+    api("/v1/me/points"), api("/v1/rewards"), api("/v1/me/redemptions").catch(() => []),
+  ]);
+  state.points = points;
+  $("balance").textContent = fmtNumber(points.balance);
+  $("tier").textContent = points.tier ? points.tier.name : "";
+  $("rewards").replaceChildren(...rewards.filter((r) => r.active !== false).map((r) => {
+    const button = h("button", { type: "button", "aria-label": t("portal.points.redeemFor", { reward: pick(r, "name") }) }, t("portal.points.redeem"));
+    if (points.balance < r.cost || r.stock === 0) button.disabled = true;
+    button.addEventListener("click", () => redeem(r, button));
+    return h("div", { class: "card", dataset: { reward: r.key } },
+      h("h4", {}, pick(r, "name")),
+      h("p", { class: "muted" }, pick(r, "description")),
+      h("p", {}, t("portal.points.cost", { cost: fmtNumber(r.cost) })),
+      button);
+  }));
+  $("redemptions").replaceChildren(redemptions.length
+    ? h("table", {}, h("tbody", {}, redemptions.map((r) => h("tr", {},
+        h("td", {}, r.reward_name || r.reward_key), h("td", {}, fmtNumber(r.cost)), h("td", {}, r.status)))))
+    : h("p", { class: "muted" }, t("portal.points.none")));
+});
+
+// --- account: export and erasure ------------------------------------------------------------------------
+const doExport = guard(() => $("export-status"), async () => {
+  clear($("export-status"));
+  const data = await api("/v1/me/export");
+  saveFile("my-data.json", JSON.stringify(data, null, 2));
+  $("export-status").replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.account.exported")));
+});
+
+const doErase = guard(() => $("erase-status"), async (event) => {
+  event.preventDefault();
+  const input = $("erase-confirm");
+  if (input.value.trim() !== "ERASE") {
+    fieldError(input, t("portal.account.eraseMismatch"));
+    input.focus();
+    return;
+  }
+  fieldError(input, null);
+  await api("/v1/me?confirm=" + encodeURIComponent("erase my data"), { method: "DELETE" });
+  await signOut();
+  $("app").hidden = true;
+  $("signout").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.account.erased")));
+});
+
+// --- wiring ---------------------------------------------------------------------------------------------
+const loaders = { manual: showManual, history: showHistory, usage: showUsage, points: showPoints, account: async () => {} };
+
+function showSignedIn() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("signout").hidden = false;
+}
+
+function showSignedOut(message) {
+  $("app").hidden = true;
+  $("signout").hidden = true;
+  $("signin").hidden = false;
+  if (message) $("signin-error").replaceChildren(h("p", { class: "error", role: "alert" }, message));
+}
+
+async function main() {
+  await initI18n();
+  $("signin-button").addEventListener("click", () => signIn(CLIENT_ID));
+  $("signout").addEventListener("click", async () => { await signOut(); showSignedOut(); });
+  $("export").addEventListener("click", doExport);
+  $("erase-form").addEventListener("submit", doErase);
+  document.addEventListener("signedout", () => showSignedOut(t("error.signedOut")));
+  document.addEventListener("langchange", () => loaders[state.tab]());
+  const selectTab = setupTabs($("tabs"), (name) => { state.tab = name; loaders[name](); });
+  let session = null;
+  try {
+    session = await completeSignIn();
+  } catch (err) {
+    showSignedOut(err.code === "access_denied" ? t("error.denied") : describeError(err));
+    return;
+  }
+  if (!session && !currentSession()) {
+    showSignedOut();
+    return;
+  }
+  showSignedIn();
+  selectTab(location.hash.replace("#", "") || "manual");
+}
+
+main().catch(() => showSignedOut(t("error.generic")));
