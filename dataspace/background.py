@@ -5,7 +5,7 @@
 - deliver webhooks (every 1 s);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
-- run queued partner jobs (embedded worker; see ``dataspace.jobs``).
+- run queued partner jobs (the embedded worker) and recover jobs whose process died (stale heartbeat).
 
 Every task is idempotent and safe to run in several processes at once (they serialize on the database), so
 any number of API replicas may run it.
@@ -52,6 +52,7 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.consents import service as consents
     from dataspace.db import utcnow
     from dataspace.events.service import deliver_due
+    from dataspace.jobs import runner as jobs
     from dataspace.points import service as points
     from dataspace.tlog import LOGS, sequence
 
@@ -67,18 +68,19 @@ def tasks(ctx: Context) -> list[Periodic]:
         with ctx.db.transaction() as session:
             points.expire_points(session, now=utcnow())
 
-    out = [
+    def recover_jobs() -> None:
+        jobs.recover_jobs(ctx)
+        jobs.credit_pending_points(ctx)
+
+    jobs.recover_jobs(ctx)  # at start-up: jobs a previous process left running are resumed or failed
+    return [
         Periodic("tlog-sequencer", 0.25, sequence_logs),
+        Periodic("job-worker", 1.0, lambda: jobs.run_queued(ctx)),
+        Periodic("job-recovery", 30.0, recover_jobs),
         Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
     ]
-    out.extend(JOB_TASKS(ctx) if JOB_TASKS is not None else [])
-    return out
-
-
-# The jobs package provides its worker task(s) here once wired (kept optional to avoid an import cycle).
-JOB_TASKS: Callable[[Context], list[Periodic]] | None = None
 
 
 class Background:

@@ -34,16 +34,19 @@ class ConsentChanged(Payload):
 
 
 class JobCompleted(Payload):
+    """No counts: exact numbers of decided subjects would tell the partner how many customers consented;
+    partners learn numbers only through differentially private releases."""
+
     job_id: int
     contract_id: int
     status: Literal["succeeded", "failed", "cancelled"]
-    decisions: int = Field(ge=0)
     reason: str | None = None
 
 
 class DecisionReady(Payload):
+    """The job's aggregate results can be requested (each release is charged to the privacy budget)."""
+
     job_id: int
-    decisions: int = Field(ge=0)
     results_url: str
 
 

@@ -31,6 +31,7 @@ from dataspace.db import bulk_insert, utcnow
 from dataspace.emission import emit, parse_features
 from dataspace.emission.service import PseudonymMap
 from dataspace.errors import Conflict, DataspaceError, NotFound
+from dataspace.events import service as events
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.eligibility import eligible_subjects, still_eligible
 from dataspace.jobs.ledger import append_job_usage
@@ -145,6 +146,29 @@ def _mark_failed(session: Session, job: Job, reason: str) -> None:
     job.finished_at = utcnow()
     session.flush()
     record_event(session, actor=None, action="job.failed", target=f"job:{job.id}", details={"reason": job.error})
+    job_completed(session, job)
+
+
+def job_completed(session: Session, job: Job) -> None:
+    """The partner's events for a job that reached a final state (same transaction as the state change)."""
+    events.emit(
+        session,
+        "job.completed",
+        {
+            "job_id": job.id,
+            "contract_id": job.contract_id,
+            "status": job.status,
+            "reason": job.error if job.status != "succeeded" else None,
+        },
+        partner_id=job.partner_id,
+    )
+    if job.status == "succeeded":
+        events.emit(
+            session,
+            "decision.ready",
+            {"job_id": job.id, "results_url": f"/v1/partner/jobs/{job.id}/results"},
+            partner_id=job.partner_id,
+        )
 
 
 class _Heartbeat:
@@ -412,6 +436,7 @@ def _store(
                 "partner_key": claimed.partner_key,
             },
         )
+        job_completed(session, job)
         return RunResult(job.id, "succeeded", None, stats)
 
 
@@ -503,37 +528,14 @@ def next_queued(ctx: Context) -> int | None:
         return session.scalar(select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1))
 
 
-class JobWorker:
-    """An in-process worker thread: recovers orphaned jobs, then runs queued jobs one at a time."""
-
-    def __init__(self, ctx: Context, *, poll_seconds: float = 1.0) -> None:
-        self.ctx = ctx
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-worker", daemon=True)
-
-    def start(self) -> None:
-        recover_jobs(self.ctx)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
+def run_queued(ctx: Context) -> int:
+    """Run queued jobs one at a time until none is left; returns how many ran. Several workers (threads,
+    processes, machines) may call this at once: claiming a job is atomic, the loser gets ``Conflict``."""
+    ran = 0
+    while (job_id := next_queued(ctx)) is not None:
         try:
-            credit_pending_points(self.ctx)
-        except Exception:
-            log.exception("crediting pending usage points failed")
-        while not self._stop.is_set():
-            job_id = None
-            try:
-                job_id = next_queued(self.ctx)
-                if job_id is not None:
-                    run_job(self.ctx, job_id)
-                    continue
-            except Conflict:
-                continue  # another worker claimed it first
-            except Exception:
-                log.exception("job worker error", extra={"job_id": job_id})
-            self._stop.wait(self.poll_seconds)
+            run_job(ctx, job_id)
+        except Conflict:
+            continue  # another worker claimed it first
+        ran += 1
+    return ran

@@ -97,6 +97,9 @@ def cancel(session: Session, *, principal: Principal, job_id: int) -> Job:
         raise Conflict("job finished meanwhile")
     session.refresh(job)
     record_event(session, actor=principal, action="job.cancelled", target=f"job:{job.id}")
+    from dataspace.jobs.runner import job_completed  # runner imports this module
+
+    job_completed(session, job)
     return job
 
 

@@ -69,8 +69,7 @@ def receiver(ctx):
 
 
 def _job_event(session, partner_id, job_id=1):
-    return service.emit(session, "job.completed", {"job_id": job_id, "contract_id": 1, "status": "succeeded",
-                                                    "decisions": 10}, partner_id=partner_id)
+    return service.emit(session, "job.completed", {"job_id": job_id, "contract_id": 1, "status": "succeeded"}, partner_id=partner_id)
 
 
 def test_event_is_sent_iff_its_transaction_commits(ctx, receiver):

@@ -12,6 +12,7 @@ from dataspace.consents import service as consents
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import BudgetExceeded, Conflict, InvalidInput
+from dataspace.events.models import OutboxEvent
 from dataspace.jobs import contracts, release, runner, service
 from dataspace.jobs.models import Decision, Job, PrivacyBudget
 from dataspace.points.models import PointsTransaction
@@ -70,6 +71,14 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
     assert job.stats["points_credited"] == len(decided)
     assert not job.points_pending
     assert {"job.queued", "job.started", "job.succeeded", "contract.approved", "model.uploaded"} <= set(audit)
+    # The partner's events: completion and results availability, without counts (those would leak how many
+    # customers consented).
+    with ctx.db.session() as s:
+        events = s.scalars(select(OutboxEvent).where(OutboxEvent.type.in_(("job.completed", "decision.ready")))).all()
+    assert sorted(e.type for e in events) == ["decision.ready", "job.completed"]
+    assert all(e.partner_id == job.partner_id for e in events)
+    assert events[0].data["job_id"] == job_id
+    assert "decisions" not in json.dumps([e.data for e in events])
 
     # Running it again is refused (the state machine only runs queued jobs).
     with pytest.raises(Conflict):

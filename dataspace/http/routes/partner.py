@@ -2,16 +2,12 @@
 and model approval, budgets and the decisions view (steward / compliance side).
 
 A partner only ever sees its own contracts, models and jobs: anybody else's id is "not found".
-The in-process job worker starts with the app when ``DATASPACE_JOBS_WORKER=1``.
+The in-process job worker is one of the server's background tasks (``dataspace.background``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +18,6 @@ from dataspace.errors import Forbidden, InvalidInput
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
-from dataspace.jobs.runner import JobWorker
 from dataspace.jobs.schemas import (
     BudgetRead,
     BudgetUpdate,
@@ -38,21 +33,7 @@ from dataspace.jobs.schemas import (
     ReleaseRead,
 )
 
-
-@asynccontextmanager
-async def _worker(app: FastAPI) -> AsyncIterator[None]:
-    worker: JobWorker | None = None
-    if os.environ.get("DATASPACE_JOBS_WORKER", "") == "1":
-        worker = JobWorker(app.state.context)
-        worker.start()
-    try:
-        yield
-    finally:
-        if worker is not None:
-            worker.stop(timeout=5)
-
-
-router = APIRouter(tags=["partner jobs"], lifespan=_worker)
+router = APIRouter(tags=["partner jobs"])
 
 
 def _partner(principal: Principal) -> int:
