@@ -16,6 +16,7 @@ from typing import Any
 import casbin
 from casbin import persist
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import PolicyRule
@@ -52,8 +53,12 @@ def ensure_default_policy(session: Session) -> list[tuple[str, str, str, str]]:
     if rows:
         return rows
     rules = list(dict.fromkeys(default_rules()))
-    session.add_all(PolicyRule(ptype=p, v0=a, v1=b, v2=c) for p, a, b, c in rules)
-    session.flush()
+    try:
+        # Several processes (or request threads) may seed an empty table at once; the loser re-reads.
+        with session.begin_nested():
+            session.add_all(PolicyRule(ptype=p, v0=a, v1=b, v2=c) for p, a, b, c in rules)
+    except IntegrityError:
+        return _rows(session)
     return rules
 
 
@@ -78,6 +83,7 @@ class Authorizer:
         self.db = db
         self.max_age = max_age
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._enforcer: casbin.Enforcer | None = None
         self._loaded_at = 0.0
         self._cache: dict[tuple[str, str, str], bool] = {}
@@ -94,9 +100,14 @@ class Authorizer:
     def invalidate(self) -> None:
         self._loaded_at = 0.0
 
+    def _stale(self) -> bool:
+        return self._enforcer is None or time.monotonic() - self._loaded_at > self.max_age
+
     def _current(self) -> casbin.Enforcer:
-        if self._enforcer is None or time.monotonic() - self._loaded_at > self.max_age:
-            self.reload()
+        if self._stale():
+            with self._reload_lock:  # one reload per process at a time, not one per waiting request
+                if self._stale():
+                    self.reload()
         assert self._enforcer is not None
         return self._enforcer
 

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dataspace.errors import DataspaceError
 
 log = logging.getLogger("dataspace.http")
 PROBLEM = "application/problem+json"
+
+# The RFC 7807 body every error response carries (``code``, ``instance``, ``request_id`` and ``errors`` are
+# this API's extension members).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
 
 
 def problem(status: int, title: str, detail: str, *, code: str, request: Request | None = None,
@@ -34,7 +54,38 @@ def problem(status: int, title: str, detail: str, *, code: str, request: Request
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what validation errors really are: FastAPI documents its own 422
+    ``application/json`` ``HTTPValidationError`` body, but ``_validation`` below answers problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        documented = False
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                response = operation.get("responses", {}).get("422") if isinstance(operation, dict) else None
+                if response is not None:
+                    response["description"] = "Invalid input"
+                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                    documented = True
+        if documented:
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = PROBLEM_SCHEMA
+            for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
+                if f'"#/components/schemas/{name}"' not in json.dumps(schema):
+                    components.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(DataspaceError)
     async def _domain(request: Request, exc: DataspaceError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="dataspace"'} if exc.status == 401 else None
@@ -56,6 +107,15 @@ def install(app: FastAPI) -> None:
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
         return problem(exc.status_code, titles.get(exc.status_code, "Request failed"), str(exc.detail),
                        code="http_error", request=request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database is unreachable (restart, failover, network): a clean, retryable 503. Handled here
+        # rather than by the catch-all below, whose re-raise makes uvicorn drop the keep-alive connection
+        # (the client's next request on it would fail with a transport error instead of an answer).
+        log.warning("database unavailable", extra={"path": request.url.path, "error": type(exc.orig).__name__})
+        return problem(503, "Service unavailable", "The database is unavailable; retry shortly.",
+                       code="unavailable", request=request, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,391 @@
+"""Load test of the real API: consent toggles, usage reads and idempotent redemptions by many customers.
+
+    .venv/bin/python bench/load.py --n 400 --seconds 20 --concurrency 48 --replicas 2
+
+Starts ``--replicas`` ``dataspace serve`` processes (each with its background tasks) on 127.0.0.1 against one
+database, and sends every request to the next replica in turn, so a grant made through one replica is
+withdrawn through another (the app holds no per-process state that matters). Setup, done in this process
+through the package's own services: a fresh database (by default a new PostgreSQL database on 127.0.0.1,
+dropped afterwards; ``--database-url sqlite:///...`` for the embedded one), the demo catalog, ``--n``
+ingested customers with a customer account and a real stored access token each, points for every customer
+and one reward.
+
+The client (httpx.AsyncClient, ``--concurrency`` requests in flight) gives each in-flight slot its own
+customers, so toggles never race each other. Prints throughput, p50/p95/p99 per operation, errors (any
+non-2xx except 409 insufficient funds), the server's CPU count and CPU time. Bounded by ``--seconds`` and
+``--max-requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataspace.auth import service as auth  # noqa: E402
+from dataspace.auth import tokens  # noqa: E402
+from dataspace.auth.models import User  # noqa: E402
+from dataspace.auth.passwords import hash_password  # noqa: E402
+from dataspace.auth.scopes import ROLE_SCOPES  # noqa: E402
+from dataspace.bootstrap import init  # noqa: E402
+from dataspace.catalog import service as catalog  # noqa: E402
+from dataspace.catalog.models import Field, Purpose  # noqa: E402
+from dataspace.context import Context  # noqa: E402
+from dataspace.db import utcnow  # noqa: E402
+from dataspace.demo.build import CATALOG  # noqa: E402
+from dataspace.demo.population import generate  # noqa: E402
+from dataspace.ingest.service import ingest_batches  # noqa: E402
+from dataspace.partners.models import Partner  # noqa: E402
+from dataspace.points import service as points  # noqa: E402
+from dataspace.points.schemas import RewardCreate  # noqa: E402
+from dataspace.settings import Settings  # noqa: E402
+from dataspace.subjects.models import Subject  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("DATASPACE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REWARD = "bench-coffee"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- setup -------------------------------------------------------------------------------------------
+@dataclass
+class Customer:
+    subject_id: int
+    token: str
+
+
+def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, str]]]:
+    t0 = time.perf_counter()
+    with ctx.db.transaction() as session:
+        catalog.load_document(session, catalog.read_document(CATALOG))
+    report = ingest_batches(ctx, generate(n).to_batches(max_chunksize=50_000), source="bench")
+    assert report.accepted == n, report
+    with ctx.db.session() as session:
+        subject_ids = list(session.scalars(select(Subject.id).order_by(Subject.id)))
+        scopes = [
+            (f, p, partner)
+            for f in session.scalars(select(Field.key).where(Field.status == "active", Field.sensitivity == "normal"))
+            for p in session.scalars(select(Purpose.key))
+            for partner in session.scalars(select(Partner.key).where(Partner.status == "active"))
+        ]
+    # One argon2 hash shared by every bench user (nobody logs in with a password here).
+    pw_hash = hash_password(secrets.token_urlsafe(16))
+    scope = " ".join(sorted(ROLE_SCOPES["customer"]))
+    customers: list[Customer] = []
+    with ctx.db.transaction() as session:
+        client = auth.create_client(
+            session=session,
+            role="customer",
+            public=True,
+            client_id="bench-portal",
+            redirect_uris=["http://127.0.0.1/callback"],
+        ).client
+        reward = RewardCreate(key=REWARD, name="Bench coffee", cost=1, stock=100_000_000)
+        points.create_reward(session, data=reward)
+    for start in range(0, len(subject_ids), 500):
+        with ctx.db.transaction() as session:
+            client = session.merge(client)
+            for sid in subject_ids[start : start + 500]:
+                user = User(username=f"bench-{sid}", password_hash=pw_hash, role="customer", subject_id=sid)
+                session.add(user)
+                session.flush()
+                token = tokens.issue(
+                    ctx, session, client=client, user=user, scope=scope, grant_type="authorization_code", ttl=3600
+                )
+                points.post_correction(
+                    session,
+                    subject_id=sid,
+                    amount=1_000_000,
+                    reason="load test float",
+                    idempotency_key=f"bench-float-{sid}",
+                    now=utcnow(),
+                )
+                customers.append(Customer(sid, str(token["access_token"])))
+    print(f"setup: {n} customers, {len(scopes)} consent scopes in {time.perf_counter() - t0:.1f}s", flush=True)
+    return customers, scopes
+
+
+# --- servers -----------------------------------------------------------------------------------------
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base: str
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process (from /proc; 0 where that is unavailable)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def peak_rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+
+def start_servers(data_dir: Path, url: str, replicas: int, issuer: str, port0: int) -> list[Server]:
+    servers = []
+    for i in range(replicas):
+        port = port0 if i == 0 else free_port()
+        env = {
+            **os.environ,
+            "DATASPACE_DATA_DIR": str(data_dir),
+            "DATASPACE_DATABASE_URL": url,
+            "DATASPACE_BIND": f"127.0.0.1:{port}",
+            "DATASPACE_ISSUER": issuer,
+            "DATASPACE_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from dataspace.cli import main; main()", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        servers.append(Server(proc, f"http://127.0.0.1:{port}"))
+    deadline = time.monotonic() + 60
+    for server in servers:
+        while True:
+            if server.proc.poll() is not None:
+                err = server.proc.stderr.read().decode() if server.proc.stderr else ""
+                raise RuntimeError(f"server exited: {err[-2000:]}")
+            try:
+                if httpx.get(server.base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+    return servers
+
+
+def stop_servers(servers: list[Server]) -> None:
+    for s in servers:
+        if s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGTERM)
+    for s in servers:
+        try:
+            s.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+
+
+# --- load --------------------------------------------------------------------------------------------
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    expected_409: Counter[str] = field(default_factory=Counter)
+    by_replica: Counter[int] = field(default_factory=Counter)
+    requests: int = 0
+
+
+class Load:
+    def __init__(self, bases: list[str], stats: Stats, deadline: float, max_requests: int) -> None:
+        self.bases = bases
+        self.stats = stats
+        self.deadline = deadline
+        self.max_requests = max_requests
+        self._next = 0
+
+    def _base(self) -> str:
+        i = self._next % len(self.bases)
+        self._next += 1
+        self.stats.by_replica[i] += 1
+        return self.bases[i]
+
+    def more(self) -> bool:
+        return time.monotonic() < self.deadline and self.stats.requests < self.max_requests
+
+    async def call(
+        self, client: httpx.AsyncClient, op: str, method: str, path: str, token: str, **kw: object
+    ) -> httpx.Response | None:
+        self.stats.requests += 1
+        headers = {"Authorization": f"Bearer {token}", **kw.pop("headers", {})}  # type: ignore[dict-item]
+        t = time.perf_counter()
+        try:
+            r = await client.request(method, self._base() + path, headers=headers, **kw)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            self.stats.errors[(op, type(exc).__name__)] += 1
+            return None
+        self.stats.latencies[op].append(time.perf_counter() - t)
+        if r.status_code == 409 and op == "redeem" and "insufficient" in r.text.lower():
+            self.stats.expected_409[op] += 1
+        elif not 200 <= r.status_code < 300:
+            self.stats.errors[(op, str(r.status_code))] += 1
+        return r
+
+    async def slot(self, client: httpx.AsyncClient, mine: list[Customer], scopes: list[tuple[str, str, str]]) -> None:
+        rng = random.Random()
+        while self.more():
+            c = rng.choice(mine)
+            roll = rng.random()
+            if roll < 0.6:  # a consent toggle: switch on, then off again (two consent changes)
+                f, p, partner = rng.choice(scopes)
+                body = {"field": f, "purpose": p, "partner": partner}
+                r = await self.call(client, "consent.grant", "POST", "/v1/me/consents", c.token, json=body)
+                if r is not None and r.status_code in (200, 201):
+                    gid = r.json()["grant"]["id"]
+                    await self.call(client, "consent.withdraw", "DELETE", f"/v1/me/consents/{gid}", c.token)
+            elif roll < 0.85:
+                await self.call(client, "usage.read", "GET", "/v1/me/usage", c.token)
+            else:
+                key = uuid.uuid4().hex
+                await self.call(
+                    client,
+                    "redeem",
+                    "POST",
+                    "/v1/me/redemptions",
+                    c.token,
+                    json={"reward_key": REWARD, "quantity": 1},
+                    headers={"Idempotency-Key": key},
+                )
+
+
+async def drive(
+    bases: list[str],
+    customers: list[Customer],
+    scopes: list[tuple[str, str, str]],
+    *,
+    seconds: float,
+    concurrency: int,
+    max_requests: int,
+) -> tuple[Stats, float]:
+    stats = Stats()
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+        # Warm up each replica's caches (policy, keys, connection pool) outside the measurement.
+        for base in bases:
+            await client.get(base + "/v1/me/usage", headers={"Authorization": f"Bearer {customers[0].token}"})
+        load = Load(bases, stats, time.monotonic() + seconds, max_requests)
+        slots = [customers[i::concurrency] for i in range(concurrency)]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(load.slot(client, mine, scopes) for mine in slots if mine))
+        elapsed = time.perf_counter() - t0
+    return stats, elapsed
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000
+
+
+def report(stats: Stats, elapsed: float, servers: list[Server], cpu_before: list[float], backend: str) -> None:
+    print(f"\nbackend {backend}, replicas {len(servers)}, {elapsed:.1f}s, {stats.requests} requests")
+    print(f"{'operation':<18}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for op in ("consent.grant", "consent.withdraw", "usage.read", "redeem"):
+        lat = sorted(stats.latencies.get(op, []))
+        print(
+            f"{op:<18}{len(lat):>8}{len(lat) / elapsed:>9.1f}{pct(lat, 0.50):>9.1f}{pct(lat, 0.95):>9.1f}"
+            f"{pct(lat, 0.99):>9.1f}{(lat[-1] * 1000 if lat else float('nan')):>9.1f}"
+        )
+    changes = sorted(stats.latencies.get("consent.grant", []) + stats.latencies.get("consent.withdraw", []))
+    total = sum(len(v) for v in stats.latencies.values())
+    print(
+        f"{'consent changes':<18}{len(changes):>8}{len(changes) / elapsed:>9.1f}{pct(changes, 0.50):>9.1f}"
+        f"{pct(changes, 0.95):>9.1f}{pct(changes, 0.99):>9.1f}"
+    )
+    print(f"{'all':<18}{total:>8}{total / elapsed:>9.1f}")
+    print(f"errors (non-2xx except 409 insufficient funds): {dict(stats.errors) or 'none'}")
+    print(f"expected 409 insufficient funds: {dict(stats.expected_409) or 'none'}")
+    print(f"requests per replica: {dict(stats.by_replica)}")
+    cpu = [s.cpu_seconds() - b for s, b in zip(servers, cpu_before, strict=True)]
+    print(
+        f"server: {os.cpu_count()} CPUs; CPU time {sum(cpu):.1f}s over {elapsed:.1f}s "
+        f"({sum(cpu) / elapsed * 100:.0f}% of one core); peak RSS per replica "
+        f"{', '.join(f'{s.peak_rss_mb():.0f} MB' for s in servers)}"
+    )
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"client (same machine): CPU {own.ru_utime + own.ru_stime:.1f}s, peak RSS {own.ru_maxrss / 1024:.0f} MB")
+
+
+# --- main --------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=400, help="customers")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=48)
+    parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes on one database")
+    parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="dataspace-load-"))
+    created_pg: str | None = None
+    url = args.database_url
+    if url is None:
+        created_pg = f"dataspace_load_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{created_pg}"'))
+        admin.dispose()
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + created_pg
+    port0 = free_port()
+    issuer = f"http://127.0.0.1:{port0}"
+    servers: list[Server] = []
+    try:
+        settings = Settings(data_dir=tmp, database_url=url, issuer=issuer)
+        init(settings)
+        ctx = Context.open(settings)
+        try:
+            customers, scopes = setup(ctx, args.n)
+        finally:
+            ctx.close()
+        servers = start_servers(tmp, url, args.replicas, issuer, port0)
+        cpu_before = [s.cpu_seconds() for s in servers]
+        stats, elapsed = asyncio.run(
+            drive(
+                [s.base for s in servers],
+                customers,
+                scopes,
+                seconds=args.seconds,
+                concurrency=min(args.concurrency, len(customers)),
+                max_requests=args.max_requests,
+            )
+        )
+        report(stats, elapsed, servers, cpu_before, "sqlite" if url.startswith("sqlite") else "postgresql")
+    finally:
+        stop_servers(servers)
+        if created_pg is not None:
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{created_pg}" WITH (FORCE)'))
+            admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
