@@ -116,7 +116,7 @@ def test_account_export_erasure_validation_language_and_phone(world: World, page
     page.select_option("#lang", "zh-CN")
     page.get_by_role("tab", name="数据说明书").wait_for()
     assert page.locator("html").get_attribute("lang") == "zh-CN"
-    assert page.get_by_text("身份信息").count() >= 1  # dimension label from the catalog's i18n
+    page.get_by_text("身份信息").first.wait_for()  # dimension label from the catalog's i18n (re-rendered)
     page.set_viewport_size({"width": 360, "height": 780})
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"horizontal scrolling at phone width ({width}px)"

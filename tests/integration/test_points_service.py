@@ -196,7 +196,7 @@ def test_lots_are_spent_soonest_expiry_first_and_expire(ctx: Context) -> None:
         assert points.expire_points(session, now=after) == points.ExpiryResult(lots=0, points=0)
     with ctx.db.session() as session:
         assert points.list_postings(session, subject_id=alice).items[0].kind == "expiry"
-        assert session.scalar(select(PointsAccount.balance).where(PointsAccount.code == "expiry_sink")) == 80
+        assert points.system_balance(session, "expiry_sink") == 80
     assert balance(ctx, alice, after) == 30
     assert_consistent(ctx)
 
