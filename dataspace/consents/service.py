@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,7 +36,7 @@ from consent import (
     Scope,
     Signer,
 )
-from consent.bulk import OPEN_END, to_micros
+from consent.bulk import to_micros
 from dataspace.audit import record_event
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, Purpose
@@ -600,9 +602,11 @@ def matrix(session: Session, *, subject_id: int, clock: Clock = utcnow) -> dict[
 def load_grant_table(
     session: Session, *, purpose: str, partner: PartnerRef, fields: Sequence[FieldRef], at: datetime
 ) -> GrantTable:
-    """The grants that can matter for (purpose, partner, fields) at ``at``, as a columnar table.
+    """The grants in force at ``at`` that can matter for (purpose, partner, fields), as a columnar table.
 
-    Filtering happens in SQL (purpose, recipient, target, window); the rest of the rule runs vectorized.
+    SQL does the filtering, including the validity window at ``at``; so the table answers for ``at`` only:
+    every row carries the window [at, at + 1 µs). Columns are encoded with pyarrow, with no Python work per
+    row besides fetching it (loading 1M grants took 11-14 s with per-row conversion).
     """
     field_keys = sorted({f.key for f in fields})
     dimensions = sorted({f.dimension for f in fields})
@@ -613,9 +617,6 @@ def load_grant_table(
         ConsentGrant.partner_key,
         ConsentGrant.partner_category,
         ConsentGrant.granularity,
-        ConsentGrant.valid_from,
-        ConsentGrant.valid_until,
-        ConsentGrant.withdrawn_at,
     ).where(
         ConsentGrant.purpose_key == purpose,
         or_(ConsentGrant.partner_key == partner.key, ConsentGrant.partner_category == partner.category),
@@ -626,31 +627,32 @@ def load_grant_table(
     )
     rows = session.execute(stmt).all()
     n = len(rows)
-    targets: dict[str, int] = {}
-    recipients: dict[str, int] = {}
+    columns = list(zip(*rows, strict=True)) if n else [()] * 6
+    subject, field_key, dimension_key, partner_key, partner_category, granularity = (
+        pa.array(c, t) for c, t in zip(columns, (pa.int64(),) + (pa.string(),) * 5, strict=True)
+    )
 
-    def code(vocab: dict[str, int], value: str) -> int:
-        return vocab.setdefault(value, len(vocab))
+    def tagged(tag_a: str, a: pa.Array, tag_b: str, b: pa.Array) -> pa.DictionaryArray:
+        joined = pc.if_else(
+            pc.is_valid(a), pc.binary_join_element_wise(tag_a, a, ""), pc.binary_join_element_wise(tag_b, b, "")
+        )
+        return joined.dictionary_encode()
 
-    def end(until: datetime | None, withdrawn: datetime | None) -> int:
-        ends = [t for t in (until, withdrawn) if t is not None]
-        return to_micros(min(ends)) if ends else int(OPEN_END)
-
-    levels = {g.value: g.level for g in Granularity}
+    target = tagged("f:", field_key, "d:", dimension_key)
+    recipient = tagged("p:", partner_key, "c:", partner_category)
+    gran = granularity.dictionary_encode()
+    level_of = np.array([Granularity(g).level for g in gran.dictionary.to_pylist()], np.int8)
+    start = to_micros(at)
     return GrantTable(
-        subject=np.fromiter((r[0] for r in rows), np.int64, n),
-        target=np.fromiter(
-            (code(targets, f"f:{r[1]}" if r[1] is not None else f"d:{r[2]}") for r in rows), np.int32, n
-        ),
-        recipient=np.fromiter(
-            (code(recipients, f"p:{r[3]}" if r[3] is not None else f"c:{r[4]}") for r in rows), np.int32, n
-        ),
+        subject=subject.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+        target=target.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+        recipient=recipient.indices.to_numpy(zero_copy_only=False).astype(np.int32),
         purpose=np.zeros(n, np.int32),
-        level=np.fromiter((levels[r[5]] for r in rows), np.int8, n),
-        start=np.fromiter((to_micros(r[6]) for r in rows), np.int64, n),
-        end=np.fromiter((end(r[7], r[8]) for r in rows), np.int64, n),
-        targets=tuple(targets),
-        recipients=tuple(recipients),
+        level=level_of[gran.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int8),
+        start=np.full(n, start, np.int64),
+        end=np.full(n, start + 1, np.int64),
+        targets=tuple(target.dictionary.to_pylist()),
+        recipients=tuple(recipient.dictionary.to_pylist()),
         purposes=(purpose,),
     )
 
