@@ -23,6 +23,11 @@ def test_compliance_officer_searches_exports_and_verifies(world: World, page: An
     page.get_by_label("Subject id").fill("")
     page.get_by_label("Action").fill("job.*")
     page.get_by_role("button", name="Search").click()
+    # Wait for the filtered results to replace the unfiltered first page (which also lists job.* rows).
+    page.wait_for_function(
+        "() => { const cells = [...document.querySelectorAll('#audit-results tbody tr td:nth-child(4)')];"
+        " return cells.length > 0 && cells.every(td => td.innerText.startsWith('job.')); }"
+    )
     page.locator("#audit-results").get_by_role("cell", name="job.succeeded").wait_for()
     actions = page.locator("#audit-results tbody tr td:nth-child(4)").all_inner_texts()
     assert actions
