@@ -58,8 +58,7 @@ class RowErrors(InvalidInput):
     def __init__(self, errors: list[RowError], *, accepted: int = 0) -> None:
         super().__init__(
             f"{len(errors)} row error(s); first: row {errors[0].row}: {errors[0].reason}" if errors else "",
-            extra={"errors": [e.as_dict() for e in errors[:1000]], "error_count": len(errors),
-                   "accepted": accepted},
+            extra={"errors": [e.as_dict() for e in errors[:1000]], "error_count": len(errors), "accepted": accepted},
         )
         self.errors = errors
 

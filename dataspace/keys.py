@@ -93,9 +93,7 @@ class TokenKey:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        pub = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        pub = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return cls(kid=key_id(pub), private_pem=pem, created_at=_now())
 
 
@@ -173,12 +171,8 @@ class KeyRing:
                 master_key=_unb64(data["master_key"]),
                 pseudonym_key=_unb64(data["pseudonym_key"]),
                 blind_index_key=_unb64(data["blind_index_key"]),
-                signing_keys=[
-                    Ed25519Key(k["kid"], _unb64(k["seed"]), k["created_at"]) for k in data["signing_keys"]
-                ],
-                token_keys=[
-                    TokenKey(k["kid"], k["private_pem"].encode(), k["created_at"]) for k in data["token_keys"]
-                ],
+                signing_keys=[Ed25519Key(k["kid"], _unb64(k["seed"]), k["created_at"]) for k in data["signing_keys"]],
+                token_keys=[TokenKey(k["kid"], k["private_pem"].encode(), k["created_at"]) for k in data["token_keys"]],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError("key file is malformed") from exc

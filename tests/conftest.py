@@ -22,9 +22,7 @@ from dataspace.keys import KeyRing
 from dataspace.models import Base
 from dataspace.settings import Settings
 
-PG_ADMIN_URL = os.environ.get(
-    "DATASPACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_ADMIN_URL = os.environ.get("DATASPACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("DATASPACE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 
 

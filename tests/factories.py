@@ -19,8 +19,15 @@ def load_demo_catalog(ctx: Context) -> dict[str, int]:
 
 def customer_row(ref: str, **overrides: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "customer_id": ref, "age": 41, "gender": "female", "city": "Hangzhou", "app_sessions_30d": 23,
-        "monthly_card_spend": 5230.5, "deposit_balance": 88000, "ev_owner": True, "policy_renewal_month": 3,
+        "customer_id": ref,
+        "age": 41,
+        "gender": "female",
+        "city": "Hangzhou",
+        "app_sessions_30d": 23,
+        "monthly_card_spend": 5230.5,
+        "deposit_balance": 88000,
+        "ev_owner": True,
+        "policy_renewal_month": 3,
     }
     row.update(overrides)
     return row

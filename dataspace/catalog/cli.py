@@ -44,8 +44,15 @@ def list_fields(retired: bool = typer.Option(False, help="Include retired fields
             fields = service.list_fields(session, include_retired=retired)
             table = Table("key", "dimension", "type", "sensitivity", "points", "transforms", "status")
             for f in fields:
-                table.add_row(f.key, f.dimension_key, f.data_type, f.sensitivity, str(f.points_value),
-                              ",".join(f.transforms), f.status)
+                table.add_row(
+                    f.key,
+                    f.dimension_key,
+                    f.data_type,
+                    f.sensitivity,
+                    str(f.points_value),
+                    ",".join(f.transforms),
+                    f.status,
+                )
     finally:
         ctx.close()
     console.print(table)

@@ -50,9 +50,7 @@ class Field(Base):
     retention_days: Mapped[int] = mapped_column(Integer)
     sensitivity: Mapped[str] = mapped_column(String(16))  # normal | sensitive (PIPL art. 28)
     points_value: Mapped[int] = mapped_column(Integer, default=0)
-    data_type: Mapped[str] = mapped_column(
-        String(16)
-    )  # integer | number | string | category | boolean | date
+    data_type: Mapped[str] = mapped_column(String(16))  # integer | number | string | category | boolean | date
     constraints: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     transforms: Mapped[list[str]] = mapped_column(JSON, default=list)
     i18n: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

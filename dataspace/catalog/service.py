@@ -73,9 +73,7 @@ def get_field(session: Session, key: str) -> Field:
 def field_history(session: Session, key: str) -> list[FieldVersion]:
     field = get_field(session, key)
     return list(
-        session.scalars(
-            select(FieldVersion).where(FieldVersion.field_id == field.id).order_by(FieldVersion.version)
-        )
+        session.scalars(select(FieldVersion).where(FieldVersion.field_id == field.id).order_by(FieldVersion.version))
     )
 
 
@@ -295,9 +293,7 @@ def load_document(session: Session, doc: CatalogDocument, *, actor: Principal = 
             counts["fields_created"] += 1
             continue
         if existing.data_type != spec.data_type:
-            raise Conflict(
-                f"field {spec.key!r}: data type cannot change ({existing.data_type} -> {spec.data_type})"
-            )
+            raise Conflict(f"field {spec.key!r}: data type cannot change ({existing.data_type} -> {spec.data_type})")
         if existing.dimension_key != spec.dimension:
             raise Conflict(f"field {spec.key!r}: dimension cannot change")
         before = existing.version

@@ -36,8 +36,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def problem(status: int, title: str, detail: str, *, code: str, request: Request | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    code: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"https://dataspace.example/problems/{code}",
         "title": title,
@@ -89,8 +97,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DataspaceError)
     async def _domain(request: Request, exc: DataspaceError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="dataspace"'} if exc.status == 401 else None
-        return problem(exc.status, exc.title, exc.detail, code=exc.code, request=request, headers=headers,
-                       **exc.extra)
+        return problem(exc.status, exc.title, exc.detail, code=exc.code, request=request, headers=headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,14 +106,26 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        return problem(422, "Invalid input", f"{'.'.join(first['loc'])}: {first['msg']}",
-                       code="invalid_input", request=request, errors=errors)
+        return problem(
+            422,
+            "Invalid input",
+            f"{'.'.join(first['loc'])}: {first['msg']}",
+            code="invalid_input",
+            request=request,
+            errors=errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
-        return problem(exc.status_code, titles.get(exc.status_code, "Request failed"), str(exc.detail),
-                       code="http_error", request=request, headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            titles.get(exc.status_code, "Request failed"),
+            str(exc.detail),
+            code="http_error",
+            request=request,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
@@ -114,11 +133,22 @@ def install(app: FastAPI) -> None:
         # rather than by the catch-all below, whose re-raise makes uvicorn drop the keep-alive connection
         # (the client's next request on it would fail with a transport error instead of an answer).
         log.warning("database unavailable", extra={"path": request.url.path, "error": type(exc.orig).__name__})
-        return problem(503, "Service unavailable", "The database is unavailable; retry shortly.",
-                       code="unavailable", request=request, headers={"Retry-After": "1"})
+        return problem(
+            503,
+            "Service unavailable",
+            "The database is unavailable; retry shortly.",
+            code="unavailable",
+            request=request,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.",
-                       code="internal_error", request=request)
+        return problem(
+            500,
+            "Internal error",
+            "An unexpected error occurred; it has been logged.",
+            code="internal_error",
+            request=request,
+        )

@@ -37,15 +37,24 @@ def ingest(
 
     ctx = Context.open(Settings())
     try:
-        with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
             task = progress.add_task("rows", total=_row_count(path) if path.exists() else None)
-            report = ingest_file(ctx, path, id_column=id_column, batch_rows=batch_rows,
-                                 progress=lambda n: progress.advance(task, n))
+            report = ingest_file(
+                ctx, path, id_column=id_column, batch_rows=batch_rows, progress=lambda n: progress.advance(task, n)
+            )
     finally:
         ctx.close()
-    console.print(f"rows: {report.rows}  accepted: {report.accepted}  rejected: {report.rejected}  "
-                  f"created: {report.created}  updated: {report.updated}  ({report.seconds:.1f}s)")
+    console.print(
+        f"rows: {report.rows}  accepted: {report.accepted}  rejected: {report.rejected}  "
+        f"created: {report.created}  updated: {report.updated}  ({report.seconds:.1f}s)"
+    )
     for e in report.errors[:20]:
         err.print(f"row {e.row}: {e.column}: {e.reason}", highlight=False)
     if len(report.errors) > 20:

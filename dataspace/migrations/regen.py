@@ -1,6 +1,6 @@
 """Regenerate the initial migration from the models (used while the schema has never shipped).
 
-    python -m dataspace.migrations.regen
+python -m dataspace.migrations.regen
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from dataspace.context import Context
 from dataspace.auth.web_clients import ensure_web_clients
+from dataspace.context import Context
 from dataspace.jobs import runner
 from dataspace.jobs import service as jobs
 from dataspace.points import service as points

@@ -19,7 +19,8 @@ def test_load_demo_catalog_groups_fields_by_dimension(ctx):
         identity = {f.key for f in manual[0]["fields"]}
         assert {"age", "city", "health_condition"} <= identity
         age = catalog.get_field(s, "age")
-        assert age.sensitivity == "normal" and age.points_value == 50
+        assert age.sensitivity == "normal"
+        assert age.points_value == 50
         assert catalog.get_field(s, "health_condition").sensitivity == "sensitive"
         assert catalog.get_purpose(s, "insurance_offer").dpv_term == "dpv:ServicePersonalisation"
         assert {p.key for p in catalog.list_partners(s)} == {"harbor_insurance", "voltgrid"}
@@ -28,7 +29,8 @@ def test_load_demo_catalog_groups_fields_by_dimension(ctx):
 def test_loading_twice_changes_nothing(ctx):
     load_demo_catalog(ctx)
     counts = load_demo_catalog(ctx)
-    assert counts["fields_created"] == 0 and counts["fields_updated"] == 0
+    assert counts["fields_created"] == 0
+    assert counts["fields_updated"] == 0
     with ctx.db.session() as s:
         assert s.scalar(select(func.count()).select_from(FieldVersion)) == 12
 
@@ -42,7 +44,8 @@ def test_update_appends_a_version_and_retire_keeps_history(ctx):
     with ctx.db.session() as s:
         history = catalog.field_history(s, "age")
         assert [(h.version, h.change) for h in history] == [(1, "created"), (2, "updated"), (3, "retired")]
-        assert history[0].snapshot["points_value"] == 50 and history[1].snapshot["points_value"] == 80
+        assert history[0].snapshot["points_value"] == 50
+        assert history[1].snapshot["points_value"] == 80
         assert "age" not in {f.key for f in catalog.list_fields(s)}
         assert "age" in {f.key for f in catalog.list_fields(s, include_retired=True)}
     with ctx.db.transaction() as s, pytest.raises(Conflict):
@@ -51,22 +54,58 @@ def test_update_appends_a_version_and_retire_keeps_history(ctx):
 
 def test_invalid_field_definitions_are_refused_without_partial_writes(ctx):
     load_demo_catalog(ctx)
-    spec = FieldIn.model_validate({
-        "key": "shoe_size", "dimension": "nowhere", "label": "Shoe size", "description": "d",
-        "collection_purpose": "p", "storage_location": "s", "sharing_scope": "x", "retention_days": 30,
-        "data_type": "integer",
-    })
+    spec = FieldIn.model_validate(
+        {
+            "key": "shoe_size",
+            "dimension": "nowhere",
+            "label": "Shoe size",
+            "description": "d",
+            "collection_purpose": "p",
+            "storage_location": "s",
+            "sharing_scope": "x",
+            "retention_days": 30,
+            "data_type": "integer",
+        }
+    )
     with pytest.raises(InvalidInput, match="unknown dimension"), ctx.db.transaction() as s:
         catalog.create_field(s, spec)
     with pytest.raises(InvalidInput, match="enum"):
-        catalog.parse_document({"fields": [{
-            "key": "colour", "dimension": "identity", "label": "c", "description": "d", "collection_purpose": "p",
-            "storage_location": "s", "sharing_scope": "x", "retention_days": 30, "data_type": "category"}]})
+        catalog.parse_document(
+            {
+                "fields": [
+                    {
+                        "key": "colour",
+                        "dimension": "identity",
+                        "label": "c",
+                        "description": "d",
+                        "collection_purpose": "p",
+                        "storage_location": "s",
+                        "sharing_scope": "x",
+                        "retention_days": 30,
+                        "data_type": "category",
+                    }
+                ]
+            }
+        )
     with pytest.raises(InvalidInput, match="unknown transform"):
-        catalog.parse_document({"fields": [{
-            "key": "colour", "dimension": "identity", "label": "c", "description": "d", "collection_purpose": "p",
-            "storage_location": "s", "sharing_scope": "x", "retention_days": 30, "data_type": "string",
-            "transforms": ["raw_export"]}]})
+        catalog.parse_document(
+            {
+                "fields": [
+                    {
+                        "key": "colour",
+                        "dimension": "identity",
+                        "label": "c",
+                        "description": "d",
+                        "collection_purpose": "p",
+                        "storage_location": "s",
+                        "sharing_scope": "x",
+                        "retention_days": 30,
+                        "data_type": "string",
+                        "transforms": ["raw_export"],
+                    }
+                ]
+            }
+        )
     doc = catalog.read_document(DEMO_CATALOG)
     doc.fields[0].data_type = "string"
     with pytest.raises(Conflict, match="data type cannot change"), ctx.db.transaction() as s:

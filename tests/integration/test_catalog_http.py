@@ -34,11 +34,14 @@ def test_only_stewards_write_and_errors_are_problem_json(ctx, client):
     assert r.status_code == 403
     assert r.headers["content-type"].startswith("application/problem+json")
     r = client.patch("/v1/catalog/fields/age", json={"points_value": 75}, headers=steward)
-    assert r.status_code == 200 and r.json()["version"] == 2
+    assert r.status_code == 200
+    assert r.json()["version"] == 2
     r = client.patch("/v1/catalog/fields/age", json={"points_value": -1}, headers=steward)
-    assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_input"
     r = client.get("/v1/catalog/fields/nope", headers=steward)
-    assert r.status_code == 404 and r.json()["title"] == "Not found"
+    assert r.status_code == 404
+    assert r.json()["title"] == "Not found"
     r = client.delete("/v1/catalog/fields/age", headers=steward)
     assert r.json()["status"] == "retired"
     hist = client.get("/v1/catalog/fields/age/history", headers=steward).json()
@@ -56,8 +59,10 @@ def test_bulk_ingest_over_http_reports_row_errors(ctx, client):
     assert body["errors"] == [{"row": 2, "column": "age", "reason": "not an integer"}]
     csv_body = "customer_id,age,city\nH3,44,Suzhou\nH4,44,Mars\n"
     r = client.post("/v1/ingest/csv", content=csv_body, headers={**steward, "content-type": "text/csv"})
-    assert r.json()["accepted"] == 1 and r.json()["errors"][0]["column"] == "city"
+    assert r.json()["accepted"] == 1
+    assert r.json()["errors"][0]["column"] == "city"
     partner = bearer(issue_token(ctx, "partner"))
     assert client.post("/v1/ingest", json={"rows": rows}, headers=partner).status_code == 403
     r = client.post("/v1/ingest", json={"rows": [{"customer_id": "x", "bogus": 1}]}, headers=steward)
-    assert r.status_code == 422 and "bogus" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "bogus" in r.json()["detail"]

@@ -29,8 +29,12 @@ def _customer(ctx, ref="E1"):
     sid = _subject(ctx, ref)
     with ctx.db.transaction() as s:
         for field in ("city", "age"):
-            consents.grant(s, subject_id=sid, request=consents.GrantRequest(
-                purpose="insurance_offer", field=field, partner="harbor_insurance"), signer=ctx.keys.signing_key)
+            consents.grant(
+                s,
+                subject_id=sid,
+                request=consents.GrantRequest(purpose="insurance_offer", field=field, partner="harbor_insurance"),
+                signer=ctx.keys.signing_key,
+            )
     return sid
 
 
@@ -48,7 +52,8 @@ def test_access_export_holds_everything_about_me_and_nothing_about_others(ctx, c
     doc = r.json()
     assert {p["field"]: p["value"] for p in doc["profile"]}["city"] == "Nanjing"
     assert {g["field"] for g in doc["consents"]} == {"city", "age"}
-    assert len(doc["receipts"]) == 2 and all("signature" in str(rc) for rc in doc["receipts"])
+    assert len(doc["receipts"]) == 2
+    assert all("signature" in str(rc) for rc in doc["receipts"])
     assert doc["subject"]["id"] == sid
     with ctx.db.session() as s:
         log = s.scalars(select(SubjectRequest)).all()
@@ -61,18 +66,23 @@ def test_erasure_shreds_withdraws_disables_and_is_logged(ctx, client):
     sid = _customer(ctx)
     token = issue_token(ctx, "customer", subject_id=sid)
     r = client.delete("/v1/me", params={"confirm": "yes"}, headers=bearer(token))
-    assert r.status_code == 422 and "erase my data" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "erase my data" in r.json()["detail"]
     r = client.delete("/v1/me", params={"confirm": "erase my data"}, headers=bearer(token))
     assert r.status_code == 200, r.text
-    assert r.json()["grants_withdrawn"] == 2 and r.json()["accounts_disabled"] == 1
+    assert r.json()["grants_withdrawn"] == 2
+    assert r.json()["accounts_disabled"] == 1
     with ctx.db.session() as s:
         with pytest.raises(NotFound):
             read_profile(s, ctx.vault, sid)
         assert consents.list_grants(s, subject_id=sid) == []
         assert all(g.state == "withdrawn" for g in consents.list_grants(s, subject_id=sid, include_ended=True))
         assert s.scalar(select(User.disabled).where(User.subject_id == sid)) is True
-        assert all(t.revoked_at is not None for t in s.scalars(select(IssuedToken)).all()
-                   if t.user_id is not None and s.get(User, t.user_id).subject_id == sid)
+        assert all(
+            t.revoked_at is not None
+            for t in s.scalars(select(IssuedToken)).all()
+            if t.user_id is not None and s.get(User, t.user_id).subject_id == sid
+        )
         # The other customer is untouched.
         assert read_profile(s, ctx.vault, _subject(ctx, "OTHER"))["age"] == 41
     # The revoked token no longer works.
@@ -92,5 +102,7 @@ def test_records_of_processing_follow_the_catalog(ctx, client):
     records = {x["purpose"]: x for x in r.json()["records"]}
     assert records["marketing"]["dpv_purpose"] == "dpv:Marketing"
     assert records["insurance_offer"]["recipients"] == []  # no approved contract yet
-    assert client.get("/v1/compliance/records-of-processing",
-                      headers=bearer(issue_token(ctx, "partner"))).status_code == 403
+    assert (
+        client.get("/v1/compliance/records-of-processing", headers=bearer(issue_token(ctx, "partner"))).status_code
+        == 403
+    )

@@ -22,8 +22,12 @@ def _setup(ctx):
 
 def _grant(ctx, sid, **kw):
     with ctx.db.transaction() as s:
-        return consents.grant(s, subject_id=sid, request=consents.GrantRequest(purpose="insurance_offer", **kw),
-                              signer=ctx.keys.signing_key)
+        return consents.grant(
+            s,
+            subject_id=sid,
+            request=consents.GrantRequest(purpose="insurance_offer", **kw),
+            signer=ctx.keys.signing_key,
+        )
 
 
 def _balance(ctx, sid):
@@ -57,4 +61,6 @@ def test_partner_named_in_a_grant_gets_an_event_without_customer_identifiers(ctx
         events = s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()
     assert [e.type for e in events] == ["consent.granted", "consent.withdrawn"]
     text = repr([e.data for e in events])
-    assert str(sid) not in text and "B1" not in text and events[0].data["field"] == "city"
+    assert str(sid) not in text
+    assert "B1" not in text
+    assert events[0].data["field"] == "city"

@@ -28,7 +28,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 if receiver.fail_next:
                     receiver.fail_next -= 1
@@ -69,17 +69,23 @@ def receiver(ctx):
 
 
 def _job_event(session, partner_id, job_id=1):
-    return service.emit(session, "job.completed", {"job_id": job_id, "contract_id": 1, "status": "succeeded"}, partner_id=partner_id)
+    return service.emit(
+        session, "job.completed", {"job_id": job_id, "contract_id": 1, "status": "succeeded"}, partner_id=partner_id
+    )
 
 
 def test_event_is_sent_iff_its_transaction_commits(ctx, receiver):
     partner = make_partner(ctx)
     with ctx.db.transaction() as s:
-        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"],
-                          allow_private=True)
-    with pytest.raises(RuntimeError), ctx.db.transaction() as s:
-        _job_event(s, partner.id, job_id=1)
-        raise RuntimeError("the change failed")
+        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"], allow_private=True)
+
+    def failing_change() -> None:
+        with ctx.db.transaction() as s:
+            _job_event(s, partner.id, job_id=1)
+            raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
     with ctx.db.transaction() as s:
         committed = _job_event(s, partner.id, job_id=2)
     counts = service.deliver_due(ctx.db, ctx.keys)
@@ -104,8 +110,7 @@ def test_only_subscribed_types_of_the_own_partner_are_delivered(ctx, receiver):
 def test_retries_back_off_then_dead_letter_then_replay(ctx, receiver):
     partner = make_partner(ctx)
     with ctx.db.transaction() as s:
-        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"],
-                          allow_private=True)
+        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"], allow_private=True)
         event_id = _job_event(s, partner.id)
     receiver.fail_next = 100
     now = utcnow()
@@ -121,7 +126,8 @@ def test_retries_back_off_then_dead_letter_then_replay(ctx, receiver):
         # Nothing is due before the backoff expires.
         assert service.deliver_due(ctx.db, ctx.keys, now=now + timedelta(seconds=1))["retry"] == 0
         now = d.next_attempt_at
-    assert d.status == "dead" and d.attempts == MAX_ATTEMPTS
+    assert d.status == "dead"
+    assert d.attempts == MAX_ATTEMPTS
     assert delays == [2, 4, 8, 16, 32, 64, 128]  # exponential
     assert receiver.seen == {}
     # The dead-letter list shows it; replay delivers the same event id once the receiver is back.
@@ -142,8 +148,7 @@ def test_retries_back_off_then_dead_letter_then_replay(ctx, receiver):
 def test_a_crashed_dispatchers_claim_expires_and_is_retried(ctx, receiver):
     partner = make_partner(ctx)
     with ctx.db.transaction() as s:
-        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"],
-                          allow_private=True)
+        service.subscribe(s, partner_id=partner.id, url=receiver.url, event_types=["job.completed"], allow_private=True)
         event_id = _job_event(s, partner.id)
     now = utcnow()
 
@@ -162,10 +167,12 @@ def test_unknown_event_types_and_other_partners_deliveries_are_refused(ctx):
 
     a, b = make_partner(ctx), make_partner(ctx)
     with ctx.db.transaction() as s, pytest.raises(InvalidInput):
-        service.subscribe(s, partner_id=a.id, url="http://127.0.0.1:1/x", event_types=["job.exploded"],
-                          allow_private=True)
+        service.subscribe(
+            s, partner_id=a.id, url="http://127.0.0.1:1/x", event_types=["job.exploded"], allow_private=True
+        )
     with ctx.db.transaction() as s:
-        sub = service.subscribe(s, partner_id=a.id, url="http://127.0.0.1:1/x", event_types=["job.completed"],
-                                allow_private=True)
+        sub = service.subscribe(
+            s, partner_id=a.id, url="http://127.0.0.1:1/x", event_types=["job.completed"], allow_private=True
+        )
     with ctx.db.transaction() as s, pytest.raises(NotFound):
         service.unsubscribe(s, partner_id=b.id, subscription_id=sub.id)

@@ -38,11 +38,11 @@ def test_csv_ingest_stores_good_rows_encrypted_and_reports_bad_rows(ctx, tmp_pat
     load_demo_catalog(ctx)
     rows = [
         customer_row("C1"),
-        customer_row("C2", age=17),                      # below minimum
-        customer_row("C3", city="Atlantis"),             # not in enum
-        customer_row("C4", monthly_card_spend="lots"),   # not a number
-        customer_row("C1"),                              # duplicate id
-        customer_row("C5", age="", gender=""),          # age required
+        customer_row("C2", age=17),  # below minimum
+        customer_row("C3", city="Atlantis"),  # not in enum
+        customer_row("C4", monthly_card_spend="lots"),  # not a number
+        customer_row("C1"),  # duplicate id
+        customer_row("C5", age="", gender=""),  # age required
         customer_row("C6", ev_owner="maybe", policy_renewal_month=13),
         customer_row("C7"),
     ]
@@ -56,14 +56,24 @@ def test_csv_ingest_stores_good_rows_encrypted_and_reports_bad_rows(ctx, tmp_pat
     assert by_row[4] == [("monthly_card_spend", "not a number")]
     assert by_row[5] == [("customer_id", "duplicate customer id (first at row 1)")]
     assert by_row[6] == [("age", "value is required")]
-    assert sorted(by_row[7]) == [("ev_owner", "not a boolean (true/false)"), ("policy_renewal_month", "above maximum 12")]
+    assert sorted(by_row[7]) == [
+        ("ev_owner", "not a boolean (true/false)"),
+        ("policy_renewal_month", "above maximum 12"),
+    ]
     assert count(ctx, Subject) == 2
     # Values round-trip with their types; nothing is stored in plaintext.
     with ctx.db.session() as s:
         profile = read_profile(s, ctx.vault, subject_id(ctx, "C1"))
-    assert profile == {"age": 41, "gender": "female", "city": "Hangzhou", "app_sessions_30d": 23,
-                       "monthly_card_spend": 5230.5, "deposit_balance": 88000.0, "ev_owner": True,
-                       "policy_renewal_month": 3}
+    assert profile == {
+        "age": 41,
+        "gender": "female",
+        "city": "Hangzhou",
+        "app_sessions_30d": 23,
+        "monthly_card_spend": 5230.5,
+        "deposit_balance": 88000.0,
+        "ev_owner": True,
+        "policy_renewal_month": 3,
+    }
     with ctx.db.engine.connect() as conn:
         dump = repr(conn.execute(text("select * from subject_profiles")).all())
         dump += repr(conn.execute(text("select * from subjects")).all())
@@ -81,7 +91,10 @@ def test_parquet_ingest_and_update_merges_values(ctx, tmp_path):
     assert (report.accepted, report.created, report.updated) == (1, 0, 1)
     with ctx.db.session() as s:
         assert read_profile(s, ctx.vault, subject_id(ctx, "P1")) == {
-            "age": 30, "deposit_balance": 10.5, "city": "Shanghai"}
+            "age": 30,
+            "deposit_balance": 10.5,
+            "city": "Shanghai",
+        }
 
 
 def test_unknown_or_retired_columns_reject_the_file_and_store_nothing(ctx, tmp_path):
@@ -120,7 +133,8 @@ def test_crypto_shredding_makes_values_unrecoverable(ctx):
         Vault.open(other_dek, sealed, sid)
     # A later ingest does not resurrect an erased subject.
     report = ingest_rows(ctx, [customer_row("S1")])
-    assert report.updated == 0 and report.created == 0
+    assert report.updated == 0
+    assert report.created == 0
     with ctx.db.session() as s:
         assert s.get(Subject, sid).erased_at is not None
         assert read_profile(s, ctx.vault, subject_id(ctx, "S2"))["city"] == "Wuhan"
@@ -131,4 +145,5 @@ def test_values_never_reach_the_logs(ctx, tmp_path, caplog):
     caplog.set_level("DEBUG")
     ingest_rows(ctx, [customer_row("L1", city="Chengdu"), customer_row("L2", age=5)])
     logged = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
-    assert "Chengdu" not in logged and "L1" not in logged
+    assert "Chengdu" not in logged
+    assert "L1" not in logged

@@ -8,8 +8,14 @@ import sys
 import pytest
 
 PURE = ["consent", "sandbox", "policies"]
-NO_WEB = ["dataspace.catalog.service", "dataspace.ingest.service", "dataspace.subjects.store", "dataspace.vault",
-          "dataspace.keys", "dataspace.db"]
+NO_WEB = [
+    "dataspace.catalog.service",
+    "dataspace.ingest.service",
+    "dataspace.subjects.store",
+    "dataspace.vault",
+    "dataspace.keys",
+    "dataspace.db",
+]
 
 
 def _modules_after_import(module: str) -> set[str]:
@@ -27,4 +33,5 @@ def test_pure_packages_import_neither_server_nor_web(package):
 @pytest.mark.parametrize("module", NO_WEB)
 def test_services_do_not_import_the_web_framework(module):
     loaded = _modules_after_import(module)
-    assert "fastapi" not in loaded and "starlette" not in loaded
+    assert "fastapi" not in loaded
+    assert "starlette" not in loaded

@@ -86,7 +86,9 @@ def update_field(
 
 @router.delete("/catalog/fields/{key}", response_model=FieldRead)
 def retire_field(
-    key: str, session: Session = Depends(unit_of_work, scope="function"), principal: Principal = Depends(authorize("catalog", "write"))
+    key: str,
+    session: Session = Depends(unit_of_work, scope="function"),
+    principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     """Retire a field: it takes no new data and leaves the manual, but keeps its history."""
     return _field(service.retire_field(session, key, actor=principal))

@@ -44,39 +44,68 @@ def _partner(principal: Principal) -> int:
 
 
 @router.post("/partner/webhooks", status_code=201)
-def subscribe(body: SubscriptionIn, session: Session = Depends(unit_of_work, scope="function"), ctx: Context = Depends(get_context),
-              principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> dict[str, Any]:
-    sub = service.subscribe(session, partner_id=_partner(principal), url=body.url, event_types=body.events,
-                            allow_private=ctx.settings.webhook_allow_private)
+def subscribe(
+    body: SubscriptionIn,
+    session: Session = Depends(unit_of_work, scope="function"),
+    ctx: Context = Depends(get_context),
+    principal: Principal = Depends(authorize("partner.webhooks", "write")),
+) -> dict[str, Any]:
+    sub = service.subscribe(
+        session,
+        partner_id=_partner(principal),
+        url=body.url,
+        event_types=body.events,
+        allow_private=ctx.settings.webhook_allow_private,
+    )
     return {"id": sub.id, "url": sub.url, "events": sub.event_types}
 
 
 @router.get("/partner/webhooks")
-def subscriptions(session: Session = Depends(read_session),
-                  principal: Principal = Depends(authorize("partner.webhooks", "read"))) -> list[dict[str, Any]]:
-    return [{"id": s.id, "url": s.url, "events": s.event_types}
-            for s in service.list_subscriptions(session, partner_id=_partner(principal))]
+def subscriptions(
+    session: Session = Depends(read_session), principal: Principal = Depends(authorize("partner.webhooks", "read"))
+) -> list[dict[str, Any]]:
+    return [
+        {"id": s.id, "url": s.url, "events": s.event_types}
+        for s in service.list_subscriptions(session, partner_id=_partner(principal))
+    ]
 
 
 @router.delete("/partner/webhooks/{subscription_id}", status_code=204)
-def unsubscribe(subscription_id: int, session: Session = Depends(unit_of_work, scope="function"),
-                principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> None:
+def unsubscribe(
+    subscription_id: int,
+    session: Session = Depends(unit_of_work, scope="function"),
+    principal: Principal = Depends(authorize("partner.webhooks", "write")),
+) -> None:
     service.unsubscribe(session, partner_id=_partner(principal), subscription_id=subscription_id)
 
 
 @router.get("/partner/webhooks/deliveries")
-def deliveries(status: str | None = Query(None, pattern="^(pending|delivered|dead)$"),
-               session: Session = Depends(read_session),
-               principal: Principal = Depends(authorize("partner.webhooks", "read"))) -> list[dict[str, Any]]:
+def deliveries(
+    status: str | None = Query(None, pattern="^(pending|delivered|dead)$"),
+    session: Session = Depends(read_session),
+    principal: Principal = Depends(authorize("partner.webhooks", "read")),
+) -> list[dict[str, Any]]:
     """Deliveries, newest first; ``status=dead`` is the dead-letter list."""
-    return [{"id": d.id, "event_id": e.event_id, "type": e.type, "status": d.status, "attempts": d.attempts,
-             "last_status": d.last_status, "last_error": d.last_error,
-             "next_attempt_at": d.next_attempt_at.isoformat()}
-            for d, e in service.list_deliveries(session, partner_id=_partner(principal), status=status)]
+    return [
+        {
+            "id": d.id,
+            "event_id": e.event_id,
+            "type": e.type,
+            "status": d.status,
+            "attempts": d.attempts,
+            "last_status": d.last_status,
+            "last_error": d.last_error,
+            "next_attempt_at": d.next_attempt_at.isoformat(),
+        }
+        for d, e in service.list_deliveries(session, partner_id=_partner(principal), status=status)
+    ]
 
 
 @router.post("/partner/webhooks/deliveries/{delivery_id}/replay")
-def replay(delivery_id: int, session: Session = Depends(unit_of_work, scope="function"),
-           principal: Principal = Depends(authorize("partner.webhooks", "write"))) -> dict[str, Any]:
+def replay(
+    delivery_id: int,
+    session: Session = Depends(unit_of_work, scope="function"),
+    principal: Principal = Depends(authorize("partner.webhooks", "write")),
+) -> dict[str, Any]:
     d = service.replay(session, partner_id=_partner(principal), delivery_id=delivery_id)
     return {"id": d.id, "status": d.status}

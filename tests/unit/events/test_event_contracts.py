@@ -5,9 +5,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from dataspace.errors import InvalidInput
 from dataspace.events.schemas import CONTRACTS, SCHEMA_DIR, all_schemas
 from dataspace.events.service import InvalidSignature, check_url, sign, verify_signature
-from dataspace.errors import InvalidInput
 from dataspace.keys import KeyRing
 
 
@@ -34,7 +34,9 @@ def test_signature_round_trip_and_failures():
     with pytest.raises(InvalidSignature):
         verify_signature(header, body, public, now=1_700_000_000 + 3600)  # replayed late
     with pytest.raises(InvalidSignature):
-        verify_signature(header, body, {k.kid: k.public_bytes for k in KeyRing.generate().signing_keys}, now=1_700_000_000)
+        verify_signature(
+            header, body, {k.kid: k.public_bytes for k in KeyRing.generate().signing_keys}, now=1_700_000_000
+        )
     with pytest.raises(InvalidSignature):
         verify_signature("garbage", body, public)
 
