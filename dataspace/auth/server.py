@@ -9,6 +9,7 @@ layer (``dataspace.http.oauth``) supplies the request/response adapter.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -32,6 +33,11 @@ from dataspace.db import utcnow
 from dataspace.errors import Unauthorized
 
 CODE_TTL = timedelta(seconds=60)
+# Authorization request parameters whose RFC 6749 / 7636 grammar (VSCHAR, NQCHAR, URI) is printable ASCII.
+ASCII_PARAMS = (
+    "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method",
+)  # fmt: skip
+PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
@@ -290,6 +296,18 @@ class DataspaceAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        # authlib echoes response_type and redirect_uri into error descriptions, and refuses (ValueError:
+        # a 500) to build one holding characters RFC 6749 forbids there; those parameters are printable
+        # ASCII by the RFC's grammar anyway, so anything else is a plain invalid_request.
+        payload = getattr(request, "payload", None)
+        data = payload.data if payload is not None else {}
+        for name in ASCII_PARAMS:
+            value = data.get(name)
+            if isinstance(value, str) and not PRINTABLE_ASCII.fullmatch(value):
+                raise InvalidRequestError(f"'{name}' must be printable ASCII.")
+        return super().get_consent_grant(request, end_user)
 
     def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Any:
         # Which client it was (as claimed: ids are not secrets); never the secret or the code.

@@ -46,7 +46,10 @@ class Constraints(Strict):
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
         if v is not None:
-            re.compile(v)
+            try:
+                re.compile(v)
+            except re.error as exc:  # not a ValueError: pydantic would let it escape as a server error
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return v
 
     @model_validator(mode="after")

@@ -63,7 +63,19 @@ def events(
     }
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The log up to its latest checkpoint: JSON Lines (a checkpoint header first) or CSV.",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 def export(
     request: Request,
     format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
