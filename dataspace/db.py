@@ -192,3 +192,8 @@ def _check_identifiers(table: str, columns: tuple[str, ...] = ()) -> None:
     known = Base.metadata.tables.get(table)
     if known is None or any(c not in known.c for c in columns):
         raise ValueError(f"unknown table or column for bulk SQL: {table} {columns}")
+
+
+# Largest id a primary key column holds on every backend (PostgreSQL INTEGER). Ids from requests are
+# validated against it at the edge, so an absurd id is a 422, never a database overflow.
+MAX_ID = 2_147_483_647

@@ -155,4 +155,8 @@ def test_stats_for_stewards_only(client, ctx):
     assert r.status_code == 200, r.text
     series = r.json()["series"]
     assert [p["permitted"] for p in series] == [0, 0, 1]
+    too_fine = {"step_hours": 1, "since": (utcnow() - timedelta(days=365)).isoformat()}
+    r = client.get("/v1/consents/stats", params=too_fine, headers=steward)
+    assert r.status_code == 422
+    assert "time points" in r.json()["detail"]
     assert client.get("/v1/me/consents", headers=steward).status_code == 403

@@ -28,6 +28,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Forbidden, InvalidInput
 from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.http.params import Id
 
 router = APIRouter(tags=["consents"])
 
@@ -92,7 +93,7 @@ def my_history(
 
 @router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
 def withdraw_consent(
-    grant_id: int,
+    grant_id: Id,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
@@ -105,7 +106,7 @@ def withdraw_consent(
 
 @router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
 def renew_consent(
-    grant_id: int,
+    grant_id: Id,
     body: GrantRenew,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
@@ -153,6 +154,9 @@ def my_receipt_kantara(
     return consent.to_kantara(doc, policy_url=str(request.base_url) + "v1/catalog/fields", public_key=public)
 
 
+MAX_STAT_POINTS = 60
+
+
 @router.get("/v1/consents/stats", response_model=StatsRead)
 def consent_stats(
     *,
@@ -169,6 +173,9 @@ def consent_stats(
     start: datetime = since or end - timedelta(days=30)
     if end - start > timedelta(days=3660):
         raise InvalidInput("the time range is too long")
+    # Each time point costs one evaluation per purpose x partner: bound the work one request can ask for.
+    if (end - start) / timedelta(hours=step_hours) > MAX_STAT_POINTS:
+        raise InvalidInput(f"at most {MAX_STAT_POINTS} time points per request; use a larger step_hours")
     return service.stats(
         session,
         since=start,

@@ -14,6 +14,7 @@ from dataspace.errors import Forbidden, NotFound
 from dataspace.events import service
 from dataspace.events.schemas import DELIVERY, all_schemas
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.params import Id
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -72,7 +73,7 @@ def subscriptions(
 
 @router.delete("/partner/webhooks/{subscription_id}", status_code=204)
 def unsubscribe(
-    subscription_id: int,
+    subscription_id: Id,
     session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> None:
@@ -103,7 +104,7 @@ def deliveries(
 
 @router.post("/partner/webhooks/deliveries/{delivery_id}/replay")
 def replay(
-    delivery_id: int,
+    delivery_id: Id,
     session: Session = Depends(unit_of_work, scope="function"),
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> dict[str, Any]:
