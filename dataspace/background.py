@@ -5,7 +5,9 @@
 - deliver webhooks (every 1 s);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
-- run queued partner jobs (the embedded worker) and recover jobs whose process died (stale heartbeat).
+- run queued partner jobs (the embedded worker) or, with a broker configured, send them to the broker's
+  workers (an outbox sweep, see ``dataspace.jobs.queue``); recover jobs and shards whose process died
+  (stale heartbeat).
 
 Every task is idempotent and safe to run in several processes at once (they serialize on the database), so
 any number of API replicas may run it.
@@ -53,6 +55,7 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.db import utcnow
     from dataspace.events.service import deliver_due
     from dataspace.jobs import runner as jobs
+    from dataspace.jobs import shards
     from dataspace.points import service as points
     from dataspace.tlog import LOGS, sequence
 
@@ -70,12 +73,21 @@ def tasks(ctx: Context) -> list[Periodic]:
 
     def recover_jobs() -> None:
         jobs.recover_jobs(ctx)
+        shards.recover_shards(ctx)
         jobs.credit_pending_points(ctx)
+
+    if ctx.settings.broker_url:
+        from dataspace.jobs.queue import JobQueue
+
+        queue = JobQueue(ctx)
+        job_work = Periodic("job-dispatch", 1.0, queue.dispatch)
+    else:
+        job_work = Periodic("job-worker", 1.0, lambda: jobs.run_queued(ctx))
 
     jobs.recover_jobs(ctx)  # at start-up: jobs a previous process left running are resumed or failed
     return [
         Periodic("tlog-sequencer", 0.25, sequence_logs),
-        Periodic("job-worker", 1.0, lambda: jobs.run_queued(ctx)),
+        job_work,
         Periodic("job-recovery", 30.0, recover_jobs),
         Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
         Periodic("consent-expiry", 60.0, expire_consents),

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     external_role_claim: str = "roles"
     # Webhooks to http:// and private/loopback addresses (tests, single-host set-ups only).
     webhook_allow_private: bool = False
+    # Jobs. Without a broker the server runs jobs itself (the embedded worker). With one (e.g.
+    # amqp://guest:guest@127.0.0.1:5672/) jobs are planned into shards and run by ``dataspace worker``
+    # processes on any machine that has the same database URL and key file.
+    broker_url: str | None = Field(default=None, description="RabbitMQ URL for job dispatch (unset: embedded).")
+    broker_queue: str = Field(default="dataspace-jobs", description="Queue name shared by servers and workers.")
+    job_shard_subjects: int = Field(default=250_000, ge=1, description="Target eligible subjects per shard.")
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    job_stale_seconds: float = Field(default=60.0, gt=0, description="A claim without a heartbeat this long is dead.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dataspace.emission.service import Emission, EmissionStats, PseudonymMap, emit
+    from dataspace.emission.service import Emission, EmissionStats, PseudonymMap, emit, quantile_cut_points
     from dataspace.emission.specs import (
         Bin,
         CatalogField,
@@ -32,6 +32,7 @@ _WHERE = {
     "EmissionStats": "service",
     "PseudonymMap": "service",
     "emit": "service",
+    "quantile_cut_points": "service",
     "Bin": "specs",
     "CatalogField": "specs",
     "FeatureSpec": "specs",
@@ -59,6 +60,7 @@ __all__ = [
     "emit",
     "parse_feature",
     "parse_features",
+    "quantile_cut_points",
 ]
 
 

@@ -17,7 +17,7 @@ import json
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -222,6 +222,7 @@ def emit(
     batch_size: int = 65536,
     pseudonym_scope: str = "",
     workers: int | None = None,
+    quantile_cuts: Mapping[str, Sequence[float]] | None = None,
 ) -> Emission:
     """Desensitized features of the eligible subjects for one partner.
 
@@ -230,7 +231,9 @@ def emit(
     pseudonyms: the same subject gets the same pseudonym for the same partner and scope; pass a job id to
     keep one partner from linking its jobs' outputs. ``workers`` decrypts in that many processes (default:
     up to 2 CPUs when the population is large). ``vault`` opens profiles in this process; worker processes
-    build theirs from ``keys.master_key``.
+    build theirs from ``keys.master_key``. ``quantile_cuts`` fixes the inner cut points of quantile features
+    (by column name, as ``quantile_cut_points`` computes them over a whole population) instead of computing
+    them over the subjects given: a job split into shards bins every shard with the same cut points.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidInput("k must be a positive integer")
@@ -282,7 +285,13 @@ def emit(
         parts.clear()
         if isinstance(spec, Quantile):
             values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-            column = pa.array(quantile_index(values, quantile_edges(values, spec.q)), from_pandas=True)
+            name = column_name(spec)
+            edges = (
+                np.asarray(quantile_cuts[name], dtype=np.float64)
+                if quantile_cuts is not None and name in quantile_cuts
+                else quantile_edges(values, spec.q)
+            )
+            column = pa.array(quantile_index(values, edges), from_pandas=True)
             del values  # the raw numbers are not needed past this point
         c, d = encode(column.cast(out_type))
         codes.append(c)
@@ -318,3 +327,43 @@ def emit(
         _codes=codes,
         _decoders=decoders,
     )
+
+
+def quantile_cut_points(
+    session: Session,
+    vault: Vault,
+    keys: KeyRing,
+    *,
+    partner_key: str,
+    features: Sequence[FeatureSpec],
+    subject_ids: npt.ArrayLike,
+    workers: int | None = None,
+) -> dict[str, list[float]]:
+    """Inner cut points of every quantile feature over these subjects (by column name), for ``emit``'s
+    ``quantile_cuts``. Opens only these subjects' profiles and keeps only the quantile features' numbers."""
+    specs = [s for s in features if isinstance(s, Quantile)]
+    if not specs:
+        return {}
+    fields = catalog_fields(session, [s.field for s in specs])
+    check_against_catalog(specs, fields)
+    ids = np.unique(np.asarray(subject_ids, dtype=np.int64).reshape(-1))
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
+    job = ChunkJob(
+        master_key=keys.master_key,
+        partner_key=keys.partner_pseudonym_key(partner_key),
+        scope="",
+        specs=tuple(specs),
+        data_types=tuple(fields[s.field].data_type for s in specs),
+    )
+    parts: list[list[pa.Array]] = [[] for _ in specs]
+    if ids.size:
+        for result in _chunk_results(session, vault, job, ids, workers):
+            for j, col in enumerate(result.columns):
+                parts[j].append(col)
+    cuts: dict[str, list[float]] = {}
+    for spec, cols in zip(specs, parts, strict=True):
+        column = pa.concat_arrays(cols) if cols else pa.array([], pa.float64())
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        cuts[column_name(spec)] = [float(x) for x in quantile_edges(values, spec.q)]
+    return cuts

@@ -105,6 +105,35 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Broker mode: when a "plan this job" message was last confirmed by the broker (NULL: not yet sent).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Sharded jobs: how many shards the plan made (0 = not planned / run whole by the embedded worker),
+    # and the plan's population-wide parameters every shard must share (see ``dataspace.jobs.shards``).
+    shard_count: Mapped[int] = mapped_column(Integer, default=0)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JobShard(Base):
+    """One slice of a sharded job's eligible subjects, run and stored on its own by any worker.
+
+    ``subjects`` holds the shard's subject ids (ascending, delta-encoded int64, zlib). ``attempt`` counts
+    claims: the storing transaction stores only for the attempt that holds the claim, and only once.
+    """
+
+    __tablename__ = "job_shards"
+    __table_args__ = (Index("ix_job_shards_status", "status", "dispatched_at"),)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|succeeded|failed
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    subjects: Mapped[bytes] = mapped_column(LargeBinary)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Decision(Base):

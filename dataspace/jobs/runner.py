@@ -333,6 +333,27 @@ def _fail(ctx: Context, claimed: _Claimed, reason: str, timings: dict[str, float
         return RunResult(job.id, job.status, job.error, dict(job.stats), timings)
 
 
+def decision_rows(
+    job_id: int, schema: DecisionSchema, subject_ids: npt.NDArray[np.int64], values: pa.Array
+) -> tuple[list[tuple[Any, ...]], npt.NDArray[np.int64], list[str | None]]:
+    """``decisions`` rows for these subjects' decision values, plus each row's code into the ledger's
+    decision texts (a label, or None for a number: a data-derived value the ledger does not name)."""
+    n = len(subject_ids)
+    if schema.labels is not None:
+        labels = list(schema.labels)
+        codes = np.asarray(
+            pc.index_in(values, value_set=pa.array(labels, pa.string())).to_numpy(zero_copy_only=False),
+            dtype=np.int64,
+        )
+        rows = list(
+            zip([job_id] * n, subject_ids.tolist(), [labels[c] for c in codes.tolist()], [None] * n, strict=True)
+        )
+        return rows, codes, list(labels)
+    numbers = values.to_numpy(zero_copy_only=False).astype(np.float64).tolist()
+    rows = list(zip([job_id] * n, subject_ids.tolist(), [None] * n, numbers, strict=True))
+    return rows, np.zeros(n, dtype=np.int64), [None]
+
+
 def _store(
     ctx: Context,
     claimed: _Claimed,
@@ -373,27 +394,7 @@ def _store(
         values = decision_column.combine_chunks().filter(pa.array(keep))
         values = values.take(pa.array(order))
 
-        if claimed.schema.labels is not None:
-            labels = list(claimed.schema.labels)
-            codes = np.asarray(
-                pc.index_in(values, value_set=pa.array(labels, pa.string())).to_numpy(zero_copy_only=False),
-                dtype=np.int64,
-            )
-            rows = list(
-                zip(
-                    [job.id] * len(kept_ids),
-                    kept_ids.tolist(),
-                    [labels[c] for c in codes.tolist()],
-                    [None] * len(kept_ids),
-                    strict=True,
-                )
-            )
-            texts: list[str | None] = list(labels)
-        else:
-            numbers = values.to_numpy(zero_copy_only=False).astype(np.float64).tolist()
-            rows = list(zip([job.id] * len(kept_ids), kept_ids.tolist(), [None] * len(kept_ids), numbers, strict=True))
-            codes = np.zeros(len(kept_ids), dtype=np.int64)
-            texts = [None]  # a number is a data-derived value: the ledger names no value
+        rows, codes, texts = decision_rows(job.id, claimed.schema, kept_ids, values)
         t0 = time.perf_counter()
         bulk_insert(session, "decisions", ("job_id", "subject_id", "label", "value"), rows)
         del rows
@@ -498,7 +499,10 @@ def recover_jobs(
     requeued: list[int] = []
     failed: list[int] = []
     with ctx.db.transaction() as session:
-        running = session.scalars(select(Job).where(Job.status == "running").order_by(Job.id).with_for_update()).all()
+        running = session.scalars(
+            # A planned (sharded) job is recovered shard by shard: ``shards.recover_shards``.
+            select(Job).where(Job.status == "running", Job.shard_count == 0).order_by(Job.id).with_for_update()
+        ).all()
         for job in running:
             beat = job.heartbeat_at or job.started_at or job.created_at
             if now - beat < stale_after:
@@ -511,6 +515,7 @@ def recover_jobs(
             job.attempt += 1
             job.started_at = None
             job.heartbeat_at = None
+            job.dispatched_at = None  # broker mode: send the plan message again
             session.flush()
             record_event(
                 session,
