@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from dataspace.db import MAX_ID
 from dataspace.jobs.contracts import effective_status
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
 
@@ -99,7 +100,7 @@ class ModelRead(BaseModel):
 
 
 class JobCreate(BaseModel):
-    model_id: int
+    model_id: int = Field(ge=1, le=MAX_ID)
 
 
 class JobRead(BaseModel):

@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import MAX_ID, utcnow
 from dataspace.errors import Forbidden, InvalidInput
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.params import Id
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
 from dataspace.jobs.schemas import (
@@ -77,7 +78,7 @@ def my_contracts(
 
 @router.get("/v1/partner/contracts/{contract_id}", response_model=ContractRead)
 def my_contract(
-    contract_id: int,
+    contract_id: Id,
     principal: Principal = Depends(authorize("partner.contracts", "read")),
     session: Session = Depends(read_session),
 ) -> ContractRead:
@@ -108,7 +109,7 @@ def all_contracts(
 
 @router.post("/v1/contracts/{contract_id}/approve", response_model=ContractStewardRead)
 def approve_contract(
-    contract_id: int,
+    contract_id: Id,
     principal: Principal = Depends(authorize("contracts", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
 ) -> ContractStewardRead:
@@ -118,7 +119,7 @@ def approve_contract(
 
 @router.post("/v1/contracts/{contract_id}/reject", response_model=ContractStewardRead)
 def reject_contract(
-    contract_id: int,
+    contract_id: Id,
     body: ContractDecision | None = None,
     principal: Principal = Depends(authorize("contracts", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
@@ -129,7 +130,7 @@ def reject_contract(
 
 @router.post("/v1/contracts/{contract_id}/revoke", response_model=ContractStewardRead)
 def revoke_contract(
-    contract_id: int,
+    contract_id: Id,
     body: ContractDecision | None = None,
     principal: Principal = Depends(authorize("contracts", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
@@ -184,7 +185,7 @@ def _upload(ctx: Context, principal: Principal, contract_id: int, kind: str, dat
 @router.post("/v1/partner/models", response_model=ModelRead, status_code=status.HTTP_201_CREATED)
 async def upload_model(
     request: Request,
-    contract_id: int = Query(),
+    contract_id: int = Query(ge=1, le=MAX_ID),
     kind: str = Query(default="onnx", pattern="^(onnx|python)$"),
     principal: Principal = Depends(authorize("partner.models", "write")),
     ctx: Context = Depends(get_context),
@@ -213,7 +214,7 @@ def all_models(
 
 @router.post("/v1/models/{model_id}/approve", response_model=ModelRead)
 def approve_model(
-    model_id: int,
+    model_id: Id,
     principal: Principal = Depends(authorize("models", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
 ) -> ModelRead:
@@ -240,7 +241,7 @@ def my_jobs(
 
 @router.get("/v1/partner/jobs/{job_id}", response_model=JobRead)
 def my_job(
-    job_id: int,
+    job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "read")),
     session: Session = Depends(read_session),
 ) -> JobRead:
@@ -249,7 +250,7 @@ def my_job(
 
 @router.post("/v1/partner/jobs/{job_id}/cancel", response_model=JobRead)
 def cancel_job(
-    job_id: int,
+    job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
 ) -> JobRead:
@@ -258,7 +259,7 @@ def cancel_job(
 
 @router.get("/v1/partner/jobs/{job_id}/results", response_model=ReleaseRead)
 def job_results(
-    job_id: int,
+    job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "read")),
     session: Session = Depends(unit_of_work, scope="function"),
 ) -> ReleaseRead:
@@ -276,7 +277,7 @@ def my_budget(
 
 @router.get("/v1/jobs/{job_id}/decisions", response_model=DecisionPage)
 def job_decisions(
-    job_id: int,
+    job_id: Id,
     limit: int = Query(default=1000, ge=1, le=10_000),
     after: int = Query(default=0, ge=0),
     principal: Principal = Depends(authorize("jobs.decisions", "read")),
