@@ -354,6 +354,51 @@ def decision_rows(
     return rows, np.zeros(n, dtype=np.int64), [None]
 
 
+def store_decisions(
+    session: Session,
+    *,
+    job_id: int,
+    schema: DecisionSchema,
+    partner_key: str,
+    purpose_key: str,
+    fields: list[str],
+    subject_ids: npt.NDArray[np.int64],
+    keep: npt.NDArray[np.bool_],
+    decision_column: pa.ChunkedArray | pa.Array,
+    at: datetime,
+    timings: dict[str, float] | None = None,
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Store the decisions of the subjects still consenting (``keep``) and one usage-ledger entry per
+    (subject, field), in the caller's transaction; returns the stored subject ids and the ledger count.
+    Used by the single-process runner and by each shard."""
+    timings = timings if timings is not None else {}
+    kept_ids = subject_ids[keep]
+    order = np.argsort(kept_ids, kind="stable")
+    kept_ids = kept_ids[order]
+    if isinstance(decision_column, pa.ChunkedArray):
+        decision_column = decision_column.combine_chunks()
+    values = decision_column.filter(pa.array(keep)).take(pa.array(order))
+    rows, codes, texts = decision_rows(job_id, schema, kept_ids, values)
+    t0 = time.perf_counter()
+    bulk_insert(session, "decisions", ("job_id", "subject_id", "label", "value"), rows)
+    del rows
+    timings["store_decisions"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ledger = append_job_usage(
+        session,
+        job_id=str(job_id),
+        partner=partner_key,
+        purpose=purpose_key,
+        fields=fields,
+        subject_ids=kept_ids,
+        decision_codes=codes,
+        decision_texts=texts,
+        at=at,
+    )
+    timings["store_ledger"] = time.perf_counter() - t0
+    return kept_ids, ledger
+
+
 def _store(
     ctx: Context,
     claimed: _Claimed,
@@ -388,30 +433,19 @@ def _store(
             subjects=subject_ids,
         )
         timings["recheck"] = time.perf_counter() - t0
-        kept_ids = subject_ids[keep]
-        order = np.argsort(kept_ids, kind="stable")
-        kept_ids = kept_ids[order]
-        values = decision_column.combine_chunks().filter(pa.array(keep))
-        values = values.take(pa.array(order))
-
-        rows, codes, texts = decision_rows(job.id, claimed.schema, kept_ids, values)
-        t0 = time.perf_counter()
-        bulk_insert(session, "decisions", ("job_id", "subject_id", "label", "value"), rows)
-        del rows
-        timings["store_decisions"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ledger = append_job_usage(
+        kept_ids, ledger = store_decisions(
             session,
-            job_id=str(job.id),
-            partner=claimed.partner_key,
-            purpose=claimed.purpose_key,
+            job_id=job.id,
+            schema=claimed.schema,
+            partner_key=claimed.partner_key,
+            purpose_key=claimed.purpose_key,
             fields=fields,
-            subject_ids=kept_ids,
-            decision_codes=codes,
-            decision_texts=texts,
+            subject_ids=subject_ids,
+            keep=keep,
+            decision_column=decision_column,
             at=now,
+            timings=timings,
         )
-        timings["store_ledger"] = time.perf_counter() - t0
         stats = {
             **stats,
             "decisions": int(kept_ids.size),

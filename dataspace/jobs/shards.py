@@ -37,12 +37,11 @@ from sqlalchemy import and_, or_, select, update
 
 from dataspace.audit import record_event
 from dataspace.context import Context
-from dataspace.db import bulk_insert, utcnow
+from dataspace.db import utcnow
 from dataspace.emission import emit, parse_features, quantile_cut_points
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.eligibility import eligible_subjects, still_eligible
-from dataspace.jobs.ledger import append_job_usage
 from dataspace.jobs.models import Contract, Job, JobShard, PartnerModel
 from dataspace.jobs.runner import (
     MAX_ATTEMPTS,
@@ -51,8 +50,8 @@ from dataspace.jobs.runner import (
     _mark_failed,
     _subjects_of,
     credit_points,
-    decision_rows,
     job_completed,
+    store_decisions,
 )
 from dataspace.jobs.runner import _claim as claim_job
 from dataspace.jobs.runner import _fail as fail_job
@@ -427,22 +426,16 @@ def _store_shard(
             at=now,
             subjects=subject_ids,
         )
-        kept_ids = subject_ids[keep]
-        order = np.argsort(kept_ids, kind="stable")
-        kept_ids = kept_ids[order]
-        values = decision_column.combine_chunks().filter(pa.array(keep)).take(pa.array(order))
-        rows, codes, texts = decision_rows(claim.job_id, claim.schema, kept_ids, values)
-        bulk_insert(session, "decisions", ("job_id", "subject_id", "label", "value"), rows)
-        del rows
-        ledger = append_job_usage(
+        kept_ids, ledger = store_decisions(
             session,
-            job_id=str(claim.job_id),
-            partner=claim.partner_key,
-            purpose=claim.purpose_key,
+            job_id=claim.job_id,
+            schema=claim.schema,
+            partner_key=claim.partner_key,
+            purpose_key=claim.purpose_key,
             fields=fields,
-            subject_ids=kept_ids,
-            decision_codes=codes,
-            decision_texts=texts,
+            subject_ids=subject_ids,
+            keep=keep,
+            decision_column=decision_column,
             at=now,
         )
         shard.status = "succeeded"
