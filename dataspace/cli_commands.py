@@ -1,4 +1,5 @@
 """Imports every module that adds commands to the CLI (one line per module)."""
+
 from clients import cli as _remote_cli  # noqa: F401
 from dataspace.audit import cli as _audit_cli  # noqa: F401
 from dataspace.auth import cli as _auth_cli  # noqa: F401
