@@ -50,7 +50,7 @@ def _browser_login(authorize_url: str, username: str, password: str, action: str
     fields = {k: v.replace("&amp;", "&") for k, v in _hidden_fields(page.text).items()}
     fields.update(username=username, password=password, action=action)
     base = authorize_url.split("/oauth/", 1)[0]
-    return httpx.post(f"{base}/oauth/authorize", data=fields)
+    return httpx.post(f"{base}/oauth/authorize", data=fields, cookies=page.cookies)
 
 
 def _code_flow(
@@ -276,3 +276,27 @@ def test_key_rotation_keeps_old_tokens_valid(server: tuple[str, Context]) -> Non
     assert kids[0] == ctx.keys.token_key.kid
     for token in (old_token, new_token):
         assert httpx.get(f"{base}{GUARDED}", headers=bearer(token)).status_code == 200
+
+
+def test_login_form_posted_from_elsewhere_is_refused(server: tuple[str, Context]) -> None:
+    """Login CSRF: a form without the page's double-submit token (cookie + field) signs nobody in."""
+    base, ctx = server
+    user = make_user(ctx, "customer")
+    new = make_client(ctx, "customer", public=True, redirect_uris=[REDIRECT])
+    oauth = OAuth2Client(
+        client_id=new.client.client_id,
+        redirect_uri=REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+    )
+    url, _ = oauth.create_authorization_url(f"{base}/oauth/authorize", code_verifier=generate_token(48))
+    page = httpx.get(url)
+    fields = {k: v.replace("&amp;", "&") for k, v in _hidden_fields(page.text).items()}
+    fields.update(username=user.username, password=TEST_PASSWORD, action="approve")
+    forged = httpx.post(f"{base}/oauth/authorize", data=fields)  # the token but not the browser's cookie
+    assert forged.status_code == 403
+    assert "location" not in forged.headers
+    tampered = httpx.post(f"{base}/oauth/authorize", data={**fields, "csrf_token": "x"}, cookies=page.cookies)
+    assert tampered.status_code == 403
+    genuine = httpx.post(f"{base}/oauth/authorize", data=fields, cookies=page.cookies)
+    assert genuine.status_code == 302

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ _templates = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
+CSRF_FIELD = "csrf_token"
+CSRF_COOKIE = "dataspace_login_csrf"
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -104,14 +108,30 @@ def _login_page(
     data = oauth_request.payload.data
     params = [(name, data[name]) for name in OAUTH_PARAMS if data.get(name)]
     scope = data.get("scope")
+    csrf = secrets.token_urlsafe(32)
     html = _templates.get_template("login.html").render(
-        params=params,
+        params=[*params, (CSRF_FIELD, csrf)],
         error=error,
         username=username,
         client_name=(client.name or client.client_id) if client is not None else None,
         scopes=scope.split() if scope else [],
     )
-    return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
+    response = HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
+    # Double-submit token against login CSRF (a foreign page posting its own credentials into this browser).
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        httponly=True,
+        samesite="strict",
+        path="/oauth/authorize",
+        secure=oauth_request.uri.startswith("https://"),
+    )
+    return response
+
+
+def _csrf_ok(request: Request, form: FormData) -> bool:
+    values, kept = form.get(CSRF_FIELD) or [], request.cookies.get(CSRF_COOKIE)
+    return len(values) == 1 and bool(kept) and hmac.compare_digest(values[0].encode(), str(kept).encode())
 
 
 def _rejected(server: FastAPIAuthorizationServer, oauth_request: FastAPIOAuth2Request, error: OAuth2Error) -> Response:
@@ -152,6 +172,13 @@ def authorize_submit(
         return _rejected(server, oauth_request, error)
     client: OAuthClient = grant.client
     fields = oauth_request.form
+    if not _csrf_ok(request, form):
+        record_event(
+            session, actor=None, action="auth.login_csrf", target=f"client:{client.client_id}", result="denied"
+        )
+        return _login_page(
+            oauth_request, client, status=403, error="This sign-in form has expired. Please sign in again."
+        )
     if fields.get("action") == "deny":
         denied: Response = server.create_authorization_response(oauth_request, grant_user=None, grant=grant)
         return denied
