@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 function cell(value) {
   if (value === null || value === undefined) return "";
+  if (value instanceof Node) return value;
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
 }
@@ -31,15 +32,19 @@ const loaders = {
   }),
   jobs: guard(() => $("jobs"), async () => {
     const items = list(await api("/v1/partner/jobs"));
-    // The DP-noised aggregate release of each finished job (the partner never sees row-level results).
-    await Promise.all(items.filter((j) => j.status === "succeeded").slice(0, 20).map(async (j) => {
-      try {
+    // Aggregate results are released on request only: the first release of a job spends privacy budget
+    // (later requests return the same stored numbers), so the page never spends it just by being opened.
+    for (const j of items) {
+      if (j.status !== "succeeded") continue;
+      const slot = h("div", {});
+      const button = h("button", { type: "button", class: "secondary", "data-job": j.id, onclick: guard(() => slot, async () => {
         const release = await api(`/v1/partner/jobs/${j.id}/results`);
-        j.result = release.result;
-        j.epsilon = release.epsilon;
-      } catch { j.result = null; }
-    }));
-    $("jobs").replaceChildren(table(items, ["id", "contract_id", "model_id", "status", "created_at", "finished_at", "epsilon", "result", "error"], "partner.jobs.none"));
+        slot.replaceChildren(h("span", { class: "result" }, `ε ${release.epsilon}: ${JSON.stringify(release.result)}`));
+      }) }, t("partner.jobs.release"));
+      slot.append(button);
+      j.result = slot;
+    }
+    $("jobs").replaceChildren(table(items, ["id", "contract_id", "model_id", "status", "created_at", "finished_at", "result", "error"], "partner.jobs.none"));
   }),
   budget: guard(() => $("budget"), async () => {
     const body = await api("/v1/partner/budget");
