@@ -21,7 +21,7 @@ class DimensionIn(Strict):
     key: str = Field(pattern=KEY)
     label: str = Field(min_length=1, max_length=200)
     description: str = ""
-    position: int = 0
+    position: int = Field(default=0, ge=0, le=10_000)
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
@@ -29,7 +29,9 @@ class PurposeIn(Strict):
     key: str = Field(pattern=KEY)
     label: str = Field(min_length=1, max_length=200)
     description: str = ""
-    dpv_term: str = Field(pattern=r"^dpv:[A-Za-z]+$", description="W3C DPV purpose term, e.g. dpv:Marketing")
+    dpv_term: str = Field(
+        pattern=r"^dpv:[A-Za-z]+$", max_length=200, description="W3C DPV purpose term, e.g. dpv:Marketing"
+    )
     parent: str | None = None
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
 
@@ -38,7 +40,7 @@ class Constraints(Strict):
     min: float | None = None
     max: float | None = None
     enum: list[str] | None = None
-    max_length: int | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, gt=0, le=1_000_000)
     pattern: str | None = None
     required: bool = False
 

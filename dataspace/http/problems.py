@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dataspace.errors import DataspaceError
@@ -125,6 +125,15 @@ def install(app: FastAPI) -> None:
             code="http_error",
             request=request,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable_value(request: Request, exc: DataError) -> JSONResponse:
+        # A value passed validation but does not fit its column (a number out of range, a string too long
+        # for PostgreSQL): the request's fault, and nothing was written (the unit of work rolled back).
+        log.warning("value does not fit its column", extra={"path": request.url.path, "error": type(exc.orig).__name__})
+        return problem(
+            422, "Invalid input", "A value is out of range or too long to store.", code="invalid_input", request=request
         )
 
     @app.exception_handler(OperationalError)

@@ -107,6 +107,7 @@ def test_account_export_erasure_validation_language_and_phone(world: World, page
 
     # The end date of a new permission must be in the future: an inline message, nothing sent.
     page.get_by_role("tab", name="Data manual").click()
+    page.wait_for_load_state("networkidle")  # the manual re-renders when its data arrives; fill after that
     page.locator("#field-city > summary").click()
     page.locator("#until-city").fill("2001-01-01")
     _switch(page, "city").click()

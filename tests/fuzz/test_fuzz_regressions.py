@@ -84,3 +84,34 @@ def test_validation_error_matches_the_documented_problem_schema(ctx, client):
         assert name in body
     assert isinstance(body["status"], int)
     assert body["code"] == "invalid_input"
+
+
+def test_dimension_position_out_of_storage_range_is_invalid_input(ctx, client):
+    """POST /v1/catalog/load with a dimension position of 5855015657 (PostgreSQL: integer out of range)."""
+    steward = bearer(issue_token(ctx, "steward"))
+    doc = {"dimensions": [{"key": "extra", "label": "Extra", "position": 5_855_015_657}]}
+    _is_problem(client.post("/v1/catalog/load", json=doc, headers=steward), 422)
+
+
+def test_a_value_the_database_cannot_store_is_a_422_problem(ctx):
+    """The safety net behind validation: a DataError from the driver is the request's fault, not a 500."""
+    from fastapi import Depends
+    from sqlalchemy import text
+
+    from dataspace.http.deps import unit_of_work
+
+    if ctx.db.is_sqlite:
+        pytest.skip("SQLite's driver raises OverflowError before any SQL; ids are bounded at the edge instead")
+    app = create_app(ctx)
+
+    @app.get("/test-only/overflow")
+    def overflow(session=Depends(unit_of_work, scope="function")):
+        session.execute(
+            text(
+                "INSERT INTO catalog_dimensions (key, label, description, position, i18n) "
+                "VALUES ('x', 'x', '', :p, '{}')"
+            ),
+            {"p": 2**40},  # past PostgreSQL INTEGER
+        )
+
+    _is_problem(TestClient(app, raise_server_exceptions=False).get("/test-only/overflow"), 422)
