@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from dataspace.auth import web_clients
 from dataspace.catalog import service as catalog
 from dataspace.context import Context
+from dataspace.demo import scenario
 from dataspace.demo.population import generate
 from dataspace.ingest.service import ingest_batches
 from dataspace.subjects.models import Subject
@@ -109,4 +110,7 @@ def _accounts(ctx: Context, accounts: DemoAccounts) -> None:
 
 
 # Later build steps (rewards, consents, a contract and a job) register here as their packages land.
-EXTRA_STEPS: list[Callable[[Context, DemoAccounts, Callable[[str], None]], None]] = [web_clients.demo_step]
+EXTRA_STEPS: list[Callable[[Context, DemoAccounts, Callable[[str], None]], None]] = [
+    web_clients.demo_step,
+    scenario.build,
+]
