@@ -70,3 +70,92 @@ def test_bad_credentials_are_one_line(ctx: Context, runner: CliRunner) -> None:
         result = runner.invoke(app, ["remote", "audit", "export", "--out", "/dev/null"], env=env)
     assert result.exit_code == 1
     assert "invalid_client" in result.output
+
+
+def test_rewards_redeem_signs_the_customer_in_through_the_browser(
+    ctx: Context, runner: CliRunner, tmp_path: Path
+) -> None:
+    """`remote rewards redeem`: authorization code + PKCE with a loopback redirect, the login done by a
+    scripted browser registered in Python's webbrowser registry, then an idempotent redemption."""
+    import socket
+    import sys
+    import webbrowser
+
+    from dataspace.db import utcnow
+    from dataspace.points import service as points
+    from dataspace.points.schemas import RewardCreate
+    from tests.auth_helpers import TEST_PASSWORD, make_user
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    user = make_user(ctx, "customer")
+    client = make_client(ctx, "customer", public=True, redirect_uris=[f"http://127.0.0.1:{port}/callback"])
+    with ctx.db.transaction() as s:
+        points.create_reward(s, data=RewardCreate(key="coffee", name="Coffee voucher", cost=30, stock=5))
+        points.post_correction(
+            s, subject_id=user.subject_id, amount=100, reason="welcome", idempotency_key="welcome-1", now=utcnow()
+        )
+    script = Path(__file__).with_name("scripted_browser.py")
+    webbrowser.register(
+        "scripted", None, webbrowser.GenericBrowser([sys.executable, str(script), "%s"]), preferred=True
+    )
+    with running_server(ctx) as (base, _):
+        env = {
+            "DATASPACE_URL": base,
+            "DATASPACE_CLIENT_ID": client.client.client_id,
+            "DATASPACE_REDIRECT_PORT": str(port),
+            "DS_TEST_USER": user.username,
+            "DS_TEST_PASSWORD": TEST_PASSWORD,
+        }
+        result = runner.invoke(app, ["remote", "rewards", "redeem", "coffee", "--idempotency-key", "k-1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "balance 70" in result.output
+    with ctx.db.session() as s:
+        assert points.get_summary(s, subject_id=user.subject_id, now=utcnow()).balance == 70
+
+
+def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(
+    ctx: Context, tmp_path: Path, runner: CliRunner
+) -> None:
+    import threading
+
+    from dataspace.jobs import runner as jobs_runner
+
+    js.build_world(ctx, n=30)
+    contract_id = js.approved_contract(ctx)
+    creds = make_client(ctx, "partner", partner_key=js.PARTNER)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(js.logistic_regression(js.WEIGHTS, js.BIAS))
+    stop = threading.Event()
+
+    def worker() -> None:  # what the server's background job worker does
+        while not stop.is_set() and jobs_runner.run_queued(ctx) == 0:
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    with running_server(ctx) as (base, _):
+        thread.start()
+        env = {
+            "DATASPACE_URL": base,
+            "DATASPACE_CLIENT_ID": creds.client.client_id,
+            "DATASPACE_CLIENT_SECRET": creds.secret or "",
+        }
+        args = [
+            "remote",
+            "jobs",
+            "submit",
+            "--model",
+            str(model),
+            "--contract",
+            str(contract_id),
+            "--follow",
+            "--timeout",
+            "60",
+        ]
+        result = runner.invoke(app, args, env=env)
+        stop.set()
+        thread.join(10)
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.output
+    assert '"epsilon"' in result.output  # the DP release, not row-level results
