@@ -38,7 +38,8 @@ SUBJECTS = 400  # 266 consenting -> 4 shards of ~67
 SHARD_SUBJECTS = 70
 TIMEOUT = 75.0
 
-pytestmark = pytest.mark.slow
+# One worker runs them in turn: the broker-restart test stops the shared RabbitMQ for a moment.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rabbitmq")]
 
 
 def _broker_up() -> bool:
