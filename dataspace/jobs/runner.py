@@ -29,7 +29,7 @@ from dataspace.audit import record_event
 from dataspace.context import Context
 from dataspace.db import bulk_insert, utcnow
 from dataspace.emission import emit, parse_features
-from dataspace.emission.service import PseudonymMap
+from dataspace.emission.service import Emission, PseudonymMap
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.events import service as events
 from dataspace.jobs import contracts, uploads
@@ -223,6 +223,30 @@ def _subjects_of(decisions: pa.Table, mapping: PseudonymMap) -> npt.NDArray[np.i
     return mapping.lookup(column.to_pylist())
 
 
+def score(
+    model: ModelSpec,
+    emission: Emission,
+    schema: DecisionSchema,
+    limits: Limits | None,
+    timings: dict[str, float] | None = None,
+) -> tuple[pa.Table, npt.NDArray[np.int64]]:
+    """Run the model on the emitted features in the sandbox; returns the validated decisions and, row by row,
+    the subject each decision is for. Used by the single-process runner and by each shard."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    if emission.stats.emitted:
+        decisions = sandbox_run(model, emission.batches(), schema, limits).decisions
+    else:
+        decisions = pa.table({"pseudonym": pa.array([], pa.string()), "decision": pa.array([], schema.decision_type)})
+    timings["sandbox"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subject_ids = _subjects_of(decisions, emission.pseudonym_to_subject)
+    if subject_ids.size and int(subject_ids.min()) < 0:
+        raise JobFailed("output invalid: decisions for pseudonyms not in the input")
+    timings["validation"] = time.perf_counter() - t0
+    return decisions, subject_ids
+
+
 def run_job(
     ctx: Context,
     job_id: int,
@@ -268,24 +292,12 @@ def run_job(
                 )
             timings["emission"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            if emission.stats.emitted:
-                output = sandbox_run(claimed.model, emission.batches(), claimed.schema, limits)
-                decisions = output.decisions
-            else:
-                decisions = pa.table(
-                    {"pseudonym": pa.array([], pa.string()), "decision": pa.array([], claimed.schema.decision_type)}
-                )
-            timings["sandbox"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            subject_ids = _subjects_of(decisions, emission.pseudonym_to_subject)
-            if subject_ids.size and int(subject_ids.min()) < 0:
-                raise JobFailed("output invalid: decisions for pseudonyms not in the input")
+            decisions, subject_ids = score(claimed.model, emission, claimed.schema, limits, timings)
             stats = {
                 "eligible": int(eligible.size),
                 **{k: v for k, v in emission.stats.as_dict().items() if k != "eligible"},
             }
             del emission
-            timings["validation"] = time.perf_counter() - t0
         if before_store is not None:
             before_store(ctx, job_id)
         t0 = time.perf_counter()

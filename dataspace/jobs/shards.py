@@ -48,9 +48,9 @@ from dataspace.jobs.runner import (
     RunResult,
     _Heartbeat,
     _mark_failed,
-    _subjects_of,
     credit_points,
     job_completed,
+    score,
     store_decisions,
 )
 from dataspace.jobs.runner import _claim as claim_job
@@ -67,7 +67,6 @@ from sandbox import (
     PythonModule,
     SandboxUnavailable,
 )
-from sandbox import run_job as sandbox_run
 
 log = logging.getLogger("dataspace.jobs.shards")
 
@@ -360,15 +359,7 @@ def run_shard(
                     pseudonym_scope=f"job:{job_id}",
                     quantile_cuts=claim.cuts,
                 )
-            if emission.stats.emitted:
-                decisions = sandbox_run(claim.model, emission.batches(), claim.schema, limits).decisions
-            else:
-                decisions = pa.table(
-                    {"pseudonym": pa.array([], pa.string()), "decision": pa.array([], claim.schema.decision_type)}
-                )
-            subject_ids = _subjects_of(decisions, emission.pseudonym_to_subject)
-            if subject_ids.size and int(subject_ids.min()) < 0:
-                raise JobFailed("output invalid: decisions for pseudonyms not in the input")
+            decisions, subject_ids = score(claim.model, emission, claim.schema, limits)
             stats = {k: v for k, v in emission.stats.as_dict().items() if k != "eligible"}
             del emission
             if before_store is not None:
