@@ -76,7 +76,7 @@ def main() -> None:
                             UsageEntry(
                                 f"job-{done // args.job_size}",
                                 (done + i) % 50_000,
-                                FIELDS[i % 5],
+                                (FIELDS[i % 5],),
                                 "acme",
                                 "insurance.offer",
                                 "bundle-x",

@@ -381,7 +381,7 @@ def store_decisions(
     timings: dict[str, float] | None = None,
 ) -> tuple[npt.NDArray[np.int64], int]:
     """Store the decisions of the subjects still consenting (``keep``) and one usage-ledger entry per
-    (subject, field), in the caller's transaction; returns the stored subject ids and the ledger count.
+    subject (naming every field read), in the caller's transaction; returns the stored subject ids and the ledger count.
     Used by the single-process runner and by each shard."""
     timings = timings if timings is not None else {}
     kept_ids = subject_ids[keep]

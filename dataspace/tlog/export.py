@@ -30,7 +30,7 @@ from dataspace.tlog.note import CheckpointError, open_checkpoint
 FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = {
     "audit": ["time", "actor", "role", "client_id", "action", "target", "result", "request_id", "details"],
-    "usage": ["time", "job_id", "subject_id", "field", "partner", "purpose", "decision"],
+    "usage": ["time", "job_id", "subject_id", "fields", "partner", "purpose", "decision"],
 }
 
 

@@ -1,5 +1,5 @@
-"""The data-point ledger: one tamper-evident entry per (job, subject, field) used, and the customer's
-"how my data was used" view."""
+"""The data-point ledger: one tamper-evident entry per use (a job reading a subject's data, naming every field
+it read), and the customer's "how my data was used" view."""
 
 from dataspace.usage.service import (
     USAGE_LOG,

@@ -26,14 +26,24 @@ def _iso(t: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UsageEntry:
-    """One (job, subject, field) used, with the decision the job produced for that subject."""
+    """One use of a subject's data: the fields a job read about that subject, for which partner and purpose,
+    with the decision the job produced for that subject."""
 
     job_id: str
     subject_id: int
-    field: str
+    fields: tuple[str, ...]  # sorted, distinct catalog field keys
     partner: str
     purpose: str
     decision: str | None = None  # the decision id or label, never a data value
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise ValueError("a usage entry names at least one field")
+
+
+def fields_json(fields: Iterable[str], esc: Callable[[str], str] = _json_str) -> str:
+    """The canonical JSON array of the fields of a usage entry (sorted, distinct)."""
+    return "[" + ",".join(esc(f) for f in sorted(set(fields))) + "]"
 
 
 def usage_entry_json(u: UsageEntry, stamp: str, esc: Callable[[str], str] = _json_str) -> str:
@@ -41,7 +51,7 @@ def usage_entry_json(u: UsageEntry, stamp: str, esc: Callable[[str], str] = _jso
     ``canonical_json`` of the same dict, which the tests check."""
     decision = "null" if u.decision is None else esc(u.decision)
     return (
-        f'{{"decision":{decision},"field":{esc(u.field)},"job_id":{esc(str(u.job_id))},'
+        f'{{"decision":{decision},"fields":{fields_json(u.fields, esc)},"job_id":{esc(str(u.job_id))},'
         f'"partner":{esc(u.partner)},"purpose":{esc(u.purpose)},"subject_id":{int(u.subject_id)},'
         f'"time":{esc(stamp)}}}'
     )
@@ -99,16 +109,16 @@ def usage_for_subject(session: Session, subject_id: int, *, limit: int = 5000) -
     by_field: dict[str, FieldUsage] = {}
     for idx, body in rows:
         e = json.loads(body)
-        by_field.setdefault(e["field"], FieldUsage(e["field"])).uses.append(
-            UsageRecord(
-                partner=e["partner"],
-                purpose=e["purpose"],
-                time=e["time"],
-                decision=e.get("decision"),
-                job_id=e["job_id"],
-                index=idx,
-            )
+        use = UsageRecord(
+            partner=e["partner"],
+            purpose=e["purpose"],
+            time=e["time"],
+            decision=e.get("decision"),
+            job_id=e["job_id"],
+            index=idx,
         )
+        for key in e["fields"]:  # one entry covers every field the job read; each field lists the use
+            by_field.setdefault(key, FieldUsage(key)).uses.append(use)
     return sorted(by_field.values(), key=lambda f: f.field)
 
 

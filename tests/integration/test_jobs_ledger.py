@@ -50,9 +50,10 @@ def test_bulk_rows_equal_record_usage(
         record_usage(
             s,
             [
-                UsageEntry(job_id="42", subject_id=sid, field=f, partner="p-1", purpose=purpose, decision=texts[c])
+                UsageEntry(
+                    job_id="42", subject_id=sid, fields=tuple(fields), partner="p-1", purpose=purpose, decision=texts[c]
+                )
                 for sid, c in zip(subjects, codes, strict=True)
-                for f in fields
             ],
             at=at,
         )
@@ -70,5 +71,5 @@ def test_bulk_rows_equal_record_usage(
             decision_texts=texts,
             at=at,
         )
-    assert n == len(subjects) * len(fields)
+    assert n == len(subjects)
     assert rows(ctx) == expected

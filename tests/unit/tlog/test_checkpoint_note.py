@@ -76,22 +76,22 @@ text_st = st.text(max_size=20)
 @given(
     job=text_st,
     subject=st.integers(0, 2**31),
-    field=text_st,
+    fields=st.lists(text_st, min_size=1, max_size=4),
     partner=text_st,
     purpose=text_st,
     decision=st.none() | text_st,
     stamp=text_st,
 )
 def test_rendered_usage_entries_are_canonical(
-    job: str, subject: int, field: str, partner: str, purpose: str, decision: str | None, stamp: str
+    job: str, subject: int, fields: list[str], partner: str, purpose: str, decision: str | None, stamp: str
 ) -> None:
-    u = UsageEntry(job, subject, field, partner, purpose, decision)
+    u = UsageEntry(job, subject, tuple(fields), partner, purpose, decision)
     expected = canonical_json(
         {
             "time": stamp,
             "job_id": job,
             "subject_id": subject,
-            "field": field,
+            "fields": sorted(set(fields)),
             "partner": partner,
             "purpose": purpose,
             "decision": decision,
