@@ -185,6 +185,12 @@ def bulk_insert(session: Session, table: str, columns: tuple[str, ...], rows: li
         cur.close()
 
 
+def bulk_datetime(session: Session, value: datetime) -> Any:
+    """``value`` as ``bulk_insert`` would store it on this session's database: a caller building millions of
+    rows that share one timestamp converts it once instead of having every row converted."""
+    return _sqlite_datetime(value) if session.connection().dialect.name == "sqlite" else value
+
+
 def _sqlite_datetime(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DATETIME type writes and parses back.
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from dataspace.db import bulk_insert
+from dataspace.db import bulk_datetime, bulk_insert
 from dataspace.tlog.canonical import canonical_json
 from dataspace.usage import USAGE_LOG
 from dataspace.usage.service import fields_json
@@ -56,6 +56,7 @@ def append_job_usage(
     ]
     suffix = f',"time":{stamp}}}'
     sha = hashlib.sha256
+    when = bulk_datetime(session, at)
     count = 0
     ids = subject_ids.tolist()
     codes = decision_codes.tolist()
@@ -64,7 +65,7 @@ def append_job_usage(
         for sid, code in zip(ids[start : start + _CHUNK], codes[start : start + _CHUNK], strict=True):
             body = f"{prefixes[code]}{sid}{suffix}"
             rows.append(
-                (USAGE_LOG, None, body, sha(b"\x00" + body.encode()).digest(), at, "data.used", "", sid, partner_col)
+                (USAGE_LOG, None, body, sha(b"\x00" + body.encode()).digest(), when, "data.used", "", sid, partner_col)
             )
         bulk_insert(session, "tlog_entries", _COLUMNS, rows)
         count += len(rows)
