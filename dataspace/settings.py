@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 14 * 24 * 3600
+    # How long a server remembers that a token is not revoked (0: ask the database on every request). A
+    # revocation made through this server takes effect at once; one made through another replica within this.
+    token_active_cache_seconds: float = Field(default=2.0, ge=0, le=30)
     # An external OIDC issuer the server also trusts (optional).
     external_issuer: str | None = None
     external_jwks_url: str | None = None

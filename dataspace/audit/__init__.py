@@ -1,11 +1,15 @@
 """The audit trail: every state-changing action and every authorization failure, never data values.
 
 Entries go to the tamper-evident log ``audit`` (see ``dataspace.tlog``): queued in the caller's transaction,
-sequenced into the Merkle tree in batches.
+sequenced into the Merkle tree in batches. Inside ``batched(session)`` the entries of one unit of work (a
+consent change and the bonus it earns, say) are queued together at the end of the block: one write instead
+of one per entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -94,21 +98,35 @@ def record_event(
 
     ``details`` must hold ids, counts and names only: never customer values or secrets.
     """
-    append(
-        session,
-        log=AUDIT_LOG,
-        entries=[
-            audit_entry(
-                actor=actor,
-                action=action,
-                target=target,
-                result=result,
-                request_id=request_id,
-                details=details,
-                at=utcnow(),
-            )
-        ],
+    entry = audit_entry(
+        actor=actor, action=action, target=target, result=result, request_id=request_id, details=details, at=utcnow()
     )
+    pending: list[NewEntry] | None = session.info.get(_PENDING)
+    if pending is not None:
+        pending.append(entry)
+        return
+    append(session, log=AUDIT_LOG, entries=[entry])
 
 
-__all__ = ["AUDIT_LOG", "audit_entry", "record_event"]
+_PENDING = "audit_pending_entries"
+
+
+@contextmanager
+def batched(session: Session) -> Iterator[None]:
+    """Hold back the ``record_event`` entries of this block and queue them, in order, in one append when it
+    ends (still in the caller's transaction). If the block raises, none is queued: the caller's transaction
+    is failing anyway. Nested blocks join the outermost one."""
+    if _PENDING in session.info:
+        yield
+        return
+    pending: list[NewEntry] = []
+    session.info[_PENDING] = pending
+    try:
+        yield
+    finally:
+        del session.info[_PENDING]
+    if pending:
+        append(session, log=AUDIT_LOG, entries=pending)
+
+
+__all__ = ["AUDIT_LOG", "audit_entry", "batched", "record_event"]

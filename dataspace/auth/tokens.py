@@ -3,13 +3,21 @@
 Access tokens are ES256 JWTs signed with the key ring's active token key (``kid`` in the header); every
 token key in the ring verifies, so after ``dataspace keys rotate`` old tokens stay valid until they expire.
 Each issuance is stored (by ``jti``, plus the refresh token's digest) so tokens can be revoked.
+
+Two bounded in-process caches keep the per-request cost of a bearer token low (see ``VerifiedTokens`` and
+``ActiveTokens``): the signature check of a token already verified with a key still in the ring, and, for
+at most ``Settings.token_active_cache_seconds`` (2 s by default), the database's answer "this token is
+known and not revoked". Only positive answers are kept; a revocation in this process clears them at once
+(and again when it commits), so the bound applies only to revocations made by another server process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +28,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
@@ -163,6 +171,18 @@ def revoke_family(session: Session, family: str) -> int:
         .where(IssuedToken.family == family, IssuedToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    forget_active(session)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_user_tokens(session: Session, user_ids: list[int]) -> int:
+    """Revoke every token issued to these users (account erasure)."""
+    result = session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.user_id.in_(user_ids), IssuedToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    forget_active(session)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -208,9 +228,61 @@ def _external_issuer(url: str) -> ExternalIssuer:
     return issuer
 
 
+def _claims_registry(issuer: str, audience: str, *, local: bool, now: int | None) -> JWTClaimsRegistry:
+    options: dict[str, Any] = {
+        "iss": {"essential": True, "value": issuer},
+        "aud": {"essential": True, "value": audience},
+        "exp": {"essential": True},
+        "sub": {"essential": True},
+    }
+    if local:
+        options["jti"] = {"essential": True}
+    return JWTClaimsRegistry(now=now, **options)
+
+
+class VerifiedTokens:
+    """Local tokens whose signature (and header) already verified: sha256(token) -> (key, claims).
+
+    Verification is a pure function of the token's bytes and the key, so a hit skips only the ES256 check and
+    the parsing; the claims (issuer, audience, expiry: everything time- or configuration-dependent) are
+    validated again on every use, and a hit counts only while its key is still in the ring. Keyed by a digest
+    so lookups never compare secret strings. Bounded (oldest entries go first); thread-safe.
+    """
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        self.max_size = max_size
+        self._entries: dict[bytes, tuple[TokenKey, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest_: bytes) -> tuple[TokenKey, dict[str, Any]] | None:
+        return self._entries.get(digest_)
+
+    def put(self, digest_: bytes, key: TokenKey, claims: dict[str, Any]) -> None:
+        with self._lock:
+            while len(self._entries) >= self.max_size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[digest_] = (key, claims)
+
+    def discard(self, digest_: bytes) -> None:
+        with self._lock:
+            self._entries.pop(digest_, None)
+
+
+_verified = VerifiedTokens()
+
+
 def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> VerifiedToken:
     """Check signature, algorithm, ``typ``, ``iss``, ``aud`` and ``exp``; any failure is ``Unauthorized``."""
     settings = ctx.settings
+    token_digest = hashlib.sha256(token.encode()).digest()
+    hit = _verified.get(token_digest)
+    if hit is not None and hit[0] in ctx.keys.token_keys:
+        claims = dict(hit[1])
+        try:
+            _claims_registry(settings.resolved_issuer, AUDIENCE, local=True, now=now).validate(claims)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise Unauthorized() from exc
+        return VerifiedToken(claims=claims, local=True)
     try:
         header = jws.extract_compact(token.encode()).protected
     except (JoseError, ValueError, UnicodeError) as exc:
@@ -231,18 +303,13 @@ def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> 
         raise Unauthorized()
     try:
         decoded = jwt.decode(token, keys, algorithms=[alg])
-        options: dict[str, Any] = {
-            "iss": {"essential": True, "value": issuer},
-            "aud": {"essential": True, "value": audience},
-            "exp": {"essential": True},
-            "sub": {"essential": True},
-        }
-        if local:
-            options["jti"] = {"essential": True}
-        registry = JWTClaimsRegistry(now=now, **options)
-        registry.validate(decoded.claims)
+        _claims_registry(issuer, audience, local=local, now=now).validate(decoded.claims)
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise Unauthorized() from exc
+    if local:
+        # Remember the signature check (not the claims check, which runs on every use, see VerifiedTokens).
+        key = next(k for k in ctx.keys.token_keys if k.kid == kid)
+        _verified.put(token_digest, key, dict(decoded.claims))
     return VerifiedToken(claims=decoded.claims, local=local)
 
 
@@ -260,3 +327,76 @@ def is_active(session: Session, jti: str) -> bool:
     """Known to us and not revoked."""
     row = session.execute(select(IssuedToken.revoked_at).where(IssuedToken.jti == jti)).first()
     return row is not None and row[0] is None
+
+
+class ActiveTokens:
+    """A short-lived, size-bounded memo of positive ``is_active`` answers, per database.
+
+    Bound on revocation: a token revoked by *this* process is refused from the moment ``revoke_family`` (or
+    ``revoke_user_tokens``) runs: ``forget_active`` clears the memo then, and again after the revoking
+    transaction commits (a check that read the row before the commit cannot re-add it: every clear moves the
+    generation on, and an answer read under an older generation is not stored). A token revoked by *another*
+    process (another API replica) is refused at most ``max_age`` seconds later. Negative answers (unknown or
+    revoked) are never kept. At most ``max_size`` entries (cleared when full). Thread-safe.
+    """
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self.max_size = max_size
+        self._entries: dict[tuple[str, str], float] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def fresh(self, key: tuple[str, str]) -> bool:
+        deadline = self._entries.get(key)
+        return deadline is not None and deadline > time.monotonic()
+
+    def remember(self, key: tuple[str, str], max_age: float, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # a revocation happened while this answer was being read
+            if len(self._entries) >= self.max_size:
+                self._entries.clear()
+            self._entries[key] = time.monotonic() + max_age
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+
+_active = ActiveTokens()
+_FORGET_ON_COMMIT = "tokens_forget_on_commit"
+
+
+def forget_active(session: Session) -> None:
+    """A revocation is being written in ``session``: drop remembered answers now and when it commits."""
+    _active.clear()
+    if not session.info.get(_FORGET_ON_COMMIT):
+        session.info[_FORGET_ON_COMMIT] = True
+        target = weakref.ref(session)
+
+        def _after_commit(_session: Session) -> None:
+            _active.clear()
+            live = target()
+            if live is not None:
+                live.info.pop(_FORGET_ON_COMMIT, None)
+
+        event.listen(session, "after_commit", _after_commit, once=True)
+
+
+def is_active_cached(ctx: Context, jti: str) -> bool:
+    """``is_active``, answered from ``ActiveTokens`` when it said yes less than the configured seconds ago."""
+    max_age = ctx.settings.token_active_cache_seconds
+    key = (ctx.db.url, jti)
+    if max_age > 0 and _active.fresh(key):
+        return True
+    generation = _active.generation
+    with ctx.db.session() as session:
+        active = is_active(session, jti)
+    if active and max_age > 0:
+        _active.remember(key, max_age, generation)
+    return active

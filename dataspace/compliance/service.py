@@ -16,7 +16,8 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.models import IssuedToken, User
+from dataspace.auth import tokens
+from dataspace.auth.models import User
 from dataspace.auth.principal import Principal
 from dataspace.catalog import service as catalog
 from dataspace.compliance.models import SubjectRequest
@@ -201,11 +202,7 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
     user_ids = list(session.scalars(select(User.id).where(User.subject_id == subject_id)))
     if user_ids:
         session.execute(update(User).where(User.id.in_(user_ids)).values(disabled=True))
-        session.execute(
-            update(IssuedToken)
-            .where(IssuedToken.user_id.in_(user_ids), IssuedToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+        tokens.revoke_user_tokens(session, user_ids)
     outcome = {"grants_withdrawn": withdrawn, "decisions_deleted": decisions, "accounts_disabled": len(user_ids)}
     _log_request(session, subject_id, "erasure", actor, outcome)
     record_event(session, actor=actor, action="subject.erased", target=f"subject:{subject_id}", details=outcome)

@@ -18,7 +18,7 @@ from dataspace.audit import record_event
 from dataspace.auth.policy import authorizer_for
 from dataspace.auth.principal import ROLES, Principal
 from dataspace.auth.scopes import ROLE_SCOPES, required_scope
-from dataspace.auth.tokens import external_role, is_active, verify_access_token
+from dataspace.auth.tokens import external_role, is_active_cached, verify_access_token
 from dataspace.context import Context
 from dataspace.errors import Forbidden, Unauthorized
 
@@ -104,10 +104,10 @@ def authenticate(request: Request, ctx: Context) -> Principal:
     principal = principal_from_claims(
         verified.claims, local=verified.local, role_claim=ctx.settings.external_role_claim
     )
-    if verified.local:
-        with ctx.db.session() as session:
-            if principal.token_id is None or not is_active(session, principal.token_id):
-                raise Unauthorized()
+    # Revocation: asked of the database, or of a memo at most ``token_active_cache_seconds`` old (see
+    # ``dataspace.auth.tokens.ActiveTokens`` for the bound; a revocation through this process is immediate).
+    if verified.local and (principal.token_id is None or not is_active_cached(ctx, principal.token_id)):
+        raise Unauthorized()
     return principal
 
 

@@ -149,6 +149,16 @@ def _lock_customer(session: Session, subject_id: int) -> PointsAccount:
     return _lock_customers(session, [subject_id])[subject_id]
 
 
+def _lock_customer_id(session: Session, subject_id: int) -> int:
+    """Lock one customer's account and return its id: one statement when the account exists (the usual case).
+
+    Only for a caller that holds no other points lock yet, so taking this one first keeps the lock order."""
+    account_id = session.execute(
+        select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.subject_id == subject_id).with_for_update(key_share=True)
+    ).scalar()
+    return int(account_id) if account_id is not None else _lock_customer(session, subject_id).id
+
+
 def _check_balanced(kind: str, legs: Sequence[tuple[int, int]]) -> None:
     if not legs or any(amount == 0 for _, amount in legs):
         raise UnbalancedTransactionError(f"{kind}: a transaction needs non-zero postings")
@@ -268,6 +278,60 @@ def _credit(
     return tx
 
 
+def _credit_once(
+    session: Session,
+    account_id: int,
+    *,
+    kind: str,
+    key: str,
+    points: int,
+    reason: str,
+    reference: str | None,
+    now: datetime,
+    valid_for: timedelta | None,
+) -> bool:
+    """``_credit`` for a locked account in plain statements, unless ``key`` is taken (then nothing, False).
+
+    The transaction row is inserted first with ON CONFLICT DO NOTHING: that one statement is both the
+    idempotency check and the insert."""
+    ins = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    tx_id = session.execute(
+        ins(_TRANSACTIONS)
+        .values(
+            kind=kind,
+            idempotency_key=key,
+            request_hash=None,
+            reason=reason,
+            reference=reference,
+            corrects_id=None,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
+        .returning(_TRANSACTIONS.c.id)
+    ).scalar()
+    if tx_id is None:
+        return False
+    legs = [(_system_account(session, ISSUANCE), -points), (account_id, points)]
+    _check_balanced(kind, legs)
+    session.execute(
+        insert(_POSTINGS).values(
+            [{"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now} for a, amount in legs]
+        )
+    )
+    session.execute(
+        insert(_LOTS).values(
+            account_id=account_id,
+            transaction_id=tx_id,
+            amount=points,
+            remaining=points,
+            earned_at=now,
+            expires_at=now + valid_for if valid_for else None,
+        )
+    )
+    _move_customer(session, account_id, points, earned=points)
+    return True
+
+
 def _bulk_credit(
     session: Session,
     credits: Sequence[tuple[int, str, int]],
@@ -343,13 +407,16 @@ def award_authorization_bonus(
     points: int | None = None,
     valid_for: timedelta | None = DEFAULT_VALIDITY,
     actor: Principal | None = None,
+    field: Field | None = None,
 ) -> int:
     """Credit the one-time bonus for authorizing a high-value field; returns the points credited.
 
     Returns 0 when the subject already earned it for this field (so withdrawing and granting again never
     earns twice) or when the field is not worth points. ``points`` defaults to the catalog's ``points_value``.
+    ``field`` is the catalog row of ``field_key`` when the caller has loaded it already (else it is read).
     """
-    field = session.scalars(select(Field).where(Field.key == field_key)).first()
+    if field is None or field.key != field_key:
+        field = session.scalars(select(Field).where(Field.key == field_key)).first()
     if points is None:
         points = field.points_value if field is not None else 0
     if points < 0:
@@ -357,13 +424,15 @@ def award_authorization_bonus(
     if points == 0:
         return 0
     key = f"authbonus:{subject_id}:{field_key}"
-    account = _lock_customer(session, subject_id)
+    # Transactions are never deleted: a key already there means earned, no lock needed to know that. A key
+    # not there yet is settled under the customer's lock by the insert itself (ON CONFLICT DO NOTHING).
     if _tx_exists(session, key):
         return 0
+    account_id = _lock_customer_id(session, subject_id)
     label = field.label if field is not None else field_key
-    _credit(
+    if not _credit_once(
         session,
-        account,
+        account_id,
         kind="authorization_bonus",
         key=key,
         points=points,
@@ -371,7 +440,8 @@ def award_authorization_bonus(
         reference=f"field:{field_key}",
         now=now,
         valid_for=valid_for,
-    )
+    ):
+        return 0
     record_event(
         session,
         actor=actor,
