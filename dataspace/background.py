@@ -5,6 +5,7 @@
 - deliver webhooks (every 1 s);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
+- pick up rotated keys from the key file (every 5 s; ``dataspace keys rotate`` needs no restart);
 - run queued partner jobs (the embedded worker) or, with a broker configured, send them to the broker's
   workers (an outbox sweep, see ``dataspace.jobs.queue``); recover jobs and shards whose process died
   (stale heartbeat).
@@ -92,6 +93,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
+        Periodic("key-reload", 5.0, ctx.reload_keys),
     ]
 
 

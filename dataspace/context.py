@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from dataspace.db import Database
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.settings import Settings
 from dataspace.vault import Vault
+
+log = logging.getLogger("dataspace.keys")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 @dataclass
@@ -15,6 +28,36 @@ class Context:
     settings: Settings
     db: Database
     keys: KeyRing
+    # The key file this context's ring came from and its (inode, mtime, size) when read; ``reload_keys``
+    # swaps the ring when ``dataspace keys rotate`` (an atomic rename) replaced the file.
+    key_file: Path | None = None
+    _key_stamp: tuple[int, int, int] | None = field(default=None, repr=False)
+
+    def reload_keys(self) -> bool:
+        """Load the key file again if it changed since it was read; returns whether the ring changed.
+
+        A running server signs with the new active keys within one background interval of a rotation,
+        and keeps every older key for verification (they stay in the file). A file that cannot be read
+        or parsed keeps the current ring (and is reported); it is retried on the next call.
+        """
+        if self.key_file is None:
+            return False
+        stamp = _stamp(self.key_file)
+        if stamp is None or stamp == self._key_stamp:
+            return False
+        try:
+            ring = load_key_file(self.key_file)
+        except Exception:  # a half-written or unreadable file: keep signing with what we have
+            log.exception("key file changed but could not be loaded; keeping the current keys")
+            return False
+        self._key_stamp = stamp
+        changed = [k.kid for k in ring.signing_keys] != [k.kid for k in self.keys.signing_keys] or [
+            k.kid for k in ring.token_keys
+        ] != [k.kid for k in self.keys.token_keys]
+        self.keys = ring  # one reference assignment: readers see the old ring or the new one, never a mix
+        if changed:
+            log.info("key file reloaded", extra={"signing_kid": ring.signing_key.kid, "token_kid": ring.token_key.kid})
+        return changed
 
     @property
     def vault(self) -> Vault:
@@ -23,8 +66,12 @@ class Context:
     @classmethod
     def open(cls, settings: Settings | None = None) -> Context:
         settings = settings or Settings()
-        keys = load_key_file(settings.resolved_key_file)
-        return cls(settings=settings, db=Database(settings.resolved_database_url), keys=keys)
+        path = settings.resolved_key_file
+        stamp = _stamp(path)
+        keys = load_key_file(path)
+        return cls(
+            settings=settings, db=Database(settings.resolved_database_url), keys=keys, key_file=path, _key_stamp=stamp
+        )
 
     def close(self) -> None:
         self.db.dispose()

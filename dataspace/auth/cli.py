@@ -31,7 +31,7 @@ def rotate() -> None:
     save_key_file(path, ring)
     console.print(f"active token key:   {ring.token_key.kid} ({len(ring.token_keys)} kept for verification)")
     console.print(f"active signing key: {ring.signing_key.kid} ({len(ring.signing_keys)} kept)")
-    console.print("restart running servers to start signing with the new keys")
+    console.print("running servers on this key file switch to the new keys within 5 seconds")
 
 
 @clients_app.command("create")

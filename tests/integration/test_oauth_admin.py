@@ -156,3 +156,43 @@ def test_cli_provisioning_and_key_rotation(ctx: Context, tmp_path: Path, monkeyp
     after = [k.kid for k in load_key_file(key_file).token_keys]
     assert after[1:] == before
     assert len(after) == 2
+
+
+def test_running_server_picks_up_rotated_keys(ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dataspace keys rotate`` on the key file a server runs on: within one reload the server issues tokens
+    and signs receipts with the new keys and still accepts tokens signed with the old ones; a broken file
+    keeps the keys in use."""
+    from dataspace.auth import cli as _auth_cli  # noqa: F401  (registers the commands)
+    from dataspace.background import tasks
+    from dataspace.keys import create_key_file
+
+    key_file = tmp_path / "keys.json"
+    create_key_file(key_file)
+    monkeypatch.setenv("DATASPACE_DATABASE_URL", ctx.db.url)
+    monkeypatch.setenv("DATASPACE_KEY_FILE", str(key_file))
+    served = Context.open(ctx.settings.model_copy(update={"key_file": key_file}))
+    try:
+        (reload_task,) = [t for t in tasks(served) if t.name == "key-reload"]
+        assert served.reload_keys() is False  # unchanged file: nothing to do
+        old_token = issue_token(served, "steward")
+        old_kid = served.keys.signing_key.kid
+        with TestClient(create_app(served)) as client:
+            assert CliRunner().invoke(cli_app, ["keys", "rotate"]).exit_code == 0
+            assert list(client.get("/v1/keys/receipts").json()) == [old_kid]  # not reloaded yet
+            reload_task.run()  # what the background task does every few seconds
+            new_kid = served.keys.signing_key.kid
+            assert new_kid != old_kid
+            assert list(client.get("/v1/keys/receipts").json()) == [new_kid, old_kid]
+            jwks = [k["kid"] for k in client.get("/oauth/jwks").json()["keys"]]
+            assert jwks[0] == served.keys.token_key.kid
+            assert len(jwks) == 2
+            new_token = issue_token(served, "steward")
+            for token in (old_token, new_token):
+                assert client.get("/v1/catalog/fields", headers=bearer(token)).status_code == 200
+
+            key_file.write_text("{not json")  # a broken file is reported and ignored
+            assert served.reload_keys() is False
+            assert served.keys.signing_key.kid == new_kid
+            assert client.get("/v1/catalog/fields", headers=bearer(new_token)).status_code == 200
+    finally:
+        served.close()
