@@ -8,7 +8,8 @@ subject (95% of subjects; dimension-level, partner-specific) written in bulk, by
 contract (proposed and approved through the services) and the ONNX model (uploaded through the service,
 so its signature is checked in the sandbox). The job runs in a fresh child process so its peak RSS is its
 own; it prints each phase (eligibility, emission, sandbox, validation, storage: decisions / ledger /
-points) and the end-to-end time. SQLite by default (the embedded database).
+points) and the end-to-end time. SQLite by default (the embedded database); ``generate`` and ``prepare_job``
+also fill a PostgreSQL database (``bench/shards.py`` uses them for the sharded, broker-backed run).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,12 @@ def _seal_range(master_key: bytes, start: int, stop: int) -> tuple[list[tuple[in
     return keys, profiles
 
 
-def generate(n: int, directory: Path) -> None:
+def generate(n: int, directory: Path, url: str | None = None) -> None:
+    """Keys (``directory/keys.json``), schema, catalog, partner, purpose, then N sealed profiles and their
+    grants in one transaction through ``bulk_insert`` (COPY on PostgreSQL). ``url``: an empty database to
+    fill; default a new SQLite file ``directory/bench.db``."""
+    from sqlalchemy import text
+
     from consent import Granularity
     from dataspace import migrations
     from dataspace.catalog.models import Dimension, Field, Purpose
@@ -71,11 +78,14 @@ def generate(n: int, directory: Path) -> None:
     from dataspace.partners.models import Partner
 
     directory.mkdir(parents=True, exist_ok=True)
-    db_path = directory / "bench.db"
-    db_path.unlink(missing_ok=True)
+    if url is None:
+        db_path = directory / "bench.db"
+        db_path.unlink(missing_ok=True)
+        url = f"sqlite:///{db_path}"
     ring = KeyRing.generate()
     save_key_file(directory / "keys.json", ring)
-    db = Database(f"sqlite:///{db_path}")
+    db = Database(url)
+    where = db.engine.url.database if db.is_sqlite else db.engine.url.render_as_string(hide_password=True)
     migrations.upgrade(db.engine)
     with db.transaction() as s:
         s.add(Dimension(key="profile", label="Profile"))
@@ -104,10 +114,15 @@ def generate(n: int, directory: Path) -> None:
     ranges = [(a, min(a + step, n + 1)) for a in range(1, n + 1, step)]
     now = utcnow()
     rng = np.random.default_rng(11)
+    ahead = 4  # ranges sealed ahead of the writer: memory stays bounded at any N (10M subjects included)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool, db.transaction() as s:
-        futures = [pool.submit(_seal_range, ring.master_key, a, b) for a, b in ranges]
-        for (a, b), fut in zip(ranges, futures, strict=True):
-            keys, profiles = fut.result()
+        futures: deque[Future[tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]]] = deque(
+            pool.submit(_seal_range, ring.master_key, a, b) for a, b in ranges[:ahead]
+        )
+        for j, (a, b) in enumerate(ranges):
+            keys, profiles = futures.popleft().result()
+            if j + ahead < len(ranges):
+                futures.append(pool.submit(_seal_range, ring.master_key, *ranges[j + ahead]))
             bulk_insert(s, "subjects", ("id", "blind_ref", "created_at"), [(i, f"bench-{i}", now) for i in range(a, b)])
             bulk_insert(s, "subject_keys", ("subject_id", "wrapped_key"), keys)
             bulk_insert(
@@ -161,12 +176,15 @@ def generate(n: int, directory: Path) -> None:
                     for i in granted
                 ],
             )
+        if db.engine.dialect.name == "postgresql" and n > 0:  # ids were given explicitly: move the sequence on
+            s.execute(text("SELECT setval(pg_get_serial_sequence('subjects', 'id'), :n)"), {"n": n})
     db.dispose()
-    print(f"generate: {n} sealed profiles + grants stored in {time.perf_counter() - t0:.1f} s ({db_path})")
+    print(f"generate: {n} sealed profiles + grants stored in {time.perf_counter() - t0:.1f} s ({where})")
 
 
-def prepare_job(directory: Path) -> int:
-    """Contract (proposed, approved), model (uploaded, inspected in the sandbox), job (queued)."""
+def prepare_job(directory: Path, url: str | None = None) -> int:
+    """Contract (proposed, approved), model (uploaded, inspected in the sandbox), job (queued); in the
+    database ``generate`` filled (``url``; default ``directory/bench.db``)."""
     from datetime import timedelta
 
     from sqlalchemy import select
@@ -177,7 +195,7 @@ def prepare_job(directory: Path) -> int:
     from dataspace.partners.models import Partner
     from tests.integration.jobs_support import logistic_regression
 
-    db = Database(f"sqlite:///{directory / 'bench.db'}")
+    db = Database(url or f"sqlite:///{directory / 'bench.db'}")
     with db.session() as s:
         partner_id = s.scalar(select(Partner.id).where(Partner.key == PARTNER))
     partner = Principal(subject="bench", role="partner", client_id="bench", partner_id=partner_id, partner_key=PARTNER)
