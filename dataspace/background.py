@@ -75,7 +75,7 @@ def tasks(ctx: Context) -> list[Periodic]:
     def recover_jobs() -> None:
         jobs.recover_jobs(ctx)
         shards.recover_shards(ctx)
-        jobs.credit_pending_points(ctx)
+        shards.credit_pending(ctx)
 
     if ctx.settings.broker_url:
         from dataspace.jobs.queue import JobQueue

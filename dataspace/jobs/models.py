@@ -98,7 +98,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Set with the decisions, cleared once every decided subject's usage points are credited (crediting is
-    # idempotent per (job, subject), so a crash in between is finished by ``credit_pending_points``).
+    # idempotent per (job, subject), so a crash in between is finished by ``shards.credit_pending``); for a
+    # sharded job, pending while any shard's points are.
     points_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -134,6 +135,8 @@ class JobShard(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set with the shard's decisions, cleared once its decided subjects' usage points are credited.
+    points_pending: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Decision(Base):

@@ -133,7 +133,7 @@ def serve(
                 runner.recover_jobs(ctx, stale_after=stale)
                 shards.recover_shards(ctx, stale_after=stale)
                 queue.dispatch()
-                runner.credit_pending_points(ctx)
+                shards.credit_pending(ctx)
             except Exception:  # the database may be briefly away; the next sweep retries
                 log.warning("worker sweep failed", exc_info=True)
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -259,7 +259,7 @@ def run_job(
 ) -> RunResult:
     """Run a queued job to its end state. ``before_store`` is called between the sandbox and the storing
     transaction (tests use it to act "while the job runs"). With ``credit_inline=False`` the usage points
-    are left pending for ``credit_pending_points`` (the worker's next pass)."""
+    are left pending for ``shards.credit_pending`` (the worker's next pass)."""
     claimed = _claim(ctx, job_id)
     if isinstance(claimed, RunResult):
         return claimed
@@ -487,6 +487,27 @@ def _store(
         return RunResult(job.id, "succeeded", None, stats)
 
 
+def contract_fields(contract: Contract) -> list[str]:
+    """The catalog fields a contract's features read (each once, in contract order)."""
+    return list(dict.fromkeys(s.field for s in parse_features(contract.features)))
+
+
+def credit_subjects(ctx: Context, job_id: int, fields: list[str], subject_ids: Sequence[int]) -> int:
+    """Credit the usage points of a job to these decided subjects, ``POINTS_CHUNK`` per transaction;
+    idempotent per (job, subject). Returns how many customers this call credited."""
+    credited = 0
+    for start in range(0, len(subject_ids), POINTS_CHUNK):
+        with ctx.db.transaction() as session:
+            per_subject = usage_points(session, fields)
+            credited += award_usage(
+                session,
+                job_id=job_id,
+                credits=[(s, per_subject) for s in subject_ids[start : start + POINTS_CHUNK]],
+                now=utcnow(),
+            )
+    return credited
+
+
 def credit_points(ctx: Context, job_id: int) -> int:
     """Credit usage points to every decided subject of a succeeded job, in bounded transactions.
 
@@ -499,37 +520,17 @@ def credit_points(ctx: Context, job_id: int) -> int:
             return 0
         contract = session.get(Contract, job.contract_id)
         assert contract is not None
-        fields = list(dict.fromkeys(s.field for s in parse_features(contract.features)))
+        fields = contract_fields(contract)
         ids = session.scalars(
             select(Decision.subject_id).where(Decision.job_id == job_id).order_by(Decision.subject_id)
         ).all()
-    credited = 0
-    for start in range(0, len(ids), POINTS_CHUNK):
-        with ctx.db.transaction() as session:
-            per_subject = usage_points(session, fields)
-            credited += award_usage(
-                session,
-                job_id=job_id,
-                credits=[(s, per_subject) for s in ids[start : start + POINTS_CHUNK]],
-                now=utcnow(),
-            )
+    credited = credit_subjects(ctx, job_id, fields, ids)
     with ctx.db.transaction() as session:
         job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         assert job is not None
         job.points_pending = False
         job.stats = {**job.stats, "points_credited": int(job.stats.get("points_credited", 0)) + credited}
     return credited
-
-
-def credit_pending_points(ctx: Context) -> list[int]:
-    """Finish the point credits of jobs whose server stopped between storing and crediting."""
-    with ctx.db.session() as session:
-        pending = session.scalars(
-            select(Job.id).where(Job.status == "succeeded", Job.points_pending.is_(True)).order_by(Job.id)
-        ).all()
-    for job_id in pending:
-        credit_points(ctx, job_id)
-    return list(pending)
 
 
 def recover_jobs(

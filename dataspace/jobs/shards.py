@@ -10,8 +10,11 @@ transaction.
 subjects' features with the plan's cut points, run the sandbox, validate, then ONE storing transaction
 (consent re-check since the plan, decisions, usage ledger, shard ``succeeded``). That transaction stores
 only for the attempt holding the claim and only if the shard has not succeeded: a redelivered or
-duplicated message stores nothing again. ``finish_job`` then, under a lock on the job row, turns the job
-``succeeded`` once every shard has (audit, events, points), whichever shard's worker gets there first.
+duplicated message stores nothing again. The same worker then credits the usage points of the shard's
+decided subjects (``credit_shard``: bounded by the shard, idempotent), and ``finish_job``, under a lock on
+the job row, turns the job ``succeeded`` once every shard has (audit, events), whichever shard's worker
+gets there first. A shard's subjects earn their points when the shard stores (that use happened), even if
+another shard of the job later fails for good.
 
 k-anonymity is applied per shard: every feature combination a sandbox run sees is shared by at least k
 rows of that run's input, hence of the job; on small shards this suppresses a little more than a single
@@ -42,13 +45,15 @@ from dataspace.emission import emit, parse_features, quantile_cut_points
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.eligibility import eligible_subjects, still_eligible
-from dataspace.jobs.models import Contract, Job, JobShard, PartnerModel
+from dataspace.jobs.models import Contract, Decision, Job, JobShard, PartnerModel
 from dataspace.jobs.runner import (
     MAX_ATTEMPTS,
     RunResult,
     _Heartbeat,
     _mark_failed,
+    contract_fields,
     credit_points,
+    credit_subjects,
     job_completed,
     score,
     store_decisions,
@@ -341,8 +346,10 @@ def run_shard(
     stale = stale_after or timedelta(seconds=ctx.settings.job_stale_seconds)
     claim = _claim_shard(ctx, job_id, index, stale)
     if isinstance(claim, ShardResult):
-        if claim.status == "succeeded":
-            claim.job_status = finish_job(ctx, job_id, credit_inline=credit_inline)  # a redelivery after the store
+        if claim.status == "succeeded":  # a redelivery after the store: finish what the store started
+            if credit_inline:
+                credit_shard(ctx, job_id, index)
+            claim.job_status = finish_job(ctx, job_id)
         return claim
     try:
         with _ShardHeartbeat(ctx, claim, heartbeat_seconds or ctx.settings.job_heartbeat_seconds):
@@ -382,7 +389,9 @@ def run_shard(
         return _fail_shard(ctx, job_id, index, claim.attempt, "the model sandbox is unavailable on this worker")
     except DataspaceError as exc:
         return _fail_shard(ctx, job_id, index, claim.attempt, exc.detail)
-    result.job_status = finish_job(ctx, job_id, credit_inline=credit_inline)
+    if credit_inline:
+        credit_shard(ctx, job_id, index)
+    result.job_status = finish_job(ctx, job_id)
     return result
 
 
@@ -432,6 +441,7 @@ def _store_shard(
         shard.status = "succeeded"
         shard.finished_at = now
         shard.heartbeat_at = now
+        shard.points_pending = bool(kept_ids.size) and usage_points(session, fields) > 0
         shard.stats = {
             **stats,
             "decisions": int(kept_ids.size),
@@ -445,9 +455,83 @@ _SUMMED = ("loaded", "unreadable", "emitted", "suppressed_rows", "suppressed_cel
 _SUMMED_MORE = ("dropped_withdrawn", "ledger_entries")
 
 
-def finish_job(ctx: Context, job_id: int, *, credit_inline: bool = True) -> str:
+# --- usage points, shard by shard ------------------------------------------------------------------------
+def credit_shard(ctx: Context, job_id: int, index: int) -> int:
+    """Credit the usage points of one stored shard's decided subjects (the data use happened when the shard
+    stored its decisions and ledger entries), in bounded transactions; then settle the job's points state.
+
+    Each shard's worker credits its own subjects right after storing, so a 10M-subject job's crediting is
+    spread over the workers like its scoring, and no broker message holds more than one shard's worth.
+    Idempotent (``award_usage`` is, per (job, subject)): a crash midway is finished by ``credit_pending``.
+    Returns how many customers this call credited."""
+    with ctx.db.session() as session:
+        shard = session.get(JobShard, (job_id, index))
+        job = session.get(Job, job_id)
+        if shard is None or job is None or shard.status != "succeeded" or not shard.points_pending:
+            return 0
+        contract = session.get(Contract, job.contract_id)
+        assert contract is not None
+        fields = contract_fields(contract)
+        planned = unpack_subjects(shard.subjects)
+        ids: list[int] = []
+        if planned.size:  # shards are disjoint ranges of the sorted eligible ids
+            ids = list(
+                session.scalars(
+                    select(Decision.subject_id)
+                    .where(
+                        Decision.job_id == job_id,
+                        Decision.subject_id >= int(planned[0]),
+                        Decision.subject_id <= int(planned[-1]),
+                    )
+                    .order_by(Decision.subject_id)
+                )
+            )
+    credited = credit_subjects(ctx, job_id, fields, ids)
+    with ctx.db.transaction() as session:
+        job, shard = _lock_shard(session, job_id, index, job_lock="update")
+        if shard.points_pending:
+            shard.points_pending = False
+            shard.stats = {**shard.stats, "points_credited": int(shard.stats.get("points_credited", 0)) + credited}
+            session.flush()
+            _settle_points(session, job)
+    return credited
+
+
+def _settle_points(session: Any, job: Job) -> None:
+    """A succeeded sharded job's points state from its shards' (the job row is locked)."""
+    if job.status != "succeeded":
+        return
+    rows = session.execute(select(JobShard.points_pending, JobShard.stats).where(JobShard.job_id == job.id)).all()
+    job.points_pending = any(pending for pending, _ in rows)
+    job.stats = {**job.stats, "points_credited": sum(int(stats.get("points_credited", 0)) for _, stats in rows)}
+
+
+def credit_pending(ctx: Context) -> list[int]:
+    """Finish the usage points of succeeded jobs whose crediting stopped midway (a crash between storing
+    and crediting): single-run jobs as a whole, sharded jobs shard by shard. Returns the jobs touched."""
+    with ctx.db.session() as session:
+        pending = session.execute(
+            select(Job.id, Job.shard_count)
+            .where(Job.status == "succeeded", Job.points_pending.is_(True))
+            .order_by(Job.id)
+        ).all()
+        shard_rows = session.execute(
+            select(JobShard.job_id, JobShard.index)
+            .where(JobShard.job_id.in_([j for j, n in pending if n]), JobShard.points_pending.is_(True))
+            .order_by(JobShard.job_id, JobShard.index)
+        ).all()
+    for job_id, shard_count in pending:
+        if not shard_count:
+            credit_points(ctx, job_id)
+    for job_id, index in shard_rows:
+        credit_shard(ctx, job_id, index)
+    return [j for j, _ in pending]
+
+
+def finish_job(ctx: Context, job_id: int) -> str:
     """If every shard of a running sharded job succeeded, make the job ``succeeded`` (once: under the job
-    row's lock) with its audit event and partner events, then credit points. Returns the job's status."""
+    row's lock) with its audit event and partner events; its points are pending while any shard's are.
+    Returns the job's status."""
     with ctx.db.transaction() as session:
         job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
@@ -469,8 +553,8 @@ def finish_job(ctx: Context, job_id: int, *, credit_inline: bool = True) -> str:
         job.heartbeat_at = now
         job.stats = stats
         job.error = None
-        job.points_pending = bool(stats["decisions"]) and usage_points(session, fields) > 0
         session.flush()
+        _settle_points(session, job)
         record_event(
             session,
             actor=None,
@@ -484,8 +568,6 @@ def finish_job(ctx: Context, job_id: int, *, credit_inline: bool = True) -> str:
             },
         )
         job_completed(session, job)
-    if credit_inline:
-        credit_points(ctx, job_id)
     return "succeeded"
 
 

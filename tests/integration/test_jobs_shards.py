@@ -214,7 +214,17 @@ def test_runner_recovery_leaves_planned_jobs_to_shard_recovery(ctx: Context, wor
         job = s.get(Job, job_id)
         assert job is not None
         assert (job.status, job.points_pending) == ("succeeded", True)
-    assert runner.credit_pending_points(ctx) == [job_id]
+        assert job.stats["points_credited"] == 0
+    assert shards.credit_pending(ctx) == [job_id]  # what a crash between storing and crediting leaves
+    with ctx.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert not job.points_pending
+        assert job.stats["points_credited"] == job.stats["decisions"] > 0
+        rows = s.scalars(select(JobShard).where(JobShard.job_id == job_id)).all()
+    assert not any(r.points_pending for r in rows)
+    assert sum(r.stats["points_credited"] for r in rows) == job.stats["decisions"]
+    assert shards.credit_pending(ctx) == []  # nothing left; crediting again credits nobody
 
 
 def test_planning_an_empty_population_succeeds_with_one_empty_shard(ctx: Context) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 15:34:57.189115
+Create Date: 2026-11-25 17:59:08.812731
 """
 
 from collections.abc import Sequence
@@ -587,6 +587,7 @@ def upgrade() -> None:
     sa.Column('started_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('heartbeat_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('points_pending', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_shards_job_id_jobs')),
     sa.PrimaryKeyConstraint('job_id', 'index', name=op.f('pk_job_shards'))
     )
