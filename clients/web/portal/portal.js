@@ -182,22 +182,37 @@ async function checkProof(index, out) {
 
 const showUsage = guard(() => $("usage-status"), async () => {
   const usage = await api("/v1/me/usage");
-  const uses = [];
-  for (const f of usage.fields || []) for (const u of f.uses || []) uses.push({ ...u, field: f.field });
+  // One ledger entry per use names every field the job read: show each use once, with its fields.
+  const byUse = new Map();
+  for (const f of usage.fields || []) {
+    for (const u of f.uses || []) {
+      const key = `${u.job_id}|${u.time}|${u.index}`;
+      if (!byUse.has(key)) byUse.set(key, { ...u, fields: [] });
+      byUse.get(key).fields.push(f.field);
+    }
+  }
+  const uses = [...byUse.values()];
   uses.sort((a, b) => String(b.time).localeCompare(String(a.time)));
   if (!uses.length) {
     $("usage").replaceChildren(h("p", { class: "muted" }, t("portal.usage.empty")));
     return;
   }
-  const labels = new Map((state.matrix ? state.matrix.fields : []).map((f) => [f.key, pick(f, "label")]));
+  const m = state.matrix || { fields: [], partners: [], purposes: [] };
+  const labels = new Map(m.fields.map((f) => [f.key, pick(f, "label")]));
+  const partners = new Map(m.partners.map((p) => [p.key, p.name]));
+  const purposes = new Map(m.purposes.map((p) => [p.key, pick(p, "label")]));
   $("usage").replaceChildren(h("ol", { class: "timeline" }, uses.map((u) => {
     const out = h("div", {});
     const pending = u.index === null || u.index === undefined;
     const button = h("button", { type: "button", class: "secondary", disabled: pending }, t("portal.usage.check"));
     button.addEventListener("click", guard(out, () => checkProof(u.index, out)));
-    return h("li", { dataset: { field: u.field, index: u.index } },
-      h("strong", {}, labels.get(u.field) || u.field), " — ",
-      t("portal.usage.line", { partner: u.partner, purpose: u.purpose, time: fmtTime(u.time) }),
+    return h("li", { dataset: { fields: u.fields.join(" "), index: u.index } },
+      h("strong", {}, u.fields.map((f) => labels.get(f) || f).join(", ")), " — ",
+      t("portal.usage.line", {
+        partner: partners.get(u.partner) || u.partner,
+        purpose: purposes.get(u.purpose) || u.purpose,
+        time: fmtTime(u.time),
+      }),
       u.result ? h("div", { class: "muted" }, t("portal.usage.result", { result: u.result })) : null,
       h("div", {}, button, " ", h("span", { class: "muted" }, pending ? t("portal.usage.pending") : t("portal.usage.entry", { index: u.index }))),
       out);
