@@ -2,7 +2,8 @@
 the server recovers by itself (pool_pre_ping), and nothing acknowledged is lost.
 
 The restart cuts every PostgreSQL connection on the machine, including those of tests running in parallel
-(``./run test`` uses pytest-xdist), so this test runs only when asked, on its own::
+(``./run test`` uses pytest-xdist), so this test runs only when asked, on its own (``./run test`` does so
+after the parallel run)::
 
     DATASPACE_FAULTS_PG_RESTART=1 DATASPACE_TEST_BACKENDS=postgresql .venv/bin/pytest tests/faults -n 0
 """
