@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from dataspace import __version__
 from dataspace.background import Background
 from dataspace.context import Context
 from dataspace.http import problems
+from dataspace.http.middleware import RequestContext
 from dataspace.http.routes import ROUTERS
-
-log = logging.getLogger("dataspace.http")
 
 
 def create_app(context: Context, *, background: bool = False) -> FastAPI:
@@ -43,28 +39,7 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
     app.state.context = context
     problems.install(app)
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if len(rid) > 64 or not rid.replace("-", "").isalnum():
-            rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        start = time.perf_counter()
-        response = await call_next(request)
-        response.headers["x-request-id"] = rid
-        response.headers.setdefault("x-content-type-options", "nosniff")
-        response.headers.setdefault("referrer-policy", "no-referrer")
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "request_id": rid,
-                "ms": round((time.perf_counter() - start) * 1000, 2),
-            },
-        )
-        return response
+    app.add_middleware(RequestContext)
 
     for router in ROUTERS:
         app.include_router(router)

@@ -111,6 +111,12 @@ class Authorizer:
         assert self._enforcer is not None
         return self._enforcer
 
+    def remembered(self, role: str, obj: str, act: str) -> bool | None:
+        """The decision ``allows`` would give, if it is cached and the rules are fresh; else None."""
+        if self._stale():
+            return None
+        return self._cache.get((role, obj, act))
+
     def allows(self, role: str, obj: str, act: str) -> bool:
         enforcer = self._current()
         key = (role, obj, act)

@@ -28,7 +28,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
@@ -271,18 +271,35 @@ class VerifiedTokens:
 _verified = VerifiedTokens()
 
 
+def _remembered(ctx: Context, token_digest: bytes, now: int | None) -> VerifiedToken | None:
+    """The token as verified before, with its claims checked again now; None if not remembered."""
+    hit = _verified.get(token_digest)
+    if hit is None or hit[0] not in ctx.keys.token_keys:
+        return None
+    claims = dict(hit[1])
+    try:
+        _claims_registry(ctx.settings.resolved_issuer, AUDIENCE, local=True, now=now).validate(claims)
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise Unauthorized() from exc
+    return VerifiedToken(claims=claims, local=True)
+
+
+def verify_remembered(ctx: Context, token: str) -> VerifiedToken | None:
+    """``verify_access_token`` when its answer needs no work but the claims check (see ``VerifiedTokens``):
+    the token, or None when it is not remembered or does not verify (ask ``verify_access_token`` then)."""
+    try:
+        return _remembered(ctx, hashlib.sha256(token.encode()).digest(), None)
+    except Unauthorized:
+        return None
+
+
 def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> VerifiedToken:
     """Check signature, algorithm, ``typ``, ``iss``, ``aud`` and ``exp``; any failure is ``Unauthorized``."""
     settings = ctx.settings
     token_digest = hashlib.sha256(token.encode()).digest()
-    hit = _verified.get(token_digest)
-    if hit is not None and hit[0] in ctx.keys.token_keys:
-        claims = dict(hit[1])
-        try:
-            _claims_registry(settings.resolved_issuer, AUDIENCE, local=True, now=now).validate(claims)
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
-            raise Unauthorized() from exc
-        return VerifiedToken(claims=claims, local=True)
+    remembered = _remembered(ctx, token_digest, now)
+    if remembered is not None:
+        return remembered
     try:
         header = jws.extract_compact(token.encode()).protected
     except (JoseError, ValueError, UnicodeError) as exc:
@@ -323,9 +340,12 @@ def external_role(claims: dict[str, Any], claim_name: str) -> str | None:
     return None
 
 
+_REVOKED_AT = select(IssuedToken.__table__.c.revoked_at).where(IssuedToken.__table__.c.jti == bindparam("jti"))
+
+
 def is_active(session: Session, jti: str) -> bool:
     """Known to us and not revoked."""
-    row = session.execute(select(IssuedToken.revoked_at).where(IssuedToken.jti == jti)).first()
+    row = session.execute(_REVOKED_AT, {"jti": jti}).first()
     return row is not None and row[0] is None
 
 
@@ -388,6 +408,11 @@ def forget_active(session: Session) -> None:
         event.listen(session, "after_commit", _after_commit, once=True)
 
 
+def is_active_remembered(ctx: Context, jti: str) -> bool:
+    """True when ``is_active`` said yes less than ``token_active_cache_seconds`` ago (no database access)."""
+    return ctx.settings.token_active_cache_seconds > 0 and _active.fresh((ctx.db.url, jti))
+
+
 def is_active_cached(ctx: Context, jti: str) -> bool:
     """``is_active``, answered from ``ActiveTokens`` when it said yes less than the configured seconds ago."""
     max_age = ctx.settings.token_active_cache_seconds
@@ -395,8 +420,11 @@ def is_active_cached(ctx: Context, jti: str) -> bool:
     if max_age > 0 and _active.fresh(key):
         return True
     generation = _active.generation
-    with ctx.db.session() as session:
-        active = is_active(session, jti)
+    # A bare connection, not a Session: this runs for every request the memo cannot answer.
+    with ctx.db.engine.connect() as conn:
+        conn.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock on SQLite (see db.py)
+        row = conn.execute(_REVOKED_AT, {"jti": jti}).first()
+    active = row is not None and row[0] is None
     if active and max_age > 0:
         _active.remember(key, max_age, generation)
     return active

@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    # async on purpose: a plain attribute read, which FastAPI would otherwise run on a worker thread.
     ctx: Context = request.app.state.context
     return ctx
 
@@ -40,10 +42,15 @@ def authorize(obj: str, act: str) -> Callable[..., Any]:
     """A dependency that authenticates the bearer token and asks the policy whether ``act`` on ``obj``
     is allowed for the caller's role; returns the ``Principal``. Ownership (my data only) is enforced by
     the services, which receive the principal."""
-    from dataspace.http.security import authorize_request
+    from dataspace.http.security import authorize_from_memory, authorize_request
 
-    def _dep(request: Request, ctx: Context = Depends(get_context)) -> Principal:
-        return authorize_request(request, ctx, obj, act)
+    async def _dep(request: Request, ctx: Context = Depends(get_context)) -> Principal:
+        # An allow answerable from memory is decided on the event loop; everything else (database, audit of a
+        # denial) on a worker thread, like any blocking code.
+        principal = authorize_from_memory(request, ctx, obj, act)
+        if principal is None:
+            principal = await run_in_threadpool(authorize_request, request, ctx, obj, act)
+        return principal
 
     _dep.__dataspace_policy__ = (obj, act)  # type: ignore[attr-defined]
     return _dep

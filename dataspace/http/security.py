@@ -5,6 +5,9 @@ revoked, builds the ``Principal``, then asks: does the token carry the scope for
 policy allow (role, object, action), and do the hard rules hold (compliance is read-only; a customer token
 must name its data subject, a partner token its partner). Anything else is denied. Failures say nothing
 specific to the caller and are recorded in the audit trail.
+
+``authorize_from_memory`` makes the same decision without I/O when every answer it needs is remembered
+(see ``dataspace.auth.tokens`` for the two bounded memos and the revocation bound); it only ever allows.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from dataspace.audit import record_event
 from dataspace.auth.policy import authorizer_for
 from dataspace.auth.principal import ROLES, Principal
 from dataspace.auth.scopes import ROLE_SCOPES, required_scope
-from dataspace.auth.tokens import external_role, is_active_cached, verify_access_token
+from dataspace.auth.tokens import (
+    external_role,
+    is_active_cached,
+    is_active_remembered,
+    verify_access_token,
+    verify_remembered,
+)
 from dataspace.context import Context
 from dataspace.errors import Forbidden, Unauthorized
 
@@ -111,8 +120,7 @@ def authenticate(request: Request, ctx: Context) -> Principal:
     return principal
 
 
-def denial_reason(ctx: Context, principal: Principal, obj: str, act: str) -> str | None:
-    """Why ``principal`` may not ``act`` on ``obj`` (None when allowed)."""
+def _hard_rule_denial(principal: Principal, obj: str, act: str) -> str | None:
     scope = required_scope(obj)
     if scope is not None and scope not in principal.scopes:
         return "insufficient_scope"
@@ -122,9 +130,15 @@ def denial_reason(ctx: Context, principal: Principal, obj: str, act: str) -> str
         return "customer_without_subject"
     if principal.role == "partner" and principal.partner_id is None:
         return "partner_without_partner"
-    if not authorizer_for(ctx, ctx.db).allows(principal.role, obj, act):
-        return "policy"
     return None
+
+
+def denial_reason(ctx: Context, principal: Principal, obj: str, act: str) -> str | None:
+    """Why ``principal`` may not ``act`` on ``obj`` (None when allowed)."""
+    reason = _hard_rule_denial(principal, obj, act)
+    if reason is None and not authorizer_for(ctx, ctx.db).allows(principal.role, obj, act):
+        return "policy"
+    return reason
 
 
 def authorize_request(request: Request, ctx: Context, obj: str, act: str) -> Principal:
@@ -137,5 +151,30 @@ def authorize_request(request: Request, ctx: Context, obj: str, act: str) -> Pri
     if reason is not None:
         _audit_failure(request, ctx, principal, obj=obj, act=act, result="forbidden", reason=reason)
         raise Forbidden()
+    request.state.principal = principal
+    return principal
+
+
+def authorize_from_memory(request: Request, ctx: Context, obj: str, act: str) -> Principal | None:
+    """``authorize_request``'s answer when it is an *allow* that needs neither the database nor the network:
+    the token's signature check and its not-revoked answer are remembered (``dataspace.auth.tokens``) and
+    the policy decision is cached and fresh. Every check is the same; anything else (a first sight of the
+    token, any denial, an external issuer) returns None, and ``authorize_request`` decides and audits."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    verified = verify_remembered(ctx, token)
+    if verified is None:
+        return None
+    try:
+        principal = principal_from_claims(verified.claims, local=True, role_claim=ctx.settings.external_role_claim)
+    except Unauthorized:
+        return None
+    if principal.token_id is None or not is_active_remembered(ctx, principal.token_id):
+        return None
+    if _hard_rule_denial(principal, obj, act) is not None:
+        return None
+    if authorizer_for(ctx, ctx.db).remembered(principal.role, obj, act) is not True:
+        return None
     request.state.principal = principal
     return principal

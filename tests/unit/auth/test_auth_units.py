@@ -77,3 +77,53 @@ def test_untampered_token_verifies(keyed_token: tuple[object, str]) -> None:
 
     ctx, token = keyed_token
     assert verify_access_token(ctx, token).claims["role"] == "steward"  # type: ignore[arg-type]
+
+
+def test_a_remembered_token_still_has_its_claims_checked(keyed_token: tuple[object, str]) -> None:
+    from dataspace.auth.tokens import verify_access_token, verify_remembered
+    from dataspace.errors import Unauthorized
+
+    ctx, token = keyed_token
+    verify_access_token(ctx, token)  # type: ignore[arg-type]
+    assert verify_remembered(ctx, token) is not None  # type: ignore[arg-type]
+    try:
+        verify_access_token(ctx, token, now=4102444800 + 1)  # type: ignore[arg-type]  (after its exp)
+    except Unauthorized:
+        pass
+    else:
+        raise AssertionError("an expired token verified from the memo")
+
+
+def test_a_remembered_token_is_refused_once_its_key_leaves_the_ring(keyed_token: tuple[object, str]) -> None:
+    from dataspace.auth.tokens import verify_access_token, verify_remembered
+    from dataspace.context import Context
+    from dataspace.errors import Unauthorized
+    from dataspace.keys import KeyRing
+
+    ctx, token = keyed_token
+    assert verify_access_token(ctx, token).claims["role"] == "steward"  # type: ignore[arg-type]
+    other = Context(settings=ctx.settings, db=None, keys=KeyRing.generate())  # type: ignore[attr-defined, arg-type]
+    assert verify_remembered(other, token) is None
+    try:
+        verify_access_token(other, token)
+    except Unauthorized:
+        pass
+    else:
+        raise AssertionError("a token verified with a key that is not in the ring")
+    issuer_moved = Context(
+        settings=ctx.settings.model_copy(update={"issuer": "https://elsewhere.example"}),  # type: ignore[attr-defined]
+        db=None,  # type: ignore[arg-type]
+        keys=ctx.keys,  # type: ignore[attr-defined]
+    )
+    assert verify_remembered(issuer_moved, token) is None
+
+
+def test_an_unseen_token_is_not_remembered() -> None:
+    from dataspace.auth.tokens import VerifiedTokens
+
+    memo = VerifiedTokens(max_size=2)
+    assert memo.get(b"a") is None
+    for digest in (b"a", b"b", b"c"):
+        memo.put(digest, None, {})  # type: ignore[arg-type]
+    assert memo.get(b"a") is None  # bounded: the oldest went first
+    assert memo.get(b"c") is not None

@@ -1,0 +1,111 @@
+"""The bearer-token memos (``dataspace.auth.tokens``) never let a revoked token through for longer than
+documented: at once for a revocation made by this process, within ``token_active_cache_seconds`` for one made
+by another process (simulated here by writing ``revoked_at`` directly, which this process cannot see)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from dataspace.app import create_app
+from dataspace.auth import tokens
+from dataspace.auth.models import IssuedToken
+from dataspace.context import Context
+from dataspace.db import utcnow
+from tests.auth_helpers import bearer, issue_token
+
+GUARDED = "/v1/me/consents"
+
+
+def _client(ctx: Context, cache_seconds: float) -> TestClient:
+    settings = ctx.settings.model_copy(update={"token_active_cache_seconds": cache_seconds})
+    return TestClient(create_app(Context(settings=settings, db=ctx.db, keys=ctx.keys)))
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with _client(ctx, 60.0) as c:  # a long memo: only the in-process invalidation can end it in time
+        yield c
+
+
+def _set_revoked(ctx: Context, token: str, revoked: bool) -> None:
+    """Write the token's row the way another server process would (no hook of this process runs)."""
+    with ctx.db.transaction() as session:
+        session.execute(
+            update(IssuedToken)
+            .where(IssuedToken.jti == tokens.unverified_claims(token)["jti"])
+            .values(revoked_at=utcnow() if revoked else None)
+        )
+
+
+def _family(ctx: Context, token: str) -> str:
+    with ctx.db.session() as session:
+        family = session.scalar(
+            select(IssuedToken.family).where(IssuedToken.jti == tokens.unverified_claims(token)["jti"])
+        )
+    assert family is not None
+    return family
+
+
+def test_a_revocation_through_this_process_is_refused_at_once(ctx: Context, client: TestClient) -> None:
+    token = issue_token(ctx, "customer")
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 200
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 200  # now remembered as not revoked
+    with ctx.db.transaction() as session:
+        tokens.revoke_family(session, _family(ctx, token))
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 401
+
+
+def test_a_revocation_by_another_process_is_refused_within_the_bound(ctx: Context) -> None:
+    token = issue_token(ctx, "customer")
+    with _client(ctx, 0.5) as client:
+        assert client.get(GUARDED, headers=bearer(token)).status_code == 200
+        _set_revoked(ctx, token, revoked=True)
+        time.sleep(0.6)
+        assert client.get(GUARDED, headers=bearer(token)).status_code == 401
+
+
+def test_without_the_memo_every_request_asks_the_database(ctx: Context) -> None:
+    token = issue_token(ctx, "customer")
+    with _client(ctx, 0) as client:
+        assert client.get(GUARDED, headers=bearer(token)).status_code == 200
+        _set_revoked(ctx, token, revoked=True)
+        assert client.get(GUARDED, headers=bearer(token)).status_code == 401
+
+
+def test_refusals_are_never_remembered(ctx: Context, client: TestClient) -> None:
+    token = issue_token(ctx, "customer")
+    _set_revoked(ctx, token, revoked=True)
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 401
+    _set_revoked(ctx, token, revoked=False)
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 200
+
+
+def test_a_check_that_read_the_row_before_the_revocation_committed_is_not_remembered(ctx: Context) -> None:
+    token = issue_token(ctx, "customer")
+    jti = tokens.unverified_claims(token)["jti"]
+    key = (ctx.db.url, jti)
+    memo = tokens._active
+    with ctx.db.transaction() as session:
+        tokens.revoke_family(session, _family(ctx, token))
+        # A concurrent request read "not revoked" (the revocation is not committed yet) and stores it now.
+        memo.remember(key, 60.0, memo.generation)
+        assert memo.fresh(key)
+    assert not memo.fresh(key)  # the commit dropped it
+    before = memo.generation
+    memo.clear()
+    memo.remember(key, 60.0, before)  # read under the generation before a revocation: not stored
+    assert not memo.fresh(key)
+    assert not tokens.is_active_cached(ctx, jti)
+
+
+def test_erasing_an_account_refuses_its_remembered_token_at_once(ctx: Context, client: TestClient) -> None:
+    token = issue_token(ctx, "customer")
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 200
+    r = client.delete("/v1/me", params={"confirm": "erase my data"}, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    assert client.get(GUARDED, headers=bearer(token)).status_code == 401
