@@ -100,10 +100,18 @@ class MatrixCell(BaseModel):
     grant_ids: list[int]
 
 
+class MatrixPurpose(BaseModel):
+    key: str
+    label: str
+    description: str
+    dpv_term: str
+    i18n: dict[str, dict[str, str]] = Field(default_factory=dict)  # {"zh-CN": {"label": ...}}
+
+
 class MatrixRead(BaseModel):
     at: datetime
     fields: list[MatrixField]
-    purposes: list[dict[str, str]]
+    purposes: list[MatrixPurpose]
     partners: list[dict[str, str]]
     grants: list[GrantRead]
     cells: list[MatrixCell]

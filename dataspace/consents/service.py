@@ -8,17 +8,20 @@ server's UTC clock unless a test injects one). Another customer's grant or recei
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BigInteger, case, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, Table, Update, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 import consent
 from consent import (
@@ -35,6 +38,7 @@ from consent import (
     Signer,
 )
 from consent.bulk import to_micros
+from dataspace.audit import batched as audit_batch
 from dataspace.audit import record_event
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, Purpose
@@ -122,10 +126,132 @@ def _active_key(subject_id: int, scope: Scope) -> str:
     return f"{subject_id}|{scope.key}"
 
 
+# --- the catalog rows of a change -------------------------------------------------------------------------
+class _PurposeRow(NamedTuple):
+    key: str
+    label: str
+    dpv_term: str
+
+
+class _FieldRow(NamedTuple):
+    key: str
+    label: str
+    dimension_key: str
+    sensitivity: str
+    storage_location: str
+    retention_days: int
+    points_value: int
+    status: str
+
+
+class _PartnerRow(NamedTuple):
+    id: int
+    key: str
+    name: str
+    category: str
+    status: str
+
+
+# Only the columns a change uses (validation, receipt, consequences), read as plain tuples.
+_PURPOSE_COLUMNS = (Purpose.key, Purpose.label, Purpose.dpv_term)
+_FIELD_COLUMNS = (
+    Field.key,
+    Field.label,
+    Field.dimension_key,
+    Field.sensitivity,
+    Field.storage_location,
+    Field.retention_days,
+    Field.points_value,
+    Field.status,
+)
+_PARTNER_COLUMNS = (Partner.id, Partner.key, Partner.name, Partner.category, Partner.status)
+_P, _F, _R = len(_PURPOSE_COLUMNS), len(_FIELD_COLUMNS), len(_PARTNER_COLUMNS)
+
+
+def _catalog_rows(values: Sequence[Any]) -> tuple[_PurposeRow | None, _FieldRow | None, _PartnerRow | None]:
+    """Split the purpose, field and partner columns (in that order) of a result row; absent rows are None."""
+    purpose, field, partner = values[:_P], values[_P : _P + _F], values[_P + _F : _P + _F + _R]
+    return (
+        _PurposeRow(*purpose) if purpose[0] is not None else None,
+        _FieldRow(*field) if field[0] is not None else None,
+        _PartnerRow(*partner) if partner[0] is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    """The catalog rows one change refers to: read once per change (in the statement that reads the subject
+    or the grant), then used for validation, the receipt and the consequences alike."""
+
+    purpose: _PurposeRow | None
+    fields: list[_FieldRow]  # the grant's field, or its dimension's active non-sensitive fields (by key)
+    dimension_label: str | None  # None: no dimension named, or no such dimension
+    partner: _PartnerRow | None
+
+
+def _catalog(
+    session: Session,
+    purpose: _PurposeRow | None,
+    field: _FieldRow | None,
+    dimension_key: str | None,
+    partner: _PartnerRow | None,
+) -> _Catalog:
+    if dimension_key is None:
+        return _Catalog(purpose, [field] if field is not None else [], None, partner)
+    fields = session.execute(
+        select(*_FIELD_COLUMNS)
+        .where(Field.dimension_key == dimension_key, Field.status == "active", Field.sensitivity != "sensitive")
+        .order_by(Field.key)
+    )
+    label = session.scalar(select(Dimension.label).where(Dimension.key == dimension_key))
+    return _Catalog(purpose, [_FieldRow(*f) for f in fields], label, partner)
+
+
+# The statements of a change are built once (building one costs about as much CPU as running it).
+_LOAD_GRANT = (
+    select(
+        ConsentGrant,
+        *_PURPOSE_COLUMNS,
+        *_FIELD_COLUMNS,
+        *_PARTNER_COLUMNS,
+        ConsentEvent.kind,
+        ConsentEvent.at,
+        ConsentEvent.valid_from,
+        ConsentEvent.valid_until,
+    )
+    .outerjoin(Purpose, Purpose.key == ConsentGrant.purpose_key)
+    .outerjoin(Field, Field.key == ConsentGrant.field_key)
+    .outerjoin(Partner, Partner.key == ConsentGrant.partner_key)
+    .outerjoin(ConsentEvent, ConsentEvent.grant_id == ConsentGrant.id)
+    .where(ConsentGrant.id == bindparam("grant_id"))
+    .order_by(ConsentEvent.id)
+)
+_LOAD_OWNED_GRANT = _LOAD_GRANT.where(ConsentGrant.subject_id == bindparam("subject_id"))
+
+
+def _load_grant(
+    session: Session, grant_id: int, *, subject_id: int | None = None
+) -> tuple[ConsentGrant, _Catalog, list[ReceiptEvent]]:
+    """A grant (of ``subject_id`` when given) with its catalog rows and its events, oldest first, in one
+    statement: one row per event, the catalog rows joined on their unique keys. Not found: ``NotFound``."""
+    if subject_id is None:
+        result = session.execute(_LOAD_GRANT, {"grant_id": grant_id})
+    else:
+        result = session.execute(_LOAD_OWNED_GRANT, {"grant_id": grant_id, "subject_id": subject_id})
+    rows: list[Any] = list(result)
+    if not rows:
+        raise NotFound("no such grant")
+    row = rows[0][0]
+    purpose, field, partner = _catalog_rows(rows[0][1:])
+    e = 1 + _P + _F + _R
+    events = [ReceiptEvent(EventKind(r[e]), r[e + 1], r[e + 2], r[e + 3]) for r in rows if r[e] is not None]
+    return row, _catalog(session, purpose, field, row.dimension_key, partner), events
+
+
 # --- validation against the catalog -----------------------------------------------------------------------
-def _check_request(session: Session, subject_id: int, req: GrantRequest) -> Scope:
+def _scope_of_request(req: GrantRequest) -> Scope:
     try:
-        scope = Scope(
+        return Scope(
             req.purpose,
             field=req.field,
             dimension=req.dimension,
@@ -134,63 +260,80 @@ def _check_request(session: Session, subject_id: int, req: GrantRequest) -> Scop
         )
     except consent.InvalidGrant as exc:
         raise InvalidInput(str(exc)) from None
-    subject = session.get(Subject, subject_id)
-    if subject is None or subject.erased_at is not None:
+
+
+# Every lookup is a LEFT JOIN on a unique key, so the statement returns one row if the subject exists and
+# none otherwise; a parameter the request leaves out is NULL, which matches nothing.
+_CHECK_REQUEST = (
+    select(
+        Subject.erased_at,
+        *_PURPOSE_COLUMNS,
+        *_FIELD_COLUMNS,
+        *_PARTNER_COLUMNS,
+        exists().where(aliased(Partner).category == bindparam("category")),
+        ConsentGrant,
+    )
+    .select_from(Subject)
+    .outerjoin(Purpose, Purpose.key == bindparam("purpose"))
+    .outerjoin(Field, Field.key == bindparam("field"))
+    .outerjoin(Partner, Partner.key == bindparam("partner"))
+    .outerjoin(ConsentGrant, ConsentGrant.active_scope_key == bindparam("active_key"))
+    .where(Subject.id == bindparam("subject_id"))
+)
+
+
+def _check_request(
+    session: Session, subject_id: int, req: GrantRequest, active_key: str
+) -> tuple[_Catalog, ConsentGrant | None]:
+    """Validate the request against the subject and the catalog; returns the catalog rows and the grant now
+    active for the scope, if any. One statement, unless the request names a dimension."""
+    params = {
+        "subject_id": subject_id,
+        "purpose": req.purpose,
+        "active_key": active_key,
+        "field": req.field,
+        "partner": req.partner,
+        "category": req.partner_category,
+    }
+    found: Any = session.execute(_CHECK_REQUEST, params).one_or_none()
+    if found is None or found[0] is not None:
         raise NotFound("no such data subject")
-    if session.get(Purpose, req.purpose) is None:
+    purpose, field, partner = _catalog_rows(found[1:])
+    category_known, existing = found[-2], found[-1]
+    if purpose is None:
         raise InvalidInput(f"unknown purpose {req.purpose!r}")
-    if req.field is not None:
-        catalog_field = session.scalar(select(Field).where(Field.key == req.field))
-        if catalog_field is None or catalog_field.status != "active":
-            raise InvalidInput(f"unknown field {req.field!r}")
-    if req.dimension is not None and session.get(Dimension, req.dimension) is None:
+    if req.field is not None and (field is None or field.status != "active"):
+        raise InvalidInput(f"unknown field {req.field!r}")
+    catalog = _catalog(session, purpose, field, req.dimension, partner)
+    if req.dimension is not None and catalog.dimension_label is None:
         raise InvalidInput(f"unknown dimension {req.dimension!r}")
-    if req.partner is not None:
-        partner = session.scalar(select(Partner).where(Partner.key == req.partner))
-        if partner is None or partner.status != "active":
-            raise InvalidInput(f"unknown partner {req.partner!r}")
-    if (
-        req.partner_category is not None
-        and session.scalar(select(Partner.id).where(Partner.category == req.partner_category).limit(1)) is None
-    ):
+    if req.partner is not None and (partner is None or partner.status != "active"):
+        raise InvalidInput(f"unknown partner {req.partner!r}")
+    if req.partner_category is not None and not category_known:
         raise InvalidInput(f"unknown partner category {req.partner_category!r}")
-    return scope
+    return catalog, existing
 
 
 # --- receipts -------------------------------------------------------------------------------------------
 def _receipt(
-    session: Session, row: ConsentGrant, events: Sequence[ConsentEvent], receipt_id: str, policy: ReceiptPolicy
+    row: ConsentGrant, events: Sequence[ReceiptEvent], receipt_id: str, policy: ReceiptPolicy, catalog: _Catalog
 ) -> dict[str, Any]:
-    purpose = session.get(Purpose, row.purpose_key)
-    if row.field_key is not None:
-        fields = list(session.scalars(select(Field).where(Field.key == row.field_key)))
-    else:
-        fields = list(
-            session.scalars(
-                select(Field)
-                .where(
-                    Field.dimension_key == row.dimension_key, Field.status == "active", Field.sensitivity != "sensitive"
-                )
-                .order_by(Field.key)
-            )
-        )
+    purpose, fields, partner = catalog.purpose, catalog.fields, catalog.partner
     if row.field_key is not None:
         f = fields[0]
         pii = [
             {"field": f.key, "label": f.label, "dimension": f.dimension_key, "sensitive": f.sensitivity == "sensitive"}
         ]
     else:
-        dim = session.get(Dimension, row.dimension_key)
         pii = [
             {
                 "dimension": row.dimension_key,
-                "label": dim.label if dim else row.dimension_key,
+                "label": catalog.dimension_label if catalog.dimension_label is not None else row.dimension_key,
                 "sensitive": False,
                 "fields": [f.key for f in fields],
             }
         ]
     if row.partner_key is not None:
-        partner = session.scalar(select(Partner).where(Partner.key == row.partner_key))
         recipients = [
             {
                 "partner": row.partner_key,
@@ -207,7 +350,7 @@ def _receipt(
         grant=to_domain(row),
         pii_principal_id=f"subject:{row.subject_id}",
         issued_at=events[-1].at,
-        events=[ReceiptEvent(EventKind(e.kind), e.at, e.valid_from, e.valid_until) for e in events],
+        events=events,
         purposes=[
             {
                 "purpose": row.purpose_key,
@@ -235,81 +378,85 @@ def _record_change(
     signer: Signer,
     actor: Principal | None,
     policy: ReceiptPolicy,
+    catalog: _Catalog | None = None,
+    prior: Sequence[ReceiptEvent] | None = None,
 ) -> str:
-    """Append the event, sign and store its receipt, write the audit entry; returns the receipt id."""
+    """Append the event, sign and store its receipt, write the audit entry and the consequences; returns the
+    receipt id. ``catalog`` and ``prior`` (the grant's events before this one) are read here unless given."""
+    if catalog is None or prior is None:
+        _, loaded_catalog, loaded_prior = _load_grant(session, row.id)
+        catalog = loaded_catalog if catalog is None else catalog
+        prior = loaded_prior if prior is None else prior
+    at = at.astimezone(UTC)  # as stored and read back: receipts show UTC times
     receipt_id = str(uuid.uuid4())
-    ev = ConsentEvent(
-        grant_id=row.id,
-        subject_id=row.subject_id,
-        kind=kind.value,
-        state=DPV_STATUS[kind],
-        at=at,
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        granularity=row.granularity,
-        actor=(actor or SYSTEM).actor,
-        receipt_id=receipt_id,
-    )
-    session.add(ev)
-    session.flush()
-    events = list(
-        session.scalars(select(ConsentEvent).where(ConsentEvent.grant_id == row.id).order_by(ConsentEvent.id))
-    )
-    signed = consent.sign_receipt(_receipt(session, row, events, receipt_id, policy), signer)
-    session.add(
-        ConsentReceipt(
-            id=receipt_id,
-            grant_id=row.id,
-            subject_id=row.subject_id,
-            kid=signer.kid,
-            body=consent.canonical_json(signed).decode(),
-            created_at=at,
-        )
-    )
-    record_event(
-        session,
-        actor=actor or SYSTEM,
-        action=f"consent.{kind.value}",
-        target=f"grant:{row.id}",
-        details={
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "grant_id": row.id,
             "subject_id": row.subject_id,
+            "kind": kind.value,
+            "state": DPV_STATUS[kind],
+            "at": at,
+            "valid_from": row.valid_from,
+            "valid_until": row.valid_until,
+            "granularity": row.granularity,
+            "actor": (actor or SYSTEM).actor,
             "receipt_id": receipt_id,
-            "purpose": row.purpose_key,
-            "field": row.field_key,
-            "dimension": row.dimension_key,
-            "partner": row.partner_key,
-            "partner_category": row.partner_category,
         },
     )
-    _consequences(session, row, kind, at, actor)
+    history = [*prior, ReceiptEvent(kind, at, row.valid_from, row.valid_until)]
+    signed = consent.sign_receipt(_receipt(row, history, receipt_id, policy, catalog), signer)
+    session.execute(
+        _INSERT_RECEIPT,
+        {
+            "id": receipt_id,
+            "grant_id": row.id,
+            "subject_id": row.subject_id,
+            "kid": signer.kid,
+            "body": consent.canonical_json(signed).decode(),
+            "created_at": at,
+        },
+    )
+    with audit_batch(session):  # this entry and the bonus's: one append
+        record_event(
+            session,
+            actor=actor or SYSTEM,
+            action=f"consent.{kind.value}",
+            target=f"grant:{row.id}",
+            details={
+                "subject_id": row.subject_id,
+                "receipt_id": receipt_id,
+                "purpose": row.purpose_key,
+                "field": row.field_key,
+                "dimension": row.dimension_key,
+                "partner": row.partner_key,
+                "partner_category": row.partner_category,
+            },
+        )
+        _consequences(session, row, kind, at, actor, catalog=catalog)
     session.flush()
     return receipt_id
 
 
-def _consequences(session: Session, row: ConsentGrant, kind: EventKind, at: datetime, actor: Principal | None) -> None:
+def _consequences(
+    session: Session, row: ConsentGrant, kind: EventKind, at: datetime, actor: Principal | None, *, catalog: _Catalog
+) -> None:
     """What a consent change sets off, in the same transaction: the one-time authorization bonus for each
     field a new grant covers, and the event for the partner the grant names."""
     if kind == EventKind.GRANTED:
-        if row.field_key is not None:
-            keys = [row.field_key]
-        else:  # a dimension grant covers its normal fields (never sensitive ones)
-            keys = list(
-                session.scalars(
-                    select(Field.key).where(
-                        Field.dimension_key == row.dimension_key,
-                        Field.status == "active",
-                        Field.sensitivity == "normal",
-                    )
-                )
+        # A dimension grant covers its normal fields (never sensitive ones).
+        covered = [f for f in catalog.fields if row.field_key is not None or f.sensitivity == "normal"]
+        for f in covered:
+            points.award_authorization_bonus(
+                session,
+                subject_id=row.subject_id,
+                field_key=f.key,
+                now=at,
+                actor=actor,
+                points=f.points_value,
+                label=f.label,
             )
-        for key in keys:
-            points.award_authorization_bonus(session, subject_id=row.subject_id, field_key=key, now=at, actor=actor)
-    partner_id = (
-        session.scalar(select(Partner.id).where(Partner.key == row.partner_key))
-        if row.partner_key is not None
-        else None
-    )
-    if partner_id is not None and kind != EventKind.RENEWED:
+    if catalog.partner is not None and kind != EventKind.RENEWED:
         events.emit(
             session,
             f"consent.{kind.value}",
@@ -321,7 +468,7 @@ def _consequences(session: Session, row: ConsentGrant, kind: EventKind, at: date
                 "partner_category": row.partner_category,
                 "valid_until": row.valid_until.isoformat() if row.valid_until else None,
             },
-            partner_id=partner_id,
+            partner_id=catalog.partner.id,
             now=at,
         )
 
@@ -338,6 +485,35 @@ def _latest_receipt_id(session: Session, grant_id: int) -> str:
 
 
 # --- changes --------------------------------------------------------------------------------------------
+_EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
+_RECEIPTS: Table = ConsentReceipt.__table__  # type: ignore[assignment]
+_INSERT_EVENT = insert(_EVENTS)
+_INSERT_RECEIPT = insert(_RECEIPTS)
+_GRANTS: Table = ConsentGrant.__table__  # type: ignore[assignment]
+_INSERT_ACTIVE = {
+    name: dialect_insert(_GRANTS)
+    .on_conflict_do_nothing(index_elements=[_GRANTS.c.active_scope_key])
+    .returning(_GRANTS.c.id)
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def _insert_active(session: Session, values: dict[str, Any]) -> ConsentGrant | None:
+    """Insert a grant unless another grant is active for its scope (then None). ON CONFLICT DO NOTHING on the
+    unique active key: a concurrent grant of the same scope makes this wait for the other transaction and
+    then yield to it, in one statement (no savepoint)."""
+    grant_id = session.execute(_INSERT_ACTIVE[session.get_bind().dialect.name], values).scalar()
+    if grant_id is None:
+        return None
+    # The row as stored (times in UTC, as they read back), put in the session as if it had been read: every
+    # column is known, so no second round trip.
+    stored = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in values.items()}
+    row = ConsentGrant(id=grant_id, withdrawn_at=None, **stored)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
 def grant(
     session: Session,
     *,
@@ -350,7 +526,9 @@ def grant(
 ) -> Change:
     """Grant consent for one scope. Repeating the same grant is a no-op returning the grant in force."""
     now = clock()
-    scope = _check_request(session, subject_id, request)
+    scope = _scope_of_request(request)
+    key = _active_key(subject_id, scope)
+    catalog, existing = _check_request(session, subject_id, request, key)
     try:
         terms = consent.new_grant(
             id=0,
@@ -363,43 +541,41 @@ def grant(
         )
     except consent.InvalidGrant as exc:
         raise InvalidInput(str(exc)) from None
-    key = _active_key(subject_id, scope)
 
-    existing = session.scalar(select(ConsentGrant).where(ConsentGrant.active_scope_key == key))
     if existing is not None and existing.valid_until is not None and existing.valid_until <= now:
-        _expire_row(session, existing, now, signer=signer, policy=policy)
+        _expire_row(session, existing, now, signer=signer, policy=policy, catalog=catalog)
         existing = None
     if existing is None:
-        row = ConsentGrant(
-            subject_id=subject_id,
-            scope_key=scope.key,
-            active_scope_key=key,
-            field_key=scope.field,
-            dimension_key=scope.dimension,
-            purpose_key=scope.purpose,
-            partner_key=scope.partner,
-            partner_category=scope.partner_category,
-            granularity=terms.granularity.value,
-            valid_from=terms.valid_from,
-            valid_until=terms.valid_until,
-            state=GrantState.ACTIVE.value,
-            version=1,
-            created_at=now,
-            updated_at=now,
+        row = _insert_active(
+            session,
+            {
+                "subject_id": subject_id,
+                "scope_key": scope.key,
+                "active_scope_key": key,
+                "field_key": scope.field,
+                "dimension_key": scope.dimension,
+                "purpose_key": scope.purpose,
+                "partner_key": scope.partner,
+                "partner_category": scope.partner_category,
+                "granularity": terms.granularity.value,
+                "valid_from": terms.valid_from,
+                "valid_until": terms.valid_until,
+                "state": GrantState.ACTIVE.value,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
-        try:
-            # A concurrent grant of the same scope makes this insert fail on the unique active key; the
-            # savepoint keeps the rest of the transaction usable so we can answer with the winner.
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
-        except IntegrityError:
-            existing = session.scalar(select(ConsentGrant).where(ConsentGrant.active_scope_key == key))
-            if existing is None:
-                raise Conflict("the grant changed concurrently; retry") from None
-        else:
-            rid = _record_change(session, row, EventKind.GRANTED, now, signer=signer, actor=actor, policy=policy)
+        if row is not None:
+            new = EventKind.GRANTED
+            rid = _record_change(
+                session, row, new, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=[]
+            )
             return Change(row, rid, changed=True)
+        # A concurrent grant of the same scope won: answer with it.
+        existing = session.scalar(select(ConsentGrant).where(ConsentGrant.active_scope_key == key))
+        if existing is None:
+            raise Conflict("the grant changed concurrently; retry")
     if existing.granularity != terms.granularity.value or existing.valid_until != terms.valid_until:
         raise Conflict(
             f"grant {existing.id} is already active for this scope with other terms; renew or withdraw it",
@@ -415,27 +591,49 @@ def get_owned(session: Session, *, subject_id: int, grant_id: int) -> ConsentGra
     return row
 
 
-def _transition(session: Session, row: ConsentGrant, values: dict[str, Any]) -> bool:
-    """Compare-and-set on (state active, version): the one writer that wins makes the change."""
-    result = session.execute(
-        update(ConsentGrant)
+@functools.cache
+def _transition_statement(columns: tuple[str, ...]) -> Update:
+    return (
+        update(_GRANTS)
         .where(
-            ConsentGrant.id == row.id,
-            ConsentGrant.state == GrantState.ACTIVE.value,
-            ConsentGrant.version == row.version,
+            _GRANTS.c.id == bindparam("b_id"),
+            _GRANTS.c.state == GrantState.ACTIVE.value,
+            _GRANTS.c.version == bindparam("b_version"),
         )
-        .values(version=row.version + 1, **values)
-        .execution_options(synchronize_session=False)
+        .values({c: bindparam(f"v_{c}", type_=_GRANTS.c[c].type) for c in columns})
     )
-    session.refresh(row)
-    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _transition(session: Session, row: ConsentGrant, values: dict[str, Any]) -> bool:
+    """Compare-and-set on (state active, version): the one writer that wins makes the change. The winner
+    knows the row's new values (nobody else changed it: the version matched), a loser reads them."""
+    new = {"version": row.version + 1, **values}
+    result = session.execute(
+        _transition_statement(tuple(sorted(new))),
+        {"b_id": row.id, "b_version": row.version, **{f"v_{k}": v for k, v in new.items()}},
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.refresh(row)
+        return False
+    for name, value in new.items():
+        set_committed_value(row, name, value.astimezone(UTC) if isinstance(value, datetime) else value)
+    return True
 
 
 def _expire_row(
-    session: Session, row: ConsentGrant, now: datetime, *, signer: Signer, policy: ReceiptPolicy
+    session: Session,
+    row: ConsentGrant,
+    now: datetime,
+    *,
+    signer: Signer,
+    policy: ReceiptPolicy,
+    catalog: _Catalog | None = None,
+    prior: Sequence[ReceiptEvent] | None = None,
 ) -> str | None:
     if _transition(session, row, {"state": GrantState.EXPIRED.value, "active_scope_key": None, "updated_at": now}):
-        return _record_change(session, row, EventKind.EXPIRED, now, signer=signer, actor=None, policy=policy)
+        return _record_change(
+            session, row, EventKind.EXPIRED, now, signer=signer, actor=None, policy=policy, catalog=catalog, prior=prior
+        )
     return None
 
 
@@ -451,9 +649,9 @@ def withdraw(
 ) -> Change:
     """Withdraw a grant, effective immediately. Withdrawing an ended grant is a no-op."""
     now = clock()
-    row = get_owned(session, subject_id=subject_id, grant_id=grant_id)
+    row, catalog, prior = _load_grant(session, grant_id, subject_id=subject_id)
     if row.state == GrantState.ACTIVE.value and row.valid_until is not None and row.valid_until <= now:
-        rid = _expire_row(session, row, now, signer=signer, policy=policy)
+        rid = _expire_row(session, row, now, signer=signer, policy=policy, catalog=catalog, prior=prior)
         return Change(row, rid or _latest_receipt_id(session, row.id), changed=rid is not None)
     if row.state != GrantState.ACTIVE.value:
         return Change(row, _latest_receipt_id(session, row.id), changed=False)
@@ -463,7 +661,9 @@ def withdraw(
         {"state": GrantState.WITHDRAWN.value, "withdrawn_at": now, "active_scope_key": None, "updated_at": now},
     ):
         return Change(row, _latest_receipt_id(session, row.id), changed=False)
-    rid = _record_change(session, row, EventKind.WITHDRAWN, now, signer=signer, actor=actor, policy=policy)
+    rid = _record_change(
+        session, row, EventKind.WITHDRAWN, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=prior
+    )
     return Change(row, rid, changed=True)
 
 
@@ -480,7 +680,7 @@ def renew(
 ) -> Change:
     """Move the end of a running grant's window (``None``: until withdrawn)."""
     now = clock()
-    row = get_owned(session, subject_id=subject_id, grant_id=grant_id)
+    row, catalog, prior = _load_grant(session, grant_id, subject_id=subject_id)
     if current_state(row, now) != GrantState.ACTIVE.value:
         raise Conflict("only a running grant can be renewed; grant consent again instead")
     try:
@@ -491,7 +691,9 @@ def renew(
         return Change(row, _latest_receipt_id(session, row.id), changed=False)
     if not _transition(session, row, {"valid_until": renewed.valid_until, "updated_at": now}):
         raise Conflict("the grant changed concurrently; retry")
-    rid = _record_change(session, row, EventKind.RENEWED, now, signer=signer, actor=actor, policy=policy)
+    rid = _record_change(
+        session, row, EventKind.RENEWED, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=prior
+    )
     return Change(row, rid, changed=True)
 
 
@@ -588,7 +790,8 @@ def matrix(session: Session, *, subject_id: int, clock: Clock = utcnow) -> dict[
             for f in fields
         ],
         "purposes": [
-            {"key": p.key, "label": p.label, "description": p.description, "dpv_term": p.dpv_term} for p in purposes
+            {"key": p.key, "label": p.label, "description": p.description, "dpv_term": p.dpv_term, "i18n": p.i18n}
+            for p in purposes
         ],
         "partners": [{"key": p.key, "name": p.name, "category": p.category} for p in partners],
         "grants": rows,
@@ -617,24 +820,26 @@ def load_grant_table(
     targets = tuple([f"f:{k}" for k in field_keys] + [f"d:{d}" for d in dimensions])
     if len(targets) >= 1 << (_CODE_BITS - 3):
         raise InvalidInput("too many fields in one evaluation")
-    target = case(
-        *[(ConsentGrant.field_key == k, i) for i, k in enumerate(field_keys)],
-        *[(ConsentGrant.dimension_key == d, len(field_keys) + i) for i, d in enumerate(dimensions)],
-    )
-    recipient = case((ConsentGrant.partner_key == partner.key, 0), else_=1)
-    level = case(*[(ConsentGrant.granularity == g.value, g.level) for g in Granularity])
-    packed = (ConsentGrant.subject_id.cast(BigInteger) * (1 << _CODE_BITS)) + target * 8 + recipient * 4 + level
-    stmt = select(packed).where(
-        ConsentGrant.purpose_key == purpose,
-        or_(ConsentGrant.partner_key == partner.key, ConsentGrant.partner_category == partner.category),
-        or_(ConsentGrant.field_key.in_(field_keys), ConsentGrant.dimension_key.in_(dimensions)),
-        ConsentGrant.valid_from <= at,
-        or_(ConsentGrant.valid_until.is_(None), ConsentGrant.valid_until > at),
-        or_(ConsentGrant.withdrawn_at.is_(None), ConsentGrant.withdrawn_at > at),
-    )
-    result = session.connection().execute(stmt)  # Core execution: a CursorResult
-    rows = result.cursor.fetchall()  # plain DB-API tuples: no per-row Row objects
-    result.close()
+    rows: Sequence[Any] = []
+    if targets:  # no field asked for: no grant can matter (and CASE needs at least one branch)
+        target = case(
+            *[(ConsentGrant.field_key == k, i) for i, k in enumerate(field_keys)],
+            *[(ConsentGrant.dimension_key == d, len(field_keys) + i) for i, d in enumerate(dimensions)],
+        )
+        recipient = case((ConsentGrant.partner_key == partner.key, 0), else_=1)
+        level = case(*[(ConsentGrant.granularity == g.value, g.level) for g in Granularity])
+        packed = (ConsentGrant.subject_id.cast(BigInteger) * (1 << _CODE_BITS)) + target * 8 + recipient * 4 + level
+        stmt = select(packed).where(
+            ConsentGrant.purpose_key == purpose,
+            or_(ConsentGrant.partner_key == partner.key, ConsentGrant.partner_category == partner.category),
+            or_(ConsentGrant.field_key.in_(field_keys), ConsentGrant.dimension_key.in_(dimensions)),
+            ConsentGrant.valid_from <= at,
+            or_(ConsentGrant.valid_until.is_(None), ConsentGrant.valid_until > at),
+            or_(ConsentGrant.withdrawn_at.is_(None), ConsentGrant.withdrawn_at > at),
+        )
+        result = session.connection().execute(stmt)  # Core execution: a CursorResult
+        rows = result.cursor.fetchall()  # plain DB-API tuples: no per-row Row objects
+        result.close()
     codes = np.array(rows, dtype=np.int64).reshape(-1) if rows else np.zeros(0, np.int64)
     del rows
     low = codes & ((1 << _CODE_BITS) - 1)

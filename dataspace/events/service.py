@@ -23,7 +23,7 @@ import httpx
 import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database, utcnow
@@ -49,23 +49,29 @@ def emit(
     version: int = 1,
     now: datetime | None = None,
 ) -> str:
-    """Validate ``data`` against the event contract and add it to the outbox (caller's transaction)."""
+    """Validate ``data`` against the event contract and write it to the outbox (caller's transaction)."""
     model = CONTRACTS.get((event_type, version))
     if model is None:
         raise ValueError(f"no event contract {event_type} v{version}")
     payload = data if isinstance(data, Payload) else model.model_validate(dict(data))
     event_id = str(uuid.uuid4())
-    session.add(
-        OutboxEvent(
-            event_id=event_id,
-            type=event_type,
-            version=version,
-            partner_id=partner_id,
-            data=payload.model_dump(mode="json"),
-            occurred_at=now or utcnow(),
-        )
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "event_id": event_id,
+            "type": event_type,
+            "version": version,
+            "partner_id": partner_id,
+            "data": payload.model_dump(mode="json"),
+            "occurred_at": now or utcnow(),
+            "fanned_out_at": None,
+        },
     )
     return event_id
+
+
+# One INSERT, built once: every consent change emits an event.
+_INSERT_EVENT = insert(OutboxEvent.__table__)  # type: ignore[arg-type]
 
 
 def envelope(event: OutboxEvent) -> dict[str, Any]:
@@ -194,27 +200,49 @@ def verify_signature(
 
 # --- dispatching ------------------------------------------------------------------------------------
 def fan_out(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
-    """Create one delivery per (committed event, matching active subscription of its partner)."""
+    """Create one delivery per (committed event, matching active subscription of its partner).
+
+    Set-based, as every consent change emits an event: one read of the batch, one of the subscriptions of
+    its partners, one insert, one update. On PostgreSQL the batch's rows are locked and locked ones skipped,
+    so the dispatchers of several replicas take different events instead of racing on the same ones.
+    """
     now = now or utcnow()
-    events = list(
-        session.scalars(
-            select(OutboxEvent).where(OutboxEvent.fanned_out_at.is_(None)).order_by(OutboxEvent.id).limit(limit)
-        )
+    stmt = (
+        select(OutboxEvent.id, OutboxEvent.partner_id, OutboxEvent.type)
+        .where(OutboxEvent.fanned_out_at.is_(None))
+        .order_by(OutboxEvent.id)
+        .limit(limit)
     )
-    created = 0
-    for event in events:
-        if event.partner_id is not None:
-            subs = session.scalars(
-                select(WebhookSubscription).where(
-                    WebhookSubscription.partner_id == event.partner_id, WebhookSubscription.active.is_(True)
-                )
-            )
-            for sub in subs:
-                if event.type in sub.event_types:
-                    session.add(WebhookDelivery(event_id=event.id, subscription_id=sub.id, next_attempt_at=now))
-                    created += 1
-        event.fanned_out_at = now
-    return created
+    if session.get_bind().dialect.name != "sqlite":
+        stmt = stmt.with_for_update(skip_locked=True)
+    batch = session.execute(stmt).all()
+    if not batch:
+        return 0
+    subscriptions: dict[int, list[tuple[int, list[str]]]] = {}
+    partner_ids = sorted({partner_id for _, partner_id, _ in batch if partner_id is not None})
+    if partner_ids:
+        for sub_id, partner_id, types in session.execute(
+            select(WebhookSubscription.id, WebhookSubscription.partner_id, WebhookSubscription.event_types)
+            .where(WebhookSubscription.partner_id.in_(partner_ids), WebhookSubscription.active.is_(True))
+            .order_by(WebhookSubscription.id)
+        ):
+            subscriptions.setdefault(partner_id, []).append((sub_id, types))
+    deliveries = [
+        {"event_id": event_id, "subscription_id": sub_id, "status": "pending", "attempts": 0, "next_attempt_at": now}
+        for event_id, partner_id, event_type in batch
+        if partner_id is not None
+        for sub_id, types in subscriptions.get(partner_id, ())
+        if event_type in types
+    ]
+    if deliveries:
+        session.execute(insert(WebhookDelivery), deliveries)
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_([event_id for event_id, _, _ in batch]))
+        .values(fanned_out_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return len(deliveries)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,33 @@ _POSTINGS: Table = PointsPosting.__table__  # type: ignore[assignment]
 _LOTS: Table = PointsLot.__table__  # type: ignore[assignment]
 
 
+# Statements run on every earning, built once (building one costs about as much CPU as running it).
+_ACCOUNT_BY_CODE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.code == bindparam("code"))
+_LOCK_CUSTOMER = (
+    select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.subject_id == bindparam("subject_id")).with_for_update(key_share=True)
+)
+_TX_BY_KEY = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.idempotency_key == bindparam("key"))
+_INSERT_TX_ONCE = {
+    name: dialect_insert(_TRANSACTIONS)
+    .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
+    .returning(_TRANSACTIONS.c.id)
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_INSERT_POSTINGS = insert(_POSTINGS)
+_INSERT_LOT = insert(_LOTS)
+_DELTA = bindparam("b_delta", type_=_ACCOUNTS.c.balance.type)
+_CREDIT = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("b_id"))
+    .values(
+        balance=_ACCOUNTS.c.balance + _DELTA,
+        lifetime_earned=_ACCOUNTS.c.lifetime_earned + bindparam("b_earned", type_=_ACCOUNTS.c.lifetime_earned.type),
+        version=_ACCOUNTS.c.version + 1,
+    )
+)
+_DEBIT = _CREDIT.where(_ACCOUNTS.c.balance >= -_DELTA)  # a debit never overdraws
+
+
 class UnbalancedTransactionError(AssertionError):
     """A transaction whose postings do not sum to zero: a programming error, never a user error."""
 
@@ -105,10 +132,10 @@ def _insert_ignore(session: Session, rows: list[dict[str, object]]) -> None:
 def _system_account(session: Session, code: str) -> int:
     cache: dict[str, int] = session.info.setdefault("points_system_accounts", {})
     if code not in cache:
-        acc_id = session.scalar(select(PointsAccount.id).where(PointsAccount.code == code))
+        acc_id = session.execute(_ACCOUNT_BY_CODE, {"code": code}).scalar()
         if acc_id is None:
             _insert_ignore(session, [_account_row(code=code, kind=code, subject_id=None)])
-            acc_id = session.scalar(select(PointsAccount.id).where(PointsAccount.code == code))
+            acc_id = session.execute(_ACCOUNT_BY_CODE, {"code": code}).scalar()
         assert acc_id is not None
         cache[code] = acc_id
     return cache[code]
@@ -153,9 +180,7 @@ def _lock_customer_id(session: Session, subject_id: int) -> int:
     """Lock one customer's account and return its id: one statement when the account exists (the usual case).
 
     Only for a caller that holds no other points lock yet, so taking this one first keeps the lock order."""
-    account_id = session.execute(
-        select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.subject_id == subject_id).with_for_update(key_share=True)
-    ).scalar()
+    account_id = session.execute(_LOCK_CUSTOMER, {"subject_id": subject_id}).scalar()
     return int(account_id) if account_id is not None else _lock_customer(session, subject_id).id
 
 
@@ -200,18 +225,9 @@ def _record(
 
 def _move_customer(session: Session, account_id: int, delta: int, *, earned: int = 0) -> None:
     """Apply a delta to a locked customer account; a debit is conditional so it can never overdraw."""
-    stmt = (
-        update(_ACCOUNTS)
-        .where(_ACCOUNTS.c.id == account_id)
-        .values(
-            balance=_ACCOUNTS.c.balance + delta,
-            lifetime_earned=_ACCOUNTS.c.lifetime_earned + earned,
-            version=_ACCOUNTS.c.version + 1,
-        )
-    )
-    if delta < 0:
-        stmt = stmt.where(_ACCOUNTS.c.balance >= -delta)
-    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+    stmt = _DEBIT if delta < 0 else _CREDIT
+    params = {"b_id": account_id, "b_delta": delta, "b_earned": earned}
+    if session.execute(stmt, params).rowcount != 1:  # type: ignore[attr-defined]
         raise InsufficientFunds("Your points balance is too low for this.")
 
 
@@ -233,7 +249,7 @@ def _balance(session: Session, account_id: int) -> int:
 
 
 def _tx_exists(session: Session, key: str) -> bool:
-    return session.scalar(select(PointsTransaction.id).where(PointsTransaction.idempotency_key == key)) is not None
+    return session.execute(_TX_BY_KEY, {"key": key}).scalar() is not None
 
 
 # --- earning -----------------------------------------------------------------------------------------
@@ -294,39 +310,36 @@ def _credit_once(
 
     The transaction row is inserted first with ON CONFLICT DO NOTHING: that one statement is both the
     idempotency check and the insert."""
-    ins = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     tx_id = session.execute(
-        ins(_TRANSACTIONS)
-        .values(
-            kind=kind,
-            idempotency_key=key,
-            request_hash=None,
-            reason=reason,
-            reference=reference,
-            corrects_id=None,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
-        .returning(_TRANSACTIONS.c.id)
+        _INSERT_TX_ONCE[session.get_bind().dialect.name],
+        {
+            "kind": kind,
+            "idempotency_key": key,
+            "request_hash": None,
+            "reason": reason,
+            "reference": reference,
+            "corrects_id": None,
+            "created_at": now,
+        },
     ).scalar()
     if tx_id is None:
         return False
     legs = [(_system_account(session, ISSUANCE), -points), (account_id, points)]
     _check_balanced(kind, legs)
     session.execute(
-        insert(_POSTINGS).values(
-            [{"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now} for a, amount in legs]
-        )
+        _INSERT_POSTINGS,
+        [{"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now} for a, amount in legs],
     )
     session.execute(
-        insert(_LOTS).values(
-            account_id=account_id,
-            transaction_id=tx_id,
-            amount=points,
-            remaining=points,
-            earned_at=now,
-            expires_at=now + valid_for if valid_for else None,
-        )
+        _INSERT_LOT,
+        {
+            "account_id": account_id,
+            "transaction_id": tx_id,
+            "amount": points,
+            "remaining": points,
+            "earned_at": now,
+            "expires_at": now + valid_for if valid_for else None,
+        },
     )
     _move_customer(session, account_id, points, earned=points)
     return True
@@ -407,18 +420,21 @@ def award_authorization_bonus(
     points: int | None = None,
     valid_for: timedelta | None = DEFAULT_VALIDITY,
     actor: Principal | None = None,
-    field: Field | None = None,
+    label: str | None = None,
 ) -> int:
     """Credit the one-time bonus for authorizing a high-value field; returns the points credited.
 
     Returns 0 when the subject already earned it for this field (so withdrawing and granting again never
     earns twice) or when the field is not worth points. ``points`` defaults to the catalog's ``points_value``.
-    ``field`` is the catalog row of ``field_key`` when the caller has loaded it already (else it is read).
+    A caller that has read the field already passes its ``points_value`` and ``label`` (the catalog is then
+    not read again).
     """
-    if field is None or field.key != field_key:
+    if points is None or label is None:
         field = session.scalars(select(Field).where(Field.key == field_key)).first()
-    if points is None:
-        points = field.points_value if field is not None else 0
+        if points is None:
+            points = field.points_value if field is not None else 0
+        if label is None:
+            label = field.label if field is not None else field_key
     if points < 0:
         raise InvalidInput("points must not be negative")
     if points == 0:
@@ -429,7 +445,6 @@ def award_authorization_bonus(
     if _tx_exists(session, key):
         return 0
     account_id = _lock_customer_id(session, subject_id)
-    label = field.label if field is not None else field_key
     if not _credit_once(
         session,
         account_id,

@@ -115,3 +115,12 @@ def test_a_value_the_database_cannot_store_is_a_422_problem(ctx):
         )
 
     _is_problem(TestClient(app, raise_server_exceptions=False).get("/test-only/overflow"), 422)
+
+
+def test_consent_stats_for_an_unknown_field_is_an_empty_answer(ctx, client):
+    """``field=<unknown>`` left no field to evaluate; the bulk loader then built a CASE without branches."""
+    load_demo_catalog(ctx)
+    steward = bearer(issue_token(ctx, "steward"))
+    r = client.get("/v1/consents/stats", params={"field": "no_such_field"}, headers=steward)
+    assert r.status_code == 200, r.text
+    assert r.json()["series"] == []

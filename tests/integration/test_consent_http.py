@@ -48,6 +48,8 @@ def test_toggle_history_receipts_and_matrix(client, ctx):
 
     m = client.get("/v1/me/consents", headers=me).json()
     assert {f["key"]: f["points_value"] for f in m["fields"]}["age"] == 50
+    purposes = {p["key"]: p for p in m["purposes"]}
+    assert purposes["insurance_offer"]["i18n"]["zh-CN"]["label"] == "个性化保险推荐"  # the portal's language switch
     assert [c for c in m["cells"] if c["permitted"]] == [
         {
             "field": "age",

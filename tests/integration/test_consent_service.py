@@ -333,3 +333,47 @@ def test_receipts_do_not_verify_under_another_key(world):
         body = svc.get_receipt(s, subject_id=sid, receipt_id=g.receipt_id).body
     with pytest.raises(InvalidReceipt):
         verify_receipt(body.replace("ConsentGiven", "ConsentWithdrawn"), public_keys(world))
+
+
+def test_what_a_change_returns_and_signs_is_what_is_stored(world):
+    """A change writes with plain INSERTs and does not read its rows back: the grant it returns and the history
+    its receipt signs must still be exactly what the database holds (times in UTC whatever the clock's zone)."""
+    from datetime import timezone
+
+    from consent.receipts import iso
+
+    sid = make_subject(world)
+    clock = Clock()
+    clock.now = clock.now.astimezone(timezone(timedelta(hours=8)))
+    granted = do_grant(world, sid, clock=clock, valid_until=clock.now + timedelta(days=3)).grant
+    clock.advance(minutes=1)
+    with world.db.transaction() as s:
+        svc.renew(
+            s,
+            subject_id=sid,
+            grant_id=granted.id,
+            valid_until=clock.now + timedelta(days=5),
+            signer=world.keys.signing_key,
+            clock=clock,
+        )
+    clock.advance(minutes=1)
+    withdrawn = do_withdraw(world, sid, granted.id, clock=clock)
+    with world.db.session() as s:
+        stored = s.get(ConsentGrant, granted.id)
+        events = list(
+            s.scalars(select(ConsentEvent).where(ConsentEvent.grant_id == granted.id).order_by(ConsentEvent.id))
+        )
+        body = svc.get_receipt(s, subject_id=sid, receipt_id=withdrawn.receipt_id).body
+    assert stored is not None
+    for name in ("id", "state", "version", "valid_from", "valid_until", "withdrawn_at", "created_at", "updated_at"):
+        assert getattr(withdrawn.grant, name) == getattr(stored, name), name
+    for when in (granted.created_at, granted.valid_from, withdrawn.grant.updated_at, withdrawn.grant.withdrawn_at):
+        assert when is not None
+        assert when.utcoffset() == timedelta(0)
+    assert withdrawn.grant.active_scope_key is None
+    receipt = verify_receipt(body, public_keys(world))
+    assert [(e["event"], e["time"]) for e in receipt["events"]] == [(e.kind, iso(e.at)) for e in events]
+    assert [e["validity"]["until"] for e in receipt["events"]] == [iso(e.valid_until) for e in events]
+    assert [e.kind for e in events] == ["granted", "renewed", "withdrawn"]
+    assert receipt["issued_at"] == iso(events[-1].at)
+    assert receipt["issued_at"].endswith("Z")

@@ -8,7 +8,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from dataspace.db import utcnow
 from dataspace.events import service
@@ -176,3 +176,32 @@ def test_unknown_event_types_and_other_partners_deliveries_are_refused(ctx):
         )
     with ctx.db.transaction() as s, pytest.raises(NotFound):
         service.unsubscribe(s, partner_id=b.id, subscription_id=sub.id)
+
+
+def test_dispatchers_of_two_replicas_fan_out_different_events(ctx, backend):
+    """Each replica runs a dispatcher: one that is fanning out a batch holds its events, another skips them
+    (no duplicate deliveries, no waiting), and every event is fanned out exactly once."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: dispatchers cannot overlap")
+    partner = make_partner(ctx)
+    with ctx.db.transaction() as s:
+        service.subscribe(
+            s, partner_id=partner.id, url="http://127.0.0.1:1/x", event_types=["job.completed"], allow_private=True
+        )
+        first = [_job_event(s, partner.id, job_id=i) for i in range(3)]
+        _job_event(s, None, job_id=99)  # an event for no partner: marked, never delivered
+    with ctx.db.transaction() as a:
+        assert service.fan_out(a) == 3  # holds the four events until it commits
+        with ctx.db.transaction() as s:
+            later = _job_event(s, partner.id, job_id=3)
+        with ctx.db.transaction() as b:
+            b.execute(text("SET LOCAL lock_timeout = '5s'"))  # a dispatcher that waited on ``a`` fails, not hangs
+            assert service.fan_out(b) == 1  # only the event ``a`` does not hold
+    with ctx.db.transaction() as c:
+        assert service.fan_out(c) == 0
+    with ctx.db.session() as s:
+        delivered = s.scalars(
+            select(OutboxEvent.event_id).join(WebhookDelivery, WebhookDelivery.event_id == OutboxEvent.id)
+        ).all()
+        assert sorted(delivered) == sorted([*first, later])
+        assert s.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.fanned_out_at.is_(None))) == 0

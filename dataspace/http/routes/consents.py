@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
@@ -59,13 +60,7 @@ def my_matrix(
     return service.matrix(session, subject_id=_subject(principal))
 
 
-@router.post("/v1/me/consents", response_model=ChangeRead)
-def grant_consent(
-    body: GrantCreate,
-    response: Response,
-    principal: Principal = Depends(authorize("me.consents", "write")),
-    ctx: Context = Depends(get_context),
-) -> ChangeRead:
+def _grant(ctx: Context, principal: Principal, body: GrantCreate) -> ChangeRead:
     # Commit inside the handler: the receipt the customer gets is durable before the response leaves.
     with ctx.db.transaction() as session:
         change = service.grant(
@@ -75,8 +70,20 @@ def grant_consent(
             signer=ctx.keys.signing_key,
             actor=principal,
         )
-        out = _change(change)
-    response.status_code = status.HTTP_201_CREATED if change.changed else status.HTTP_200_OK
+        return _change(change)
+
+
+# The consent changes are async routes that run their (blocking) transaction on one worker thread: a plain
+# ``def`` route would also hop to a worker thread to validate its response.
+@router.post("/v1/me/consents", response_model=ChangeRead)
+async def grant_consent(
+    body: GrantCreate,
+    response: Response,
+    principal: Principal = Depends(authorize("me.consents", "write")),
+    ctx: Context = Depends(get_context),
+) -> ChangeRead:
+    out = await run_in_threadpool(_grant, ctx, principal, body)
+    response.status_code = status.HTTP_201_CREATED if out.changed else status.HTTP_200_OK
     return out
 
 
@@ -91,12 +98,7 @@ def my_history(
     return [EventRead.model_validate(r) for r in rows]
 
 
-@router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
-def withdraw_consent(
-    grant_id: Id,
-    principal: Principal = Depends(authorize("me.consents", "write")),
-    ctx: Context = Depends(get_context),
-) -> ChangeRead:
+def _withdraw(ctx: Context, principal: Principal, grant_id: int) -> ChangeRead:
     with ctx.db.transaction() as session:
         change = service.withdraw(
             session, subject_id=_subject(principal), grant_id=grant_id, signer=ctx.keys.signing_key, actor=principal
@@ -104,13 +106,16 @@ def withdraw_consent(
         return _change(change)
 
 
-@router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
-def renew_consent(
+@router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
+async def withdraw_consent(
     grant_id: Id,
-    body: GrantRenew,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
+    return await run_in_threadpool(_withdraw, ctx, principal, grant_id)
+
+
+def _renew(ctx: Context, principal: Principal, grant_id: int, body: GrantRenew) -> ChangeRead:
     with ctx.db.transaction() as session:
         change = service.renew(
             session,
@@ -121,6 +126,16 @@ def renew_consent(
             actor=principal,
         )
         return _change(change)
+
+
+@router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
+async def renew_consent(
+    grant_id: Id,
+    body: GrantRenew,
+    principal: Principal = Depends(authorize("me.consents", "write")),
+    ctx: Context = Depends(get_context),
+) -> ChangeRead:
+    return await run_in_threadpool(_renew, ctx, principal, grant_id, body)
 
 
 def _receipt_doc(session: Session, principal: Principal, receipt_id: str) -> dict[str, Any]:
