@@ -14,24 +14,23 @@ ANALYZE of the bulk-written tables (what autovacuum does to a live database); th
 as ``bench/jobs.py`` does, a contract (proposed, approved), the ONNX model (uploaded, its signature checked
 in the sandbox) and the job (queued).
 
-Run: ``--workers`` real ``dataspace worker`` processes on a broker queue of this run's own, with the key
-file and the settings in their environment. This process plays the API replica: its outbox sweep
-(``JobQueue.dispatch``, every second, as the server's background task does) sends the "plan" message; a
-worker plans the job (consent once, quantile cut points, shards of ``--shard-subjects``) and sends one
-"run_shard" message per shard; the workers run the shards, and whichever stores the last one finishes the
-job, then credits the usage points. The run ends when the job is final (with ``--points``: and its points
-are credited), or at ``--timeout``; then the workers are stopped (a credit still running is cut short, as
-by a crash; in a ``--keep`` database the rest is abandoned) and the queue is deleted.
+Run: ``--workers`` real ``dataspace worker`` processes on a broker queue of this run's own, with the key file
+and the settings in their environment. This process plays the API replica: its outbox sweep
+(``JobQueue.dispatch``, every second, as the server's background task does) sends the "plan" message; a worker
+plans the job (consent once, quantile cut points, shards of ``--shard-subjects``) and sends one "run_shard"
+message per shard; the workers run the shards, each credits the usage points of the shard it stored, and
+whichever stores the last one finishes the job. The run ends when the job is final (with ``--points``: and its
+points are credited), or at ``--timeout``; then the workers are stopped (a credit still running is cut short,
+as by a crash; in a ``--keep`` database the rest is abandoned) and the queue is deleted.
 
-Prints the set-up time, the plan time, each shard's time (min / median / max; the storing transaction
-apart) and worker (from the workers' JSON logs, kept under ``--dir``), the job end to end (dispatch to
-``succeeded``), subjects/s, decisions and ledger entries stored, the workers' peak RSS (VmHWM polled from
-/proc for each worker and its children: the decrypt pool and the sandbox; a very short-lived child may
-peak between two polls) and the database size. Exits 1 unless the job and every shard succeeded, the
-shards partition the eligible subjects, every eligible subject was decided once except the rows
-k-anonymity suppressed (``--k 1`` suppresses none: then decisions == eligible exactly), and there is one
-ledger entry per decision.
-"""
+Prints the set-up time, the plan time, each shard's time (min / median / max; the storing transaction and the
+shard's points apart) and worker (from the workers' JSON logs, kept under ``--dir``), the job end to end
+(dispatch to ``succeeded``), subjects/s, decisions and ledger entries stored, the workers' peak RSS (VmHWM
+polled from /proc for each worker and its children: the decrypt pool and the sandbox; a very short-lived child
+may peak between two polls) and the database size. Exits 1 unless the job and every shard succeeded, the
+shards partition the eligible subjects, every eligible subject was decided once except the rows k-anonymity
+suppressed (``--k 1`` suppresses none: then decisions == eligible exactly), and there is one ledger entry per
+decision."""
 
 from __future__ import annotations
 
@@ -420,8 +419,8 @@ def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> boo
         if rec["msg"] == "shard done" and rec.get("status") == "succeeded":
             ran_by.setdefault(int(str(rec["shard"])), []).append(i)
             done_at.setdefault(int(str(rec["shard"])), datetime.fromisoformat(str(rec["ts"])))
-    # A shard's finished_at is stamped when its storing transaction begins. The finishing worker logs its
-    # last shard only after crediting the points, but finish_job stamps the job right after that store.
+    # A shard's finished_at is stamped when its storing transaction begins; its worker logs "shard done" after
+    # crediting the shard's points and finishing the job (which stamps the job).
     ends: dict[int, datetime | None] = {}
     for sh in shards:
         known = [t for t in (done_at.get(sh.index), job.finished_at if job.status == "succeeded" else None) if t]
@@ -444,11 +443,12 @@ def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> boo
     waits = [_seconds(sh.dispatched_at, sh.started_at) for sh in shards if sh.dispatched_at and sh.started_at]
     if spans:
         print(
-            f"  per shard (claim -> stored): min {min(spans):.2f} s, median {statistics.median(spans):.2f} s, "
-            f"max {max(spans):.2f} s; sum {sum(spans):.1f} s over {args.workers} workers"
+            f"  per shard (claim -> stored, points credited): min {min(spans):.2f} s, "
+            f"median {statistics.median(spans):.2f} s, max {max(spans):.2f} s; "
+            f"sum {sum(spans):.1f} s over {args.workers} workers"
         )
         print(
-            f"    of which the storing transaction (re-check, decisions, ledger): median "
+            f"    of which storing (re-check, decisions, ledger) + crediting the shard's points: median "
             f"{statistics.median(stores):.2f} s, max {max(stores):.2f} s"
         )
     if waits:
