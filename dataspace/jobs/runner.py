@@ -366,6 +366,16 @@ def decision_rows(
     return rows, np.zeros(n, dtype=np.int64), [None]
 
 
+def feature_fields(specs: Sequence[Any]) -> list[str]:
+    """The catalog fields features read (each once, in feature order)."""
+    return list(dict.fromkeys(s.field for s in specs))
+
+
+def contract_fields(contract: Contract) -> list[str]:
+    """The catalog fields a contract's features read."""
+    return feature_fields(parse_features(contract.features))
+
+
 def store_decisions(
     session: Session,
     *,
@@ -373,17 +383,29 @@ def store_decisions(
     schema: DecisionSchema,
     partner_key: str,
     purpose_key: str,
-    fields: list[str],
+    specs: list[Any],
+    evaluated_at: datetime,
     subject_ids: npt.NDArray[np.int64],
-    keep: npt.NDArray[np.bool_],
     decision_column: pa.ChunkedArray | pa.Array,
     at: datetime,
     timings: dict[str, float] | None = None,
-) -> tuple[npt.NDArray[np.int64], int]:
-    """Store the decisions of the subjects still consenting (``keep``) and one usage-ledger entry per
-    subject (naming every field read), in the caller's transaction; returns the stored subject ids and the ledger count.
-    Used by the single-process runner and by each shard."""
+) -> tuple[npt.NDArray[np.int64], dict[str, int]]:
+    """Check consent again at ``at`` (whoever withdrew since ``evaluated_at`` is dropped), then store the
+    decisions of the subjects still consenting and one usage-ledger entry per subject (naming every field
+    read), in the caller's transaction. Returns the stored subject ids and the storing stats (decisions,
+    dropped_withdrawn, ledger_entries). Used by the single-process runner and by each shard."""
     timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    keep = still_eligible(
+        session,
+        partner_key=partner_key,
+        purpose_key=purpose_key,
+        specs=specs,
+        since=evaluated_at,
+        at=at,
+        subjects=subject_ids,
+    )
+    timings["recheck"] = time.perf_counter() - t0
     kept_ids = subject_ids[keep]
     order = np.argsort(kept_ids, kind="stable")
     kept_ids = kept_ids[order]
@@ -401,14 +423,19 @@ def store_decisions(
         job_id=str(job_id),
         partner=partner_key,
         purpose=purpose_key,
-        fields=fields,
+        fields=feature_fields(specs),
         subject_ids=kept_ids,
         decision_codes=codes,
         decision_texts=texts,
         at=at,
     )
     timings["store_ledger"] = time.perf_counter() - t0
-    return kept_ids, ledger
+    stats = {
+        "decisions": int(kept_ids.size),
+        "dropped_withdrawn": int(subject_ids.size - kept_ids.size),
+        "ledger_entries": ledger,
+    }
+    return kept_ids, stats
 
 
 def _store(
@@ -422,7 +449,7 @@ def _store(
     timings: dict[str, float],
     evaluated_at: datetime,
 ) -> RunResult:
-    fields = list(dict.fromkeys(s.field for s in specs))
+    fields = feature_fields(specs)
     with ctx.db.transaction() as session:
         job = session.scalar(select(Job).where(Job.id == claimed.job_id).with_for_update())
         assert job is not None
@@ -434,36 +461,20 @@ def _store(
         contracts.require_usable(contract, now)  # revoked or expired while running: store nothing
 
         # Consent again, now, inside the storing transaction: whoever withdrew meanwhile is dropped.
-        t0 = time.perf_counter()
-        keep = still_eligible(
-            session,
-            partner_key=claimed.partner_key,
-            purpose_key=claimed.purpose_key,
-            specs=specs,
-            since=evaluated_at,
-            at=now,
-            subjects=subject_ids,
-        )
-        timings["recheck"] = time.perf_counter() - t0
-        kept_ids, ledger = store_decisions(
+        kept_ids, stored = store_decisions(
             session,
             job_id=job.id,
             schema=claimed.schema,
             partner_key=claimed.partner_key,
             purpose_key=claimed.purpose_key,
-            fields=fields,
+            specs=specs,
+            evaluated_at=evaluated_at,
             subject_ids=subject_ids,
-            keep=keep,
             decision_column=decision_column,
             at=now,
             timings=timings,
         )
-        stats = {
-            **stats,
-            "decisions": int(kept_ids.size),
-            "dropped_withdrawn": int(subject_ids.size - kept_ids.size),
-            "ledger_entries": ledger,
-        }
+        stats = {**stats, **stored}
         job.status = "succeeded"
         job.finished_at = now
         job.heartbeat_at = now
@@ -485,11 +496,6 @@ def _store(
         )
         job_completed(session, job)
         return RunResult(job.id, "succeeded", None, stats)
-
-
-def contract_fields(contract: Contract) -> list[str]:
-    """The catalog fields a contract's features read (each once, in contract order)."""
-    return list(dict.fromkeys(s.field for s in parse_features(contract.features)))
 
 
 def credit_subjects(ctx: Context, job_id: int, fields: list[str], subject_ids: Sequence[int]) -> int:

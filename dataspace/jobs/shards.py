@@ -44,7 +44,7 @@ from dataspace.db import utcnow
 from dataspace.emission import emit, parse_features, quantile_cut_points
 from dataspace.errors import DataspaceError, NotFound
 from dataspace.jobs import contracts, uploads
-from dataspace.jobs.eligibility import eligible_subjects, still_eligible
+from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, Decision, Job, JobShard, PartnerModel
 from dataspace.jobs.runner import (
     MAX_ATTEMPTS,
@@ -54,6 +54,7 @@ from dataspace.jobs.runner import (
     contract_fields,
     credit_points,
     credit_subjects,
+    feature_fields,
     job_completed,
     score,
     store_decisions,
@@ -404,7 +405,7 @@ def _store_shard(
     subject_ids: npt.NDArray[np.int64],
     stats: dict[str, Any],
 ) -> ShardResult:
-    fields = list(dict.fromkeys(s.field for s in specs))
+    fields = feature_fields(specs)
     with ctx.db.transaction() as session:
         job, shard = _lock_shard(session, claim.job_id, claim.index, job_lock="share")
         if shard.status == "succeeded":
@@ -417,24 +418,15 @@ def _store_shard(
         contracts.require_usable(contract, now)  # revoked or expired while running: store nothing
 
         # Consent again, now, inside the storing transaction: whoever withdrew since the plan is dropped.
-        keep = still_eligible(
-            session,
-            partner_key=claim.partner_key,
-            purpose_key=claim.purpose_key,
-            specs=specs,
-            since=claim.evaluated_at,
-            at=now,
-            subjects=subject_ids,
-        )
-        kept_ids, ledger = store_decisions(
+        kept_ids, stored = store_decisions(
             session,
             job_id=claim.job_id,
             schema=claim.schema,
             partner_key=claim.partner_key,
             purpose_key=claim.purpose_key,
-            fields=fields,
+            specs=specs,
+            evaluated_at=claim.evaluated_at,
             subject_ids=subject_ids,
-            keep=keep,
             decision_column=decision_column,
             at=now,
         )
@@ -442,12 +434,7 @@ def _store_shard(
         shard.finished_at = now
         shard.heartbeat_at = now
         shard.points_pending = bool(kept_ids.size) and usage_points(session, fields) > 0
-        shard.stats = {
-            **stats,
-            "decisions": int(kept_ids.size),
-            "dropped_withdrawn": int(subject_ids.size - kept_ids.size),
-            "ledger_entries": ledger,
-        }
+        shard.stats = {**stats, **stored}
         return ShardResult(claim.job_id, claim.index, "succeeded", stats=dict(shard.stats))
 
 
@@ -547,7 +534,7 @@ def finish_job(ctx: Context, job_id: int) -> str:
             stats[key] = sum(int(s.stats.get(key, 0)) for s in shards)
         contract = session.get(Contract, job.contract_id)
         assert contract is not None
-        fields = list(dict.fromkeys(s.field for s in parse_features(contract.features)))
+        fields = contract_fields(contract)
         job.status = "succeeded"
         job.finished_at = now
         job.heartbeat_at = now
@@ -708,16 +695,6 @@ def send_planned(ctx: Context, job_id: int, send_shard: SendShard) -> list[int]:
                 .execution_options(synchronize_session=False)
             )
     return sent
-
-
-def shard_progress(ctx: Context, job_id: int) -> dict[str, int]:
-    """How many of a job's shards are in each state (for status views and tests)."""
-    with ctx.db.session() as session:
-        rows = session.execute(select(JobShard.status).where(JobShard.job_id == job_id)).scalars().all()
-    out: dict[str, int] = {}
-    for status in rows:
-        out[status] = out.get(status, 0) + 1
-    return out
 
 
 __all__ = [

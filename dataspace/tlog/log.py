@@ -380,12 +380,6 @@ def root_at(session: Session, *, log: str, size: int) -> bytes:
     return _Store(session, log).range_hashes([(0, size)])[0]
 
 
-def entry_index(session: Session, *, log: str, entry_id: int) -> int | None:
-    return session.execute(
-        select(TLogEntry.idx).where(TLogEntry.id == entry_id, TLogEntry.log == log)
-    ).scalar_one_or_none()
-
-
 def iter_sequenced(session: Session, *, log: str, size: int, batch: int = 20_000) -> Iterator[tuple[int, str, bytes]]:
     """(index, canonical entry, leaf hash) for indexes [0, size), in order, in keyset pages."""
     start = 0
