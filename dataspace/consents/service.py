@@ -498,6 +498,11 @@ _INSERT_ACTIVE = {
 }
 
 
+def _as_read(value: Any) -> Any:
+    """A value as the database reads it back (datetimes in UTC): what a row put in the session by hand holds."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+
 def _insert_active(session: Session, values: dict[str, Any]) -> ConsentGrant | None:
     """Insert a grant unless another grant is active for its scope (then None). ON CONFLICT DO NOTHING on the
     unique active key: a concurrent grant of the same scope makes this wait for the other transaction and
@@ -507,7 +512,7 @@ def _insert_active(session: Session, values: dict[str, Any]) -> ConsentGrant | N
         return None
     # The row as stored (times in UTC, as they read back), put in the session as if it had been read: every
     # column is known, so no second round trip.
-    stored = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in values.items()}
+    stored = {k: _as_read(v) for k, v in values.items()}
     row = ConsentGrant(id=grant_id, withdrawn_at=None, **stored)
     make_transient_to_detached(row)
     session.add(row)
@@ -584,13 +589,6 @@ def grant(
     return Change(existing, _latest_receipt_id(session, existing.id), changed=False)
 
 
-def get_owned(session: Session, *, subject_id: int, grant_id: int) -> ConsentGrant:
-    row = session.get(ConsentGrant, grant_id)
-    if row is None or row.subject_id != subject_id:
-        raise NotFound("no such grant")
-    return row
-
-
 @functools.cache
 def _transition_statement(columns: tuple[str, ...]) -> Update:
     return (
@@ -616,7 +614,7 @@ def _transition(session: Session, row: ConsentGrant, values: dict[str, Any]) -> 
         session.refresh(row)
         return False
     for name, value in new.items():
-        set_committed_value(row, name, value.astimezone(UTC) if isinstance(value, datetime) else value)
+        set_committed_value(row, name, _as_read(value))
     return True
 
 
