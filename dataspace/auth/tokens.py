@@ -28,7 +28,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import Connection, bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
@@ -343,7 +343,7 @@ def external_role(claims: dict[str, Any], claim_name: str) -> str | None:
 _REVOKED_AT = select(IssuedToken.__table__.c.revoked_at).where(IssuedToken.__table__.c.jti == bindparam("jti"))
 
 
-def is_active(session: Session, jti: str) -> bool:
+def is_active(session: Session | Connection, jti: str) -> bool:
     """Known to us and not revoked."""
     row = session.execute(_REVOKED_AT, {"jti": jti}).first()
     return row is not None and row[0] is None
@@ -415,16 +415,14 @@ def is_active_remembered(ctx: Context, jti: str) -> bool:
 
 def is_active_cached(ctx: Context, jti: str) -> bool:
     """``is_active``, answered from ``ActiveTokens`` when it said yes less than the configured seconds ago."""
-    max_age = ctx.settings.token_active_cache_seconds
-    key = (ctx.db.url, jti)
-    if max_age > 0 and _active.fresh(key):
+    if is_active_remembered(ctx, jti):
         return True
     generation = _active.generation
     # A bare connection, not a Session: this runs for every request the memo cannot answer.
     with ctx.db.engine.connect() as conn:
         conn.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock on SQLite (see db.py)
-        row = conn.execute(_REVOKED_AT, {"jti": jti}).first()
-    active = row is not None and row[0] is None
+        active = is_active(conn, jti)
+    max_age = ctx.settings.token_active_cache_seconds
     if active and max_age > 0:
-        _active.remember(key, max_age, generation)
+        _active.remember((ctx.db.url, jti), max_age, generation)
     return active
