@@ -20,14 +20,10 @@ from sqlalchemy.orm import Session
 from dataspace.db import bulk_datetime, bulk_insert
 from dataspace.tlog.canonical import canonical_json
 from dataspace.usage import USAGE_LOG
-from dataspace.usage.service import fields_json
+from dataspace.usage.service import entry_time, fields_json
 
 _COLUMNS = ("log", "idx", "entry", "leaf_hash", "created_at", "action", "actor", "subject_id", "partner")
 _CHUNK = 200_000
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def append_job_usage(
@@ -45,7 +41,7 @@ def append_job_usage(
     """One ``data.used`` entry per subject, naming every field the job read and carrying the subject's
     decision; returns how many. ``decision_codes[i]`` indexes ``decision_texts`` for ``subject_ids[i]``."""
     enc = canonical_json
-    stamp = enc(_iso(at))
+    stamp = enc(entry_time(at))
     partner_col = partner[:64]
     names = fields_json(fields, enc)
     # Keys sorted as canonical JSON sorts them: decision, fields, job_id, partner, purpose, subject_id, time.

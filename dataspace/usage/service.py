@@ -20,7 +20,8 @@ USAGE_LOG = "usage"
 _json_str: Callable[[str], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _iso(t: datetime) -> str:
+def entry_time(t: datetime) -> str:
+    """The ``time`` of a ledger entry: ISO 8601 UTC with microseconds and a Z."""
     return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
@@ -60,7 +61,7 @@ def usage_entry_json(u: UsageEntry, stamp: str, esc: Callable[[str], str] = _jso
 def record_usage(session: Session, entries: Iterable[UsageEntry], *, at: datetime | None = None) -> int:
     """Queue ledger entries in the caller's transaction (bulk; suitable for million-entry jobs)."""
     when = at or utcnow()
-    stamp = _iso(when)
+    stamp = entry_time(when)
     cache: dict[str, str] = {}
 
     def esc(value: str) -> str:  # jobs repeat a few partner/purpose/field/decision strings a million times
