@@ -258,7 +258,12 @@ class Http:
 
 
 class Load:
-    def __init__(self, bases: list[str], stats: Stats, deadline: float, max_requests: int) -> None:
+    def __init__(
+        self, bases: list[str], stats: Stats, deadline: float, max_requests: int, mix: tuple[float, float, float]
+    ) -> None:
+        total = sum(mix)
+        self.toggle_below = mix[0] / total
+        self.read_below = (mix[0] + mix[1]) / total
         self.bases = bases
         self.stats = stats
         self.deadline = deadline
@@ -305,14 +310,14 @@ class Load:
             while self.more():
                 c = rng.choice(mine)
                 roll = rng.random()
-                if roll < 0.6:  # a consent toggle: switch on, then off again (two consent changes)
+                if roll < self.toggle_below:  # a consent toggle: switch on, then off again (two consent changes)
                     f, p, partner = rng.choice(scopes)
                     body: dict[str, object] = {"field": f, "purpose": p, "partner": partner}
                     r = await self.call(conns, "consent.grant", "POST", "/v1/me/consents", c.token, body)
                     if r is not None and r[0] in (200, 201):
                         gid = json.loads(r[1])["grant"]["id"]
                         await self.call(conns, "consent.withdraw", "DELETE", f"/v1/me/consents/{gid}", c.token)
-                elif roll < 0.85:
+                elif roll < self.read_below:
                     await self.call(conns, "usage.read", "GET", "/v1/me/usage", c.token)
                 else:
                     await self.call(
@@ -337,6 +342,7 @@ async def drive(
     seconds: float,
     concurrency: int,
     max_requests: int,
+    mix: tuple[float, float, float],
 ) -> tuple[Stats, float]:
     stats = Stats()
     # Warm up each replica's caches (policy, keys, connection pool) outside the measurement.
@@ -344,7 +350,7 @@ async def drive(
         warm = Http(base)
         await warm.request("GET", "/v1/me/usage", {"Authorization": f"Bearer {customers[0].token}"}, None)
         warm.close()
-    load = Load(bases, stats, time.monotonic() + seconds, max_requests)
+    load = Load(bases, stats, time.monotonic() + seconds, max_requests, mix)
     slots = [customers[i::concurrency] for i in range(concurrency)]
     t0 = time.perf_counter()
     await asyncio.gather(*(load.slot(mine, scopes) for mine in slots if mine))
@@ -396,7 +402,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes on one database")
     parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
+    parser.add_argument(
+        "--mix",
+        default="60,25,15",
+        help="relative weights of consent toggles (a grant then its withdrawal), usage reads, redemptions",
+    )
     args = parser.parse_args()
+    weights = [float(w) for w in args.mix.split(",")]
+    if len(weights) != 3 or any(w < 0 for w in weights) or sum(weights) <= 0:
+        parser.error("--mix takes three non-negative weights, e.g. 60,25,15")
+    mix = (weights[0], weights[1], weights[2])
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-load-"))
     created_pg: str | None = None
@@ -429,6 +444,7 @@ def main() -> None:
                 seconds=args.seconds,
                 concurrency=min(args.concurrency, len(customers)),
                 max_requests=args.max_requests,
+                mix=mix,
             )
         )
         report(stats, elapsed, servers, cpu_before, "sqlite" if url.startswith("sqlite") else "postgresql")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataspace.db import Database
+from sqlalchemy.orm import Session
+
+from dataspace.db import Database, deferred_inserts
+from dataspace.groupcommit import GroupCommit
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.settings import Settings
 from dataspace.vault import Vault
@@ -23,6 +28,16 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+@contextlib.contextmanager
+def _write_batch(session: Session) -> Iterator[None]:
+    """What a group-commit batch wraps its writes in: plain inserts held back to one multi-row INSERT per
+    table, audit entries to one append."""
+    from dataspace.audit import batched  # the audit package imports models that import this module
+
+    with deferred_inserts(session), batched(session):
+        yield
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -32,6 +47,7 @@ class Context:
     # swaps the ring when ``dataspace keys rotate`` (an atomic rename) replaced the file.
     key_file: Path | None = None
     _key_stamp: tuple[int, int, int] | None = field(default=None, repr=False)
+    _writes: GroupCommit | None = field(default=None, repr=False)
 
     def reload_keys(self) -> bool:
         """Load the key file again if it changed since it was read; returns whether the ring changed.
@@ -73,5 +89,20 @@ class Context:
             settings=settings, db=Database(settings.resolved_database_url), keys=keys, key_file=path, _key_stamp=stamp
         )
 
+    @property
+    def writes(self) -> GroupCommit:
+        """The group committer for short, frequent writes (consent changes): concurrent requests share a
+        transaction and its COMMIT; their audit entries are appended once per batch."""
+        if self._writes is None:
+            self._writes = GroupCommit(self.db, around=_write_batch, name="consent-writes")
+        return self._writes
+
+    def stop_writes(self) -> None:
+        """Finish the queued group-commit writes and stop their thread (a later write starts a new one)."""
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            writes.close()
+
     def close(self) -> None:
+        self.stop_writes()
         self.db.dispose()

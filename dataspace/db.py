@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import DateTime, Engine, Insert, MetaData, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -206,3 +206,52 @@ def _check_identifiers(table: str, columns: tuple[str, ...] = ()) -> None:
 # Largest id a primary key column holds on every backend (PostgreSQL INTEGER). Ids from requests are
 # validated against it at the edge, so an absurd id is a 422, never a database overflow.
 MAX_ID = 2_147_483_647
+
+
+# --- inserts held back to the end of a batch ------------------------------------------------------------
+_DEFERRED = "deferred_inserts"
+
+
+def insert_later(session: Session, statement: Insert, params: dict[str, Any]) -> None:
+    """Execute an INSERT of one row, now or, inside ``deferred_inserts``, with the other rows of the same
+    statement in one multi-row INSERT when the block ends (still in the caller's transaction).
+
+    For rows nothing reads back in the same transaction, or whose readers call ``flush_deferred`` first."""
+    pending: dict[Insert, list[dict[str, Any]]] | None = session.info.get(_DEFERRED)
+    if pending is None:
+        session.connection().execute(statement, params)
+    else:
+        pending.setdefault(statement, []).append(params)
+
+
+def deferred_rows(session: Session, statement: Insert) -> list[dict[str, Any]]:
+    """The rows of ``statement`` held back so far (empty outside ``deferred_inserts``): a reader checks
+    whether what it is about to read is among them, and calls ``flush_deferred`` only then."""
+    pending: dict[Insert, list[dict[str, Any]]] | None = session.info.get(_DEFERRED)
+    return pending.get(statement, []) if pending else []
+
+
+def flush_deferred(session: Session) -> None:
+    """Execute the held-back inserts now (statements in the order first seen, rows in the order given)."""
+    pending: dict[Insert, list[dict[str, Any]]] | None = session.info.get(_DEFERRED)
+    if not pending:
+        return
+    conn = session.connection()
+    for statement, rows in pending.items():
+        conn.execute(statement, rows)
+    pending.clear()
+
+
+@contextmanager
+def deferred_inserts(session: Session) -> Iterator[None]:
+    """Hold back ``insert_later`` rows of this block and write them when it ends. If the block raises, they are
+    dropped: the caller's transaction is failing anyway. Nested blocks join the outermost one."""
+    if _DEFERRED in session.info:
+        yield
+        return
+    session.info[_DEFERRED] = {}
+    try:
+        yield
+        flush_deferred(session)
+    finally:
+        del session.info[_DEFERRED]

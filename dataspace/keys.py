@@ -13,6 +13,7 @@ The file is written with O_EXCL so ``init`` never overwrites existing keys. Key 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -48,8 +49,9 @@ class Ed25519Key:
     seed: bytes = field(repr=False)
     created_at: str
 
-    @property
+    @functools.cached_property
     def signing_key(self) -> SigningKey:
+        # Built once per key: deriving the key pair from the seed costs as much as a signature.
         return SigningKey(self.seed)
 
     @property

@@ -80,12 +80,13 @@ def keyring() -> KeyRing:
 
 
 @pytest.fixture
-def ctx(database: Database, keyring: KeyRing, tmp_path: Path) -> Context:
+def ctx(database: Database, keyring: KeyRing, tmp_path: Path) -> Iterator[Context]:
     """A server context on a clean database (tables are emptied before the test)."""
     settings = Settings(data_dir=tmp_path, database_url=database.url)
     context = Context(settings=settings, db=database, keys=keyring)
     truncate_all(database)
-    return context
+    yield context
+    context.stop_writes()
 
 
 @pytest.fixture

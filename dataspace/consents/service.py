@@ -43,7 +43,7 @@ from dataspace.audit import record_event
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, Purpose
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.db import utcnow
+from dataspace.db import deferred_rows, flush_deferred, insert_later, utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
 from dataspace.partners.models import Partner
@@ -234,6 +234,7 @@ def _load_grant(
 ) -> tuple[ConsentGrant, _Catalog, list[ReceiptEvent]]:
     """A grant (of ``subject_id`` when given) with its catalog rows and its events, oldest first, in one
     statement: one row per event, the catalog rows joined on their unique keys. Not found: ``NotFound``."""
+    _flush_events_of(session, grant_id)
     if subject_id is None:
         result = session.execute(_LOAD_GRANT, {"grant_id": grant_id})
     else:
@@ -389,7 +390,8 @@ def _record_change(
         prior = loaded_prior if prior is None else prior
     at = at.astimezone(UTC)  # as stored and read back: receipts show UTC times
     receipt_id = str(uuid.uuid4())
-    session.execute(
+    insert_later(
+        session,
         _INSERT_EVENT,
         {
             "grant_id": row.id,
@@ -406,7 +408,8 @@ def _record_change(
     )
     history = [*prior, ReceiptEvent(kind, at, row.valid_from, row.valid_until)]
     signed = consent.sign_receipt(_receipt(row, history, receipt_id, policy, catalog), signer)
-    session.execute(
+    insert_later(
+        session,
         _INSERT_RECEIPT,
         {
             "id": receipt_id,
@@ -473,7 +476,15 @@ def _consequences(
         )
 
 
+def _flush_events_of(session: Session, grant_id: int) -> None:
+    """Write the events a batch holds back (see ``dataspace.groupcommit``) if this grant has one among them,
+    before reading its events."""
+    if any(row["grant_id"] == grant_id for row in deferred_rows(session, _INSERT_EVENT)):
+        flush_deferred(session)
+
+
 def _latest_receipt_id(session: Session, grant_id: int) -> str:
+    _flush_events_of(session, grant_id)
     rid = session.scalar(
         select(ConsentEvent.receipt_id)
         .where(ConsentEvent.grant_id == grant_id)

@@ -26,7 +26,7 @@ from nacl.signing import VerifyKey
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from dataspace.db import Database, utcnow
+from dataspace.db import Database, insert_later, utcnow
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from dataspace.events.schemas import CONTRACTS, Payload
@@ -55,7 +55,8 @@ def emit(
         raise ValueError(f"no event contract {event_type} v{version}")
     payload = data if isinstance(data, Payload) else model.model_validate(dict(data))
     event_id = str(uuid.uuid4())
-    session.execute(
+    insert_later(
+        session,
         _INSERT_EVENT,
         {
             "event_id": event_id,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
-from dataspace.db import allocate_ids, bulk_insert, utcnow
+from dataspace.db import allocate_ids, bulk_insert, insert_later, utcnow
 from dataspace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from dataspace.points.models import (
     PointsAccount,
@@ -337,11 +337,14 @@ def _credit_once(
         return False
     legs = [(_system_account(session, ISSUANCE), -points), (account_id, points)]
     _check_balanced(kind, legs)
-    session.execute(
-        _INSERT_POSTINGS,
-        [{"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now} for a, amount in legs],
-    )
-    session.execute(
+    # Nothing in a consent batch reads postings or lots back: held back to one INSERT per batch (see
+    # dataspace.groupcommit); outside a batch they are written at once.
+    for a, amount in legs:
+        insert_later(
+            session, _INSERT_POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
+        )
+    insert_later(
+        session,
         _INSERT_LOT,
         {
             "account_id": account_id,
@@ -610,6 +613,50 @@ def _check_idempotency_key(key: str) -> None:
         raise InvalidInput("Idempotency-Key must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'.")
 
 
+# The statements of a redemption, built once. The reward's row is the one lock every redemption of that
+# reward shares: its stock is taken last, so the lock is held only from there to the commit.
+_REWARDS: Table = Reward.__table__  # type: ignore[assignment]
+_REDEMPTIONS: Table = Redemption.__table__  # type: ignore[assignment]
+_LOCK_CUSTOMER_BALANCE = (
+    select(_ACCOUNTS.c.id, _ACCOUNTS.c.balance)
+    .where(_ACCOUNTS.c.subject_id == bindparam("subject_id"))
+    .with_for_update(key_share=True)
+)
+_PREVIOUS_REDEMPTION = select(_REDEMPTIONS.c.request_hash, _REDEMPTIONS.c.response).where(
+    _REDEMPTIONS.c.subject_id == bindparam("subject_id"), _REDEMPTIONS.c.idempotency_key == bindparam("key")
+)
+_REWARD_BY_KEY = select(_REWARDS.c.id, _REWARDS.c.key, _REWARDS.c.name, _REWARDS.c.cost, _REWARDS.c.active).where(
+    _REWARDS.c.key == bindparam("key")
+)
+_LIVE_LOTS = (
+    select(_LOTS.c.id, _LOTS.c.remaining, _LOTS.c.expires_at)
+    .where(_LOTS.c.account_id == bindparam("account_id"), _LOTS.c.remaining > 0)
+    .order_by(_LOTS.c.expires_at.is_(None), _LOTS.c.expires_at, _LOTS.c.id)
+)
+_SET_LOT_REMAINING = (
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("b_id"))
+    .values(remaining=bindparam("b_remaining", type_=_LOTS.c.remaining.type))
+)
+_INSERT_TX = insert(_TRANSACTIONS).returning(_TRANSACTIONS.c.id)
+_TAKE_STOCK = (
+    update(_REWARDS)
+    .where(
+        _REWARDS.c.id == bindparam("b_id"),
+        _REWARDS.c.stock >= bindparam("b_quantity"),
+        _REWARDS.c.cost == bindparam("b_cost"),
+        _REWARDS.c.active.is_(True),
+    )
+    .values(stock=_REWARDS.c.stock - bindparam("b_quantity"), version=_REWARDS.c.version + 1)
+)
+_INSERT_REDEMPTION = insert(_REDEMPTIONS).returning(_REDEMPTIONS.c.id)
+_SET_REDEMPTION_RESPONSE = (
+    update(_REDEMPTIONS)
+    .where(_REDEMPTIONS.c.id == bindparam("b_id"))
+    .values(response=bindparam("b_response", type_=_REDEMPTIONS.c.response.type))
+)
+
+
 def redeem(
     session: Session,
     *,
@@ -630,79 +677,101 @@ def redeem(
     if not 1 <= quantity <= 100:
         raise InvalidInput("quantity must be between 1 and 100")
     request_hash = _request_hash({"reward_key": reward_key, "quantity": quantity})
-    account = _lock_customer(session, subject_id)
-    previous = session.scalars(
-        select(Redemption).where(Redemption.subject_id == subject_id, Redemption.idempotency_key == idempotency_key)
-    ).first()
+    conn = session.connection()
+    locked = conn.execute(_LOCK_CUSTOMER_BALANCE, {"subject_id": subject_id}).first()
+    if locked is None:  # no account yet: create it (and so hold no points)
+        account_id, balance = _lock_customer(session, subject_id).id, 0
+    else:
+        account_id, balance = int(locked[0]), int(locked[1])
+    previous = conn.execute(_PREVIOUS_REDEMPTION, {"subject_id": subject_id, "key": idempotency_key}).first()
     if previous is not None:
-        if hmac.compare_digest(previous.request_hash, request_hash):
-            return RedemptionResult(RedemptionRead.model_validate(previous.response), replayed=True)
+        if hmac.compare_digest(previous[0], request_hash):
+            return RedemptionResult(RedemptionRead.model_validate(previous[1]), replayed=True)
         raise Conflict("This Idempotency-Key was already used with a different request; use a new key.")
 
-    reward = session.scalars(select(Reward).where(Reward.key == reward_key)).first()
+    reward = conn.execute(_REWARD_BY_KEY, {"key": reward_key}).first()
     if reward is None or not reward.active:
         raise NotFound(f"No reward '{reward_key}' is available.")
-    _expire_locked(session, account.id, now)
+    lots = conn.execute(_LIVE_LOTS, {"account_id": account_id}).all()
+    if any(lot.expires_at is not None and lot.expires_at <= now for lot in lots):  # rare: expire them first
+        _expire_locked(session, account_id, now)
+        balance = _balance(session, account_id)
+        lots = conn.execute(_LIVE_LOTS, {"account_id": account_id}).all()
     cost = reward.cost * quantity
-    if _balance(session, account.id) < cost:
+    if balance < cost:
         raise InsufficientFunds("Your points balance is too low for this reward.")
-    taken = session.execute(
-        update(Reward)
-        .where(Reward.id == reward.id, Reward.stock >= quantity, Reward.cost == reward.cost, Reward.active.is_(True))
-        .values(stock=Reward.stock - quantity, version=Reward.version + 1)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if taken != 1:
-        current = session.scalars(
-            select(Reward).where(Reward.id == reward.id).execution_options(populate_existing=True)
-        ).one()
+
+    # Take the points from the live lots, the soonest to expire first (no expiry last).
+    left, taken = cost, []
+    for lot in lots:
+        take = min(left, lot.remaining)
+        taken.append({"b_id": lot.id, "b_remaining": lot.remaining - take})
+        left -= take
+        if left == 0:
+            break
+    if left:
+        raise InsufficientFunds("Your points balance is too low for this.")
+    legs = [(account_id, -cost), (_system_account(session, REDEMPTION_SINK), cost)]
+    _check_balanced("redemption", legs)
+    tx_id = int(
+        conn.execute(
+            _INSERT_TX,
+            {
+                "kind": "redemption",
+                "idempotency_key": f"redeem:{subject_id}:{idempotency_key}",
+                "request_hash": request_hash,
+                "reason": f"Redeemed {quantity} x {reward.name}",
+                "reference": f"reward:{reward.key}",
+                "corrects_id": None,
+                "created_at": now,
+            },
+        ).scalar_one()
+    )
+    for a, amount in legs:
+        insert_later(
+            session, _INSERT_POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
+        )
+    conn.execute(_SET_LOT_REMAINING, taken)
+    _move_customer(session, account_id, -cost)
+    if conn.execute(_TAKE_STOCK, {"b_id": reward.id, "b_quantity": quantity, "b_cost": reward.cost}).rowcount != 1:
+        current = conn.execute(_REWARD_BY_KEY, {"key": reward_key}).one()
         if current.cost != reward.cost or not current.active:
             raise Conflict("The reward changed while you were redeeming it; please try again.")
         raise InsufficientFunds(f"'{reward.name}' is out of stock.")
-
-    tx = _record(
-        session,
-        kind="redemption",
-        key=f"redeem:{subject_id}:{idempotency_key}",
-        legs=[(account.id, -cost), (_system_account(session, REDEMPTION_SINK), cost)],
-        reason=f"Redeemed {quantity} x {reward.name}",
-        reference=f"reward:{reward.key}",
-        now=now,
-        request_hash=request_hash,
+    redemption_id = int(
+        conn.execute(
+            _INSERT_REDEMPTION,
+            {
+                "subject_id": subject_id,
+                "reward_id": reward.id,
+                "idempotency_key": idempotency_key,
+                "request_hash": request_hash,
+                "quantity": quantity,
+                "cost": cost,
+                "status": "completed",
+                "transaction_id": tx_id,
+                "response": {},
+                "created_at": now,
+            },
+        ).scalar_one()
     )
-    _consume_lots(session, account.id, cost, now)
-    _move_customer(session, account.id, -cost)
-    redemption = Redemption(
-        subject_id=subject_id,
-        reward_id=reward.id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        quantity=quantity,
-        cost=cost,
-        status="completed",
-        transaction_id=tx.id,
-        response={},
-        created_at=now,
-    )
-    session.add(redemption)
-    session.flush()
     read = RedemptionRead(
-        id=redemption.id,
+        id=redemption_id,
         reward_key=reward.key,
         reward_name=reward.name,
         quantity=quantity,
         cost=cost,
         status="completed",
-        transaction_id=tx.id,
-        balance_after=_balance(session, account.id),
+        transaction_id=tx_id,
+        balance_after=balance - cost,
         created_at=now,
     )
-    redemption.response = read.model_dump(mode="json")
+    conn.execute(_SET_REDEMPTION_RESPONSE, {"b_id": redemption_id, "b_response": read.model_dump(mode="json")})
     record_event(
         session,
         actor=actor,
         action="reward.redeemed",
-        target=f"redemption:{redemption.id}",
+        target=f"redemption:{redemption_id}",
         details={"reward": reward.key, "quantity": quantity},
     )
     return RedemptionResult(read, replayed=False)

@@ -98,7 +98,11 @@ def test_kill_9_during_redemptions_loses_and_duplicates_nothing(ctx: Context) ->
                 break
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        # Read what is left through the same buffered file: lines it has read ahead but not handed out yet
+        # were acknowledged too (communicate() would read the pipe underneath and miss them).
+        out = proc.stdout.read() if proc.stdout is not None else ""
+        err = proc.stderr.read() if proc.stderr is not None else ""
     assert proc.returncode == -signal.SIGKILL, err
     for line in out.splitlines():  # acknowledged before the kill but not read yet
         key, rid = line.split()

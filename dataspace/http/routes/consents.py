@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
@@ -60,21 +59,9 @@ def my_matrix(
     return service.matrix(session, subject_id=_subject(principal))
 
 
-def _grant(ctx: Context, principal: Principal, body: GrantCreate) -> ChangeRead:
-    # Commit inside the handler: the receipt the customer gets is durable before the response leaves.
-    with ctx.db.transaction() as session:
-        change = service.grant(
-            session,
-            subject_id=_subject(principal),
-            request=service.GrantRequest(**body.model_dump()),
-            signer=ctx.keys.signing_key,
-            actor=principal,
-        )
-        return _change(change)
-
-
-# The consent changes are async routes that run their (blocking) transaction on one worker thread: a plain
-# ``def`` route would also hop to a worker thread to validate its response.
+# Consent changes run through the context's group committer: concurrent changes share one transaction and
+# its COMMIT (see dataspace.groupcommit). The route awaits the commit, so the receipt the customer gets is
+# durable before the response leaves; a change that fails is run again alone and fails alone.
 @router.post("/v1/me/consents", response_model=ChangeRead)
 async def grant_consent(
     body: GrantCreate,
@@ -82,7 +69,12 @@ async def grant_consent(
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
-    out = await run_in_threadpool(_grant, ctx, principal, body)
+    subject_id, request, signer = _subject(principal), service.GrantRequest(**body.model_dump()), ctx.keys.signing_key
+
+    def change(session: Session) -> ChangeRead:
+        return _change(service.grant(session, subject_id=subject_id, request=request, signer=signer, actor=principal))
+
+    out = await ctx.writes.run(change)
     response.status_code = status.HTTP_201_CREATED if out.changed else status.HTTP_200_OK
     return out
 
@@ -98,34 +90,20 @@ def my_history(
     return [EventRead.model_validate(r) for r in rows]
 
 
-def _withdraw(ctx: Context, principal: Principal, grant_id: int) -> ChangeRead:
-    with ctx.db.transaction() as session:
-        change = service.withdraw(
-            session, subject_id=_subject(principal), grant_id=grant_id, signer=ctx.keys.signing_key, actor=principal
-        )
-        return _change(change)
-
-
 @router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
 async def withdraw_consent(
     grant_id: Id,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
-    return await run_in_threadpool(_withdraw, ctx, principal, grant_id)
+    subject_id, signer = _subject(principal), ctx.keys.signing_key
 
-
-def _renew(ctx: Context, principal: Principal, grant_id: int, body: GrantRenew) -> ChangeRead:
-    with ctx.db.transaction() as session:
-        change = service.renew(
-            session,
-            subject_id=_subject(principal),
-            grant_id=grant_id,
-            valid_until=body.valid_until,
-            signer=ctx.keys.signing_key,
-            actor=principal,
+    def change(session: Session) -> ChangeRead:
+        return _change(
+            service.withdraw(session, subject_id=subject_id, grant_id=grant_id, signer=signer, actor=principal)
         )
-        return _change(change)
+
+    return await ctx.writes.run(change)
 
 
 @router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
@@ -135,7 +113,16 @@ async def renew_consent(
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
-    return await run_in_threadpool(_renew, ctx, principal, grant_id, body)
+    subject_id, signer, until = _subject(principal), ctx.keys.signing_key, body.valid_until
+
+    def change(session: Session) -> ChangeRead:
+        return _change(
+            service.renew(
+                session, subject_id=subject_id, grant_id=grant_id, valid_until=until, signer=signer, actor=principal
+            )
+        )
+
+    return await ctx.writes.run(change)
 
 
 def _receipt_doc(session: Session, principal: Principal, receipt_id: str) -> dict[str, Any]:

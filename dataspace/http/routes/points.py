@@ -96,7 +96,7 @@ def update_reward(
 
 
 @router.post("/v1/me/redemptions", response_model=RedemptionRead, status_code=status.HTTP_201_CREATED)
-def redeem(
+async def redeem(
     body: RedemptionCreate,
     response: Response,
     idempotency_key: IdempotencyKey,
@@ -104,8 +104,11 @@ def redeem(
     ctx: Context = Depends(get_context),
 ) -> RedemptionRead:
     subject_id = _subject(principal)
-    with ctx.db.transaction() as session:
-        result = points.redeem(
+
+    # Through the group committer, like consent changes: concurrent redemptions share a COMMIT, and the
+    # reward's row lock is taken once per batch.
+    def spend(session: Session) -> points.RedemptionResult:
+        return points.redeem(
             session,
             subject_id=subject_id,
             reward_key=body.reward_key,
@@ -114,6 +117,8 @@ def redeem(
             now=utcnow(),
             actor=principal,
         )
+
+    result = await ctx.writes.run(spend)
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return result.redemption

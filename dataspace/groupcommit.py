@@ -1,0 +1,182 @@
+"""Group commit: short write transactions submitted by concurrent requests run together, one COMMIT each batch.
+
+A consent change is a handful of small statements; on its own it also pays a BEGIN, a connection checkout and
+a COMMIT that waits for the write-ahead log to reach the disk. Requests that arrive while one batch runs are
+queued, and the next batch runs all of them in one transaction on one connection: one BEGIN, one COMMIT (one
+WAL flush), one audit append. Nobody waits for a timer: an idle server runs a lone request at once.
+
+Each request still gets its own answer:
+
+- every function of a batch runs in the batch's transaction, in arrival order, so a later one sees what an
+  earlier one wrote (as if they had committed one after the other);
+- if any function raises, nothing of the batch is kept: the transaction rolls back and each function runs
+  again alone, in its own transaction, as it would have without batching. The one that failed gets its own
+  error; the others their results. Functions must therefore be retryable before commit (they compute
+  everything from the database inside the transaction; nothing leaves the process before the commit);
+- if the COMMIT itself fails, every request of the batch gets that error (as a lone request would): whether
+  the commit happened is unknown, so nothing is run again;
+- a caller learns its result only after the batch committed: an acknowledged write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from dataspace.db import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Item(Generic[T]):
+    fn: Callable[[Session], T]
+    future: concurrent.futures.Future[T]
+
+
+@contextlib.contextmanager
+def _nothing(_session: Session) -> Iterator[None]:
+    yield
+
+
+class GroupCommit:
+    """Runs submitted ``fn(session)`` calls on one thread, batched into shared transactions.
+
+    ``around(session)`` wraps every batch (and every lone rerun) inside its transaction: for example the audit
+    log's ``batched``, so a batch's audit entries are appended once. ``max_batch`` bounds a batch (and so the
+    time its locks are held)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        around: Callable[[Session], AbstractContextManager[Any]] = _nothing,
+        max_batch: int = 64,
+        name: str = "group-commit",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._db = db
+        self._around = around
+        self._max_batch = max_batch
+        self._name = name
+        self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batches = 0  # counters, for tests and the bench
+        self.items = 0
+        self.reruns = 0
+
+    # --- submitting ------------------------------------------------------------------------------------
+    def submit(self, fn: Callable[[Session], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("group commit is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._queue.put(_Item(fn, future))
+        return future
+
+    def call(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in the next batch and return its result once that batch committed (blocking)."""
+        return self.submit(fn).result()
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        """``call`` for the event loop: awaits the batch without holding a worker thread."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    # --- the batch thread --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+            if live:
+                try:
+                    self._run(live)
+                except BaseException as exc:  # never lose a caller: whatever escaped is their answer
+                    log.exception("group commit batch failed")
+                    for item in live:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Item[Any]]) -> None:
+        self.batches += 1
+        self.items += len(batch)
+        if len(batch) == 1:
+            self._alone(batch[0])
+            return
+        session = self._db.sessionmaker()
+        try:
+            session.begin()
+            try:
+                with self._around(session):
+                    results = [item.fn(session) for item in batch]
+                session.flush()
+            except Exception:  # noqa: BLE001 - handed to the callers below
+                # A function failed (or the database did while they ran): nothing is committed. Each runs
+                # again alone, so only the one at fault gets an error.
+                session.rollback()
+                self.reruns += 1
+                for item in batch:
+                    self._alone(item)
+                return
+            try:
+                session.commit()
+            except Exception as exc:  # noqa: BLE001 - outcome unknown: every caller learns it, nothing runs again
+                for item in batch:
+                    item.future.set_exception(exc)
+                return
+        finally:
+            session.close()
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)
+
+    def _alone(self, item: _Item[Any]) -> None:
+        try:
+            with self._db.transaction() as session, self._around(session):
+                result = item.fn(session)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it
+            item.future.set_exception(exc)
+        else:
+            item.future.set_result(result)
