@@ -52,6 +52,7 @@ class Periodic:
 
 
 def tasks(ctx: Context) -> list[Periodic]:
+    from dataspace.auth.tokens import RevocationWatch
     from dataspace.consents import service as consents
     from dataspace.db import utcnow
     from dataspace.events.service import deliver_due
@@ -59,6 +60,8 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.jobs import shards
     from dataspace.points import service as points
     from dataspace.tlog import LOGS, sequence
+
+    revocations = RevocationWatch(ctx)
 
     def sequence_logs() -> None:
         for name in LOGS:
@@ -94,6 +97,8 @@ def tasks(ctx: Context) -> list[Periodic]:
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
         Periodic("key-reload", 5.0, ctx.reload_keys),
+        # Confirms the remembered "not revoked" answers (see auth.tokens.ActiveTokens) several times per bound.
+        Periodic("token-revocations", max(0.25, ctx.settings.token_active_cache_seconds / 4), revocations.sweep),
     ]
 
 

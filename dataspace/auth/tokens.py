@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -350,19 +351,28 @@ def is_active(session: Session | Connection, jti: str) -> bool:
 
 
 class ActiveTokens:
-    """A short-lived, size-bounded memo of positive ``is_active`` answers, per database.
+    """A size-bounded memo of positive ``is_active`` answers, per database.
+
+    An answer is fresh for ``max_age`` seconds after it was read, and for as long after that as the
+    revocation watch (``watch_revocations``, a background task of every server process) keeps confirming it:
+    each sweep drops the tokens revoked since the previous one, then marks the memo fresh until ``max_age``
+    after the sweep started. So a busy replica asks the database about a token once, not once per request
+    or per ``max_age``, and the bound stays the same.
 
     Bound on revocation: a token revoked by *this* process is refused from the moment ``revoke_family`` (or
     ``revoke_user_tokens``) runs: ``forget_active`` clears the memo then, and again after the revoking
     transaction commits (a check that read the row before the commit cannot re-add it: every clear moves the
     generation on, and an answer read under an older generation is not stored). A token revoked by *another*
-    process (another API replica) is refused at most ``max_age`` seconds later. Negative answers (unknown or
-    revoked) are never kept. At most ``max_size`` entries (cleared when full). Thread-safe.
+    process (another API replica) is refused at most ``max_age`` seconds later: within a sweep interval when
+    the watch runs, and by the answer's own age when it does not (a sweep that fails confirms nothing).
+    Negative answers (unknown or revoked) are never kept. At most ``max_size`` entries (cleared when full).
+    Thread-safe.
     """
 
     def __init__(self, max_size: int = 100_000) -> None:
         self.max_size = max_size
         self._entries: dict[tuple[str, str], float] = {}
+        self._confirmed_until: dict[str, float] = {}  # per database: a sweep vouches for every entry until then
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -372,7 +382,10 @@ class ActiveTokens:
 
     def fresh(self, key: tuple[str, str]) -> bool:
         deadline = self._entries.get(key)
-        return deadline is not None and deadline > time.monotonic()
+        if deadline is None:
+            return False
+        now = time.monotonic()
+        return deadline > now or self._confirmed_until.get(key[0], 0.0) > now
 
     def remember(self, key: tuple[str, str], max_age: float, generation: int) -> None:
         with self._lock:
@@ -386,6 +399,18 @@ class ActiveTokens:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._confirmed_until.clear()
+
+    def swept(self, db_url: str, revoked: Iterable[str], started: float, max_age: float, generation: int) -> None:
+        """A sweep that started at ``started`` (monotonic) found ``revoked``: drop them, then vouch for the rest
+        until ``started + max_age``, unless a local revocation cleared the memo meanwhile."""
+        with self._lock:
+            unchanged = generation == self._generation
+            self._generation += 1  # a check that read a token before its revocation must not store it
+            for jti in revoked:
+                self._entries.pop((db_url, jti), None)
+            if unchanged:
+                self._confirmed_until[db_url] = started + max_age
 
 
 _active = ActiveTokens()
@@ -406,6 +431,35 @@ def forget_active(session: Session) -> None:
                 live.info.pop(_FORGET_ON_COMMIT, None)
 
         event.listen(session, "after_commit", _after_commit, once=True)
+
+
+# Revocations are read back this far behind the previous sweep: a revoking transaction stamps
+# ``revoked_at`` with its own server's clock before it commits, so a sweep must also see rows stamped a
+# little before it started (slow commits, clocks of other replicas a little behind).
+REVOCATION_OVERLAP = timedelta(seconds=30)
+_REVOKED_SINCE = select(IssuedToken.__table__.c.jti).where(IssuedToken.__table__.c.revoked_at >= bindparam("since"))
+
+
+class RevocationWatch:
+    """The background task that keeps ``ActiveTokens`` answers confirmed: one indexed query per sweep for
+    the tokens revoked since the previous sweep (minus ``REVOCATION_OVERLAP``), whoever revoked them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._since = utcnow() - REVOCATION_OVERLAP
+
+    def sweep(self) -> int:
+        """Run one sweep; returns how many revoked tokens it saw."""
+        max_age = self.ctx.settings.token_active_cache_seconds
+        if max_age <= 0:
+            return 0
+        generation, started, wall = _active.generation, time.monotonic(), utcnow()
+        with self.ctx.db.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock on SQLite (see db.py)
+            revoked = list(conn.execute(_REVOKED_SINCE, {"since": self._since}).scalars())
+        _active.swept(self.ctx.db.url, revoked, started, max_age, generation)
+        self._since = wall - REVOCATION_OVERLAP
+        return len(revoked)
 
 
 def is_active_remembered(ctx: Context, jti: str) -> bool:

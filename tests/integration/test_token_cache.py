@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,3 +110,56 @@ def test_erasing_an_account_refuses_its_remembered_token_at_once(ctx: Context, c
     r = client.delete("/v1/me", params={"confirm": "erase my data"}, headers=bearer(token))
     assert r.status_code == 200, r.text
     assert client.get(GUARDED, headers=bearer(token)).status_code == 401
+
+
+@pytest.fixture
+def watched(ctx: Context) -> Iterator[Context]:
+    """A context with a short bound, and a memo left clean for the next test (sweeps vouch per database)."""
+    settings = ctx.settings.model_copy(update={"token_active_cache_seconds": 1.0})
+    yield Context(settings=settings, db=ctx.db, keys=ctx.keys)
+    tokens._active.clear()
+
+
+def _set_revoked_at(ctx: Context, token: str, at: object) -> None:
+    with ctx.db.transaction() as session:
+        session.execute(
+            update(IssuedToken).where(IssuedToken.jti == tokens.unverified_claims(token)["jti"]).values(revoked_at=at)
+        )
+
+
+def test_the_revocation_watch_keeps_answers_past_their_age_and_drops_what_another_process_revoked(
+    watched: Context,
+) -> None:
+    kept, revoked = issue_token(watched, "customer"), issue_token(watched, "customer")
+    kept_jti, revoked_jti = (tokens.unverified_claims(t)["jti"] for t in (kept, revoked))
+    assert tokens.is_active_cached(watched, kept_jti)
+    assert tokens.is_active_cached(watched, revoked_jti)
+    watch = tokens.RevocationWatch(watched)
+    assert watch.sweep() == 0
+    time.sleep(0.6)
+    assert watch.sweep() == 0
+    time.sleep(0.6)  # 1.2 s after the database answered: only the second sweep vouches for the answers now
+    assert tokens.is_active_remembered(watched, kept_jti)
+    assert tokens.is_active_remembered(watched, revoked_jti)
+
+    _set_revoked(watched, revoked, revoked=True)  # by another process: no hook of this one runs
+    assert watch.sweep() == 1
+    assert not tokens.is_active_remembered(watched, revoked_jti)
+    assert not tokens.is_active_cached(watched, revoked_jti)
+    assert tokens.is_active_remembered(watched, kept_jti)
+
+    time.sleep(1.1)  # no sweep for longer than the bound: nothing vouches any more, the database is asked
+    assert not tokens.is_active_remembered(watched, kept_jti)
+    assert tokens.is_active_cached(watched, kept_jti)
+
+
+def test_the_revocation_watch_sees_revocations_stamped_before_its_previous_sweep(watched: Context) -> None:
+    token = issue_token(watched, "customer")
+    jti = tokens.unverified_claims(token)["jti"]
+    assert tokens.is_active_cached(watched, jti)
+    watch = tokens.RevocationWatch(watched)
+    watch.sweep()
+    # Another replica's clock runs 10 s behind (or its revoking transaction took 10 s to commit).
+    _set_revoked_at(watched, token, utcnow() - timedelta(seconds=10))
+    assert watch.sweep() == 1
+    assert not tokens.is_active_remembered(watched, jti)

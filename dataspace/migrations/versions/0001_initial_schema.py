@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:59:08.812731
+Create Date: 2026-11-25 19:59:53.845339
 """
 
 from collections.abc import Sequence
@@ -487,6 +487,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_oauth_tokens_client_id'), ['client_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_oauth_tokens_code_id'), ['code_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_oauth_tokens_family'), ['family'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oauth_tokens_revoked_at'), ['revoked_at'], unique=False)
 
     op.create_table('points_lots',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -638,6 +639,7 @@ def downgrade() -> None:
 
     op.drop_table('points_lots')
     with op.batch_alter_table('oauth_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oauth_tokens_revoked_at'))
         batch_op.drop_index(batch_op.f('ix_oauth_tokens_family'))
         batch_op.drop_index(batch_op.f('ix_oauth_tokens_code_id'))
         batch_op.drop_index(batch_op.f('ix_oauth_tokens_client_id'))
