@@ -166,7 +166,7 @@ def start_servers(data_dir: Path, url: str, replicas: int, issuer: str, port0: i
             "DATASPACE_BIND": f"127.0.0.1:{port}",
             "DATASPACE_ISSUER": issuer,
             "DATASPACE_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
         proc = subprocess.Popen(
             [sys.executable, "-c", "from dataspace.cli import main; main()", "serve"],
@@ -364,7 +364,34 @@ def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000
 
 
-def report(stats: Stats, elapsed: float, servers: list[Server], cpu_before: list[float], backend: str) -> None:
+def own_cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every process named postgres on this machine (0 where /proc cannot tell)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[-1].startswith("postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def report(
+    stats: Stats,
+    elapsed: float,
+    servers: list[Server],
+    cpu_before: list[float],
+    backend: str,
+    client_cpu: float,
+    pg_cpu: float,
+) -> None:
     print(f"\nbackend {backend}, replicas {len(servers)}, {elapsed:.1f}s, {stats.requests} requests")
     print(f"{'operation':<18}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for op in ("consent.grant", "consent.withdraw", "usage.read", "redeem"):
@@ -390,7 +417,13 @@ def report(stats: Stats, elapsed: float, servers: list[Server], cpu_before: list
         f"{', '.join(f'{s.peak_rss_mb():.0f} MB' for s in servers)}"
     )
     own = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"client (same machine): CPU {own.ru_utime + own.ru_stime:.1f}s, peak RSS {own.ru_maxrss / 1024:.0f} MB")
+    print(
+        f"client (same machine): CPU {client_cpu:.1f}s during the load, peak RSS {own.ru_maxrss / 1024:.0f} MB; "
+        f"PostgreSQL (all its processes): CPU {pg_cpu:.1f}s during the load"
+    )
+    if total:
+        per = (sum(cpu) + client_cpu + pg_cpu) / total * 1000
+        print(f"CPU per request (servers + PostgreSQL + client): {per:.2f} ms")
 
 
 # --- main --------------------------------------------------------------------------------------------
@@ -436,6 +469,7 @@ def main() -> None:
             ctx.close()
         servers = start_servers(tmp, url, args.replicas, issuer, port0)
         cpu_before = [s.cpu_seconds() for s in servers]
+        client_before, pg_before = own_cpu(), postgres_cpu()
         stats, elapsed = asyncio.run(
             drive(
                 [s.base for s in servers],
@@ -447,7 +481,9 @@ def main() -> None:
                 mix=mix,
             )
         )
-        report(stats, elapsed, servers, cpu_before, "sqlite" if url.startswith("sqlite") else "postgresql")
+        client_cpu, pg_cpu = own_cpu() - client_before, postgres_cpu() - pg_before
+        backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+        report(stats, elapsed, servers, cpu_before, backend, client_cpu, pg_cpu)
     finally:
         stop_servers(servers)
         if created_pg is not None:

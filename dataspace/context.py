@@ -94,7 +94,13 @@ class Context:
         """The group committer for short, frequent writes (consent changes): concurrent requests share a
         transaction and its COMMIT; their audit entries are appended once per batch."""
         if self._writes is None:
-            self._writes = GroupCommit(self.db, around=_write_batch, name="consent-writes")
+            self._writes = GroupCommit(
+                self.db,
+                around=_write_batch,
+                threads=self.settings.write_threads,
+                max_batch=self.settings.write_batch_max,
+                name="writes",
+            )
         return self._writes
 
     def stop_writes(self) -> None:

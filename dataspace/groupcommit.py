@@ -52,7 +52,8 @@ def _nothing(_session: Session) -> Iterator[None]:
 
 
 class GroupCommit:
-    """Runs submitted ``fn(session)`` calls on one thread, batched into shared transactions.
+    """Runs submitted ``fn(session)`` calls on ``threads`` threads, batched into shared transactions (one
+    batch per thread at a time, each on its own connection).
 
     ``around(session)`` wraps every batch (and every lone rerun) inside its transaction: for example the audit
     log's ``batched``, so a batch's audit entries are appended once. ``max_batch`` bounds a batch (and so the
@@ -64,16 +65,18 @@ class GroupCommit:
         *,
         around: Callable[[Session], AbstractContextManager[Any]] = _nothing,
         max_batch: int = 64,
+        threads: int = 1,
         name: str = "group-commit",
     ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        if max_batch < 1 or threads < 1:
+            raise ValueError("max_batch and threads must be at least 1")
+        self._threads_wanted = threads
         self._db = db
         self._around = around
         self._max_batch = max_batch
         self._name = name
         self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
         self.batches = 0  # counters, for tests and the bench
@@ -86,9 +89,13 @@ class GroupCommit:
         with self._lock:
             if self._closed:
                 raise RuntimeError("group commit is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
+                    for i in range(self._threads_wanted)
+                ]
+                for thread in self._threads:
+                    thread.start()
             self._queue.put(_Item(fn, future))
         return future
 
@@ -101,17 +108,18 @@ class GroupCommit:
         return await asyncio.wrap_future(self.submit(fn))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the thread."""
+        """Finish what is queued, then stop the threads."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        for _ in threads:  # one stop mark per thread, queued behind every write already submitted
             self._queue.put(None)
+        for thread in threads:
             thread.join(timeout)
 
-    # --- the batch thread --------------------------------------------------------------------------------
+    # --- the batch threads --------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -141,8 +149,9 @@ class GroupCommit:
                 return
 
     def _run(self, batch: list[_Item[Any]]) -> None:
-        self.batches += 1
-        self.items += len(batch)
+        with self._lock:
+            self.batches += 1
+            self.items += len(batch)
         if len(batch) == 1:
             self._alone(batch[0])
             return
@@ -157,7 +166,8 @@ class GroupCommit:
                 # A function failed (or the database did while they ran): nothing is committed. Each runs
                 # again alone, so only the one at fault gets an error.
                 session.rollback()
-                self.reruns += 1
+                with self._lock:
+                    self.reruns += 1
                 for item in batch:
                     self._alone(item)
                 return

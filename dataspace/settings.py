@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # How long a server remembers that a token is not revoked (0: ask the database on every request). A
     # revocation made through this server takes effect at once; one made through another replica within this.
     token_active_cache_seconds: float = Field(default=2.0, ge=0, le=30)
+    # Group commit of consent changes and redemptions (dataspace.groupcommit): how many batches may run at once
+    # (each on its own connection) and how many writes one batch takes at most.
+    write_threads: int = Field(default=1, ge=1, le=32)
+    write_batch_max: int = Field(default=64, ge=1, le=1000)
     # An external OIDC issuer the server also trusts (optional).
     external_issuer: str | None = None
     external_jwks_url: str | None = None

@@ -518,7 +518,8 @@ def _insert_active(session: Session, values: dict[str, Any]) -> ConsentGrant | N
     """Insert a grant unless another grant is active for its scope (then None). ON CONFLICT DO NOTHING on the
     unique active key: a concurrent grant of the same scope makes this wait for the other transaction and
     then yield to it, in one statement (no savepoint)."""
-    grant_id = session.execute(_INSERT_ACTIVE[session.get_bind().dialect.name], values).scalar()
+    conn = session.connection()  # Core statements skip the ORM's per-statement bookkeeping
+    grant_id = conn.execute(_INSERT_ACTIVE[conn.dialect.name], values).scalar()
     if grant_id is None:
         return None
     # The row as stored (times in UTC, as they read back), put in the session as if it had been read: every
@@ -617,7 +618,7 @@ def _transition(session: Session, row: ConsentGrant, values: dict[str, Any]) -> 
     """Compare-and-set on (state active, version): the one writer that wins makes the change. The winner
     knows the row's new values (nobody else changed it: the version matched), a loser reads them."""
     new = {"version": row.version + 1, **values}
-    result = session.execute(
+    result = session.connection().execute(
         _transition_statement(tuple(sorted(new))),
         {"b_id": row.id, "b_version": row.version, **{f"v_{k}": v for k, v in new.items()}},
     )

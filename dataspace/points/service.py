@@ -76,10 +76,6 @@ _LOTS: Table = PointsLot.__table__  # type: ignore[assignment]
 
 # Statements run on every earning, built once (building one costs about as much CPU as running it).
 _ACCOUNT_BY_CODE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.code == bindparam("code"))
-_LOCK_CUSTOMER = (
-    select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.subject_id == bindparam("subject_id")).with_for_update(key_share=True)
-)
-_TX_BY_KEY = select(_TRANSACTIONS.c.id).where(_TRANSACTIONS.c.idempotency_key == bindparam("key"))
 _INSERT_TX_ONCE = {
     name: dialect_insert(_TRANSACTIONS)
     .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
@@ -99,6 +95,16 @@ _CREDIT = (
     )
 )
 _DEBIT = _CREDIT.where(_ACCOUNTS.c.balance >= -_DELTA)  # a debit never overdraws
+_CREDIT_SUBJECT = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.subject_id == bindparam("b_subject"))
+    .values(
+        balance=_ACCOUNTS.c.balance + _DELTA,
+        lifetime_earned=_ACCOUNTS.c.lifetime_earned + bindparam("b_earned", type_=_ACCOUNTS.c.lifetime_earned.type),
+        version=_ACCOUNTS.c.version + 1,
+    )
+    .returning(_ACCOUNTS.c.id)
+)
 
 
 class UnbalancedTransactionError(AssertionError):
@@ -187,14 +193,6 @@ def _lock_customer(session: Session, subject_id: int) -> PointsAccount:
     ).one()
 
 
-def _lock_customer_id(session: Session, subject_id: int) -> int:
-    """Lock one customer's account and return its id: one statement when the account exists (the usual case).
-
-    Only for a caller that holds no other points lock yet, so taking this one first keeps the lock order."""
-    account_id = session.execute(_LOCK_CUSTOMER, {"subject_id": subject_id}).scalar()
-    return int(account_id) if account_id is not None else _lock_customer(session, subject_id).id
-
-
 def _check_balanced(kind: str, legs: Sequence[tuple[int, int]]) -> None:
     if not legs or any(amount == 0 for _, amount in legs):
         raise UnbalancedTransactionError(f"{kind}: a transaction needs non-zero postings")
@@ -238,7 +236,7 @@ def _move_customer(session: Session, account_id: int, delta: int, *, earned: int
     """Apply a delta to a locked customer account; a debit is conditional so it can never overdraw."""
     stmt = _DEBIT if delta < 0 else _CREDIT
     params = {"b_id": account_id, "b_delta": delta, "b_earned": earned}
-    if session.execute(stmt, params).rowcount != 1:  # type: ignore[attr-defined]
+    if session.connection().execute(stmt, params).rowcount != 1:
         raise InsufficientFunds("Your points balance is too low for this.")
 
 
@@ -257,10 +255,6 @@ def system_balance(session: Session, code: str) -> int:
 
 def _balance(session: Session, account_id: int) -> int:
     return int(session.scalar(select(PointsAccount.balance).where(PointsAccount.id == account_id)) or 0)
-
-
-def _tx_exists(session: Session, key: str) -> bool:
-    return session.execute(_TX_BY_KEY, {"key": key}).scalar() is not None
 
 
 # --- earning -----------------------------------------------------------------------------------------
@@ -307,7 +301,7 @@ def _credit(
 
 def _credit_once(
     session: Session,
-    account_id: int,
+    subject_id: int,
     *,
     kind: str,
     key: str,
@@ -317,12 +311,13 @@ def _credit_once(
     now: datetime,
     valid_for: timedelta | None,
 ) -> bool:
-    """``_credit`` for a locked account in plain statements, unless ``key`` is taken (then nothing, False).
-
-    The transaction row is inserted first with ON CONFLICT DO NOTHING: that one statement is both the
-    idempotency check and the insert."""
-    tx_id = session.execute(
-        _INSERT_TX_ONCE[session.get_bind().dialect.name],
+    """Credit a customer ``points`` unless ``key`` is taken (then nothing, False), in two statements: the
+    transaction row is inserted with ON CONFLICT DO NOTHING (the idempotency check and the insert at once),
+    then one UPDATE credits the customer's account, locking it, and returns its id. Nothing else is locked
+    before it, so the lock order holds."""
+    conn = session.connection()
+    tx_id = conn.execute(
+        _INSERT_TX_ONCE[conn.dialect.name],
         {
             "kind": kind,
             "idempotency_key": key,
@@ -335,7 +330,13 @@ def _credit_once(
     ).scalar()
     if tx_id is None:
         return False
-    legs = [(_system_account(session, ISSUANCE), -points), (account_id, points)]
+    account_id = conn.execute(
+        _CREDIT_SUBJECT, {"b_subject": subject_id, "b_delta": points, "b_earned": points}
+    ).scalar()
+    if account_id is None:  # the customer's first points: open the account
+        account_id = _lock_customer(session, subject_id).id
+        _move_customer(session, account_id, points, earned=points)
+    legs = [(_system_account(session, ISSUANCE), -points), (int(account_id), points)]
     _check_balanced(kind, legs)
     # Nothing in a consent batch reads postings or lots back: held back to one INSERT per batch (see
     # dataspace.groupcommit); outside a batch they are written at once.
@@ -355,7 +356,6 @@ def _credit_once(
             "expires_at": now + valid_for if valid_for else None,
         },
     )
-    _move_customer(session, account_id, points, earned=points)
     return True
 
 
@@ -442,14 +442,9 @@ def award_authorization_bonus(
     if points == 0:
         return 0
     key = f"authbonus:{subject_id}:{field_key}"
-    # Transactions are never deleted: a key already there means earned, no lock needed to know that. A key
-    # not there yet is settled under the customer's lock by the insert itself (ON CONFLICT DO NOTHING).
-    if _tx_exists(session, key):
-        return 0
-    account_id = _lock_customer_id(session, subject_id)
     if not _credit_once(
         session,
-        account_id,
+        subject_id,
         kind="authorization_bonus",
         key=key,
         points=points,

@@ -70,6 +70,13 @@ def grant_fn(ctx: Context, sid: int, field: str) -> Callable[[Session], svc.Chan
     return lambda s: svc.grant(s, subject_id=sid, request=req, signer=ctx.keys.signing_key)
 
 
+@pytest.fixture
+def ctx(ctx: Context) -> Context:
+    """The server context with one group-commit thread, so ``held`` decides exactly what is batched."""
+    ctx.settings = ctx.settings.model_copy(update={"write_threads": 1})
+    return ctx
+
+
 def test_concurrent_consent_changes_share_one_commit_and_each_gets_its_receipt(ctx: Context) -> None:
     load_demo_catalog(ctx)
     subjects = [make_subject(ctx) for _ in range(5)]
@@ -202,7 +209,7 @@ def test_redemptions_in_one_batch_never_oversell_and_the_one_too_many_fails_alon
 
 
 def test_close_finishes_what_is_queued_then_refuses_new_writes(ctx: Context) -> None:
-    writes = GroupCommit(ctx.db)
+    writes = GroupCommit(ctx.db, threads=3)
 
     def add_subject(session: Session) -> int:
         subject = Subject(blind_ref=uuid.uuid4().hex)
@@ -211,11 +218,12 @@ def test_close_finishes_what_is_queued_then_refuses_new_writes(ctx: Context) -> 
         return subject.id
 
     with held(writes):
-        futures = [writes.submit(add_subject) for _ in range(4)]
+        futures = [writes.submit(add_subject) for _ in range(40)]
         closer = threading.Thread(target=writes.close)
         closer.start()
     closer.join(30)
-    assert len({f.result(30) for f in futures}) == 4
-    assert count(ctx, Subject) == 4
+    assert not closer.is_alive()
+    assert len({f.result(30) for f in futures}) == 40
+    assert count(ctx, Subject) == 40
     with pytest.raises(RuntimeError, match="closed"):
         writes.submit(add_subject)
