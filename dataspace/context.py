@@ -30,11 +30,13 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 @contextlib.contextmanager
 def _write_batch(session: Session) -> Iterator[None]:
-    """What a group-commit batch wraps its writes in: plain inserts held back to one multi-row INSERT per
-    table, audit entries to one append."""
+    """What a group-commit batch wraps its writes in: authorization bonuses credited together (set-based),
+    audit entries appended together, plain inserts held back to one multi-row INSERT per table. Left in
+    that order: the bonuses add audit entries and inserts."""
     from dataspace.audit import batched  # the audit package imports models that import this module
+    from dataspace.points.service import bonuses_batched
 
-    with deferred_inserts(session), batched(session):
+    with deferred_inserts(session), batched(session), bonuses_batched(session):
         yield
 
 

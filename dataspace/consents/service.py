@@ -450,7 +450,7 @@ def _consequences(
         # A dimension grant covers its normal fields (never sensitive ones).
         covered = [f for f in catalog.fields if row.field_key is not None or f.sensitivity == "normal"]
         for f in covered:
-            points.award_authorization_bonus(
+            points.queue_authorization_bonus(
                 session,
                 subject_id=row.subject_id,
                 field_key=f.key,

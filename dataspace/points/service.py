@@ -19,7 +19,8 @@ import hmac
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -76,10 +77,8 @@ _LOTS: Table = PointsLot.__table__  # type: ignore[assignment]
 
 # Statements run on every earning, built once (building one costs about as much CPU as running it).
 _ACCOUNT_BY_CODE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.code == bindparam("code"))
-_INSERT_TX_ONCE = {
-    name: dialect_insert(_TRANSACTIONS)
-    .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
-    .returning(_TRANSACTIONS.c.id)
+_INSERT_TX_IGNORE = {
+    name: dialect_insert(_TRANSACTIONS).on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
 _INSERT_POSTINGS = insert(_POSTINGS)
@@ -95,15 +94,15 @@ _CREDIT = (
     )
 )
 _DEBIT = _CREDIT.where(_ACCOUNTS.c.balance >= -_DELTA)  # a debit never overdraws
-_CREDIT_SUBJECT = (
+_CREDIT_SUBJECTS = (
     update(_ACCOUNTS)
-    .where(_ACCOUNTS.c.subject_id == bindparam("b_subject"))
+    .where(_ACCOUNTS.c.subject_id.in_(bindparam("b_subjects", expanding=True)))
     .values(
         balance=_ACCOUNTS.c.balance + _DELTA,
         lifetime_earned=_ACCOUNTS.c.lifetime_earned + bindparam("b_earned", type_=_ACCOUNTS.c.lifetime_earned.type),
         version=_ACCOUNTS.c.version + 1,
     )
-    .returning(_ACCOUNTS.c.id)
+    .returning(_ACCOUNTS.c.subject_id, _ACCOUNTS.c.id)
 )
 
 
@@ -299,66 +298,6 @@ def _credit(
     return tx
 
 
-def _credit_once(
-    session: Session,
-    subject_id: int,
-    *,
-    kind: str,
-    key: str,
-    points: int,
-    reason: str,
-    reference: str | None,
-    now: datetime,
-    valid_for: timedelta | None,
-) -> bool:
-    """Credit a customer ``points`` unless ``key`` is taken (then nothing, False), in two statements: the
-    transaction row is inserted with ON CONFLICT DO NOTHING (the idempotency check and the insert at once),
-    then one UPDATE credits the customer's account, locking it, and returns its id. Nothing else is locked
-    before it, so the lock order holds."""
-    conn = session.connection()
-    tx_id = conn.execute(
-        _INSERT_TX_ONCE[conn.dialect.name],
-        {
-            "kind": kind,
-            "idempotency_key": key,
-            "request_hash": None,
-            "reason": reason,
-            "reference": reference,
-            "corrects_id": None,
-            "created_at": now,
-        },
-    ).scalar()
-    if tx_id is None:
-        return False
-    account_id = conn.execute(
-        _CREDIT_SUBJECT, {"b_subject": subject_id, "b_delta": points, "b_earned": points}
-    ).scalar()
-    if account_id is None:  # the customer's first points: open the account
-        account_id = _lock_customer(session, subject_id).id
-        _move_customer(session, account_id, points, earned=points)
-    legs = [(_system_account(session, ISSUANCE), -points), (int(account_id), points)]
-    _check_balanced(kind, legs)
-    # Nothing in a consent batch reads postings or lots back: held back to one INSERT per batch (see
-    # dataspace.groupcommit); outside a batch they are written at once.
-    for a, amount in legs:
-        insert_later(
-            session, _INSERT_POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
-        )
-    insert_later(
-        session,
-        _INSERT_LOT,
-        {
-            "account_id": account_id,
-            "transaction_id": tx_id,
-            "amount": points,
-            "remaining": points,
-            "earned_at": now,
-            "expires_at": now + valid_for if valid_for else None,
-        },
-    )
-    return True
-
-
 def _bulk_credit(
     session: Session,
     credits: Sequence[tuple[int, str, int]],
@@ -413,6 +352,130 @@ def _bulk_credit(
         )
 
 
+@dataclass(frozen=True)
+class _Bonus:
+    subject_id: int
+    field_key: str
+    points: int
+    label: str
+    now: datetime
+    valid_for: timedelta | None
+    actor: Principal | None
+
+    @property
+    def key(self) -> str:
+        return f"authbonus:{self.subject_id}:{self.field_key}"
+
+
+def _credit_bonuses(session: Session, bonuses: Sequence[_Bonus]) -> list[_Bonus]:
+    """Credit authorization bonuses, each at most once ever (by its key); returns those credited now.
+
+    Set-based, whatever the number: one INSERT of the transactions with ON CONFLICT DO NOTHING (the
+    idempotency check and the insert at once: an earned bonus costs nothing more and takes no lock), one
+    UPDATE ... RETURNING per distinct amount that credits the customers' accounts and locks them, then the
+    postings and lots (held back to the batch's multi-row inserts inside a group commit)."""
+    first: dict[str, _Bonus] = {}
+    for b in bonuses:
+        first.setdefault(b.key, b)
+    unique = list(first.values())
+    if not unique:
+        return []
+    conn = session.connection()
+    inserted: dict[str, int] = dict(
+        conn.execute(
+            _INSERT_TX_IGNORE[conn.dialect.name]
+            .values(
+                [
+                    {
+                        "kind": "authorization_bonus",
+                        "idempotency_key": b.key,
+                        "request_hash": None,
+                        "reason": f"Bonus for authorizing: {b.label}",
+                        "reference": f"field:{b.field_key}",
+                        "corrects_id": None,
+                        "created_at": b.now,
+                    }
+                    for b in unique
+                ]
+            )
+            .returning(_TRANSACTIONS.c.idempotency_key, _TRANSACTIONS.c.id)
+        ).all()
+    )
+    credited = [b for b in unique if b.key in inserted]
+    if not credited:
+        return []
+    per_subject: dict[int, int] = defaultdict(int)
+    for b in credited:
+        per_subject[b.subject_id] += b.points
+    by_amount: dict[int, list[int]] = defaultdict(list)
+    for subject_id, total in sorted(per_subject.items()):
+        by_amount[total].append(subject_id)
+    account_of: dict[int, int] = {}
+    for total, subject_ids in by_amount.items():
+        rows = conn.execute(_CREDIT_SUBJECTS, {"b_subjects": subject_ids, "b_delta": total, "b_earned": total})
+        account_of.update((int(sid), int(aid)) for sid, aid in rows)
+    for subject_id, total in per_subject.items():
+        if subject_id not in account_of:  # the customer's first points: open the account
+            account_of[subject_id] = _lock_customer(session, subject_id).id
+            _move_customer(session, account_of[subject_id], total, earned=total)
+    issuance = _system_account(session, ISSUANCE)
+    for b in credited:
+        tx_id, account_id = inserted[b.key], account_of[b.subject_id]
+        legs = [(issuance, -b.points), (account_id, b.points)]
+        _check_balanced("authorization_bonus", legs)
+        for a, amount in legs:
+            insert_later(
+                session,
+                _INSERT_POSTINGS,
+                {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": b.now},
+            )
+        insert_later(
+            session,
+            _INSERT_LOT,
+            {
+                "account_id": account_id,
+                "transaction_id": tx_id,
+                "amount": b.points,
+                "remaining": b.points,
+                "earned_at": b.now,
+                "expires_at": b.now + b.valid_for if b.valid_for else None,
+            },
+        )
+        record_event(
+            session,
+            actor=b.actor,
+            action="points.bonus_awarded",
+            target=f"subject:{b.subject_id}",
+            details={"field": b.field_key, "points": b.points},
+        )
+    return credited
+
+
+def _bonus(
+    session: Session,
+    *,
+    subject_id: int,
+    field_key: str,
+    now: datetime,
+    points: int | None,
+    valid_for: timedelta | None,
+    actor: Principal | None,
+    label: str | None,
+) -> _Bonus | None:
+    """The bonus to credit, or None when the field is worth no points."""
+    if points is None or label is None:
+        field = session.scalars(select(Field).where(Field.key == field_key)).first()
+        if points is None:
+            points = field.points_value if field is not None else 0
+        if label is None:
+            label = field.label if field is not None else field_key
+    if points < 0:
+        raise InvalidInput("points must not be negative")
+    if points == 0:
+        return None
+    return _Bonus(subject_id, field_key, points, label, now, valid_for, actor)
+
+
 def award_authorization_bonus(
     session: Session,
     *,
@@ -431,37 +494,69 @@ def award_authorization_bonus(
     A caller that has read the field already passes its ``points_value`` and ``label`` (the catalog is then
     not read again).
     """
-    if points is None or label is None:
-        field = session.scalars(select(Field).where(Field.key == field_key)).first()
-        if points is None:
-            points = field.points_value if field is not None else 0
-        if label is None:
-            label = field.label if field is not None else field_key
-    if points < 0:
-        raise InvalidInput("points must not be negative")
-    if points == 0:
-        return 0
-    key = f"authbonus:{subject_id}:{field_key}"
-    if not _credit_once(
+    bonus = _bonus(
         session,
-        subject_id,
-        kind="authorization_bonus",
-        key=key,
-        points=points,
-        reason=f"Bonus for authorizing: {label}",
-        reference=f"field:{field_key}",
+        subject_id=subject_id,
+        field_key=field_key,
         now=now,
+        points=points,
         valid_for=valid_for,
-    ):
-        return 0
-    record_event(
-        session,
         actor=actor,
-        action="points.bonus_awarded",
-        target=f"subject:{subject_id}",
-        details={"field": field_key, "points": points},
+        label=label,
     )
-    return points
+    return sum(b.points for b in _credit_bonuses(session, [bonus])) if bonus is not None else 0
+
+
+_PENDING_BONUSES = "points_pending_bonuses"
+
+
+def queue_authorization_bonus(
+    session: Session,
+    *,
+    subject_id: int,
+    field_key: str,
+    now: datetime,
+    points: int,
+    label: str,
+    valid_for: timedelta | None = DEFAULT_VALIDITY,
+    actor: Principal | None = None,
+) -> None:
+    """``award_authorization_bonus`` for a caller that needs no answer: inside ``bonuses_batched`` the bonus
+    is credited with the block's others when it ends, otherwise at once."""
+    bonus = _bonus(
+        session,
+        subject_id=subject_id,
+        field_key=field_key,
+        now=now,
+        points=points,
+        valid_for=valid_for,
+        actor=actor,
+        label=label,
+    )
+    if bonus is None:
+        return
+    pending: list[_Bonus] | None = session.info.get(_PENDING_BONUSES)
+    if pending is None:
+        _credit_bonuses(session, [bonus])
+    else:
+        pending.append(bonus)
+
+
+@contextmanager
+def bonuses_batched(session: Session) -> Iterator[None]:
+    """Hold back ``queue_authorization_bonus`` credits of this block and credit them together (set-based)
+    when it ends, in the caller's transaction. If the block raises, none is credited. Nested blocks join the
+    outermost one."""
+    if _PENDING_BONUSES in session.info:
+        yield
+        return
+    pending: list[_Bonus] = []
+    session.info[_PENDING_BONUSES] = pending
+    try:
+        yield
+    finally:
+        del session.info[_PENDING_BONUSES]
+    _credit_bonuses(session, pending)
 
 
 def usage_points(session: Session, field_keys: Iterable[str]) -> int:

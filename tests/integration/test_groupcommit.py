@@ -102,6 +102,35 @@ def test_concurrent_consent_changes_share_one_commit_and_each_gets_its_receipt(c
     assert len(actions) == 5
 
 
+def test_bonuses_of_one_batch_are_credited_together_once_each(ctx: Context) -> None:
+    load_demo_catalog(ctx)
+    a, b = make_subject(ctx), make_subject(ctx)
+    writes = ctx.writes
+    with held(writes):  # a: two fields (50 + 20 points) in one batch, b: one field, and b's again (a repeat)
+        futures = [
+            writes.submit(grant_fn(ctx, a, "age")),
+            writes.submit(grant_fn(ctx, a, "gender")),
+            writes.submit(grant_fn(ctx, b, "age")),
+            writes.submit(grant_fn(ctx, b, "age")),
+        ]
+    changes = [f.result(30) for f in futures]
+    assert [c.changed for c in changes] == [True, True, True, False]
+    assert writes.reruns == 0
+    now = utcnow()
+    with ctx.db.session() as s:
+        assert points.get_summary(s, subject_id=a, now=now).balance == 70
+        assert points.get_summary(s, subject_id=b, now=now).balance == 50
+        points.check_invariants(s)
+        awarded = list(s.scalars(select(TLogEntry.action).where(TLogEntry.action == "points.bonus_awarded")))
+    assert len(awarded) == 3
+    # Withdrawn and granted again in a later batch: never earned twice.
+    ctx.writes.call(lambda s: svc.withdraw(s, subject_id=b, grant_id=changes[2].grant.id, signer=ctx.keys.signing_key))
+    assert ctx.writes.call(grant_fn(ctx, b, "age")).changed
+    with ctx.db.session() as s:
+        assert points.get_summary(s, subject_id=b, now=now).balance == 50
+        points.check_invariants(s)
+
+
 def test_a_failing_change_fails_alone_and_the_others_commit(ctx: Context) -> None:
     load_demo_catalog(ctx)
     a, b, c = (make_subject(ctx) for _ in range(3))
