@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load import PG_ADMIN_URL, setup  # noqa: E402
+from load import PG_ADMIN_URL, postgres_cpu, setup  # noqa: E402
 
 from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
@@ -74,6 +74,7 @@ def main() -> None:
         signer = ctx.keys.signing_key
         pairs = args.changes // 2
         wall = cpu = 0.0
+        pg_before = postgres_cpu()
         done = 0
         while done < pairs:
             k = min(args.batch, pairs - done)
@@ -110,6 +111,7 @@ def main() -> None:
             cpu += time.process_time() - c0
             done += k
         n = 2 * done
+        pg = postgres_cpu() - pg_before
         w = ctx.writes
         print(
             f"backend {ctx.db.engine.dialect.name}, batch {args.batch}: {n} changes, "
@@ -117,6 +119,8 @@ def main() -> None:
             f"{w.batches} batches ({w.items / max(w.batches, 1):.1f} changes each), {w.reruns} reruns; "
             f"{n / wall:.0f} changes/s on one thread"
         )
+        if created_pg is not None:
+            print(f"PostgreSQL (all its processes on this machine): {pg / n * 1000:.2f} ms CPU per change")
         if os.environ.get("BENCH_SQL"):
             for head, c in sorted(seen.items(), key=lambda kv: -kv[1])[:25]:
                 print(f"{c / n:6.2f}  {head}")

@@ -66,6 +66,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_use_lifo", True)
     return create_engine(url, **kwargs)
 
 
