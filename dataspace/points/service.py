@@ -77,8 +77,10 @@ _LOTS: Table = PointsLot.__table__  # type: ignore[assignment]
 
 # Statements run on every earning, built once (building one costs about as much CPU as running it).
 _ACCOUNT_BY_CODE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.code == bindparam("code"))
-_INSERT_TX_IGNORE = {
-    name: dialect_insert(_TRANSACTIONS).on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
+_INSERT_BONUS_TX = {
+    name: dialect_insert(_TRANSACTIONS)
+    .on_conflict_do_nothing(index_elements=[_TRANSACTIONS.c.idempotency_key])
+    .returning(_TRANSACTIONS.c.idempotency_key, _TRANSACTIONS.c.id)
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
 _INSERT_POSTINGS = insert(_POSTINGS)
@@ -381,26 +383,24 @@ def _credit_bonuses(session: Session, bonuses: Sequence[_Bonus]) -> list[_Bonus]
     if not unique:
         return []
     conn = session.connection()
-    inserted: dict[str, int] = dict(
-        conn.execute(
-            _INSERT_TX_IGNORE[conn.dialect.name]
-            .values(
-                [
-                    {
-                        "kind": "authorization_bonus",
-                        "idempotency_key": b.key,
-                        "request_hash": None,
-                        "reason": f"Bonus for authorizing: {b.label}",
-                        "reference": f"field:{b.field_key}",
-                        "corrects_id": None,
-                        "created_at": b.now,
-                    }
-                    for b in unique
-                ]
-            )
-            .returning(_TRANSACTIONS.c.idempotency_key, _TRANSACTIONS.c.id)
-        ).all()
+    # executemany with RETURNING: SQLAlchemy sends it as one multi-row INSERT (its "insertmanyvalues"), from
+    # a statement compiled once; rows skipped by ON CONFLICT return nothing.
+    rows = conn.execute(
+        _INSERT_BONUS_TX[conn.dialect.name],
+        [
+            {
+                "kind": "authorization_bonus",
+                "idempotency_key": b.key,
+                "request_hash": None,
+                "reason": f"Bonus for authorizing: {b.label}",
+                "reference": f"field:{b.field_key}",
+                "corrects_id": None,
+                "created_at": b.now,
+            }
+            for b in unique
+        ],
     )
+    inserted: dict[str, int] = {str(key): int(tx_id) for key, tx_id in rows}
     credited = [b for b in unique if b.key in inserted]
     if not credited:
         return []

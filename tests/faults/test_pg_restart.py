@@ -1,5 +1,6 @@
 """PostgreSQL restarted under load: requests during the outage fail cleanly (a 5xx problem+json, never a hang),
-the server recovers by itself (pool_pre_ping), and nothing acknowledged is lost.
+the server recovers by itself (idle connections are pinged, a disconnect invalidates the pool), and nothing
+acknowledged is lost.
 
 The restart cuts every PostgreSQL connection on the machine, including those of tests running in parallel
 (``./run test`` uses pytest-xdist), so this test runs only when asked, on its own (``./run test`` does so

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy.orm import Session
+from fastapi.concurrency import run_in_threadpool
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import Forbidden
-from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.http.deps import authorize, get_context
 from dataspace.tlog.log import sequence, verifier_keys
 from dataspace.usage import usage_for_subject, usage_proof
 
@@ -23,12 +23,9 @@ def _subject(principal: Principal) -> int:
     return principal.subject_id
 
 
-@router.get("")
-def my_usage(
-    principal: Principal = Depends(authorize("me.usage", "read")),
-    session: Session = Depends(read_session),
-) -> dict[str, Any]:
-    fields = usage_for_subject(session, _subject(principal))
+def _usage(ctx: Context, subject_id: int) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        fields = usage_for_subject(session, subject_id)
     return {
         "fields": [
             {
@@ -48,6 +45,16 @@ def my_usage(
             for f in fields
         ]
     }
+
+
+# async, with its blocking part in one worker-thread call: a plain ``def`` route with a session dependency
+# hops to a worker thread three times (open the session, run, close it).
+@router.get("")
+async def my_usage(
+    principal: Principal = Depends(authorize("me.usage", "read")),
+    ctx: Context = Depends(get_context),
+) -> dict[str, Any]:
+    return await run_in_threadpool(_usage, ctx, _subject(principal))
 
 
 @router.get("/{index}/proof")
