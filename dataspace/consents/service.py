@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BigInteger, Table, Update, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy import BigInteger, Table, Update, bindparam, case, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 import consent
 from consent import (
@@ -207,10 +208,29 @@ def _catalog(
     return _Catalog(purpose, [_FieldRow(*f) for f in fields], label, partner)
 
 
+_GRANTS: Table = ConsentGrant.__table__  # type: ignore[assignment]
+_GRANT_NAMES = tuple(c.key for c in _GRANTS.c)
+_G = len(_GRANT_NAMES)
+
+
+def _grant_of(session: Session, values: Sequence[Any]) -> ConsentGrant:
+    """The session's object for a grant read as plain columns (``_GRANTS.c``, in order): the one the
+    session already holds (it knows this transaction's changes), else a new one put in the session as if
+    the ORM had loaded it."""
+    data = dict(zip(_GRANT_NAMES, values, strict=True))
+    held = session.identity_map.get(identity_key(ConsentGrant, data["id"]))
+    if held is not None:
+        return held
+    row = ConsentGrant(**data)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
 # The statements of a change are built once (building one costs about as much CPU as running it).
 _LOAD_GRANT = (
     select(
-        ConsentGrant,
+        *_GRANTS.c,
         *_PURPOSE_COLUMNS,
         *_FIELD_COLUMNS,
         *_PARTNER_COLUMNS,
@@ -235,16 +255,17 @@ def _load_grant(
     """A grant (of ``subject_id`` when given) with its catalog rows and its events, oldest first, in one
     statement: one row per event, the catalog rows joined on their unique keys. Not found: ``NotFound``."""
     _flush_events_of(session, grant_id)
+    conn = session.connection()  # Core: the ORM's per-statement bookkeeping cost as much as the query
     if subject_id is None:
-        result = session.execute(_LOAD_GRANT, {"grant_id": grant_id})
+        result = conn.execute(_LOAD_GRANT, {"grant_id": grant_id})
     else:
-        result = session.execute(_LOAD_OWNED_GRANT, {"grant_id": grant_id, "subject_id": subject_id})
+        result = conn.execute(_LOAD_OWNED_GRANT, {"grant_id": grant_id, "subject_id": subject_id})
     rows: list[Any] = list(result)
     if not rows:
         raise NotFound("no such grant")
-    row = rows[0][0]
-    purpose, field, partner = _catalog_rows(rows[0][1:])
-    e = 1 + _P + _F + _R
+    row = _grant_of(session, rows[0][:_G])
+    purpose, field, partner = _catalog_rows(rows[0][_G:])
+    e = _G + _P + _F + _R
     events = [ReceiptEvent(EventKind(r[e]), r[e + 1], r[e + 2], r[e + 3]) for r in rows if r[e] is not None]
     return row, _catalog(session, purpose, field, row.dimension_key, partner), events
 
@@ -272,7 +293,7 @@ _CHECK_REQUEST = (
         *_FIELD_COLUMNS,
         *_PARTNER_COLUMNS,
         exists().where(aliased(Partner).category == bindparam("category")),
-        ConsentGrant,
+        *_GRANTS.c,
     )
     .select_from(Subject)
     .outerjoin(Purpose, Purpose.key == bindparam("purpose"))
@@ -296,11 +317,12 @@ def _check_request(
         "partner": req.partner,
         "category": req.partner_category,
     }
-    found: Any = session.execute(_CHECK_REQUEST, params).one_or_none()
+    found: Any = session.connection().execute(_CHECK_REQUEST, params).one_or_none()
     if found is None or found[0] is not None:
         raise NotFound("no such data subject")
     purpose, field, partner = _catalog_rows(found[1:])
-    category_known, existing = found[-2], found[-1]
+    category_known = found[-_G - 1]
+    existing = _grant_of(session, found[-_G:]) if found[-_G] is not None else None
     if purpose is None:
         raise InvalidInput(f"unknown purpose {req.purpose!r}")
     if req.field is not None and (field is None or field.status != "active"):
@@ -392,7 +414,7 @@ def _record_change(
     receipt_id = str(uuid.uuid4())
     insert_later(
         session,
-        _INSERT_EVENT,
+        _EVENTS,
         {
             "grant_id": row.id,
             "subject_id": row.subject_id,
@@ -410,7 +432,7 @@ def _record_change(
     signed = consent.sign_receipt(_receipt(row, history, receipt_id, policy, catalog), signer)
     insert_later(
         session,
-        _INSERT_RECEIPT,
+        _RECEIPTS,
         {
             "id": receipt_id,
             "grant_id": row.id,
@@ -479,7 +501,7 @@ def _consequences(
 def _flush_events_of(session: Session, grant_id: int) -> None:
     """Write the events a batch holds back (see ``dataspace.groupcommit``) if this grant has one among them,
     before reading its events."""
-    if any(row["grant_id"] == grant_id for row in deferred_rows(session, _INSERT_EVENT)):
+    if any(row["grant_id"] == grant_id for row in deferred_rows(session, _EVENTS)):
         flush_deferred(session)
 
 
@@ -498,9 +520,6 @@ def _latest_receipt_id(session: Session, grant_id: int) -> str:
 # --- changes --------------------------------------------------------------------------------------------
 _EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 _RECEIPTS: Table = ConsentReceipt.__table__  # type: ignore[assignment]
-_INSERT_EVENT = insert(_EVENTS)
-_INSERT_RECEIPT = insert(_RECEIPTS)
-_GRANTS: Table = ConsentGrant.__table__  # type: ignore[assignment]
 _INSERT_ACTIVE = {
     name: dialect_insert(_GRANTS)
     .on_conflict_do_nothing(index_elements=[_GRANTS.c.active_scope_key])

@@ -23,7 +23,7 @@ import httpx
 import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database, insert_later, utcnow
@@ -57,7 +57,7 @@ def emit(
     event_id = str(uuid.uuid4())
     insert_later(
         session,
-        _INSERT_EVENT,
+        _OUTBOX,
         {
             "event_id": event_id,
             "type": event_type,
@@ -71,8 +71,7 @@ def emit(
     return event_id
 
 
-# One INSERT, built once: every consent change emits an event.
-_INSERT_EVENT = insert(OutboxEvent.__table__)  # type: ignore[arg-type]
+_OUTBOX: Table = OutboxEvent.__table__  # type: ignore[assignment]
 
 
 def envelope(event: OutboxEvent) -> dict[str, Any]:

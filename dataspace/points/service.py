@@ -83,8 +83,6 @@ _INSERT_BONUS_TX = {
     .returning(_TRANSACTIONS.c.idempotency_key, _TRANSACTIONS.c.id)
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
-_INSERT_POSTINGS = insert(_POSTINGS)
-_INSERT_LOT = insert(_LOTS)
 _DELTA = bindparam("b_delta", type_=_ACCOUNTS.c.balance.type)
 _CREDIT = (
     update(_ACCOUNTS)
@@ -426,12 +424,12 @@ def _credit_bonuses(session: Session, bonuses: Sequence[_Bonus]) -> list[_Bonus]
         for a, amount in legs:
             insert_later(
                 session,
-                _INSERT_POSTINGS,
+                _POSTINGS,
                 {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": b.now},
             )
         insert_later(
             session,
-            _INSERT_LOT,
+            _LOTS,
             {
                 "account_id": account_id,
                 "transaction_id": tx_id,
@@ -819,7 +817,7 @@ def redeem(
     )
     for a, amount in legs:
         insert_later(
-            session, _INSERT_POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
+            session, _POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
         )
     conn.execute(_SET_LOT_REMAINING, taken)
     _move_customer(session, account_id, -cost)
