@@ -1,7 +1,9 @@
 """Background work of one server process: periodic tasks on daemon threads.
 
 - sequence the tamper-evident logs (every 0.25 s): appends are queued in the request's transaction and
-  placed into the Merkle tree in batches, with a signed checkpoint;
+  placed into the Merkle tree in batches, with a signed checkpoint (a replica steps aside while another
+  one sequences);
+- confirm remembered "token not revoked" answers against the tokens revoked since the last sweep;
 - deliver webhooks (every 1 s);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
@@ -59,13 +61,14 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.jobs import runner as jobs
     from dataspace.jobs import shards
     from dataspace.points import service as points
-    from dataspace.tlog import LOGS, sequence
+    from dataspace.tlog import LOGS
+    from dataspace.tlog.log import sequence_unless_busy
 
     revocations = RevocationWatch(ctx)
 
     def sequence_logs() -> None:
         for name in LOGS:
-            sequence(ctx, name)
+            sequence_unless_busy(ctx, name)
 
     def expire_consents() -> None:
         with ctx.db.transaction() as session:

@@ -190,10 +190,16 @@ def origin_for(settings_issuer: str, log: str) -> str:
     return f"{host}/{log}"
 
 
-def _lock_head(session: Session, log: str) -> TLogHead:
-    head = session.execute(select(TLogHead).where(TLogHead.log == log).with_for_update()).scalar_one_or_none()
+def _lock_head(session: Session, log: str, *, wait: bool = True) -> TLogHead | None:
+    """Lock the log's head row (created on first use). ``wait=False``: None if another sequencer holds it
+    (the very first sequencing of a log, which creates the row, still waits for a concurrent first one)."""
+    head = session.execute(
+        select(TLogHead).where(TLogHead.log == log).with_for_update(skip_locked=not wait)
+    ).scalar_one_or_none()
     if head is not None:
         return head
+    if not wait and session.execute(select(TLogHead.log).where(TLogHead.log == log)).first() is not None:
+        return None  # it exists: someone else is sequencing this log right now
     try:
         with session.begin_nested():
             session.add(TLogHead(log=log, size=0, root_hash=merkle.EMPTY_ROOT))
@@ -223,8 +229,19 @@ def sequence_batch(
 ) -> SequenceResult:
     """Sequence up to ``limit`` queued entries of ``log`` in the caller's transaction and sign a
     checkpoint for the new size. Idempotent: only queued rows move, each exactly once."""
+    res = _sequence_batch(session, log=log, keys=keys, origin=origin, limit=limit, wait=True)
+    assert res is not None  # waited for the head's lock
+    return res
+
+
+def _sequence_batch(
+    session: Session, *, log: str, keys: KeyRing, origin: str, limit: int, wait: bool
+) -> SequenceResult | None:
+    """``sequence_batch``; ``wait=False``: None at once if another sequencer is at work on this log."""
     _check_log(log)
-    head = _lock_head(session, log)
+    head = _lock_head(session, log, wait=wait)
+    if head is None:
+        return None
     base = head.size
     # One set-based statement numbers the oldest queued rows; reading back by index (not by the ids we
     # saw) keeps the hashes consistent with what was numbered even if writers commit meanwhile.
@@ -280,15 +297,30 @@ def _host(origin: str) -> str:
 
 
 def sequence(ctx: Context, log: str, *, limit: int = SEQUENCE_BATCH) -> SequenceResult:
-    """Sequence everything queued in ``log``, one transaction per batch (the background sequencer and
-    anything that needs an up-to-date checkpoint call this)."""
+    """Sequence everything queued in ``log``, one transaction per batch (anything that needs an up-to-date
+    checkpoint calls this; it waits for a sequencer at work in another process)."""
+    res = _sequence(ctx, log, limit=limit, wait=True)
+    assert res is not None
+    return res
+
+
+def sequence_unless_busy(ctx: Context, log: str, *, limit: int = SEQUENCE_BATCH) -> SequenceResult | None:
+    """``sequence``, or None at once if another process is sequencing this log (it takes what is queued):
+    the background sequencer of every replica, which would otherwise queue up behind each other."""
+    return _sequence(ctx, log, limit=limit, wait=False)
+
+
+def _sequence(ctx: Context, log: str, *, limit: int, wait: bool) -> SequenceResult | None:
     origin = origin_for(ctx.settings.resolved_issuer, log)
     total = 0
     batches = 0
     note: str | None = None
     while True:
         with ctx.db.transaction() as session:
-            res = sequence_batch(session, log=log, keys=ctx.keys, origin=origin, limit=limit)
+            got = _sequence_batch(session, log=log, keys=ctx.keys, origin=origin, limit=limit, wait=wait)
+        if got is None:
+            return None
+        res = got
         total += res.sequenced
         if res.sequenced:
             batches += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -22,6 +23,8 @@ from dataspace.tlog.log import (
     queued_count,
     root_at,
     sequence,
+    sequence_batch,
+    sequence_unless_busy,
     verifier_keys,
 )
 from dataspace.tlog.models import TLogEntry
@@ -120,3 +123,22 @@ def test_proofs_from_stored_nodes_match_reference_over_several_batches(ctx: Cont
             consistency_proof(s, log="nope", first=1, second=2)
         counts = s.execute(select(func.count()).select_from(TLogEntry).where(TLogEntry.idx.is_not(None))).scalar()
         assert counts == total
+
+
+def test_a_busy_background_sequencer_steps_aside_instead_of_queueing(ctx: Context, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a second sequencer cannot even start")
+    _append(ctx, 1)
+    sequence(ctx, "usage")  # the log's head row exists from the first sequencing on
+    _append(ctx, 5, start=1)
+    with ctx.db.transaction() as holder:
+        # Another process is sequencing: it holds the head's lock until it commits.
+        busy = sequence_batch(holder, log="usage", keys=ctx.keys, origin="test", limit=1)
+        assert busy.sequenced == 1
+        started = time.monotonic()
+        assert sequence_unless_busy(ctx, "usage") is None
+        assert time.monotonic() - started < 5  # it did not wait for the lock
+    done = sequence_unless_busy(ctx, "usage")
+    assert done is not None
+    assert done.sequenced == 4
+    assert done.size == 6
