@@ -1,6 +1,6 @@
 """Load test of the real API: consent toggles, usage reads and idempotent redemptions by many customers.
 
-    .venv/bin/python bench/load.py --n 400 --seconds 20 --concurrency 48 --replicas 2
+    .venv/bin/python bench/load.py --n 400 --seconds 20 --concurrency 24 --replicas 2
 
 Starts ``--replicas`` ``dataspace serve`` processes (each with its background tasks) on 127.0.0.1 against one
 database, and sends every request to the next replica in turn, so a grant made through one replica is
@@ -11,8 +11,10 @@ ingested customers with a customer account and a real stored access token each, 
 and one reward.
 
 The client (a minimal asyncio HTTP/1.1 keep-alive client, ``--concurrency`` requests in flight) gives each
-in-flight slot its own customers, so toggles never race each other. Prints throughput, p50/p95/p99 per
-operation, errors (any non-2xx except 409 insufficient funds), the server's CPU count and CPU time.
+in-flight slot its own customers, so toggles never race each other. ``--mix`` weighs toggles (a grant, then
+its withdrawal: two consent changes), usage reads and redemptions (default 60,25,15). Prints throughput,
+p50/p95/p99 per operation, errors (any non-2xx except 409 insufficient funds), and the CPU time the servers,
+PostgreSQL (every postgres process on the machine) and the client spent during the load, per request.
 Bounded by ``--seconds`` and ``--max-requests``.
 """
 
@@ -432,7 +434,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="customers")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000)
-    parser.add_argument("--concurrency", type=int, default=48)
+    parser.add_argument("--concurrency", type=int, default=24, help="requests in flight")
     parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes on one database")
     parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
     parser.add_argument(
