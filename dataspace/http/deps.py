@@ -44,9 +44,11 @@ def authorize(obj: str, act: str) -> Callable[..., Any]:
     the services, which receive the principal."""
     from dataspace.http.security import authorize_from_memory, authorize_request
 
-    async def _dep(request: Request, ctx: Context = Depends(get_context)) -> Principal:
+    async def _dep(request: Request) -> Principal:
         # An allow answerable from memory is decided on the event loop; everything else (database, audit of a
-        # denial) on a worker thread, like any blocking code.
+        # denial) on a worker thread, like any blocking code. The context is read as get_context does, not
+        # through a sub-dependency: FastAPI's per-dependency bookkeeping costs more than the read.
+        ctx: Context = request.app.state.context
         principal = authorize_from_memory(request, ctx, obj, act)
         if principal is None:
             principal = await run_in_threadpool(authorize_request, request, ctx, obj, act)
