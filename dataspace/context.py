@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database, deferred_inserts
+from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.settings import Settings
@@ -101,6 +102,7 @@ class Context:
                 around=_write_batch,
                 threads=self.settings.write_threads,
                 max_batch=self.settings.write_batch_max,
+                own_errors=(DataspaceError,),
                 name="writes",
             )
         return self._writes

@@ -9,10 +9,13 @@ Each request still gets its own answer:
 
 - every function of a batch runs in the batch's transaction, in arrival order, so a later one sees what an
   earlier one wrote (as if they had committed one after the other);
-- if any function raises, nothing of the batch is kept: the transaction rolls back and each function runs
-  again alone, in its own transaction, as it would have without batching. The one that failed gets its own
-  error; the others their results. Functions must therefore be retryable before commit (they compute
-  everything from the database inside the transaction; nothing leaves the process before the commit);
+- if any function raises, nothing of the batch is kept: the transaction rolls back. If the error is the
+  function's own answer (one of ``own_errors``: bad input, not found, too few points), the function gets
+  it, as it would had the functions before it committed first, and the others run again as a batch.
+  Any other error (the database's: a deadlock, a lost connection) makes each function run again alone, in
+  its own transaction, as it would have without batching. Functions must therefore be retryable before
+  commit (they compute everything from the database inside the transaction; nothing leaves the process
+  before the commit);
 - if the COMMIT itself fails, every request of the batch gets that error (as a lone request would): whether
   the commit happened is unknown, so nothing is run again;
 - a caller learns its result only after the batch committed: an acknowledged write is durable.
@@ -51,13 +54,22 @@ def _nothing(_session: Session) -> Iterator[None]:
     yield
 
 
+class _OwnError(Exception):
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index)
+        self.index = index
+        self.error = error
+
+
 class GroupCommit:
     """Runs submitted ``fn(session)`` calls on ``threads`` threads, batched into shared transactions (one
     batch per thread at a time, each on its own connection).
 
     ``around(session)`` wraps every batch (and every lone rerun) inside its transaction: for example the audit
     log's ``batched``, so a batch's audit entries are appended once. ``max_batch`` bounds a batch (and so the
-    time its locks are held)."""
+    time its locks are held). ``own_errors`` are the exceptions that are a function's own answer (domain
+    errors): the function gets it and the rest of its batch runs again together, instead of every function
+    running again alone (so a stream of bad requests cannot multiply everyone's cost)."""
 
     def __init__(
         self,
@@ -66,11 +78,13 @@ class GroupCommit:
         around: Callable[[Session], AbstractContextManager[Any]] = _nothing,
         max_batch: int = 64,
         threads: int = 1,
+        own_errors: tuple[type[Exception], ...] = (),
         name: str = "group-commit",
     ) -> None:
         if max_batch < 1 or threads < 1:
             raise ValueError("max_batch and threads must be at least 1")
         self._threads_wanted = threads
+        self._own_errors = own_errors
         self._db = db
         self._around = around
         self._max_batch = max_batch
@@ -152,35 +166,60 @@ class GroupCommit:
         with self._lock:
             self.batches += 1
             self.items += len(batch)
-        if len(batch) == 1:
-            self._alone(batch[0])
-            return
+        pending = batch
+        while len(pending) > 1:
+            failed = self._try(pending)
+            if failed is None:
+                return  # committed (or the COMMIT failed): every caller has its answer
+            index, exc = failed
+            with self._lock:
+                self.reruns += 1
+            if index is None:
+                # The database failed (a deadlock, a lost connection...) or the batch's wrapper did: not one
+                # function's fault. Each runs again alone, so only one at fault gets an error.
+                for item in pending:
+                    self._alone(item)
+                return
+            # A function's own answer (a domain error: bad input, not found, too few points): it is final,
+            # as it would be had the functions before it committed first. The others run again together.
+            pending[index].future.set_exception(exc)
+            pending = pending[:index] + pending[index + 1 :]
+        if pending:
+            self._alone(pending[0])
+
+    def _try(self, batch: list[_Item[Any]]) -> tuple[int | None, BaseException] | None:
+        """Run ``batch`` in one transaction. None: every caller has its answer (results after the commit, or
+        the COMMIT's error). Else (rolled back, nobody answered): the index of the function whose own error
+        it was (None if not one function's), and the error."""
         session = self._db.sessionmaker()
         try:
             session.begin()
+            results: list[Any] = []
             try:
                 with self._around(session):
-                    results = [item.fn(session) for item in batch]
+                    for index, item in enumerate(batch):
+                        try:
+                            results.append(item.fn(session))
+                        except self._own_errors as exc:
+                            raise _OwnError(index, exc) from exc
                 session.flush()
-            except Exception:  # noqa: BLE001 - handed to the callers below
-                # A function failed (or the database did while they ran): nothing is committed. Each runs
-                # again alone, so only the one at fault gets an error.
+            except _OwnError as own:
                 session.rollback()
-                with self._lock:
-                    self.reruns += 1
-                for item in batch:
-                    self._alone(item)
-                return
+                return own.index, own.error
+            except Exception as exc:  # noqa: BLE001 - handed back to _run, which decides who gets what
+                session.rollback()
+                return None, exc
             try:
                 session.commit()
             except Exception as exc:  # noqa: BLE001 - outcome unknown: every caller learns it, nothing runs again
                 for item in batch:
                     item.future.set_exception(exc)
-                return
+                return None
         finally:
             session.close()
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
+        return None
 
     def _alone(self, item: _Item[Any]) -> None:
         try:

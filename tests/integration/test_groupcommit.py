@@ -256,3 +256,62 @@ def test_close_finishes_what_is_queued_then_refuses_new_writes(ctx: Context) -> 
     assert count(ctx, Subject) == 40
     with pytest.raises(RuntimeError, match="closed"):
         writes.submit(add_subject)
+
+
+def _recording(calls: list[tuple[str, str]], name: str, fail: Exception | None = None) -> Callable[[Session], int]:
+    """A write that records its name and its transaction's tag (new per session), then fails if told to."""
+
+    def fn(session: Session) -> int:
+        calls.append((name, session.info.setdefault("tag", uuid.uuid4().hex)))
+        subject = Subject(blind_ref=uuid.uuid4().hex)
+        session.add(subject)
+        session.flush()  # a write first: it must not survive the failure
+        if fail is not None:
+            raise fail
+        return subject.id
+
+    return fn
+
+
+def test_a_domain_error_is_its_own_answer_and_the_rest_run_again_together(ctx: Context) -> None:
+    writes = GroupCommit(ctx.db, own_errors=(InvalidInput,))
+    calls: list[tuple[str, str]] = []
+    try:
+        with held(writes):
+            futures = [
+                writes.submit(_recording(calls, "a")),
+                writes.submit(_recording(calls, "bad", InvalidInput("no such field"))),
+                writes.submit(_recording(calls, "c")),
+            ]
+        a, bad, c = (outcome(f) for f in futures)
+    finally:
+        writes.close()
+    assert isinstance(bad, InvalidInput)
+    assert isinstance(a, int)
+    assert isinstance(c, int)
+    assert count(ctx, Subject) == 2
+    # The batch stopped at the faulty one, which got its error and ran once; the others ran again together.
+    assert [name for name, _ in calls] == ["a", "bad", "a", "c"]
+    assert calls[2][1] == calls[3][1] != calls[0][1]
+    assert writes.reruns == 1
+
+
+def test_a_database_error_makes_everyone_run_again_alone(ctx: Context) -> None:
+    writes = GroupCommit(ctx.db, own_errors=(InvalidInput,))
+    calls: list[tuple[str, str]] = []
+    try:
+        with held(writes):
+            futures = [
+                writes.submit(_recording(calls, "a")),
+                writes.submit(_recording(calls, "flaky", RuntimeError("deadlock detected"))),
+                writes.submit(_recording(calls, "c")),
+            ]
+        a, flaky, c = (outcome(f) for f in futures)
+    finally:
+        writes.close()
+    assert isinstance(flaky, RuntimeError)
+    assert isinstance(a, int)
+    assert isinstance(c, int)
+    assert [name for name, _ in calls] == ["a", "flaky", "a", "flaky", "c"]  # everyone again, alone
+    assert len({tag for _, tag in calls}) == 4  # the batch's transaction, then one each
+    assert count(ctx, Subject) == 2
