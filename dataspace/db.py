@@ -7,11 +7,11 @@ its receipt and its audit entry are written together or not at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, create_engine, event, insert, inspect
 from sqlalchemy.exc import DisconnectionError
@@ -242,6 +242,27 @@ def _check_identifiers(table: str, columns: tuple[str, ...] = ()) -> None:
 MAX_ID = 2_147_483_647
 
 
+# --- work held back to the end of a block ---------------------------------------------------------------
+P = TypeVar("P")
+
+
+@contextmanager
+def held_back(session: Session, key: str, pending: P, release: Callable[[P], object]) -> Iterator[None]:
+    """Keep ``pending`` in ``session.info[key]`` for the block, for writers to add to instead of writing at
+    once, and ``release`` it when the block ends (still in the caller's transaction). If the block raises,
+    nothing is released: the caller's transaction is failing anyway. A nested block joins the outermost
+    one (its ``pending`` is dropped). Shared by the audit log's, the points' and the inserts' batching."""
+    if key in session.info:
+        yield
+        return
+    session.info[key] = pending
+    try:
+        yield
+    finally:
+        del session.info[key]
+    release(pending)
+
+
 # --- inserts held back to the end of a batch ------------------------------------------------------------
 _DEFERRED = "deferred_inserts"
 
@@ -270,9 +291,11 @@ def deferred_rows(session: Session, table: Table) -> list[dict[str, Any]]:
 def flush_deferred(session: Session) -> None:
     """Insert the held-back rows now (tables in the order first seen, rows in the order given)."""
     pending: dict[Table, list[dict[str, Any]]] | None = session.info.get(_DEFERRED)
-    if not pending:
-        return
-    conn = session.connection()
+    if pending:
+        _write_pending(session.connection(), pending)
+
+
+def _write_pending(conn: Connection, pending: dict[Table, list[dict[str, Any]]]) -> None:
     for table, rows in pending.items():
         _insert_rows(conn, table, rows)
     pending.clear()
@@ -312,16 +335,7 @@ def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         cursor.close()
 
 
-@contextmanager
-def deferred_inserts(session: Session) -> Iterator[None]:
+def deferred_inserts(session: Session) -> AbstractContextManager[None]:
     """Hold back ``insert_later`` rows of this block and write them when it ends. If the block raises, they are
     dropped: the caller's transaction is failing anyway. Nested blocks join the outermost one."""
-    if _DEFERRED in session.info:
-        yield
-        return
-    session.info[_DEFERRED] = {}
-    try:
-        yield
-        flush_deferred(session)
-    finally:
-        del session.info[_DEFERRED]
+    return held_back(session, _DEFERRED, {}, lambda pending: _write_pending(session.connection(), pending))

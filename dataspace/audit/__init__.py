@@ -8,15 +8,14 @@ of one per entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
-from dataspace.db import utcnow
+from dataspace.db import held_back, utcnow
 from dataspace.tlog.log import NewEntry, append
 
 AUDIT_LOG = "audit"
@@ -111,22 +110,16 @@ def record_event(
 _PENDING = "audit_pending_entries"
 
 
-@contextmanager
-def batched(session: Session) -> Iterator[None]:
+def batched(session: Session) -> AbstractContextManager[None]:
     """Hold back the ``record_event`` entries of this block and queue them, in order, in one append when it
     ends (still in the caller's transaction). If the block raises, none is queued: the caller's transaction
     is failing anyway. Nested blocks join the outermost one."""
-    if _PENDING in session.info:
-        yield
-        return
-    pending: list[NewEntry] = []
-    session.info[_PENDING] = pending
-    try:
-        yield
-    finally:
-        del session.info[_PENDING]
-    if pending:
-        append(session, log=AUDIT_LOG, entries=pending)
+    return held_back(session, _PENDING, [], lambda pending: _append_all(session, pending))
+
+
+def _append_all(session: Session, entries: list[NewEntry]) -> None:
+    if entries:
+        append(session, log=AUDIT_LOG, entries=entries)
 
 
 __all__ = ["AUDIT_LOG", "audit_entry", "batched", "record_event"]

@@ -19,8 +19,8 @@ import hmac
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
-from dataspace.db import allocate_ids, bulk_insert, insert_later, utcnow
+from dataspace.db import allocate_ids, bulk_insert, held_back, insert_later, utcnow
 from dataspace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from dataspace.points.models import (
     PointsAccount,
@@ -540,21 +540,12 @@ def queue_authorization_bonus(
         pending.append(bonus)
 
 
-@contextmanager
-def bonuses_batched(session: Session) -> Iterator[None]:
+def bonuses_batched(session: Session) -> AbstractContextManager[None]:
     """Hold back ``queue_authorization_bonus`` credits of this block and credit them together (set-based)
     when it ends, in the caller's transaction. If the block raises, none is credited. Nested blocks join the
     outermost one."""
-    if _PENDING_BONUSES in session.info:
-        yield
-        return
     pending: list[_Bonus] = []
-    session.info[_PENDING_BONUSES] = pending
-    try:
-        yield
-    finally:
-        del session.info[_PENDING_BONUSES]
-    _credit_bonuses(session, pending)
+    return held_back(session, _PENDING_BONUSES, pending, lambda bonuses: _credit_bonuses(session, bonuses))
 
 
 def usage_points(session: Session, field_keys: Iterable[str]) -> int:
