@@ -217,7 +217,12 @@ def _grant_of(session: Session, values: Sequence[Any]) -> ConsentGrant:
     """The session's object for a grant read as plain columns (``_GRANTS.c``, in order): the one the
     session already holds (it knows this transaction's changes), else a new one put in the session as if
     the ORM had loaded it."""
-    data = dict(zip(_GRANT_NAMES, values, strict=True))
+    return _as_loaded(session, dict(zip(_GRANT_NAMES, values, strict=True)))
+
+
+def _as_loaded(session: Session, data: dict[str, Any]) -> ConsentGrant:
+    """The session's grant with these column values (all of them, as read back): the object the session
+    already holds, else a new one put in the session as if the ORM had loaded it (no round trip)."""
     held = session.identity_map.get(identity_key(ConsentGrant, data["id"]))
     if held is not None:
         return held
@@ -541,13 +546,9 @@ def _insert_active(session: Session, values: dict[str, Any]) -> ConsentGrant | N
     grant_id = conn.execute(_INSERT_ACTIVE[conn.dialect.name], values).scalar()
     if grant_id is None:
         return None
-    # The row as stored (times in UTC, as they read back), put in the session as if it had been read: every
-    # column is known, so no second round trip.
+    # The row as stored (times in UTC, as they read back): every column is known, so no second round trip.
     stored = {k: _as_read(v) for k, v in values.items()}
-    row = ConsentGrant(id=grant_id, withdrawn_at=None, **stored)
-    make_transient_to_detached(row)
-    session.add(row)
-    return row
+    return _as_loaded(session, {"id": grant_id, "withdrawn_at": None, **stored})
 
 
 def grant(
