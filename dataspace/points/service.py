@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -666,21 +667,23 @@ def expire_points(session: Session, *, now: datetime, actor: Principal | None = 
 
 def _consume_lots(session: Session, account_id: int, amount: int, now: datetime) -> None:
     """Take ``amount`` from the account's live lots, the soonest to expire first (no expiry last)."""
-    lots = session.scalars(
-        select(PointsLot)
-        .where(PointsLot.account_id == account_id, PointsLot.remaining > 0)
-        .where((PointsLot.expires_at.is_(None)) | (PointsLot.expires_at > now))
-        .order_by(PointsLot.expires_at.is_(None), PointsLot.expires_at, PointsLot.id)
-        .execution_options(populate_existing=True)
-    ).all()
-    left = amount
+    lots = session.connection().execute(_LOTS_WITH_POINTS, {"account_id": account_id})
+    _take_from_lots(session, [lot for lot in lots if lot.expires_at is None or lot.expires_at > now], amount)
+
+
+def _take_from_lots(session: Session, lots: Sequence[Any], amount: int) -> None:
+    """Take ``amount`` from ``lots`` (rows of ``_LOTS_WITH_POINTS``, live ones only) in their order, in one
+    statement."""
+    left, taken = amount, []
     for lot in lots:
         take = min(left, lot.remaining)
-        lot.remaining -= take
+        taken.append({"b_id": lot.id, "b_remaining": lot.remaining - take})
         left -= take
         if left == 0:
-            return
-    raise InsufficientFunds("Your points balance is too low for this.")
+            break
+    if left:
+        raise InsufficientFunds("Your points balance is too low for this.")
+    session.connection().execute(_SET_LOT_REMAINING, taken)
 
 
 def _request_hash(body: dict[str, object]) -> str:
@@ -707,7 +710,7 @@ _PREVIOUS_REDEMPTION = select(_REDEMPTIONS.c.request_hash, _REDEMPTIONS.c.respon
 _REWARD_BY_KEY = select(_REWARDS.c.id, _REWARDS.c.key, _REWARDS.c.name, _REWARDS.c.cost, _REWARDS.c.active).where(
     _REWARDS.c.key == bindparam("key")
 )
-_LIVE_LOTS = (
+_LOTS_WITH_POINTS = (  # the soonest to expire first, no expiry last
     select(_LOTS.c.id, _LOTS.c.remaining, _LOTS.c.expires_at)
     .where(_LOTS.c.account_id == bindparam("account_id"), _LOTS.c.remaining > 0)
     .order_by(_LOTS.c.expires_at.is_(None), _LOTS.c.expires_at, _LOTS.c.id)
@@ -771,25 +774,14 @@ def redeem(
     reward = conn.execute(_REWARD_BY_KEY, {"key": reward_key}).first()
     if reward is None or not reward.active:
         raise NotFound(f"No reward '{reward_key}' is available.")
-    lots = conn.execute(_LIVE_LOTS, {"account_id": account_id}).all()
-    if any(lot.expires_at is not None and lot.expires_at <= now for lot in lots):  # rare: expire them first
+    lots = conn.execute(_LOTS_WITH_POINTS, {"account_id": account_id}).all()
+    live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
+    if len(live) < len(lots):  # rare: some are due, expire them first (the live ones stay as read)
         _expire_locked(session, account_id, now)
         balance = _balance(session, account_id)
-        lots = conn.execute(_LIVE_LOTS, {"account_id": account_id}).all()
     cost = reward.cost * quantity
     if balance < cost:
         raise InsufficientFunds("Your points balance is too low for this reward.")
-
-    # Take the points from the live lots, the soonest to expire first (no expiry last).
-    left, taken = cost, []
-    for lot in lots:
-        take = min(left, lot.remaining)
-        taken.append({"b_id": lot.id, "b_remaining": lot.remaining - take})
-        left -= take
-        if left == 0:
-            break
-    if left:
-        raise InsufficientFunds("Your points balance is too low for this.")
     legs = [(account_id, -cost), (_system_account(session, REDEMPTION_SINK), cost)]
     _check_balanced("redemption", legs)
     tx_id = int(
@@ -810,7 +802,7 @@ def redeem(
         insert_later(
             session, _POSTINGS, {"transaction_id": tx_id, "account_id": a, "amount": amount, "created_at": now}
         )
-    conn.execute(_SET_LOT_REMAINING, taken)
+    _take_from_lots(session, live, cost)
     _move_customer(session, account_id, -cost)
     if conn.execute(_TAKE_STOCK, {"b_id": reward.id, "b_quantity": quantity, "b_cost": reward.cost}).rowcount != 1:
         current = conn.execute(_REWARD_BY_KEY, {"key": reward_key}).one()
