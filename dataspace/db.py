@@ -134,9 +134,9 @@ class Database:
         self.url = normalize_database_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessionmaker = sessionmaker(
-            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
-        )
+        # Reads begin DEFERRED on SQLite (no write lock; see _configure_sqlite).
+        self.read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:

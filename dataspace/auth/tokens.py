@@ -454,8 +454,7 @@ class RevocationWatch:
         if max_age <= 0:
             return 0
         generation, started, wall = _active.generation, time.monotonic(), utcnow()
-        with self.ctx.db.engine.connect() as conn:
-            conn.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock on SQLite (see db.py)
+        with self.ctx.db.read_engine.connect() as conn:
             revoked = list(conn.execute(_REVOKED_SINCE, {"since": self._since}).scalars())
         _active.swept(self.ctx.db.url, revoked, started, max_age, generation)
         self._since = wall - REVOCATION_OVERLAP
@@ -473,8 +472,7 @@ def is_active_cached(ctx: Context, jti: str) -> bool:
         return True
     generation = _active.generation
     # A bare connection, not a Session: this runs for every request the memo cannot answer.
-    with ctx.db.engine.connect() as conn:
-        conn.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock on SQLite (see db.py)
+    with ctx.db.read_engine.connect() as conn:
         active = is_active(conn, jti)
     max_age = ctx.settings.token_active_cache_seconds
     if active and max_age > 0:

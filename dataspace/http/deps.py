@@ -17,10 +17,14 @@ from dataspace.auth.principal import Principal
 from dataspace.context import Context
 
 
-async def get_context(request: Request) -> Context:
-    # async on purpose: a plain attribute read, which FastAPI would otherwise run on a worker thread.
+def context_of(request: Request) -> Context:
     ctx: Context = request.app.state.context
     return ctx
+
+
+async def get_context(request: Request) -> Context:
+    # async on purpose: a plain attribute read, which FastAPI would otherwise run on a worker thread.
+    return context_of(request)
 
 
 def unit_of_work(ctx: Context = Depends(get_context)) -> Iterator[Session]:
@@ -46,9 +50,9 @@ def authorize(obj: str, act: str) -> Callable[..., Any]:
 
     async def _dep(request: Request) -> Principal:
         # An allow answerable from memory is decided on the event loop; everything else (database, audit of a
-        # denial) on a worker thread, like any blocking code. The context is read as get_context does, not
-        # through a sub-dependency: FastAPI's per-dependency bookkeeping costs more than the read.
-        ctx: Context = request.app.state.context
+        # denial) on a worker thread, like any blocking code. The context is read directly, not through the
+        # get_context sub-dependency: FastAPI's per-dependency bookkeeping costs more than the read.
+        ctx = context_of(request)
         principal = authorize_from_memory(request, ctx, obj, act)
         if principal is None:
             principal = await run_in_threadpool(authorize_request, request, ctx, obj, act)
