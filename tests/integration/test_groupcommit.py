@@ -273,45 +273,41 @@ def _recording(calls: list[tuple[str, str]], name: str, fail: Exception | None =
     return fn
 
 
-def test_a_domain_error_is_its_own_answer_and_the_rest_run_again_together(ctx: Context) -> None:
+def _middle_one_fails(ctx: Context, error: Exception) -> tuple[GroupCommit, list[object], list[tuple[str, str]]]:
+    """Three writes submitted as one batch, the middle one raising ``error`` after writing; InvalidInput is
+    a write's own answer. Returns the committer, the three outcomes and the recorded calls."""
     writes = GroupCommit(ctx.db, own_errors=(InvalidInput,))
     calls: list[tuple[str, str]] = []
     try:
         with held(writes):
             futures = [
                 writes.submit(_recording(calls, "a")),
-                writes.submit(_recording(calls, "bad", InvalidInput("no such field"))),
+                writes.submit(_recording(calls, "middle", error)),
                 writes.submit(_recording(calls, "c")),
             ]
-        a, bad, c = (outcome(f) for f in futures)
+        outcomes = [outcome(f) for f in futures]
     finally:
         writes.close()
+    return writes, outcomes, calls
+
+
+def test_a_domain_error_is_its_own_answer_and_the_rest_run_again_together(ctx: Context) -> None:
+    writes, (a, bad, c), calls = _middle_one_fails(ctx, InvalidInput("no such field"))
     assert isinstance(bad, InvalidInput)
     assert isinstance(a, int)
     assert isinstance(c, int)
     assert count(ctx, Subject) == 2
     # The batch stopped at the faulty one, which got its error and ran once; the others ran again together.
-    assert [name for name, _ in calls] == ["a", "bad", "a", "c"]
+    assert [name for name, _ in calls] == ["a", "middle", "a", "c"]
     assert calls[2][1] == calls[3][1] != calls[0][1]
     assert writes.reruns == 1
 
 
 def test_a_database_error_makes_everyone_run_again_alone(ctx: Context) -> None:
-    writes = GroupCommit(ctx.db, own_errors=(InvalidInput,))
-    calls: list[tuple[str, str]] = []
-    try:
-        with held(writes):
-            futures = [
-                writes.submit(_recording(calls, "a")),
-                writes.submit(_recording(calls, "flaky", RuntimeError("deadlock detected"))),
-                writes.submit(_recording(calls, "c")),
-            ]
-        a, flaky, c = (outcome(f) for f in futures)
-    finally:
-        writes.close()
+    _, (a, flaky, c), calls = _middle_one_fails(ctx, RuntimeError("deadlock detected"))
     assert isinstance(flaky, RuntimeError)
     assert isinstance(a, int)
     assert isinstance(c, int)
-    assert [name for name, _ in calls] == ["a", "flaky", "a", "flaky", "c"]  # everyone again, alone
+    assert [name for name, _ in calls] == ["a", "middle", "a", "middle", "c"]  # everyone again, alone
     assert len({tag for _, tag in calls}) == 4  # the batch's transaction, then one each
     assert count(ctx, Subject) == 2

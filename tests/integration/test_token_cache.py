@@ -35,11 +35,13 @@ def client(ctx: Context) -> Iterator[TestClient]:
 
 def _set_revoked(ctx: Context, token: str, revoked: bool) -> None:
     """Write the token's row the way another server process would (no hook of this process runs)."""
+    _set_revoked_at(ctx, token, utcnow() if revoked else None)
+
+
+def _set_revoked_at(ctx: Context, token: str, at: object) -> None:
     with ctx.db.transaction() as session:
         session.execute(
-            update(IssuedToken)
-            .where(IssuedToken.jti == tokens.unverified_claims(token)["jti"])
-            .values(revoked_at=utcnow() if revoked else None)
+            update(IssuedToken).where(IssuedToken.jti == tokens.unverified_claims(token)["jti"]).values(revoked_at=at)
         )
 
 
@@ -118,13 +120,6 @@ def watched(ctx: Context) -> Iterator[Context]:
     settings = ctx.settings.model_copy(update={"token_active_cache_seconds": 1.0})
     yield Context(settings=settings, db=ctx.db, keys=ctx.keys)
     tokens._active.clear()
-
-
-def _set_revoked_at(ctx: Context, token: str, at: object) -> None:
-    with ctx.db.transaction() as session:
-        session.execute(
-            update(IssuedToken).where(IssuedToken.jti == tokens.unverified_claims(token)["jti"]).values(revoked_at=at)
-        )
 
 
 def test_the_revocation_watch_keeps_answers_past_their_age_and_drops_what_another_process_revoked(
