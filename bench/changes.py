@@ -20,16 +20,15 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load import PG_ADMIN_URL, postgres_cpu, setup  # noqa: E402
+from load import bench_database, postgres_cpu, setup  # noqa: E402
 
 from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
@@ -47,95 +46,81 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-changes-"))
-    created_pg: str | None = None
-    url = args.database_url
-    if url is None:
-        created_pg = f"dataspace_changes_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{created_pg}"'))
-        admin.dispose()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + created_pg
-    try:
-        settings = Settings(data_dir=tmp, database_url=url, issuer="http://127.0.0.1:1")
-        init(settings)
-        ctx = Context.open(settings)
-        customers, scopes = setup(ctx, args.n)
-        statements = 0
+    with bench_database(args.database_url, "dataspace_changes") as url:
+        try:
+            settings = Settings(data_dir=tmp, database_url=url, issuer="http://127.0.0.1:1")
+            init(settings)
+            ctx = Context.open(settings)
+            customers, scopes = setup(ctx, args.n)
+            statements = 0
 
-        seen: dict[str, int] = {}
+            seen: dict[str, int] = {}
 
-        def count(_c: object, _cur: object, sql: str, *_: object) -> None:
-            nonlocal statements
-            statements += 1
-            head = " ".join(sql.split())[:110]
-            seen[head] = seen.get(head, 0) + 1
+            def count(_c: object, _cur: object, sql: str, *_: object) -> None:
+                nonlocal statements
+                statements += 1
+                head = " ".join(sql.split())[:110]
+                seen[head] = seen.get(head, 0) + 1
 
-        event.listen(ctx.db.engine, "before_cursor_execute", count)
-        rng = random.Random(7)
-        signer = ctx.keys.signing_key
-        pairs = args.changes // 2
-        wall = cpu = 0.0
-        pg_before = postgres_cpu()
-        done = 0
-        while done < pairs:
-            k = min(args.batch, pairs - done)
-            # k different customers, so no two changes of one batch touch the same grant
-            who = rng.sample(customers, k)
-            grants = []
-            for c in who:
-                f, p, partner = rng.choice(scopes)
-                actor = Principal(
-                    subject=f"bench-{c.subject_id}", role="customer", client_id="bench", subject_id=c.subject_id
-                )
-                req = service.GrantRequest(field=f, purpose=p, partner=partner)
-                grants.append((c.subject_id, actor, req))
-            t0, c0 = time.perf_counter(), time.process_time()
-            futures = [
-                ctx.writes.submit(
-                    lambda s, sid=sid, actor=actor, req=req: (
-                        service.grant(s, subject_id=sid, request=req, signer=signer, actor=actor).grant.id
+            event.listen(ctx.db.engine, "before_cursor_execute", count)
+            rng = random.Random(7)
+            signer = ctx.keys.signing_key
+            pairs = args.changes // 2
+            wall = cpu = 0.0
+            pg_before = postgres_cpu()
+            done = 0
+            while done < pairs:
+                k = min(args.batch, pairs - done)
+                # k different customers, so no two changes of one batch touch the same grant
+                who = rng.sample(customers, k)
+                grants = []
+                for c in who:
+                    f, p, partner = rng.choice(scopes)
+                    actor = Principal(
+                        subject=f"bench-{c.subject_id}", role="customer", client_id="bench", subject_id=c.subject_id
                     )
-                )
-                for sid, actor, req in grants
-            ]
-            ids = [f.result() for f in futures]
-            futures = [
-                ctx.writes.submit(
-                    lambda s, sid=sid, actor=actor, gid=gid: (
-                        service.withdraw(s, subject_id=sid, grant_id=gid, signer=signer, actor=actor).changed
+                    req = service.GrantRequest(field=f, purpose=p, partner=partner)
+                    grants.append((c.subject_id, actor, req))
+                t0, c0 = time.perf_counter(), time.process_time()
+                futures = [
+                    ctx.writes.submit(
+                        lambda s, sid=sid, actor=actor, req=req: (
+                            service.grant(s, subject_id=sid, request=req, signer=signer, actor=actor).grant.id
+                        )
                     )
-                )
-                for (sid, actor, _), gid in zip(grants, ids, strict=True)
-            ]
-            [f.result() for f in futures]
-            wall += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-            done += k
-        n = 2 * done
-        pg = postgres_cpu() - pg_before
-        w = ctx.writes
-        print(
-            f"backend {ctx.db.engine.dialect.name}, batch {args.batch}: {n} changes, "
-            f"{wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU, "
-            f"{statements / n:.1f} statements through SQLAlchemy per change (plus the batches' raw inserts); "
-            f"{w.batches} batches ({w.items / max(w.batches, 1):.1f} changes each), {w.reruns} reruns; "
-            f"{n / wall:.0f} changes/s on one thread"
-        )
-        if created_pg is not None:
-            print(f"PostgreSQL (all its processes on this machine): {pg / n * 1000:.2f} ms CPU per change")
-        if os.environ.get("BENCH_SQL"):
-            for head, c in sorted(seen.items(), key=lambda kv: -kv[1])[:25]:
-                print(f"{c / n:6.2f}  {head}")
-        ctx.close()
-    finally:
-        if created_pg is not None:
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{created_pg}" WITH (FORCE)'))
-            admin.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.environ.pop("DATASPACE_DATA_DIR", None)
+                    for sid, actor, req in grants
+                ]
+                ids = [f.result() for f in futures]
+                futures = [
+                    ctx.writes.submit(
+                        lambda s, sid=sid, actor=actor, gid=gid: (
+                            service.withdraw(s, subject_id=sid, grant_id=gid, signer=signer, actor=actor).changed
+                        )
+                    )
+                    for (sid, actor, _), gid in zip(grants, ids, strict=True)
+                ]
+                [f.result() for f in futures]
+                wall += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+                done += k
+            n = 2 * done
+            pg = postgres_cpu() - pg_before
+            w = ctx.writes
+            print(
+                f"backend {ctx.db.engine.dialect.name}, batch {args.batch}: {n} changes, "
+                f"{wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU, "
+                f"{statements / n:.1f} statements through SQLAlchemy per change (plus the batches' raw inserts); "
+                f"{w.batches} batches ({w.items / max(w.batches, 1):.1f} changes each), {w.reruns} reruns; "
+                f"{n / wall:.0f} changes/s on one thread"
+            )
+            if ctx.db.engine.dialect.name == "postgresql":  # on this machine
+                print(f"PostgreSQL (all its processes on this machine): {pg / n * 1000:.2f} ms CPU per change")
+            if os.environ.get("BENCH_SQL"):
+                for head, c in sorted(seen.items(), key=lambda kv: -kv[1])[:25]:
+                    print(f"{c / n:6.2f}  {head}")
+            ctx.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,28 @@ from dataspace.subjects.models import Subject  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("DATASPACE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REWARD = "bench-coffee"
+
+
+@contextmanager
+def bench_database(url: str | None, prefix: str) -> Iterator[str]:
+    """``url`` if given, else a fresh PostgreSQL database on the server of ``PG_ADMIN_URL``, dropped when the
+    block ends."""
+    if url is not None:
+        yield url
+        return
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(sql: str) -> None:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(sql))
+    admin.dispose()
 
 
 def free_port() -> int:
@@ -449,51 +473,38 @@ def main() -> None:
     mix = (weights[0], weights[1], weights[2])
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-load-"))
-    created_pg: str | None = None
-    url = args.database_url
-    if url is None:
-        created_pg = f"dataspace_load_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{created_pg}"'))
-        admin.dispose()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + created_pg
     port0 = free_port()
     issuer = f"http://127.0.0.1:{port0}"
     servers: list[Server] = []
-    try:
-        settings = Settings(data_dir=tmp, database_url=url, issuer=issuer)
-        init(settings)
-        ctx = Context.open(settings)
+    with bench_database(args.database_url, "dataspace_load") as url:
         try:
-            customers, scopes = setup(ctx, args.n)
-        finally:
-            ctx.close()
-        servers = start_servers(tmp, url, args.replicas, issuer, port0)
-        cpu_before = [s.cpu_seconds() for s in servers]
-        client_before, pg_before = own_cpu(), postgres_cpu()
-        stats, elapsed = asyncio.run(
-            drive(
-                [s.base for s in servers],
-                customers,
-                scopes,
-                seconds=args.seconds,
-                concurrency=min(args.concurrency, len(customers)),
-                max_requests=args.max_requests,
-                mix=mix,
+            settings = Settings(data_dir=tmp, database_url=url, issuer=issuer)
+            init(settings)
+            ctx = Context.open(settings)
+            try:
+                customers, scopes = setup(ctx, args.n)
+            finally:
+                ctx.close()
+            servers = start_servers(tmp, url, args.replicas, issuer, port0)
+            cpu_before = [s.cpu_seconds() for s in servers]
+            client_before, pg_before = own_cpu(), postgres_cpu()
+            stats, elapsed = asyncio.run(
+                drive(
+                    [s.base for s in servers],
+                    customers,
+                    scopes,
+                    seconds=args.seconds,
+                    concurrency=min(args.concurrency, len(customers)),
+                    max_requests=args.max_requests,
+                    mix=mix,
+                )
             )
-        )
-        client_cpu, pg_cpu = own_cpu() - client_before, postgres_cpu() - pg_before
-        backend = "sqlite" if url.startswith("sqlite") else "postgresql"
-        report(stats, elapsed, servers, cpu_before, backend, client_cpu, pg_cpu)
-    finally:
-        stop_servers(servers)
-        if created_pg is not None:
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{created_pg}" WITH (FORCE)'))
-            admin.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
+            client_cpu, pg_cpu = own_cpu() - client_before, postgres_cpu() - pg_before
+            backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+            report(stats, elapsed, servers, cpu_before, backend, client_cpu, pg_cpu)
+        finally:
+            stop_servers(servers)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
