@@ -3,8 +3,9 @@
 JSONL: the first line is ``{"type":"checkpoint",...,"note":"<signed note>"}``; every further line is
 ``{"index":i,"leaf_hash":"<hex>","entry":<canonical entry JSON>}``. CSV: ``# checkpoint <same JSON>``,
 then a header row and one row per entry whose ``entry`` column holds the canonical entry JSON (the other
-columns are for people). The verifier hashes the entry bytes exactly as exported, rebuilds the tree with a
-stack, and checks the root against the checkpoint it has verified with the operator's public key.
+columns are for people, and the verifier checks each against the entry). The verifier hashes the entry
+bytes exactly as exported, rebuilds the tree with a stack, and checks the root against the checkpoint it
+has verified with the operator's public key.
 """
 
 from __future__ import annotations
@@ -139,22 +140,35 @@ def _jsonl_records(lines: Iterable[str], start: int) -> Iterator[tuple[int, byte
         expected += 1
 
 
-def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, bytes, bytes]]:
+def _csv_records(lines: Iterable[str], log: str) -> Iterator[tuple[int, bytes, bytes]]:
+    """(index, entry bytes, claimed leaf hash) per row. The columns between ``leaf_hash`` and ``entry`` are
+    for people, but a reader trusts what they show: each must equal what the signed entry says, exactly as
+    the exporter renders it, so an edited time or action is reported like an edited entry."""
     reader = csv.reader(lines)
     header = next(reader, None)
-    if not header or header[0] != "index" or header[1] != "leaf_hash" or header[-1] != "entry":
+    columns = CSV_COLUMNS.get(log, [])
+    if header != ["index", "leaf_hash", *columns, "entry"]:
         raise _TamperedError("unrecognized CSV header", 0)
+    width = len(header)
     for expected, row in enumerate(reader):
         try:
+            if len(row) != width:
+                raise ValueError
             idx = int(row[0])
             claimed = bytes.fromhex(row[1])
             body = row[-1].encode()
-        except (ValueError, IndexError) as exc:
+            entry = json.loads(body) if columns else {}
+            if not isinstance(entry, dict):
+                raise TypeError
+        except (ValueError, TypeError) as exc:
             raise _TamperedError("unreadable row", expected) from exc
         if idx != expected:
             raise _TamperedError(
                 f"entry index {idx} where {expected} was expected (missing, extra or reordered)", expected
             )
+        for column, shown in zip(columns, row[2:-1], strict=True):
+            if shown != _cell(entry.get(column)):
+                raise _TamperedError(f"the {column!r} column does not match the signed entry", expected)
         yield idx, body, claimed
 
 
@@ -194,7 +208,7 @@ def verify_export(path: Path | str, verifier_keys: str | Iterable[str]) -> Verif
                 None,
                 "the export header does not match its signed checkpoint",
             )
-        records = _csv_records(fh) if is_csv else _jsonl_records(fh, 0)
+        records = _csv_records(fh, log) if is_csv else _jsonl_records(fh, 0)
         stack: list[bytes] = []
         count = 0
         sha = hashlib.sha256
