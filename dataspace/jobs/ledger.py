@@ -29,7 +29,7 @@ _CHUNK = 200_000
 def append_job_usage(
     session: Session,
     *,
-    job_id: str,
+    job_id: int,
     partner: str,
     purpose: str,
     fields: Sequence[str],
@@ -46,7 +46,7 @@ def append_job_usage(
     names = fields_json(fields, enc)
     # Keys sorted as canonical JSON sorts them: decision, fields, job_id, partner, purpose, subject_id, time.
     prefixes = [
-        f'{{"decision":{enc(d)},"fields":{names},"job_id":{enc(str(job_id))},"partner":{enc(partner)},'
+        f'{{"decision":{enc(d)},"fields":{names},"job_id":{int(job_id)},"partner":{enc(partner)},'
         f'"purpose":{enc(purpose)},"subject_id":'
         for d in decision_texts
     ]

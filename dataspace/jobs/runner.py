@@ -420,7 +420,7 @@ def store_decisions(
     t0 = time.perf_counter()
     ledger = append_job_usage(
         session,
-        job_id=str(job_id),
+        job_id=job_id,
         partner=partner_key,
         purpose=purpose_key,
         fields=feature_fields(specs),

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, Field
 
 from dataspace.db import MAX_ID
-from dataspace.jobs.contracts import effective_status
+from dataspace.jobs.contracts import MAX_K, MIN_K, effective_status
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
 
 
@@ -17,7 +17,7 @@ class ContractCreate(BaseModel):
     title: str = Field(default="", max_length=200)
     features: list[dict[str, Any]] = Field(min_length=1, max_length=50)
     decision_schema: dict[str, Any]
-    k_min: int
+    k_min: int = Field(ge=MIN_K, le=MAX_K)
     epsilon_per_release: float
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime

@@ -30,7 +30,7 @@ class UsageEntry:
     """One use of a subject's data: the fields a job read about that subject, for which partner and purpose,
     with the decision the job produced for that subject."""
 
-    job_id: str
+    job_id: int
     subject_id: int
     fields: tuple[str, ...]  # sorted, distinct catalog field keys
     partner: str
@@ -52,7 +52,7 @@ def usage_entry_json(u: UsageEntry, stamp: str, esc: Callable[[str], str] = _jso
     ``canonical_json`` of the same dict, which the tests check."""
     decision = "null" if u.decision is None else esc(u.decision)
     return (
-        f'{{"decision":{decision},"fields":{fields_json(u.fields, esc)},"job_id":{esc(str(u.job_id))},'
+        f'{{"decision":{decision},"fields":{fields_json(u.fields, esc)},"job_id":{int(u.job_id)},'
         f'"partner":{esc(u.partner)},"purpose":{esc(u.purpose)},"subject_id":{int(u.subject_id)},'
         f'"time":{esc(stamp)}}}'
     )
@@ -89,7 +89,7 @@ class UsageRecord:
     purpose: str
     time: str
     decision: str | None
-    job_id: str
+    job_id: int
     index: int | None  # None until the sequencer has placed it in the tree (then a proof is available)
 
 
@@ -115,7 +115,7 @@ def usage_for_subject(session: Session, subject_id: int, *, limit: int = 5000) -
             purpose=e["purpose"],
             time=e["time"],
             decision=e.get("decision"),
-            job_id=e["job_id"],
+            job_id=int(e["job_id"]),
             index=idx,
         )
         for key in e["fields"]:  # one entry covers every field the job read; each field lists the use

@@ -33,8 +33,8 @@ def _seed(ctx: Context, subject_a: int, subject_b: int) -> None:
         record_usage(
             s,
             [
-                UsageEntry("job-9", subject_a, ("income",), "acme", "insurance.offer", "bundle-x"),
-                UsageEntry("job-9", subject_b, ("income",), "acme", "insurance.offer", "none"),
+                UsageEntry(9, subject_a, ("income",), "acme", "insurance.offer", "bundle-x"),
+                UsageEntry(9, subject_b, ("income",), "acme", "insurance.offer", "none"),
             ],
         )
 

@@ -74,9 +74,9 @@ def test_search_filters_and_paginates_over_queued_and_sequenced(ctx: Context) ->
 
 def test_usage_view_groups_by_field_and_proves_inclusion(ctx: Context) -> None:
     with ctx.db.transaction() as s:
-        record_usage(s, [UsageEntry("job-1", 7, ("age", "income"), "acme", "insurance.offer", "bundle-x")])
-        record_usage(s, [UsageEntry("job-1", 8, ("income",), "acme", "insurance.offer", "none")])
-        record_usage(s, [UsageEntry("job-2", 7, ("income",), "volt", "charging.offer", "plan-b")])
+        record_usage(s, [UsageEntry(1, 7, ("age", "income"), "acme", "insurance.offer", "bundle-x")])
+        record_usage(s, [UsageEntry(1, 8, ("income",), "acme", "insurance.offer", "none")])
+        record_usage(s, [UsageEntry(2, 7, ("income",), "volt", "charging.offer", "plan-b")])
     res = sequence(ctx, "usage")
     with ctx.db.session() as s:
         view = usage_for_subject(s, 7)

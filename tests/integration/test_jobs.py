@@ -64,7 +64,7 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
     entries = [json.loads(body) for _, body in usage]
     assert sorted(e["subject_id"] for e in entries) == sorted(decided)
     assert all(e["fields"] == sorted(js.FIELDS) for e in entries)
-    assert all(e["decision"] == decided[e["subject_id"]] and e["job_id"] == str(job_id) for e in entries)
+    assert all(e["decision"] == decided[e["subject_id"]] and e["job_id"] == job_id for e in entries)
     assert all(e["partner"] == js.PARTNER and e["purpose"] == js.PURPOSE for e in entries)
     assert {s for s, _ in usage} == set(decided)
     # Usage points credited to exactly the decided subjects.

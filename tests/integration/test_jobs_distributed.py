@@ -173,7 +173,7 @@ def assert_exactly_once(ctx: Context, world: js.World, job: Job) -> list[JobShar
         bodies = s.scalars(select(TLogEntry.entry).where(TLogEntry.log == "usage")).all()
         rows = s.scalars(select(JobShard).where(JobShard.job_id == job.id).order_by(JobShard.index)).all()
     assert sorted(decided) == sorted(world.consenting)  # the primary key makes each one unique
-    entries = [e for e in map(json.loads, bodies) if e["job_id"] == str(job.id)]
+    entries = [e for e in map(json.loads, bodies) if e["job_id"] == job.id]
     assert sorted(e["subject_id"] for e in entries) == sorted(world.consenting)  # one entry per subject
     assert all(e["fields"] == sorted(js.FIELDS) for e in entries)
     assert len(rows) == job.shard_count == 4

@@ -51,7 +51,7 @@ def test_bulk_rows_equal_record_usage(
             s,
             [
                 UsageEntry(
-                    job_id="42", subject_id=sid, fields=tuple(fields), partner="p-1", purpose=purpose, decision=texts[c]
+                    job_id=42, subject_id=sid, fields=tuple(fields), partner="p-1", purpose=purpose, decision=texts[c]
                 )
                 for sid, c in zip(subjects, codes, strict=True)
             ],
@@ -62,7 +62,7 @@ def test_bulk_rows_equal_record_usage(
         s.execute(delete(TLogEntry))
         n = append_job_usage(
             s,
-            job_id="42",
+            job_id=42,
             partner="p-1",
             purpose=purpose,
             fields=fields,

@@ -37,7 +37,7 @@ def decided(ctx: Context, job_id: int) -> dict[int, str | None]:
 def usage(ctx: Context, job_id: int) -> list[dict]:
     with ctx.db.session() as s:
         bodies = s.scalars(select(TLogEntry.entry).where(TLogEntry.log == "usage")).all()
-    return [e for e in map(json.loads, bodies) if e["job_id"] == str(job_id)]
+    return [e for e in map(json.loads, bodies) if e["job_id"] == job_id]
 
 
 def no_suppression(ctx: Context, contract_id: int) -> int:

@@ -16,6 +16,7 @@ from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.http.params import MAX_INDEX, SubjectFilter
 from dataspace.tlog import export as tlog_export
 from dataspace.tlog import log as tlog
 
@@ -35,12 +36,12 @@ def events(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    subject_id: int | None = None,
+    subject_id: SubjectFilter = None,
     partner: str | None = Query(None, max_length=64),
     action: str | None = Query(None, max_length=64),
     actor: str | None = Query(None, max_length=200),
     log: str = Query("audit", pattern=LOG_PATTERN),
-    cursor: str | None = Query(None, max_length=32),
+    cursor: str | None = Query(None, pattern="^[0-9]{1,18}$", description="The next_cursor of the previous page."),
     limit: int = Query(100, ge=1, le=500),
     principal: Principal = Depends(authorize("audit", "read")),
     session: Session = Depends(read_session),
@@ -131,8 +132,8 @@ def checkpoint(
 
 @router.get("/proofs/inclusion")
 def inclusion(
-    index: int = Query(..., ge=0),
-    tree_size: int = Query(..., ge=1),
+    index: int = Query(..., ge=0, le=MAX_INDEX),
+    tree_size: int = Query(..., ge=1, le=MAX_INDEX),
     log: str = Query("audit", pattern=LOG_PATTERN),
     principal: Principal = Depends(authorize("audit", "read")),
     session: Session = Depends(read_session),
@@ -149,8 +150,8 @@ def inclusion(
 
 @router.get("/proofs/consistency")
 def consistency(
-    first: int = Query(..., ge=0),
-    second: int = Query(..., ge=0),
+    first: int = Query(..., ge=0, le=MAX_INDEX),
+    second: int = Query(..., ge=0, le=MAX_INDEX),
     log: str = Query("audit", pattern=LOG_PATTERN),
     principal: Principal = Depends(authorize("audit", "read")),
     session: Session = Depends(read_session),

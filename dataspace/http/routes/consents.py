@@ -25,7 +25,7 @@ from dataspace.consents.schemas import (
     StatsRead,
 )
 from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import MAX_ID, utcnow
 from dataspace.errors import Forbidden, InvalidInput
 from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.http.params import Id
@@ -82,7 +82,7 @@ async def grant_consent(
 @router.get("/v1/me/consents/history", response_model=list[EventRead])
 def my_history(
     limit: int = Query(default=100, ge=1, le=500),
-    before: int | None = Query(default=None, ge=1, description="Events with a smaller id (paging)."),
+    before: int | None = Query(default=None, ge=1, le=MAX_ID, description="Events with a smaller id (paging)."),
     principal: Principal = Depends(authorize("me.consents", "read")),
     session: Session = Depends(read_session),
 ) -> list[EventRead]:

@@ -14,7 +14,7 @@ from dataspace.errors import Forbidden, NotFound
 from dataspace.events import service
 from dataspace.events.schemas import DELIVERY, all_schemas
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
-from dataspace.http.params import Id
+from dataspace.http.params import Id, Version
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -26,7 +26,7 @@ def event_schemas() -> dict[str, Any]:
 
 
 @router.get("/events/schemas/{event_type}/v{version}")
-def event_schema(event_type: str, version: int) -> dict[str, Any]:
+def event_schema(event_type: str, version: Version) -> dict[str, Any]:
     schema = all_schemas().get(f"{event_type}/v{version}")
     if schema is None:
         raise NotFound(f"no event contract {event_type} v{version}")

@@ -279,7 +279,7 @@ def my_budget(
 def job_decisions(
     job_id: Id,
     limit: int = Query(default=1000, ge=1, le=10_000),
-    after: int = Query(default=0, ge=0),
+    after: int = Query(default=0, ge=0, le=MAX_ID),
     principal: Principal = Depends(authorize("jobs.decisions", "read")),
     session: Session = Depends(read_session),
 ) -> DecisionPage:

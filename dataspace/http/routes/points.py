@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import MAX_ID, utcnow
 from dataspace.errors import Forbidden
 from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.points import service as points
@@ -58,7 +58,7 @@ def my_points(
 @router.get("/v1/me/points/postings", response_model=PostingPage)
 def my_postings(
     limit: int = Query(default=50, ge=1, le=200),
-    before: int | None = Query(default=None, ge=1, description="The next_before of the previous page."),
+    before: int | None = Query(default=None, ge=1, le=MAX_ID, description="The next_before of the previous page."),
     principal: Principal = Depends(authorize("me.points", "read")),
     session: Session = Depends(read_session),
 ) -> PostingPage:

@@ -11,6 +11,7 @@ from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import Forbidden
 from dataspace.http.deps import authorize, get_context
+from dataspace.http.params import LogIndex
 from dataspace.tlog.log import sequence, verifier_keys
 from dataspace.usage import usage_for_subject, usage_proof
 
@@ -59,7 +60,7 @@ async def my_usage(
 
 @router.get("/{index}/proof")
 def my_usage_proof(
-    index: int,
+    index: LogIndex,
     principal: Principal = Depends(authorize("me.usage", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:

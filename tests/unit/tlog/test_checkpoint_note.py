@@ -74,7 +74,7 @@ text_st = st.text(max_size=20)
 
 @settings(max_examples=200, deadline=None)
 @given(
-    job=text_st,
+    job=st.integers(1, 2**31 - 1),
     subject=st.integers(0, 2**31),
     fields=st.lists(text_st, min_size=1, max_size=4),
     partner=text_st,
@@ -83,7 +83,7 @@ text_st = st.text(max_size=20)
     stamp=text_st,
 )
 def test_rendered_usage_entries_are_canonical(
-    job: str, subject: int, fields: list[str], partner: str, purpose: str, decision: str | None, stamp: str
+    job: int, subject: int, fields: list[str], partner: str, purpose: str, decision: str | None, stamp: str
 ) -> None:
     u = UsageEntry(job, subject, tuple(fields), partner, purpose, decision)
     expected = canonical_json(
