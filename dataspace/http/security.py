@@ -38,6 +38,8 @@ log = logging.getLogger("dataspace.auth")
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
+        "/livez",
+        "/readyz",
         "/.well-known/oauth-authorization-server",
         "/oauth/jwks",
         "/oauth/token",
