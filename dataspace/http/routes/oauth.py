@@ -104,6 +104,7 @@ def _login_page(
     status: int = 200,
     error: str | None = None,
     username: str = "",
+    retry_after: int | None = None,
 ) -> HTMLResponse:
     data = oauth_request.payload.data
     params = [(name, data[name]) for name in OAUTH_PARAMS if data.get(name)]
@@ -116,7 +117,8 @@ def _login_page(
         client_name=(client.name or client.client_id) if client is not None else None,
         scopes=scope.split() if scope else [],
     )
-    response = HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
+    headers = _PAGE_HEADERS if retry_after is None else {**_PAGE_HEADERS, "Retry-After": str(retry_after)}
+    response = HTMLResponse(html, status_code=status, headers=headers)
     # Double-submit token against login CSRF (a foreign page posting its own credentials into this browser).
     response.set_cookie(
         CSRF_COOKIE,
@@ -194,7 +196,8 @@ def authorize_submit(
             client,
             status=429,
             username=username,
-            error="Too many failed sign-ins. Wait a few minutes and try again.",
+            error="Too many failed sign-ins from here. Wait a little and try again.",
+            retry_after=result.retry_after,
         )
     if result.outcome is login.Outcome.INVALID or result.user is None:
         record_event(
