@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from dataspace import __version__
 from dataspace.background import Background
+from dataspace.compliance.controller import controller_of
 from dataspace.context import Context
 from dataspace.http import problems
 from dataspace.http.middleware import RequestContext
@@ -40,6 +41,8 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
     problems.install(app)
 
     app.add_middleware(RequestContext)
+    # Refuse to start without the controller's real identity: every receipt names it.
+    controller_of(context.settings)
 
     for router in ROUTERS:
         app.include_router(router)

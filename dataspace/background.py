@@ -57,6 +57,7 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.auth.tokens import RevocationWatch
     from dataspace.consents import service as consents
     from dataspace.db import utcnow
+    from dataspace.compliance.controller import receipt_policy
     from dataspace.events.service import deliver_due
     from dataspace.jobs import runner as jobs
     from dataspace.jobs import shards
@@ -72,7 +73,7 @@ def tasks(ctx: Context) -> list[Periodic]:
 
     def expire_consents() -> None:
         with ctx.db.transaction() as session:
-            consents.expire_due(session, signer=ctx.keys.signing_key)
+            consents.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
 
     def expire_points() -> None:
         with ctx.db.transaction() as session:

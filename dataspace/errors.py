@@ -5,6 +5,7 @@
     │   └── RowErrors       422  ingest rows rejected, with row numbers and reasons
     ├── NotFound            404
     ├── Conflict            409  state does not allow the change (duplicate, retired, stale)
+    │   └── ConcurrentChange 409  a concurrent change won a race the server may run again (retryable)
     ├── Forbidden           403  authenticated but not allowed (details are logged, not returned)
     ├── Unauthorized        401  no or bad credentials (one uninformative message)
     ├── BudgetExceeded      409  differential-privacy budget would be exceeded
@@ -73,6 +74,15 @@ class Conflict(DataspaceError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class ConcurrentChange(Conflict):
+    """A concurrent change of the same row won a race. Not the request's fault: the server runs the request
+    again (``retryable``; see ``dataspace.groupcommit``) and only answers 409 when every attempt lost."""
+
+    code = "concurrent_change"
+    title = "Changed concurrently"
+    retryable = True
 
 
 class Forbidden(DataspaceError):

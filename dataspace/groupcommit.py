@@ -16,6 +16,10 @@ Each request still gets its own answer:
   its own transaction, as it would have without batching. Functions must therefore be retryable before
   commit (they compute everything from the database inside the transaction; nothing leaves the process
   before the commit);
+- a race the server can win by trying again (a serialization failure or deadlock in PostgreSQL, or a domain
+  error marked ``retryable``, such as ``ConcurrentChange``) is never the caller's answer while attempts
+  remain: the function runs again alone, up to ``attempts`` times in all, after a jittered, exponentially
+  growing pause; only the last attempt's error reaches the caller;
 - if the COMMIT itself fails, every request of the batch gets that error (as a lone request would): whether
   the commit happened is unknown, so nothing is run again;
 - a caller learns its result only after the batch committed: an acknowledged write is durable.
@@ -28,12 +32,15 @@ import concurrent.futures
 import contextlib
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database
@@ -47,6 +54,17 @@ T = TypeVar("T")
 class _Item(Generic[T]):
     fn: Callable[[Session], T]
     future: concurrent.futures.Future[T]
+
+
+# SQLSTATEs of a transaction PostgreSQL rolled back only because of a concurrent one: run it again.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` only says a concurrent transaction won a race (running again may well succeed)."""
+    if getattr(exc, "retryable", False) is True:
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 @contextlib.contextmanager
@@ -80,9 +98,13 @@ class GroupCommit:
         threads: int = 1,
         own_errors: tuple[type[Exception], ...] = (),
         name: str = "group-commit",
+        attempts: int = 5,
+        retry_pause: float = 0.005,
     ) -> None:
-        if max_batch < 1 or threads < 1:
-            raise ValueError("max_batch and threads must be at least 1")
+        if max_batch < 1 or threads < 1 or attempts < 1:
+            raise ValueError("max_batch, threads and attempts must be at least 1")
+        self._attempts = attempts
+        self._retry_pause = retry_pause
         self._threads_wanted = threads
         self._own_errors = own_errors
         self._db = db
@@ -96,6 +118,7 @@ class GroupCommit:
         self.batches = 0  # counters, for tests and the bench
         self.items = 0
         self.reruns = 0
+        self.retries = 0  # runs again after a retryable error
 
     # --- submitting ------------------------------------------------------------------------------------
     def submit(self, fn: Callable[[Session], T]) -> concurrent.futures.Future[T]:
@@ -201,6 +224,8 @@ class GroupCommit:
                         try:
                             results.append(item.fn(session))
                         except self._own_errors as exc:
+                            if retryable(exc):
+                                raise  # not its answer yet: every function runs again alone (below)
                             raise _OwnError(index, exc) from exc
                 session.flush()
             except _OwnError as own:
@@ -222,10 +247,19 @@ class GroupCommit:
         return None
 
     def _alone(self, item: _Item[Any]) -> None:
-        try:
-            with self._db.transaction() as session, self._around(session):
-                result = item.fn(session)
-        except Exception as exc:  # noqa: BLE001 - the caller gets it
-            item.future.set_exception(exc)
-        else:
-            item.future.set_result(result)
+        for attempt in range(self._attempts):
+            try:
+                with self._db.transaction() as session, self._around(session):
+                    result = item.fn(session)
+            except Exception as exc:  # noqa: BLE001 - the caller gets it, unless a new attempt may succeed
+                if retryable(exc) and attempt + 1 < self._attempts:
+                    with self._lock:
+                        self.retries += 1
+                    # Jittered, so two requests that collided do not collide again in step (bounded: with the
+                    # defaults, at most 75 ms over all attempts).
+                    time.sleep(random.uniform(0, self._retry_pause * 2**attempt))  # noqa: S311 - not a secret
+                    continue
+                item.future.set_exception(exc)
+            else:
+                item.future.set_result(result)
+            return

@@ -54,6 +54,38 @@ class Settings(BaseSettings):
 
     @property
     def resolved_issuer(self) -> str:
+    # What a partner sees of a job's timing (dataspace.jobs.outcomes): times are multiples of the tick, and a
+    # job's outcome shows no earlier than ``hold`` after submission, so a model cannot signal by its run time.
+    job_release_tick_seconds: int = Field(
+        default=60, ge=0, le=3600, description="Partner-visible time granularity (0: exact times, tests only)."
+    )
+    job_release_hold_seconds: int = Field(
+        default=300, ge=0, le=86_400, description="A job's outcome shows to the partner this long after submission."
+    )
+    # Operations (dataspace.observability). The metrics endpoint listens on its own address, never on the API's
+    # (unset: no endpoint); traces go to an OTLP/HTTP collector (unset: tracing off).
+    metrics_bind: str | None = Field(default=None, description="host:port of the Prometheus scrape endpoint.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL, e.g. http://otel:4318/v1/traces.")
+    otlp_service_name: str = "dataspace"
+    # Where the last signed checkpoint of each log is copied when it is published (outside the database, so a
+    # restored backup can be checked against it); default: <data_dir>/checkpoints.
+    checkpoint_dir: Path | None = None
+    # The controller: the organisation responsible for the processing, as receipts, the privacy notice and
+    # the records of processing name it (dataspace.compliance.controller). Required: the server refuses to
+    # start with a value missing or a placeholder (the demo sets its own, visibly-demo identity).
+    controller_name: str = Field(default="", description="Legal name of the controller.")
+    controller_address: str = Field(default="", description="Postal address of the controller.")
+    controller_email: str = Field(default="", description="E-mail for privacy questions and requests.")
+    controller_phone: str = Field(default="", description="Telephone number (international form, +86 ...).")
+    controller_dpo: str = Field(default="", description="Data protection officer: 'Name <e-mail>' or an e-mail.")
+    controller_jurisdiction: str = Field(default="", description="ISO 3166 code of the governing law, e.g. CN, DE.")
+    controller_notice_url: str | None = Field(
+        default=None, description="Public privacy-notice URL; default: <issuer>/privacy (served by the server)."
+    )
+
+    @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir if self.checkpoint_dir is not None else self.data_dir / "checkpoints"
         return (self.issuer or f"http://{self.bind}").rstrip("/")
 
 

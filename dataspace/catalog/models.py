@@ -30,6 +30,9 @@ class Purpose(Base):
     label: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     dpv_term: Mapped[str] = mapped_column(String(200))
+    # The legal basis of processing for this purpose (a W3C DPV legal-basis term), shown on receipts and in
+    # the records of processing.
+    lawful_basis: Mapped[str] = mapped_column(String(64), default="dpv:Consent", server_default="dpv:Consent")
     parent_key: Mapped[str | None] = mapped_column(ForeignKey("catalog_purposes.key"), nullable=True)
     i18n: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

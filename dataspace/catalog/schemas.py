@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from policies.transforms import TRANSFORMS
 
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
+# The legal bases of GDPR art. 6(1) / PIPL art. 13, as W3C DPV terms.
+LawfulBasis = Literal[
+    "dpv:Consent",
+    "dpv:Contract",
+    "dpv:LegalObligation",
+    "dpv:VitalInterest",
+    "dpv:PublicTask",
+    "dpv:LegitimateInterest",
+]
 DataType = Literal["integer", "number", "string", "category", "boolean", "date"]
 
 
@@ -32,6 +41,7 @@ class PurposeIn(Strict):
     dpv_term: str = Field(
         pattern=r"^dpv:[A-Za-z]+$", max_length=200, description="W3C DPV purpose term, e.g. dpv:Marketing"
     )
+    lawful_basis: LawfulBasis = Field(default="dpv:Consent", description="W3C DPV legal basis of the processing.")
     parent: str | None = None
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
 
@@ -63,6 +73,30 @@ class Constraints(Strict):
         return self
 
 
+class TransformLimits(Strict):
+    """The minimum coarseness a field promises for one transform (see ``policies.transforms``)."""
+
+    max_values: int | None = Field(default=None, ge=2, le=MAX_VALUES_CEILING)
+    min_width: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    min_step: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    min_members: int | None = Field(default=None, ge=1, le=10_000)
+
+    def coarseness(self) -> Coarseness:
+        return Coarseness(**self.model_dump())
+
+
+def _transform_mapping(v: Any) -> Any:
+    """A bare list of names (``[identity]``) reads as those transforms with no limits declared."""
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return {name: {} for name in v}
+    return v
+
+
+def transforms_json(transforms: dict[str, TransformLimits]) -> dict[str, dict[str, Any]]:
+    """The stored form of a field's transforms: ``{name: {limit: value}}``, unset limits left out."""
+    return {name: limits.coarseness().as_json() for name, limits in transforms.items()}
+
+
 class FieldIn(Strict):
     key: str = Field(pattern=KEY)
     dimension: str = Field(pattern=KEY)
@@ -77,12 +111,13 @@ class FieldIn(Strict):
     points_value: int = Field(default=0, ge=0, le=1_000_000)
     data_type: DataType
     constraints: Constraints = Field(default_factory=Constraints)
-    transforms: list[str] = Field(default_factory=list)
+    # The transforms the field may leave under, each with its minimum coarseness (the catalog's promise).
+    transforms: dict[str, TransformLimits] = Field(default_factory=dict)
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("transforms")
     @classmethod
-    def _known_transforms(cls, v: list[str]) -> list[str]:
+    def _known_transforms(cls, v: dict[str, TransformLimits]) -> dict[str, TransformLimits]:
         unknown = sorted(set(v) - set(TRANSFORMS))
         if unknown:
             raise ValueError(f"unknown transform(s) {unknown}; allowed: {list(TRANSFORMS)}")
@@ -111,12 +146,12 @@ class FieldUpdate(Strict):
     sensitivity: Literal["normal", "sensitive"] | None = None
     points_value: int | None = Field(default=None, ge=0, le=1_000_000)
     constraints: Constraints | None = None
-    transforms: list[str] | None = None
+    transforms: dict[str, TransformLimits] | None = None
     i18n: dict[str, dict[str, str]] | None = None
 
     @field_validator("transforms")
     @classmethod
-    def _known_transforms(cls, v: list[str] | None) -> list[str] | None:
+    def _known_transforms(cls, v: dict[str, TransformLimits] | None) -> dict[str, TransformLimits] | None:
         if v is not None:
             unknown = sorted(set(v) - set(TRANSFORMS))
             if unknown:
@@ -154,7 +189,9 @@ class FieldRead(BaseModel):
     points_value: int
     data_type: str
     constraints: dict[str, Any]
-    transforms: list[str]
+    transforms: dict[str, dict[str, Any]]
+    # The promise above in plain words, by language (generated from ``transforms``, never typed by hand).
+    shared_as: dict[str, str]
     i18n: dict[str, Any]
     status: str
     version: int

@@ -144,7 +144,7 @@ def upsert_purpose(session: Session, spec: PurposeIn) -> Purpose:
         purpose = Purpose(key=spec.key)
         session.add(purpose)
     purpose.label, purpose.description, purpose.dpv_term = spec.label, spec.description, spec.dpv_term
-    purpose.parent_key, purpose.i18n = spec.parent, spec.i18n
+    purpose.parent_key, purpose.i18n, purpose.lawful_basis = spec.parent, spec.i18n, spec.lawful_basis
     return purpose
 
 

@@ -45,7 +45,7 @@ from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, Purpose
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import deferred_rows, flush_deferred, insert_later, utcnow
-from dataspace.errors import Conflict, InvalidInput, NotFound
+from dataspace.errors import ConcurrentChange, Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
 from dataspace.partners.models import Partner
 from dataspace.points import service as points
@@ -68,6 +68,8 @@ class ReceiptPolicy:
 
 
 DEFAULT_POLICY = ReceiptPolicy()
+# How often one change re-reads and tries again when a concurrent change of the same grant won the race.
+CONCURRENT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,25 @@ def current_state(row: ConsentGrant, now: datetime) -> str:
     return row.state
 
 
+def grant_view(row: ConsentGrant, now: datetime) -> dict[str, Any]:
+    """The grant as a person is shown it (``GrantRead``'s fields), its state as of ``now``."""
+    return {
+        "id": row.id,
+        "field_key": row.field_key,
+        "dimension_key": row.dimension_key,
+        "purpose_key": row.purpose_key,
+        "partner_key": row.partner_key,
+        "partner_category": row.partner_category,
+        "granularity": row.granularity,
+        "valid_from": row.valid_from,
+        "valid_until": row.valid_until,
+        "state": current_state(row, now),
+        "withdrawn_at": row.withdrawn_at,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
 def _active_key(subject_id: int, scope: Scope) -> str:
     return f"{subject_id}|{scope.key}"
 
@@ -132,6 +153,7 @@ class _PurposeRow(NamedTuple):
     key: str
     label: str
     dpv_term: str
+    lawful_basis: str
 
 
 class _FieldRow(NamedTuple):
@@ -139,6 +161,7 @@ class _FieldRow(NamedTuple):
     label: str
     dimension_key: str
     sensitivity: str
+    collection_purpose: str
     storage_location: str
     retention_days: int
     points_value: int
@@ -154,12 +177,13 @@ class _PartnerRow(NamedTuple):
 
 
 # Only the columns a change uses (validation, receipt, consequences), read as plain tuples.
-_PURPOSE_COLUMNS = (Purpose.key, Purpose.label, Purpose.dpv_term)
+_PURPOSE_COLUMNS = (Purpose.key, Purpose.label, Purpose.dpv_term, Purpose.lawful_basis)
 _FIELD_COLUMNS = (
     Field.key,
     Field.label,
     Field.dimension_key,
     Field.sensitivity,
+    Field.collection_purpose,
     Field.storage_location,
     Field.retention_days,
     Field.points_value,
@@ -343,6 +367,25 @@ def _check_request(
 
 
 # --- receipts -------------------------------------------------------------------------------------------
+# What is done with data under a grant (W3C DPV processing terms), in the order of a partner job's data flow.
+_PROCESSING = (
+    ("dpv:Store", "kept encrypted with a key of your own in the operator's data space"),
+    ("dpv:Pseudonymise", "shown to the partner only under a pseudonym made for that partner alone"),
+    ("dpv:Analyse", "the partner's model runs on it inside an isolated sandbox; the data never leaves"),
+    ("dpv:Derive", "the model's decision about you is stored for the operator"),
+    ("dpv:Aggregate", "the partner sees only noised statistics over many customers, never your data"),
+)
+_GENERALISE = ("dpv:Transform", "generalised before use (bands, tiers, top-coding), never the exact value")
+
+
+def processing_operations(granularity: str) -> list[dict[str, str]]:
+    """The processing a grant of this granularity allows, as receipts list it."""
+    ops = list(_PROCESSING)
+    if granularity == Granularity.GENERALIZED.value:
+        ops.insert(2, _GENERALISE)
+    return [{"operation": op, "description": text} for op, text in ops]
+
+
 def _receipt(
     row: ConsentGrant, events: Sequence[ReceiptEvent], receipt_id: str, policy: ReceiptPolicy, catalog: _Catalog
 ) -> dict[str, Any]:
@@ -350,7 +393,13 @@ def _receipt(
     if row.field_key is not None:
         f = fields[0]
         pii = [
-            {"field": f.key, "label": f.label, "dimension": f.dimension_key, "sensitive": f.sensitivity == "sensitive"}
+            {
+                "field": f.key,
+                "label": f.label,
+                "dimension": f.dimension_key,
+                "sensitive": f.sensitivity == "sensitive",
+                "data_source": {"collected_by": policy.controller.name, "collection": f.collection_purpose},
+            }
         ]
     else:
         pii = [
@@ -359,6 +408,10 @@ def _receipt(
                 "label": catalog.dimension_label if catalog.dimension_label is not None else row.dimension_key,
                 "sensitive": False,
                 "fields": [f.key for f in fields],
+                "data_source": {
+                    "collected_by": policy.controller.name,
+                    "collection": {f.key: f.collection_purpose for f in fields},
+                },
             }
         ]
     if row.partner_key is not None:
@@ -384,6 +437,7 @@ def _receipt(
                 "purpose": row.purpose_key,
                 "label": purpose.label if purpose else row.purpose_key,
                 "dpv": purpose.dpv_term if purpose else "",
+                "lawful_basis": purpose.lawful_basis if purpose else "dpv:Consent",
             }
         ],
         pii_information=pii,
@@ -394,6 +448,8 @@ def _receipt(
         recipient_third_parties=recipients,
         withdrawal_method=f"Switch it off in your data account, or DELETE /v1/me/consents/{row.id}",
         language=policy.language,
+        processing_operations=processing_operations(row.granularity),
+        notice={"url": policy.controller.url, "language": policy.language},
     )
 
 
@@ -582,7 +638,12 @@ def grant(
     if existing is not None and existing.valid_until is not None and existing.valid_until <= now:
         _expire_row(session, existing, now, signer=signer, policy=policy, catalog=catalog)
         existing = None
-    if existing is None:
+    # Insert, or answer with the grant a concurrent request made active. Between the two statements that
+    # grant may be withdrawn (each statement sees what committed before it): then the insert is tried again,
+    # a bounded number of times, so a customer toggling fast never gets a conflict to retry by hand.
+    for _ in range(CONCURRENT_ATTEMPTS):
+        if existing is not None:
+            break
         row = _insert_active(
             session,
             {
@@ -611,8 +672,8 @@ def grant(
             return Change(row, rid, changed=True)
         # A concurrent grant of the same scope won: answer with it.
         existing = session.scalar(select(ConsentGrant).where(ConsentGrant.active_scope_key == key))
-        if existing is None:
-            raise Conflict("the grant changed concurrently; retry")
+    if existing is None:
+        raise ConcurrentChange("the grant changed concurrently")
     if existing.granularity != terms.granularity.value or existing.valid_until != terms.valid_until:
         raise Conflict(
             f"grant {existing.id} is already active for this scope with other terms; renew or withdraw it",
@@ -711,16 +772,21 @@ def renew(
     """Move the end of a running grant's window (``None``: until withdrawn)."""
     now = clock()
     row, catalog, prior = _load_grant(session, grant_id, subject_id=subject_id)
-    if current_state(row, now) != GrantState.ACTIVE.value:
-        raise Conflict("only a running grant can be renewed; grant consent again instead")
-    try:
-        renewed = consent.renew(to_domain(row), now, valid_until)
-    except consent.InvalidGrant as exc:
-        raise InvalidInput(str(exc)) from None
-    if renewed.valid_until == row.valid_until:
-        return Change(row, _latest_receipt_id(session, row.id), changed=False)
-    if not _transition(session, row, {"valid_until": renewed.valid_until, "updated_at": now}):
-        raise Conflict("the grant changed concurrently; retry")
+    # A concurrent change of the same grant (another renewal, a withdrawal) makes the compare-and-set fail;
+    # ``_transition`` then re-reads the row and the renewal is decided again on what is now stored.
+    for _ in range(CONCURRENT_ATTEMPTS):
+        if current_state(row, now) != GrantState.ACTIVE.value:
+            raise Conflict("only a running grant can be renewed; grant consent again instead")
+        try:
+            renewed = consent.renew(to_domain(row), now, valid_until)
+        except consent.InvalidGrant as exc:
+            raise InvalidInput(str(exc)) from None
+        if renewed.valid_until == row.valid_until:
+            return Change(row, _latest_receipt_id(session, row.id), changed=False)
+        if _transition(session, row, {"valid_until": renewed.valid_until, "updated_at": now}):
+            break
+    else:
+        raise ConcurrentChange("the grant changed concurrently")
     rid = _record_change(
         session, row, EventKind.RENEWED, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=prior
     )
@@ -789,6 +855,8 @@ def matrix(session: Session, *, subject_id: int, clock: Clock = utcnow) -> dict[
     partners = list(session.scalars(select(Partner).where(Partner.status == "active").order_by(Partner.key)))
     rows = list_grants(session, subject_id=subject_id)
     grants = [to_domain(r) for r in rows]
+    # What the customer sees is true now: a grant past its window reads as expired before the sweep runs.
+    shown = [grant_view(r, now) for r in rows]
     cells = []
     for f in fields:
         fr = field_ref(f)
@@ -820,11 +888,18 @@ def matrix(session: Session, *, subject_id: int, clock: Clock = utcnow) -> dict[
             for f in fields
         ],
         "purposes": [
-            {"key": p.key, "label": p.label, "description": p.description, "dpv_term": p.dpv_term, "i18n": p.i18n}
+            {
+                "key": p.key,
+                "label": p.label,
+                "description": p.description,
+                "dpv_term": p.dpv_term,
+                "lawful_basis": p.lawful_basis,
+                "i18n": p.i18n,
+            }
             for p in purposes
         ],
         "partners": [{"key": p.key, "name": p.name, "category": p.category} for p in partners],
-        "grants": rows,
+        "grants": shown,
         "cells": cells,
     }
 

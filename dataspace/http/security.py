@@ -51,6 +51,7 @@ PUBLIC_PATHS = frozenset(
         "/v1/events/schemas/{event_type}/v{version}",
         "/openapi.json",
         "/docs",
+        "/privacy",  # the controller's privacy notice (no data)
         "/docs/oauth2-redirect",
         "/redoc",
     }
