@@ -87,16 +87,16 @@ def _profiles(start: int, stop: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
-def _seal_range(master_key: bytes, start: int, stop: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+def _seal_range(epoch_dir: Path, start: int, stop: int) -> tuple[list[tuple[int, ...]], list[tuple[int, bytes]]]:
     from dataspace.subjects.store import seal_profile
-    from dataspace.vault import Vault
+    from dataspace.vault import file_vault
 
-    vault = Vault(master_key)
+    vault = file_vault(epoch_dir)
     keys, profiles = [], []
     for offset, values in enumerate(_profiles(start, stop, seed=start)):
         sid = start + offset
-        wrapped, sealed = seal_profile(vault, sid, values)
-        keys.append((sid, wrapped))
+        wrapped, sealed = seal_profile(vault, sid, 0, values)
+        keys.append((sid, vault.bucket(sid), 0, wrapped))
         profiles.append((sid, sealed))
     return keys, profiles
 
@@ -112,6 +112,15 @@ def generate(n: int, directory: Path) -> None:
     db_path.unlink(missing_ok=True)
     ring = KeyRing.generate()
     save_key_file(directory / "keys.json", ring)
+    import shutil
+
+    from dataspace.vault import file_vault
+
+    epoch_dir = directory / "epochs"
+    shutil.rmtree(epoch_dir, ignore_errors=True)
+    vault = file_vault(epoch_dir)
+    for bucket in range(vault.buckets):  # generation 0 of every bucket up front: workers only read the store
+        vault.current_generation(bucket)
     db = Database(f"sqlite:///{db_path}")
     migrations.upgrade(db.engine)
     with db.transaction() as s:
@@ -146,14 +155,16 @@ def generate(n: int, directory: Path) -> None:
         cur = raw.cursor()
         cur.execute("BEGIN")
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_seal_range, ring.master_key, a, b) for a, b in ranges]
+            futures = [pool.submit(_seal_range, epoch_dir, a, b) for a, b in ranges]
             for (a, b), fut in zip(ranges, futures, strict=True):
                 keys, profiles = fut.result()
                 cur.executemany(
                     "INSERT INTO subjects (id, blind_ref, created_at) VALUES (?, ?, ?)",
                     [(i, f"bench-{i}", "2025-01-01 00:00:00.000000") for i in range(a, b)],
                 )
-                cur.executemany("INSERT INTO subject_keys (subject_id, wrapped_key) VALUES (?, ?)", keys)
+                cur.executemany(
+                    "INSERT INTO subject_keys (subject_id, bucket, epoch, wrapped_key) VALUES (?, ?, ?, ?)", keys
+                )
                 cur.executemany(
                     "INSERT INTO subject_profiles (subject_id, sealed, version, updated_at) "
                     "VALUES (?, ?, 1, '2025-01-01 00:00:00.000000')",
@@ -170,7 +181,7 @@ def run_emission(directory: Path, k: int) -> None:
     from dataspace.db import Database
     from dataspace.emission import emit, parse_features
     from dataspace.keys import load_key_file
-    from dataspace.vault import Vault
+    from dataspace.vault import file_vault
 
     ring = load_key_file(directory / "keys.json")
     db = Database(f"sqlite:///{directory / 'bench.db'}")
@@ -183,7 +194,7 @@ def run_emission(directory: Path, k: int) -> None:
     with db.session() as s:
         emission = emit(
             s,
-            Vault(ring.master_key),
+            file_vault(directory / "epochs"),
             ring,
             partner_key="bench-partner",
             features=specs,

@@ -42,11 +42,24 @@ FIELD_TYPES = {"age": "integer", "balance": "number", "income": "number"}
 GRANT_SHARE = 0.95
 
 
-def _seal_range(master_key: bytes, start: int, stop: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-    from dataspace.subjects.store import seal_profile
-    from dataspace.vault import Vault
+def _epoch_store(directory: Path) -> Path:
+    """A fresh epoch key store with generation 0 of every bucket (workers then only read it)."""
+    import shutil
 
-    vault = Vault(master_key)
+    from dataspace.vault import file_vault
+
+    shutil.rmtree(directory / "epochs", ignore_errors=True)
+    vault = file_vault(directory / "epochs")
+    for bucket in range(vault.buckets):
+        vault.current_generation(bucket)
+    return directory / "epochs"
+
+
+def _seal_range(epoch_dir: Path, start: int, stop: int) -> tuple[list[tuple[int, ...]], list[tuple[int, bytes]]]:
+    from dataspace.subjects.store import seal_profile
+    from dataspace.vault import file_vault
+
+    vault = file_vault(epoch_dir)
     rng = np.random.default_rng(start)
     n = stop - start
     latent = rng.integers(0, 10, n)
@@ -58,8 +71,8 @@ def _seal_range(master_key: bytes, start: int, stop: int) -> tuple[list[tuple[in
             "balance": float(2000 * (c + 1) ** 2 + rng.random() * 800),
             "income": float(12000 * c + rng.random() * 9000),
         }
-        wrapped, sealed = seal_profile(vault, start + i, values)
-        keys.append((start + i, wrapped))
+        wrapped, sealed = seal_profile(vault, start + i, 0, values)
+        keys.append((start + i, vault.bucket(start + i), 0, wrapped))
         profiles.append((start + i, sealed))
     return keys, profiles
 
@@ -84,6 +97,7 @@ def generate(n: int, directory: Path, url: str | None = None) -> None:
         url = f"sqlite:///{db_path}"
     ring = KeyRing.generate()
     save_key_file(directory / "keys.json", ring)
+    epoch_dir = _epoch_store(directory)
     db = Database(url)
     where = db.engine.url.database if db.is_sqlite else db.engine.url.render_as_string(hide_password=True)
     migrations.upgrade(db.engine)
@@ -116,15 +130,15 @@ def generate(n: int, directory: Path, url: str | None = None) -> None:
     rng = np.random.default_rng(11)
     ahead = 4  # ranges sealed ahead of the writer: memory stays bounded at any N (10M subjects included)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool, db.transaction() as s:
-        futures: deque[Future[tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]]] = deque(
-            pool.submit(_seal_range, ring.master_key, a, b) for a, b in ranges[:ahead]
+        futures: deque[Future[tuple[list[tuple[int, ...]], list[tuple[int, bytes]]]]] = deque(
+            pool.submit(_seal_range, epoch_dir, a, b) for a, b in ranges[:ahead]
         )
         for j, (a, b) in enumerate(ranges):
             keys, profiles = futures.popleft().result()
             if j + ahead < len(ranges):
-                futures.append(pool.submit(_seal_range, ring.master_key, *ranges[j + ahead]))
+                futures.append(pool.submit(_seal_range, epoch_dir, *ranges[j + ahead]))
             bulk_insert(s, "subjects", ("id", "blind_ref", "created_at"), [(i, f"bench-{i}", now) for i in range(a, b)])
-            bulk_insert(s, "subject_keys", ("subject_id", "wrapped_key"), keys)
+            bulk_insert(s, "subject_keys", ("subject_id", "bucket", "epoch", "wrapped_key"), keys)
             bulk_insert(
                 s,
                 "subject_profiles",
@@ -240,7 +254,8 @@ def run(directory: Path, job_id: int, *, points: bool) -> None:
     from dataspace.settings import Settings
 
     url = f"sqlite:///{directory / 'bench.db'}"
-    ctx = Context(settings=Settings(database_url=url), db=Database(url), keys=load_key_file(directory / "keys.json"))
+    settings = Settings(database_url=url, data_dir=directory)
+    ctx = Context(settings=settings, db=Database(url), keys=load_key_file(directory / "keys.json"))
     t0 = time.perf_counter()
     result = runner.run_job(ctx, job_id, credit_inline=False)
     total = time.perf_counter() - t0

@@ -345,12 +345,19 @@ def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> boo
         "DATASPACE_DATA_DIR": str(data_dir),
         "DATASPACE_DATABASE_URL": url,
         "DATASPACE_KEY_FILE": str(key_file),
+        "DATASPACE_EPOCH_DIR": str(directory / "epochs"),  # the epoch keys generate() sealed under
         "DATASPACE_BROKER_URL": args.broker_url,
         "DATASPACE_BROKER_QUEUE": queue_name,
         "DATASPACE_JOB_SHARD_SUBJECTS": str(args.shard_subjects),
         "DATASPACE_LOG_LEVEL": "INFO",
     }
-    settings = Settings(data_dir=data_dir, database_url=url, broker_url=args.broker_url, broker_queue=queue_name)
+    settings = Settings(
+        data_dir=data_dir,
+        epoch_dir=directory / "epochs",
+        database_url=url,
+        broker_url=args.broker_url,
+        broker_queue=queue_name,
+    )
     db = Database(url)
     ctx = Context(settings=settings, db=db, keys=load_key_file(key_file))
     queue = JobQueue(ctx)

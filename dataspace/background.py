@@ -8,6 +8,8 @@
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
 - pick up rotated keys from the key file (every 5 s; ``dataspace keys rotate`` needs no restart);
+- retire the epoch keys of erased subjects' buckets (every ``DATASPACE_EPOCH_RETIRE_SECONDS``, 60 s: after
+  it no earlier database backup can open them; see ``dataspace.vault``);
 - run queued partner jobs (the embedded worker) or, with a broker configured, send them to the broker's
   workers (an outbox sweep, see ``dataspace.jobs.queue``); recover jobs and shards whose process died
   (stale heartbeat).
@@ -55,9 +57,9 @@ class Periodic:
 
 def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.auth.tokens import RevocationWatch
+    from dataspace.compliance.controller import receipt_policy
     from dataspace.consents import service as consents
     from dataspace.db import utcnow
-    from dataspace.compliance.controller import receipt_policy
     from dataspace.events.service import deliver_due
     from dataspace.jobs import runner as jobs
     from dataspace.jobs import shards
@@ -78,6 +80,11 @@ def tasks(ctx: Context) -> list[Periodic]:
     def expire_points() -> None:
         with ctx.db.transaction() as session:
             points.expire_points(session, now=utcnow())
+
+    def retire_epochs() -> None:
+        from dataspace.subjects.epochs import retire
+
+        retire(ctx.db, ctx.vault)
 
     def recover_jobs() -> None:
         jobs.recover_jobs(ctx)
@@ -101,6 +108,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
         Periodic("key-reload", 5.0, ctx.reload_keys),
+        Periodic("epoch-retirement", ctx.settings.epoch_retire_seconds, retire_epochs),
         # Confirms the remembered "not revoked" answers (see auth.tokens.ActiveTokens) several times per bound.
         Periodic("token-revocations", max(0.25, ctx.settings.token_active_cache_seconds / 4), revocations.sweep),
     ]

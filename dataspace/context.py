@@ -16,7 +16,19 @@ from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.settings import Settings
-from dataspace.vault import Vault
+from dataspace.vault import KeyStoreSpec, Vault
+
+
+def open_vault(settings: Settings) -> Vault:
+    """The vault of the key store the settings name (``DATASPACE_KEY_BACKEND``)."""
+    spec = KeyStoreSpec(
+        backend=settings.key_backend,
+        directory=str(settings.resolved_epoch_dir),
+        module=settings.pkcs11_module,
+        token_label=settings.pkcs11_token_label,
+        pin_env=settings.pkcs11_pin_env,
+    )
+    return spec.open(buckets=settings.epoch_buckets)
 
 log = logging.getLogger("dataspace.keys")
 
@@ -51,6 +63,7 @@ class Context:
     key_file: Path | None = None
     _key_stamp: tuple[int, int, int] | None = field(default=None, repr=False)
     _writes: GroupCommit | None = field(default=None, repr=False)
+    _vault: Vault | None = field(default=None, repr=False)
 
     def reload_keys(self) -> bool:
         """Load the key file again if it changed since it was read; returns whether the ring changed.
@@ -80,7 +93,10 @@ class Context:
 
     @property
     def vault(self) -> Vault:
-        return Vault(self.keys.master_key)
+        """Envelope encryption through the epoch keys of the configured key store (``dataspace.vault``)."""
+        if self._vault is None:
+            self._vault = open_vault(self.settings)
+        return self._vault
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Context:

@@ -1,6 +1,7 @@
 """Key material: one JSON file (mode 0600) holding every secret the server uses.
 
-- ``master_key``: wraps each subject's data key (envelope encryption; see ``dataspace.vault``).
+- (no master key: subjects' data keys are wrapped by epoch keys held in the epoch key store, outside this
+  file and the database, so that erasure can destroy them; see ``dataspace.vault``).
 - ``pseudonym_key``: root for per-partner keyed pseudonyms (HMAC; one derived key per partner).
 - ``blind_index_key``: HMAC key for looking up subjects by their external reference without storing it.
 - ``signing_keys``: Ed25519 keys for receipts, checkpoints and webhooks (newest active first).
@@ -105,7 +106,6 @@ def _now() -> str:
 
 @dataclass
 class KeyRing:
-    master_key: bytes = field(repr=False)
     pseudonym_key: bytes = field(repr=False)
     blind_index_key: bytes = field(repr=False)
     signing_keys: list[Ed25519Key] = field(repr=False)
@@ -117,7 +117,6 @@ class KeyRing:
     @classmethod
     def generate(cls) -> KeyRing:
         return cls(
-            master_key=secrets.token_bytes(32),
             pseudonym_key=secrets.token_bytes(32),
             blind_index_key=secrets.token_bytes(32),
             signing_keys=[Ed25519Key.generate()],
@@ -154,7 +153,6 @@ class KeyRing:
     def to_json(self) -> dict[str, Any]:
         return {
             "version": 1,
-            "master_key": _b64(self.master_key),
             "pseudonym_key": _b64(self.pseudonym_key),
             "blind_index_key": _b64(self.blind_index_key),
             "signing_keys": [
@@ -170,7 +168,6 @@ class KeyRing:
     def from_json(cls, data: dict[str, Any]) -> KeyRing:
         try:
             return cls(
-                master_key=_unb64(data["master_key"]),
                 pseudonym_key=_unb64(data["pseudonym_key"]),
                 blind_index_key=_unb64(data["blind_index_key"]),
                 signing_keys=[Ed25519Key(k["kid"], _unb64(k["seed"]), k["created_at"]) for k in data["signing_keys"]],

@@ -24,7 +24,7 @@ from dataspace.points.models import (
     Redemption,
     Reward,
 )
-from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
+from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProfile
 from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "FieldVersion",
     "IssuedToken",
     "Job",
+    "KeyEpoch",
     "LoginAttempt",
     "OAuthClient",
     "OutboxEvent",

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 14 * 24 * 3600
+    # Irreversible actions (erasure, redemption, policy changes) need the person's sign-in (the token's
+    # ``auth_time``) at most this many seconds ago; refreshing a token does not renew it (RFC 9470 step-up).
+    reauth_seconds: int = Field(default=300, ge=30, le=3600)
     # How long a server remembers that a token is not revoked (0: ask the database on every request). A
     # revocation made through this server takes effect at once; one made through another replica within this.
     token_active_cache_seconds: float = Field(default=2.0, ge=0, le=30)
@@ -31,6 +34,16 @@ class Settings(BaseSettings):
     external_jwks_url: str | None = None
     external_audience: str | None = None
     external_role_claim: str = "roles"
+    # Epoch keys (dataspace.vault): where they live, and how often erased subjects' buckets are retired (the
+    # bound after which no earlier database backup can open an erased subject). Keep epoch_dir (and the HSM)
+    # out of database backups. key_backend "pkcs11" keeps the epoch and signing keys in a PKCS#11 module.
+    epoch_dir: Path | None = Field(default=None, description="Epoch keys + re-wrap journal (data_dir/epochs).")
+    epoch_buckets: int = Field(default=4096, ge=1, description="Buckets of a NEW key store (fixed once created).")
+    epoch_retire_seconds: float = Field(default=60.0, gt=0, description="Retirement pass interval of each server.")
+    key_backend: str = Field(default="file", pattern="^(file|pkcs11)$")
+    pkcs11_module: str = Field(default="", description="Path of the PKCS#11 module (e.g. libsofthsm2.so).")
+    pkcs11_token_label: str = Field(default="dataspace")
+    pkcs11_pin_env: str = Field(default="DATASPACE_PKCS11_PIN", description="Env variable holding the user PIN.")
     # Webhooks to http:// and private/loopback addresses (tests, single-host set-ups only).
     webhook_allow_private: bool = False
     # Jobs. Without a broker the server runs jobs itself (the embedded worker). With one (e.g.
@@ -41,19 +54,6 @@ class Settings(BaseSettings):
     job_shard_subjects: int = Field(default=250_000, ge=1, description="Target eligible subjects per shard.")
     job_heartbeat_seconds: float = Field(default=5.0, gt=0)
     job_stale_seconds: float = Field(default=60.0, gt=0, description="A claim without a heartbeat this long is dead.")
-
-    @property
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return normalize_database_url(self.database_url)
-        return f"sqlite:///{(self.data_dir / 'dataspace.db').resolve()}"
-
-    @property
-    def resolved_key_file(self) -> Path:
-        return self.key_file if self.key_file is not None else self.data_dir / "keys.json"
-
-    @property
-    def resolved_issuer(self) -> str:
     # What a partner sees of a job's timing (dataspace.jobs.outcomes): times are multiples of the tick, and a
     # job's outcome shows no earlier than ``hold`` after submission, so a model cannot signal by its run time.
     job_release_tick_seconds: int = Field(
@@ -86,6 +86,23 @@ class Settings(BaseSettings):
     @property
     def resolved_checkpoint_dir(self) -> Path:
         return self.checkpoint_dir if self.checkpoint_dir is not None else self.data_dir / "checkpoints"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'dataspace.db').resolve()}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file if self.key_file is not None else self.data_dir / "keys.json"
+
+    @property
+    def resolved_epoch_dir(self) -> Path:
+        return self.epoch_dir if self.epoch_dir is not None else self.data_dir / "epochs"
+
+    @property
+    def resolved_issuer(self) -> str:
         return (self.issuer or f"http://{self.bind}").rstrip("/")
 
 

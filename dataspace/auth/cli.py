@@ -1,4 +1,4 @@
-"""``dataspace keys rotate``, ``dataspace clients create``, ``dataspace users create``.
+"""``dataspace keys rotate|retire-epochs|reconcile``, ``dataspace clients create``, ``dataspace users create``.
 
 Secrets (client secrets, generated passwords) are printed once and stored only as hashes; key material is
 never printed (only key ids).
@@ -32,6 +32,43 @@ def rotate() -> None:
     console.print(f"active token key:   {ring.token_key.kid} ({len(ring.token_keys)} kept for verification)")
     console.print(f"active signing key: {ring.signing_key.kid} ({len(ring.signing_keys)} kept)")
     console.print("running servers on this key file switch to the new keys within 5 seconds")
+
+
+@keys_app.command("retire-epochs")
+@one_line_errors
+def retire_epochs(
+    every_bucket: bool = typer.Option(False, "--all", help="Retire every bucket (a full rotation of wrapping keys)."),
+) -> None:
+    """Retire now the epoch keys of erased subjects' buckets (servers do it every DATASPACE_EPOCH_RETIRE_SECONDS):
+    afterwards no earlier database backup can open an erased subject."""
+    from dataspace.context import Context
+    from dataspace.subjects.epochs import retire
+
+    ctx = Context.open()
+    try:
+        report = retire(ctx.db, ctx.vault, every_bucket=every_bucket)
+    finally:
+        ctx.close()
+    console.print(
+        f"buckets retired: {report.buckets}; data keys re-wrapped: {report.rewrapped}; "
+        f"epoch keys destroyed: {report.keys_destroyed}"
+    )
+
+
+@keys_app.command("reconcile")
+@one_line_errors
+def reconcile_epochs() -> None:
+    """After restoring a database backup: re-wrap data keys whose epoch key was retired since the backup
+    (from the re-wrap journal) and shred the subjects erased since then."""
+    from dataspace.context import Context
+    from dataspace.subjects.epochs import reconcile
+
+    ctx = Context.open()
+    try:
+        report = reconcile(ctx.db, ctx.vault)
+    finally:
+        ctx.close()
+    console.print(f"data keys re-wrapped: {report.rewrapped}; subjects erased since the backup: {len(report.shredded)}")
 
 
 @clients_app.command("create")

@@ -20,12 +20,15 @@ import pyarrow.json as pajson
 
 from dataspace.emission.specs import FeatureSpec, _category
 from dataspace.emission.transforms import apply_local, pseudonym_digests, raw_type
-from dataspace.vault import DecryptionError, Vault
+from dataspace.vault import DecryptionError, KeyStoreSpec, Vault
+
+# One vault per key store in each worker process: its epoch-key cache outlives a chunk.
+_worker_vaults: dict[KeyStoreSpec, Vault] = {}
 
 
 @dataclass(frozen=True)
 class ChunkJob:
-    master_key: bytes
+    key_store: KeyStoreSpec  # names the store; epoch keys never travel to workers in a message
     partner_key: bytes
     scope: str
     specs: tuple[FeatureSpec, ...]
@@ -76,18 +79,21 @@ def _parse(plaintexts: list[bytes], keys: Sequence[str], data_types: Sequence[st
 def decrypt_chunk(
     job: ChunkJob,
     subject_ids: npt.NDArray[np.int64],
+    epochs: list[int],
     wrapped: list[bytes],
     sealed: list[bytes],
+    *,
     vault: Vault | None = None,
 ) -> ChunkResult:
-    """Open, parse and locally transform one chunk; ``vault`` defaults to one built from the job's key."""
-    vault = vault or Vault(job.master_key)
+    """Open, parse and locally transform one chunk; ``vault`` defaults to one on the job's key store."""
+    if vault is None:
+        vault = _worker_vaults.get(job.key_store) or _worker_vaults.setdefault(job.key_store, job.key_store.open())
     plaintexts: list[bytes] = []
     ok = np.ones(len(wrapped), dtype=np.bool_)
     unwrap, open_ = vault.unwrap, Vault.open
-    for i, (sid, w, s) in enumerate(zip(subject_ids.tolist(), wrapped, sealed, strict=True)):
+    for i, (sid, g, w, s) in enumerate(zip(subject_ids.tolist(), epochs, wrapped, sealed, strict=True)):
         try:
-            plaintexts.append(open_(unwrap(w, sid), s, sid))
+            plaintexts.append(open_(unwrap(w, sid, g), s, sid))
         except DecryptionError:
             ok[i] = False  # tampered or shredded mid-flight: skip the row, count it
     ids = subject_ids[ok]

@@ -136,12 +136,14 @@ def _schema(specs: Sequence[FeatureSpec], fields: dict[str, CatalogField], k: in
 
 
 _FETCH_SQL = (
-    "SELECT k.subject_id, k.wrapped_key, p.sealed FROM subject_keys k"
+    "SELECT k.subject_id, k.epoch, k.wrapped_key, p.sealed FROM subject_keys k"
     " JOIN subject_profiles p ON p.subject_id = k.subject_id WHERE {where} ORDER BY k.subject_id"
 )
 
 
-def _fetch(session: Session, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], list[bytes], list[bytes]]:
+def _fetch(
+    session: Session, ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], list[int], list[bytes], list[bytes]]:
     """Sealed rows for these (sorted, distinct) subject ids, in id order; ids without a profile are absent.
 
     Goes to the DBAPI cursor directly: ORM/Core row processing would cost more than the decryption.
@@ -166,16 +168,16 @@ def _fetch(session: Session, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np
     finally:
         cursor.close()
     if not rows:
-        return np.empty(0, dtype=np.int64), [], []
-    sids, wrapped, sealed = zip(*rows, strict=True)  # both drivers return bytea/BLOB as bytes
+        return np.empty(0, dtype=np.int64), [], [], []
+    sids, epochs, wrapped, sealed = zip(*rows, strict=True)  # both drivers return bytea/BLOB as bytes
     del rows
     found = np.array(sids, dtype=np.int64)
     pos = np.searchsorted(ids, found).clip(0, ids.size - 1)
     wanted = ids[pos] == found
     if wanted.all():
-        return found, list(wrapped), list(sealed)
+        return found, list(epochs), list(wrapped), list(sealed)
     keep = np.flatnonzero(wanted).tolist()
-    return found[wanted], [wrapped[i] for i in keep], [sealed[i] for i in keep]
+    return found[wanted], [epochs[i] for i in keep], [wrapped[i] for i in keep], [sealed[i] for i in keep]
 
 
 def _chunk_results(
@@ -184,7 +186,7 @@ def _chunk_results(
     chunks = (ids[i : i + LOAD_CHUNK] for i in range(0, ids.size, LOAD_CHUNK))
     if workers <= 1:
         for chunk in chunks:
-            yield decrypt_chunk(job, *_fetch(session, chunk), vault)
+            yield decrypt_chunk(job, *_fetch(session, chunk), vault=vault)
         return
     # Spawned (not forked) workers: forking a process that holds database connections and threads is
     # unsafe. At most 2 chunks per worker are in flight, which bounds memory.
@@ -231,7 +233,7 @@ def emit(
     pseudonyms: the same subject gets the same pseudonym for the same partner and scope; pass a job id to
     keep one partner from linking its jobs' outputs. ``workers`` decrypts in that many processes (default:
     up to 2 CPUs when the population is large). ``vault`` opens profiles in this process; worker processes
-    build theirs from ``keys.master_key``. ``quantile_cuts`` fixes the inner cut points of quantile features
+    open the same key store (``vault.spec()``). ``quantile_cuts`` fixes the inner cut points of quantile features
     (by column name, as ``quantile_cut_points`` computes them over a whole population) instead of computing
     them over the subjects given: a job split into shards bins every shard with the same cut points.
     """
@@ -253,7 +255,7 @@ def emit(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(
-        master_key=keys.master_key,
+        key_store=vault.spec(),
         partner_key=keys.partner_pseudonym_key(partner_key),
         scope=pseudonym_scope,
         specs=tuple(specs),
@@ -350,7 +352,7 @@ def quantile_cut_points(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(
-        master_key=keys.master_key,
+        key_store=vault.spec(),
         partner_key=keys.partner_pseudonym_key(partner_key),
         scope="",
         specs=tuple(specs),

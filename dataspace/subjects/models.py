@@ -23,11 +23,28 @@ class Subject(Base):
 
 
 class SubjectKey(Base):
-    """The subject's data key wrapped by the master key. Deleting this row crypto-shreds the subject."""
+    """The subject's data key wrapped by the epoch key ``(bucket, epoch)`` held in the key store (see
+    ``dataspace.vault``). Deleting this row shreds the subject in the live database; retiring its bucket's
+    epoch key shreds it in every earlier backup."""
 
     __tablename__ = "subject_keys"
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KeyEpoch(Base):
+    """A bucket's current epoch-key generation, and whether an erasure asked for its retirement.
+
+    The row is the bucket's lock: ingest reads it FOR SHARE before wrapping under its generation, a
+    retirement and an erasure lock it FOR UPDATE (erasure first, then its ``subject_keys`` row: one order).
+    """
+
+    __tablename__ = "key_epochs"
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer)
+    retire_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
 
 class SubjectProfile(Base):

@@ -1,7 +1,8 @@
 """Sealing and opening subject profiles (envelope encryption of the values the operator holds).
 
 A profile is the compact JSON of ``{field_key: value}``, sealed under the subject's own data key; the data
-key is stored wrapped by the master key. Deleting the wrapped key (``shred``) makes the profile unreadable.
+key is stored wrapped by its bucket's epoch key (``dataspace.vault``). ``shred`` deletes the wrapped key and
+marks the bucket for retirement, after which no backup can open the profile either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.db import allocate_ids, bulk_insert, utcnow
 from dataspace.errors import NotFound
+from dataspace.subjects.epochs import generations, request_retirement
 from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
 from dataspace.vault import DecryptionError, Vault
 
@@ -23,33 +25,33 @@ def _dumps(values: Mapping[str, Any]) -> bytes:
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
 
-def seal_profile(vault: Vault, subject_id: int, values: Mapping[str, Any]) -> tuple[bytes, bytes]:
-    """Return ``(wrapped_key, sealed)`` for a new subject."""
-    dek, wrapped = vault.new_data_key(subject_id)
+def seal_profile(vault: Vault, subject_id: int, generation: int, values: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """Return ``(wrapped_key, sealed)`` for a new subject, its key wrapped under ``generation``."""
+    dek, wrapped = vault.new_data_key(subject_id, generation)
     return wrapped, Vault.seal(dek, _dumps(values), subject_id)
 
 
-def open_profile(vault: Vault, subject_id: int, wrapped_key: bytes, sealed: bytes) -> dict[str, Any]:
-    dek = vault.unwrap(wrapped_key, subject_id)
+def open_profile(vault: Vault, subject_id: int, epoch: int, wrapped_key: bytes, sealed: bytes) -> dict[str, Any]:
+    dek = vault.unwrap(wrapped_key, subject_id, epoch)
     data: dict[str, Any] = orjson.loads(Vault.open(dek, sealed, subject_id))
     return data
 
 
-def reseal_profile(vault: Vault, subject_id: int, wrapped_key: bytes, values: Mapping[str, Any]) -> bytes:
-    dek = vault.unwrap(wrapped_key, subject_id)
+def reseal_profile(vault: Vault, subject_id: int, epoch: int, wrapped_key: bytes, values: Mapping[str, Any]) -> bytes:
+    dek = vault.unwrap(wrapped_key, subject_id, epoch)
     return Vault.seal(dek, _dumps(values), subject_id)
 
 
 def read_profile(session: Session, vault: Vault, subject_id: int) -> dict[str, Any]:
     """The subject's decrypted values; ``NotFound`` if erased (shredded) or unknown."""
     row = session.execute(
-        select(SubjectKey.wrapped_key, SubjectProfile.sealed)
+        select(SubjectKey.epoch, SubjectKey.wrapped_key, SubjectProfile.sealed)
         .join(SubjectProfile, SubjectProfile.subject_id == SubjectKey.subject_id)
         .where(SubjectKey.subject_id == subject_id)
     ).first()
     if row is None:
         raise NotFound("no profile for this subject")
-    return open_profile(vault, subject_id, row.wrapped_key, row.sealed)
+    return open_profile(vault, subject_id, row.epoch, row.wrapped_key, row.sealed)
 
 
 def store_profiles(
@@ -74,14 +76,16 @@ def store_profiles(
     if new_rows:
         # Reserve ids, seal each profile under the subject's own new data key, then bulk insert.
         ids = allocate_ids(session, "subjects", len(new_rows))
+        epoch_of = generations(session, vault, (vault.bucket(sid) for sid in ids))
         subject_rows, key_rows, profile_rows = [], [], []
         for sid, (b, values) in zip(ids, new_rows, strict=True):
-            wrapped, sealed = seal_profile(vault, sid, values)
+            bucket = vault.bucket(sid)
+            wrapped, sealed = seal_profile(vault, sid, epoch_of[bucket], values)
             subject_rows.append((sid, b, now))
-            key_rows.append((sid, wrapped))
+            key_rows.append((sid, bucket, epoch_of[bucket], wrapped))
             profile_rows.append((sid, sealed, 1, now))
         bulk_insert(session, "subjects", ("id", "blind_ref", "created_at"), subject_rows)
-        bulk_insert(session, "subject_keys", ("subject_id", "wrapped_key"), key_rows)
+        bulk_insert(session, "subject_keys", ("subject_id", "bucket", "epoch", "wrapped_key"), key_rows)
         bulk_insert(session, "subject_profiles", ("subject_id", "sealed", "version", "updated_at"), profile_rows)
         created = len(new_rows)
     updated = 0
@@ -95,12 +99,14 @@ def store_profiles(
         except (NotFound, DecryptionError):
             continue  # erased subjects are not resurrected by a later ingest
         current.update(values)
-        wrapped = session.execute(select(SubjectKey.wrapped_key).where(SubjectKey.subject_id == sid)).scalar_one()
+        key = session.execute(
+            select(SubjectKey.epoch, SubjectKey.wrapped_key).where(SubjectKey.subject_id == sid)
+        ).one()
         session.execute(
             update(SubjectProfile)
             .where(SubjectProfile.subject_id == sid)
             .values(
-                sealed=reseal_profile(vault, sid, wrapped, current),
+                sealed=reseal_profile(vault, sid, key.epoch, key.wrapped_key, current),
                 version=SubjectProfile.version + 1,
                 updated_at=now,
             )
@@ -110,7 +116,9 @@ def store_profiles(
 
 
 def shred(session: Session, subject_id: int) -> None:
-    """Crypto-shred: destroy the subject's wrapped data key and the sealed profile."""
+    """Crypto-shred: destroy the subject's wrapped data key and the sealed profile, and mark its bucket for
+    retirement (which makes backups unable to open it; ``dataspace.subjects.epochs.retire``)."""
+    request_retirement(session, subject_id)  # locks the bucket first: the one lock order
     session.execute(delete(SubjectProfile).where(SubjectProfile.subject_id == subject_id))
     session.execute(delete(SubjectKey).where(SubjectKey.subject_id == subject_id))
     session.execute(update(Subject).where(Subject.id == subject_id).values(erased_at=utcnow()))

@@ -21,7 +21,8 @@ from dataspace.settings import Settings
 
 def main() -> None:
     url, key_file, job_id, marker = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-    ctx = Context(settings=Settings(database_url=url), db=Database(url), keys=load_key_file(key_file))
+    settings = Settings(database_url=url, data_dir=key_file.parent)  # the test's epoch key store too
+    ctx = Context(settings=settings, db=Database(url), keys=load_key_file(key_file))
 
     def hang(_ctx: Context, _job_id: int) -> None:
         marker.write_text("storing")

@@ -119,7 +119,9 @@ def test_crypto_shredding_makes_values_unrecoverable(ctx):
     sid = subject_id(ctx, "S1")
     with ctx.db.session() as s:
         sealed = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == sid))
-        wrapped_other = s.scalar(select(SubjectKey.wrapped_key).where(SubjectKey.subject_id == subject_id(ctx, "S2")))
+        other = s.execute(
+            select(SubjectKey.epoch, SubjectKey.wrapped_key).where(SubjectKey.subject_id == subject_id(ctx, "S2"))
+        ).one()
     with ctx.db.transaction() as s:
         shred(s, sid)
     with ctx.db.session() as s, pytest.raises(NotFound):
@@ -128,7 +130,7 @@ def test_crypto_shredding_makes_values_unrecoverable(ctx):
     # subject's key opens it.
     from dataspace.vault import DecryptionError, Vault
 
-    other_dek = ctx.vault.unwrap(wrapped_other, subject_id(ctx, "S2"))
+    other_dek = ctx.vault.unwrap(other.wrapped_key, subject_id(ctx, "S2"), other.epoch)
     with pytest.raises(DecryptionError):
         Vault.open(other_dek, sealed, sid)
     # A later ingest does not resurrect an erased subject.

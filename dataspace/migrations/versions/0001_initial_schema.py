@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 19:59:53.845339
+Create Date: 2026-12-01 06:36:54.071672
 """
 
 from collections.abc import Sequence
@@ -43,11 +43,21 @@ def upgrade() -> None:
     sa.Column('label', sa.String(length=200), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('dpv_term', sa.String(length=200), nullable=False),
+    sa.Column('lawful_basis', sa.String(length=64), server_default='dpv:Consent', nullable=False),
     sa.Column('parent_key', sa.String(length=64), nullable=True),
     sa.Column('i18n', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['parent_key'], ['catalog_purposes.key'], name=op.f('fk_catalog_purposes_parent_key_catalog_purposes')),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_catalog_purposes'))
     )
+    op.create_table('key_epochs',
+    sa.Column('bucket', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('generation', sa.Integer(), nullable=False),
+    sa.Column('retire_requested_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('bucket', name=op.f('pk_key_epochs'))
+    )
+    with op.batch_alter_table('key_epochs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_key_epochs_retire_requested_at'), ['retire_requested_at'], unique=False)
+
     op.create_table('login_attempts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=80), nullable=False),
@@ -313,10 +323,15 @@ def upgrade() -> None:
 
     op.create_table('subject_keys',
     sa.Column('subject_id', sa.Integer(), nullable=False),
+    sa.Column('bucket', sa.Integer(), nullable=False),
+    sa.Column('epoch', sa.Integer(), nullable=False),
     sa.Column('wrapped_key', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_subject_keys_subject_id_subjects')),
     sa.PrimaryKeyConstraint('subject_id', name=op.f('pk_subject_keys'))
     )
+    with op.batch_alter_table('subject_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subject_keys_bucket'), ['bucket'], unique=False)
+
     op.create_table('subject_profiles',
     sa.Column('subject_id', sa.Integer(), nullable=False),
     sa.Column('sealed', sa.LargeBinary(), nullable=False),
@@ -477,6 +492,7 @@ def upgrade() -> None:
     sa.Column('expires_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('refresh_expires_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rotated_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('auth_time', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_oauth_tokens_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_oauth_tokens')),
@@ -547,7 +563,11 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('error_detail', sa.Text(), nullable=True),
     sa.Column('stats', sa.JSON(), nullable=False),
+    sa.Column('micro_epsilon_reserved', sa.BigInteger(), nullable=False),
+    sa.Column('visible_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancel_requested_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('points_pending', sa.Boolean(), nullable=False),
     sa.Column('submitted_by', sa.String(length=200), nullable=False),
     sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
@@ -676,6 +696,9 @@ def downgrade() -> None:
 
     op.drop_table('subject_requests')
     op.drop_table('subject_profiles')
+    with op.batch_alter_table('subject_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_subject_keys_bucket'))
+
     op.drop_table('subject_keys')
     with op.batch_alter_table('redemptions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_redemptions_subject_id'))
@@ -715,6 +738,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_login_attempts_key_at')
 
     op.drop_table('login_attempts')
+    with op.batch_alter_table('key_epochs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_key_epochs_retire_requested_at'))
+
+    op.drop_table('key_epochs')
     op.drop_table('catalog_purposes')
     op.drop_table('catalog_dimensions')
     op.drop_table('casbin_rules')
