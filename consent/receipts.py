@@ -99,12 +99,28 @@ class ReceiptEvent:
 
 @dataclass(frozen=True)
 class ReceiptParty:
-    """The controller that issues receipts (the operator)."""
+    """The controller that issues receipts (the operator): its legal identity as the operator configured it.
+
+    ``contact`` is the e-mail address for privacy questions, ``dpo`` the data protection officer's contact,
+    ``url`` the public privacy notice."""
 
     name: str
     contact: str
     address: str = ""
     url: str = ""
+    phone: str = ""
+    dpo: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "contact": self.contact,
+            "email": self.contact,
+            "address": self.address,
+            "phone": self.phone,
+            "dpo": self.dpo,
+            "url": self.url,
+        }
 
 
 def build_receipt(
@@ -123,8 +139,14 @@ def build_receipt(
     recipient_third_parties: Sequence[Mapping[str, Any]],
     withdrawal_method: str,
     language: str = "en",
+    processing_operations: Sequence[Mapping[str, Any]] = (),
+    notice: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An unsigned receipt for the latest of ``events`` (the whole history of the grant is included)."""
+    """An unsigned receipt for the latest of ``events`` (the whole history of the grant is included).
+
+    Each purpose carries its ``lawful_basis`` (a DPV legal-basis term), each item of ``pii_information`` its
+    ``data_source``; ``processing_operations`` lists what is done with the data (DPV processing terms) and
+    ``notice`` names the privacy notice the consent was given under (its public URL)."""
     if not events:
         raise ValueError("a receipt needs at least one event")
     latest = events[-1]
@@ -135,15 +157,10 @@ def build_receipt(
         "issued_at": iso(issued_at),
         "language": language,
         "pii_principal_id": pii_principal_id,
-        "pii_controllers": [
-            {
-                "name": controller.name,
-                "contact": controller.contact,
-                "address": controller.address,
-                "url": controller.url,
-            }
-        ],
+        "pii_controllers": [controller.as_json()],
+        "notice": dict(notice) if notice is not None else {"url": controller.url},
         "purposes": [dict(p) for p in purposes],
+        "processing_operations": [dict(p) for p in processing_operations],
         "pii_information": [dict(p) for p in pii_information],
         "granularity": grant.granularity.value,
         "storage_locations": sorted(set(storage_locations)),
@@ -195,7 +212,9 @@ def _epoch_seconds(text: str) -> int:
 
 
 def to_kantara(receipt: Mapping[str, Any], *, policy_url: str = "", public_key: str = "") -> dict[str, Any]:
-    """Export a (verified) receipt as a Kantara Initiative Consent Receipt v1.1 JSON object."""
+    """Export a (verified) receipt as a Kantara Initiative Consent Receipt v1.1 JSON object.
+
+    ``policyUrl`` is the notice the receipt names (``policy_url`` only for receipts without one)."""
     controllers = receipt["pii_controllers"]
     latest = receipt["events"][-1]
     first = receipt["events"][0]
@@ -218,13 +237,13 @@ def to_kantara(receipt: Mapping[str, Any], *, policy_url: str = "", public_key: 
                 "onBehalf": False,
                 "contact": c["contact"],
                 "address": {"text": c.get("address", "")},
-                "email": c["contact"],
-                "phone": "",
+                "email": c.get("email") or c["contact"],
+                "phone": c.get("phone", ""),
                 "piiControllerUrl": c.get("url", ""),
             }
             for c in controllers
         ],
-        "policyUrl": policy_url,
+        "policyUrl": (receipt.get("notice") or {}).get("url") or policy_url,
         "services": [
             {
                 "service": receipt["record_id"],
@@ -232,6 +251,7 @@ def to_kantara(receipt: Mapping[str, Any], *, policy_url: str = "", public_key: 
                     {
                         "purpose": p["purpose"],
                         "purposeCategory": [p.get("dpv", "")],
+                        "lawfulBasis": p.get("lawful_basis", ""),
                         "consentType": "EXPLICIT",
                         "piiCategory": pii_categories,
                         "primaryPurpose": True,

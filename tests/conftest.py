@@ -78,11 +78,27 @@ def truncate_all(db: Database) -> None:
 def keyring() -> KeyRing:
     return KeyRing.generate()
 
+# The controller every test server names on its receipts (the server refuses to start without one).
+TEST_CONTROLLER = {
+    "controller_name": "Lakeside Savings Bank Co., Ltd.",
+    "controller_address": "88 Lakeside Avenue, Pudong, Shanghai 200120, China",
+    "controller_email": "privacy@lakeside-bank.cn",
+    "controller_phone": "+86 21 5555 0188",
+    "controller_dpo": "Li Wen <dpo@lakeside-bank.cn>",
+    "controller_jurisdiction": "CN",
+}
+
+
+def controller_env() -> dict[str, str]:
+    """``TEST_CONTROLLER`` as the environment of a ``dataspace serve`` subprocess."""
+    return {f"DATASPACE_{k.upper()}": v for k, v in TEST_CONTROLLER.items()}
+
+
 
 @pytest.fixture
 def ctx(database: Database, keyring: KeyRing, tmp_path: Path) -> Iterator[Context]:
     """A server context on a clean database (tables are emptied before the test)."""
-    settings = Settings(data_dir=tmp_path, database_url=database.url)
+    settings = Settings(data_dir=tmp_path, database_url=database.url, **TEST_CONTROLLER)
     context = Context(settings=settings, db=database, keys=keyring)
     truncate_all(database)
     yield context

@@ -20,6 +20,7 @@ from dataspace.auth import tokens
 from dataspace.auth.models import User
 from dataspace.auth.principal import Principal
 from dataspace.catalog import service as catalog
+from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents import service as consents
 from dataspace.consents.models import ConsentReceipt
@@ -43,8 +44,11 @@ SAFEGUARDS = [
 ]
 
 
-def records_of_processing(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
-    """GDPR Art. 30 records, derived from the catalog and the approved contracts."""
+def records_of_processing(
+    session: Session, *, controller: dict[str, Any] | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """GDPR Art. 30 records, derived from the catalog and the approved contracts; ``controller`` is the
+    controller's identity as receipts show it."""
     now = now or utcnow()
     fields = {f.key: f for f in catalog.list_fields(session, include_retired=True)}
     contracts = list(session.scalars(select(Contract).order_by(Contract.id)))
@@ -59,7 +63,7 @@ def records_of_processing(session: Session, *, now: datetime | None = None) -> d
                 "purpose_label": purpose.label,
                 "dpv_purpose": purpose.dpv_term,
                 "description": purpose.description,
-                "legal_basis": "dpv:Consent",
+                "legal_basis": purpose.lawful_basis,
                 "data_categories": sorted({fields[k].dimension_key for k in field_keys}),
                 "fields": [
                     {
@@ -93,7 +97,7 @@ def records_of_processing(session: Session, *, now: datetime | None = None) -> d
                 "safeguards": SAFEGUARDS,
             }
         )
-    return {"controller": "the operator", "generated_at": now.isoformat(), "records": records}
+    return {"controller": controller, "generated_at": now.isoformat(), "records": records}
 
 
 def _subject(session: Session, subject_id: int) -> Subject:
@@ -193,7 +197,12 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
     withdrawn = 0
     for grant in consents.list_grants(session, subject_id=subject_id):
         change = consents.withdraw(
-            session, subject_id=subject_id, grant_id=grant.id, signer=ctx.keys.signing_key, actor=actor
+            session,
+            subject_id=subject_id,
+            grant_id=grant.id,
+            signer=ctx.keys.signing_key,
+            actor=actor,
+            policy=receipt_policy(ctx.settings),
         )
         withdrawn += int(change.changed)
     result: CursorResult[Any] = session.execute(delete(Decision).where(Decision.subject_id == subject_id))  # type: ignore[assignment]

@@ -105,6 +105,7 @@ class MatrixPurpose(BaseModel):
     label: str
     description: str
     dpv_term: str
+    lawful_basis: str = Field(description="W3C DPV legal basis of the processing, e.g. dpv:Consent.")
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)  # {"zh-CN": {"label": ...}}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from dataspace.cli import app, console, one_line_errors
@@ -16,9 +18,14 @@ def demo(
 ) -> None:
     """Build a ready-to-click demo on the configured database (embedded SQLite by default) and serve it."""
     from dataspace.bootstrap import init
+    from dataspace.compliance.controller import DEMO_ENV, ENV_PREFIX
     from dataspace.context import Context
     from dataspace.demo.build import build_demo
 
+    # The demo names its own, visibly fictitious controller unless the operator configured one; set in the
+    # environment so that the server started below reads it too.
+    if not any(k.startswith(ENV_PREFIX) for k in os.environ):
+        os.environ.update(DEMO_ENV)
     settings = Settings()
     init(settings)
     ctx = Context.open(settings)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dataspace.auth.principal import Principal
+from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import service as consents
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -72,6 +73,7 @@ def _consents(ctx: Context) -> int:
                     subject_id=sid,
                     request=consents.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
                     signer=ctx.keys.signing_key,
+                    policy=receipt_policy(ctx.settings),
                 )
                 count += 1
     return count

@@ -30,6 +30,7 @@ from dataspace.tlog import latest_checkpoint, sequence, verifier_keys, verify_ex
 from dataspace.tlog.export import write_export
 from dataspace.tlog.log import queued_count
 from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.conftest import controller_env
 from tests.factories import load_demo_catalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +70,7 @@ class ServerProcess:
             # Tokens minted by the test carry the test context's issuer; the log origin uses it too.
             "DATASPACE_ISSUER": ctx.settings.resolved_issuer,
             "DATASPACE_LOG_LEVEL": "WARNING",
+            **controller_env(),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 

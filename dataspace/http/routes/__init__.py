@@ -10,6 +10,7 @@ from dataspace.http.routes import (
     events,
     health,
     ingest,
+    notice,
     oauth,
     pages,
     partner,
@@ -33,5 +34,6 @@ ROUTERS: list[APIRouter] = [
     partner.router,
     events.router,
     compliance.router,
+    notice.router,
     pages.router,
 ]

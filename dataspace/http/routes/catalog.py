@@ -109,6 +109,7 @@ def list_purposes(
         }
         for p in service.list_purposes(session)
     ]
+            "lawful_basis": p.lawful_basis,
 
 
 @router.post("/catalog/purposes", status_code=201)

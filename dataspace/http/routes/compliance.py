@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.compliance import service
+from dataspace.compliance.controller import receipt_policy
 from dataspace.context import Context
 from dataspace.errors import Forbidden, InvalidInput
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
@@ -49,9 +50,12 @@ def erase_me(
 
 @router.get("/compliance/records-of-processing")
 def records(
-    session: Session = Depends(read_session), _: Principal = Depends(authorize("compliance.records", "read"))
+    session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
+    _: Principal = Depends(authorize("compliance.records", "read")),
 ) -> dict[str, Any]:
-    return service.records_of_processing(session)
+    controller = receipt_policy(ctx.settings).controller.as_json()
+    return service.records_of_processing(session, controller=controller)
 
 
 @router.get("/compliance/requests")

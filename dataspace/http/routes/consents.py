@@ -8,12 +8,13 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 import consent
 from dataspace.auth.principal import Principal
+from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import service
 from dataspace.consents.schemas import (
     ChangeRead,
@@ -70,9 +71,14 @@ async def grant_consent(
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
     subject_id, request, signer = _subject(principal), service.GrantRequest(**body.model_dump()), ctx.keys.signing_key
+    policy = receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
-        return _change(service.grant(session, subject_id=subject_id, request=request, signer=signer, actor=principal))
+        return _change(
+            service.grant(
+                session, subject_id=subject_id, request=request, signer=signer, actor=principal, policy=policy
+            )
+        )
 
     out = await ctx.writes.run(change)
     response.status_code = status.HTTP_201_CREATED if out.changed else status.HTTP_200_OK
@@ -96,11 +102,13 @@ async def withdraw_consent(
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
-    subject_id, signer = _subject(principal), ctx.keys.signing_key
+    subject_id, signer, policy = _subject(principal), ctx.keys.signing_key, receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
         return _change(
-            service.withdraw(session, subject_id=subject_id, grant_id=grant_id, signer=signer, actor=principal)
+            service.withdraw(
+                session, subject_id=subject_id, grant_id=grant_id, signer=signer, actor=principal, policy=policy
+            )
         )
 
     return await ctx.writes.run(change)
@@ -114,11 +122,18 @@ async def renew_consent(
     ctx: Context = Depends(get_context),
 ) -> ChangeRead:
     subject_id, signer, until = _subject(principal), ctx.keys.signing_key, body.valid_until
+    policy = receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
         return _change(
             service.renew(
-                session, subject_id=subject_id, grant_id=grant_id, valid_until=until, signer=signer, actor=principal
+                session,
+                subject_id=subject_id,
+                grant_id=grant_id,
+                valid_until=until,
+                signer=signer,
+                actor=principal,
+                policy=policy,
             )
         )
 
@@ -145,7 +160,6 @@ def my_receipt(
 @router.get("/v1/me/receipts/{receipt_id}/kantara")
 def my_receipt_kantara(
     receipt_id: str,
-    request: Request,
     principal: Principal = Depends(authorize("me.receipts", "read")),
     session: Session = Depends(read_session),
     ctx: Context = Depends(get_context),
@@ -153,7 +167,9 @@ def my_receipt_kantara(
     doc = _receipt_doc(session, principal, receipt_id)
     kid = doc["signature"]["kid"]
     public = next((base64.b64encode(k.public_bytes).decode() for k in ctx.keys.signing_keys if k.kid == kid), "")
-    return consent.to_kantara(doc, policy_url=str(request.base_url) + "v1/catalog/fields", public_key=public)
+    # The notice the receipt names (older receipts without one: the controller's notice as configured now).
+    notice = receipt_policy(ctx.settings).controller.url
+    return consent.to_kantara(doc, policy_url=notice, public_key=public)
 
 
 MAX_STAT_POINTS = 60
