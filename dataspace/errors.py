@@ -8,6 +8,7 @@
     │   └── ConcurrentChange 409  a concurrent change won a race the server may run again (retryable)
     ├── Forbidden           403  authenticated but not allowed (details are logged, not returned)
     ├── Unauthorized        401  no or bad credentials (one uninformative message)
+    │   └── StepUpRequired  401  valid token, but the action needs a more recent sign-in (RFC 9470)
     ├── BudgetExceeded      409  differential-privacy budget would be exceeded
     ├── InsufficientFunds   409  points balance or reward stock too low
     ├── Unavailable         503  a required component (e.g. bubblewrap) is missing
@@ -101,6 +102,20 @@ class Unauthorized(DataspaceError):
 
     def __init__(self, detail: str = "Missing or invalid credentials.", **kw: Any) -> None:
         super().__init__(detail, **kw)
+
+
+class StepUpRequired(Unauthorized):
+    """The token is fine but the person signed in too long ago for this action: sign in again, then retry."""
+
+    code = "insufficient_user_authentication"
+    title = "Recent sign-in required"
+
+    def __init__(self, max_age: int) -> None:
+        super().__init__(
+            f"This action needs a sign-in from the last {max_age} seconds: sign in again and retry.",
+            extra={"max_age": max_age},
+        )
+        self.max_age = max_age
 
 
 class BudgetExceeded(DataspaceError):

@@ -15,6 +15,7 @@ a fresh partner (so the ownership rules hold).
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -22,6 +23,7 @@ from dataspace.auth import service, tokens
 from dataspace.auth.models import OAuthClient, User
 from dataspace.auth.scopes import ROLE_SCOPES
 from dataspace.context import Context
+from dataspace.db import utcnow
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 
@@ -120,12 +122,20 @@ def issue_token(
     partner_key: str | None = None,
     scopes: list[str] | None = None,
     ttl: int | None = None,
+    person: bool | None = None,
+    signed_in_ago: float | None = 0,
 ) -> str:
-    """A real, stored, signed access token for ``role`` (``ttl`` may be negative to get an expired one)."""
+    """A real, stored, signed access token for ``role`` (``ttl`` may be negative to get an expired one).
+
+    Customers (and any role with ``person=True``) get a token as after an authorization-code sign-in
+    ``signed_in_ago`` seconds ago (None: no ``auth_time``); other roles get a client-credentials token.
+    ``scopes`` default to everything the role may hold (client credentials never get step-up scopes)."""
     scope = " ".join(scopes) if scopes is not None else " ".join(sorted(ROLE_SCOPES[role]))
-    if role == "customer":
-        user = make_user(ctx, "customer", subject_id=subject_id)
-        client = _browser_client(ctx)
+    person = role == "customer" if person is None else person
+    auth_time = utcnow() - timedelta(seconds=signed_in_ago) if signed_in_ago is not None else None
+    if person:
+        user = make_user(ctx, role, subject_id=subject_id, partner_key=partner_key)
+        client = _browser_client(ctx, role)
     elif role == "partner":
         client = make_client(ctx, "partner", partner_key=partner_key).client
         user = None
@@ -136,15 +146,16 @@ def issue_token(
         client = session.merge(client)
         user = session.merge(user) if user is not None else None
         grant = "authorization_code" if user is not None else "client_credentials"
-        token = tokens.issue(ctx, session, client=client, user=user, scope=scope, grant_type=grant, ttl=ttl)
+        token = tokens.issue(
+            ctx, session, client=client, user=user, scope=scope, grant_type=grant, ttl=ttl, auth_time=auth_time
+        )
     return str(token["access_token"])
 
 
-def _browser_client(ctx: Context) -> OAuthClient:
+def _browser_client(ctx: Context, role: str = "customer") -> OAuthClient:
+    client_id = "test-portal" if role == "customer" else f"test-{role}-web"
     with ctx.db.session() as session:
-        existing = session.scalar(select(OAuthClient).where(OAuthClient.client_id == "test-portal"))
+        existing = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
     if existing is not None:
         return existing
-    return make_client(
-        ctx, "customer", public=True, client_id="test-portal", redirect_uris=["http://127.0.0.1/callback"]
-    ).client
+    return make_client(ctx, role, public=True, client_id=client_id, redirect_uris=["http://127.0.0.1/callback"]).client

@@ -147,6 +147,9 @@ class IssuedToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the person signed in (the authorization code's sign-in), kept unchanged through refresh-token
+    # rotation; None for client credentials. Irreversible actions need it recent (the ``auth_time`` claim).
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Indexed: every server process asks each second for the tokens revoked since (tokens.RevocationWatch).
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 

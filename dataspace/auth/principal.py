@@ -23,6 +23,7 @@ class Principal:
     partner_id: int | None = None
     partner_key: str | None = None
     token_id: str | None = None
+    auth_time: int | None = None  # when the person signed in (epoch seconds); None for client credentials
 
     @property
     def actor(self) -> str:

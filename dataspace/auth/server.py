@@ -36,7 +36,13 @@ CODE_TTL = timedelta(seconds=60)
 # Authorization request parameters whose RFC 6749 / 7636 grammar (VSCHAR, NQCHAR, URI) is printable ASCII.
 ASCII_PARAMS = (
     "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method",
+    "max_age", "prompt",
 )  # fmt: skip
+# OIDC ``prompt`` values we accept. Every authorization request asks for the password (there is no sign-in
+# session to reuse), so ``login`` and any ``max_age`` are met by construction; ``none`` (no sign-in page)
+# can never be met and is answered with ``login_required``.
+PROMPTS = frozenset({"login", "consent"})
+MAX_AGE = re.compile(r"[0-9]{1,9}")
 PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -82,6 +88,14 @@ class AuthorizationCodeGrant(_ServerBound, grants.AuthorizationCodeGrant):  # ty
         # OAuth 2.1: PKCE for every client, and only S256 (``plain`` would defeat it).
         if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
             raise InvalidRequestError("PKCE with code_challenge_method=S256 is required.", redirect_uri=redirect_uri)
+        max_age = data.get("max_age")
+        if max_age is not None and not MAX_AGE.fullmatch(max_age):
+            raise InvalidRequestError("max_age must be a number of seconds.", redirect_uri=redirect_uri)
+        prompts = set((data.get("prompt") or "").split())
+        if "none" in prompts:
+            raise LoginRequiredError(redirect_uri=redirect_uri)
+        if prompts - PROMPTS:
+            raise InvalidRequestError("Unsupported prompt value.", redirect_uri=redirect_uri)
         return redirect_uri
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> AuthorizationCode:
@@ -132,7 +146,17 @@ class AuthorizationCodeGrant(_ServerBound, grants.AuthorizationCodeGrant):  # ty
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
         user = self.ds.session.get(User, authorization_code.user_id)
-        return None if user is None or user.disabled else user
+        if user is None or user.disabled:
+            return None
+        # The code is created in the request where the person signed in: that is the sign-in time.
+        self.ds.token_generator.auth_time = authorization_code.created_at
+        return user
+
+
+class LoginRequiredError(OAuth2Error):  # type: ignore[misc]
+    """OIDC ``login_required``: ``prompt=none`` asked for no sign-in page, but every authorization needs one."""
+
+    error = "login_required"
 
 
 class PKCE(CodeChallenge):  # type: ignore[misc]
@@ -176,7 +200,11 @@ class RefreshTokenGrant(_ServerBound, grants.RefreshTokenGrant):  # type: ignore
         if refresh_token.user_id is None:
             return None
         user = self.ds.session.get(User, refresh_token.user_id)
-        return None if user is None or user.disabled else user
+        if user is None or user.disabled:
+            return None
+        # Rotation keeps the ORIGINAL sign-in time: refreshing is not signing in again.
+        self.ds.token_generator.auth_time = refresh_token.auth_time
+        return user
 
     def revoke_old_credential(self, refresh_token: IssuedToken) -> None:
         refresh_token.rotated_at = utcnow()
@@ -275,7 +303,8 @@ class DataspaceAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         super().__init__(scopes_supported=list(SCOPES))
         self.ctx = ctx
         self.session = session
-        self.register_token_generator("default", tokens.AccessTokenGenerator(ctx, session))
+        self.token_generator = tokens.AccessTokenGenerator(ctx, session)
+        self.register_token_generator("default", self.token_generator)
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(AuthorizationCodeGrant, [PKCE(required=True)])
         self.register_grant(RefreshTokenGrant)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dataspace.auth.models import OAuthClient, User, digest
 from dataspace.auth.passwords import hash_password, new_secret
 from dataspace.auth.principal import ROLES
-from dataspace.auth.scopes import ROLE_SCOPES, scopes_for
+from dataspace.auth.scopes import ROLE_SCOPES, STEP_UP_SCOPES, scopes_for
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
@@ -120,10 +120,14 @@ def create_client(
         _check_owner(session, role, None, partner_id)
         if role == "customer":
             raise InvalidInput("customers sign in through the browser, not with client credentials")
-    wanted = scopes if scopes is not None else sorted(ROLE_SCOPES[role])
-    bad = sorted(set(wanted) - ROLE_SCOPES[role]) if "client_credentials" in grants else []
+    machine = "client_credentials" in grants
+    wanted = scopes if scopes is not None else sorted(ROLE_SCOPES[role] - (STEP_UP_SCOPES if machine else set()))
+    bad = sorted(set(wanted) - ROLE_SCOPES[role]) if machine else []
     if bad:
         raise InvalidInput(f"role {role} cannot hold scope(s): {', '.join(bad)}")
+    if machine and STEP_UP_SCOPES & set(wanted):
+        # These need a person's recent sign-in, which a client acting for itself never has.
+        raise InvalidInput(f"client-credentials clients cannot hold {', '.join(sorted(STEP_UP_SCOPES & set(wanted)))}")
     cid = client_id or f"{role[:4]}-{secrets.token_hex(8)}"
     if session.scalar(select(OAuthClient.id).where(OAuthClient.client_id == cid)) is not None:
         raise Conflict(f"client {cid!r} already exists")
@@ -136,7 +140,7 @@ def create_client(
         partner_id=partner_id,
         redirect_uris=uris,
         grant_types=grants,
-        scopes=scopes_for(role, None, wanted) if "client_credentials" in grants else sorted(set(wanted)),
+        scopes=scopes_for(role, " ".join(wanted), wanted, person=False) if machine else sorted(set(wanted)),
         public=public,
     )
     session.add(client)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
 from dataspace.auth.principal import ROLES
+from dataspace.auth.scopes import scopes_for
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Unauthorized
@@ -82,10 +83,40 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         )
         self.ctx = ctx
         self.session = session
+        # The person's sign-in time for the token being issued (set by the grant: the authorization code's
+        # sign-in, or the refresh token's original one); None for client credentials.
+        self.auth_time: datetime | None = None
+
+    def generate(  # noqa: PLR0917  (authlib's signature, called positionally by its __call__)
+        self,
+        grant_type: str,
+        client: OAuthClient,
+        user: User | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        if user is None:  # client credentials: the client's own role and registration, never a step-up scope
+            scope = " ".join(scopes_for(client.role, scope, client.scopes, person=False))
+        token: dict[str, Any] = super().generate(
+            grant_type,
+            client,
+            user=user,
+            scope=scope,
+            expires_in=expires_in,
+            include_refresh_token=include_refresh_token,
+        )
+        # RFC 6749 §5.1: ``scope`` is required when it differs from the request; always sending it (also when
+        # it narrowed to nothing: "") means a client never has to guess what it got.
+        token["scope"] = str(token.get("scope") or "")
+        return token
 
     def get_jwks(self) -> KeySet:
         # A one-key set: joserfc then writes the key's ``kid`` into the JWT header.
         return KeySet([_jwk(self.ctx.keys.token_key, private=True)])
+
+    def get_auth_time(self, user: User | None) -> int | None:
+        return int(self.auth_time.timestamp()) if user is not None and self.auth_time is not None else None
 
     def get_audiences(self, client: Any, user: Any, scope: str) -> str:
         return AUDIENCE
@@ -95,7 +126,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
 
     def get_extra_claims(self, client: OAuthClient, grant_type: str, user: User | None, scope: str) -> dict[str, Any]:
         owner: User | OAuthClient = user if user is not None else client
-        claims: dict[str, Any] = {"role": owner.role}
+        claims: dict[str, Any] = {"role": owner.role, "scope": scope or ""}
         if user is not None and user.subject_id is not None:
             claims["subject_id"] = user.subject_id
         if owner.partner_id is not None:
@@ -140,6 +171,7 @@ def store_token(
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         refresh_expires_at=now + timedelta(seconds=ctx.settings.refresh_token_ttl) if refresh else None,
+        auth_time=datetime.fromtimestamp(claims["auth_time"], UTC) if "auth_time" in claims else None,
     )
     session.add(row)
     session.flush()
@@ -156,9 +188,12 @@ def issue(
     grant_type: str = "client_credentials",
     include_refresh_token: bool = False,
     ttl: int | None = None,
+    auth_time: datetime | None = None,
 ) -> dict[str, Any]:
-    """Mint and store a token exactly as the token endpoint does (used by provisioning and tests)."""
+    """Mint and store a token exactly as the token endpoint does (used by provisioning and tests);
+    ``auth_time``: when the user signed in (only for a token issued to a user)."""
     generator = AccessTokenGenerator(ctx, session, ttl=ttl)
+    generator.auth_time = auth_time if user is not None else None
     token: dict[str, Any] = generator.generate(
         grant_type=grant_type, client=client, user=user, scope=scope, include_refresh_token=include_refresh_token
     )

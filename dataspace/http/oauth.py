@@ -26,6 +26,8 @@ OAUTH_PARAMS = (
     "state",
     "code_challenge",
     "code_challenge_method",
+    "max_age",  # OIDC / RFC 9470 step-up: carried through the sign-in form (see auth.server)
+    "prompt",
 )
 
 

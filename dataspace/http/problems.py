@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dataspace.errors import DataspaceError
+from dataspace.errors import DataspaceError, StepUpRequired
 
 log = logging.getLogger("dataspace.http")
 PROBLEM = "application/problem+json"
@@ -97,6 +97,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DataspaceError)
     async def _domain(request: Request, exc: DataspaceError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="dataspace"'} if exc.status == 401 else None
+        if isinstance(exc, StepUpRequired):  # RFC 9470 §3: tell the client how recent a sign-in it needs
+            headers = {
+                "WWW-Authenticate": f'Bearer realm="dataspace", error="insufficient_user_authentication", '
+                f'error_description="A more recent sign-in is required", max_age={exc.max_age}'
+            }
         return problem(exc.status, exc.title, exc.detail, code=exc.code, request=request, headers=headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

@@ -1,10 +1,13 @@
 """Bearer-token authentication and the authorization decision for every guarded route.
 
 ``authorize_request`` verifies the JWT (our key ring, or the trusted external issuer), checks it was not
-revoked, builds the ``Principal``, then asks: does the token carry the scope for this API area, does the
-policy allow (role, object, action), and do the hard rules hold (compliance is read-only; a customer token
-must name its data subject, a partner token its partner). Anything else is denied. Failures say nothing
-specific to the caller and are recorded in the audit trail.
+revoked, builds the ``Principal``, then asks: does the token carry the scope this (object, action) needs
+(``dataspace.auth.scopes``; an unlisted object needs a scope no token has, so it is denied), does the policy
+allow (role, object, action), and do the hard rules hold (compliance is read-only; a customer token must
+name its data subject, a partner token its partner). Anything else is denied. An irreversible action also
+needs the person's sign-in (``auth_time``) within ``Settings.reauth_seconds``: otherwise 401 with RFC 9470
+step-up guidance (``StepUpRequired``). Failures say nothing specific to the caller and are recorded in the
+audit trail.
 
 ``authorize_from_memory`` makes the same decision without I/O when every answer it needs is remembered
 (see ``dataspace.auth.tokens`` for the two bounded memos and the revocation bound); it only ever allows.
@@ -20,7 +23,7 @@ from fastapi import Request
 from dataspace.audit import record_event
 from dataspace.auth.policy import authorizer_for
 from dataspace.auth.principal import ROLES, Principal
-from dataspace.auth.scopes import ROLE_SCOPES, required_scope
+from dataspace.auth.scopes import ROLE_SCOPES, needs_recent_sign_in, required_scope
 from dataspace.auth.tokens import (
     external_role,
     is_active_cached,
@@ -29,7 +32,8 @@ from dataspace.auth.tokens import (
     verify_remembered,
 )
 from dataspace.context import Context
-from dataspace.errors import Forbidden, Unauthorized
+from dataspace.db import utcnow
+from dataspace.errors import Forbidden, StepUpRequired, Unauthorized
 
 log = logging.getLogger("dataspace.auth")
 
@@ -47,11 +51,11 @@ PUBLIC_PATHS = frozenset(
         "/oauth/revoke",
         "/oauth/introspect",
         "/v1/keys/receipts",
+        "/privacy",  # the controller's privacy notice (no data)
         "/v1/events/schemas",
         "/v1/events/schemas/{event_type}/v{version}",
         "/openapi.json",
         "/docs",
-        "/privacy",  # the controller's privacy notice (no data)
         "/docs/oauth2-redirect",
         "/redoc",
     }
@@ -94,8 +98,10 @@ def principal_from_claims(claims: dict[str, Any], *, local: bool, role_claim: st
     if role not in ROLES:
         raise Unauthorized()
     scope = claims.get("scope")
-    scopes = frozenset(scope.split()) if isinstance(scope, str) else ROLE_SCOPES[str(role)]
+    # Fail closed: a token without a ``scope`` claim (ours always have one) holds no scope.
+    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
     subject_id, partner_id = claims.get("subject_id"), claims.get("partner_id")
+    auth_time = claims.get("auth_time")
     return Principal(
         subject=str(claims["sub"]),
         role=str(role),
@@ -105,6 +111,7 @@ def principal_from_claims(claims: dict[str, Any], *, local: bool, role_claim: st
         partner_id=partner_id if isinstance(partner_id, int) else None,
         partner_key=str(claims["partner_key"]) if claims.get("partner_key") else None,
         token_id=str(claims["jti"]) if claims.get("jti") else None,
+        auth_time=auth_time if isinstance(auth_time, int) and not isinstance(auth_time, bool) else None,
     )
 
 
@@ -124,8 +131,8 @@ def authenticate(request: Request, ctx: Context) -> Principal:
 
 
 def _hard_rule_denial(principal: Principal, obj: str, act: str) -> str | None:
-    scope = required_scope(obj)
-    if scope is not None and scope not in principal.scopes:
+    scope = required_scope(obj, act)
+    if scope is None or scope not in principal.scopes:  # an unknown object needs a scope nobody holds
         return "insufficient_scope"
     if principal.role == "compliance" and act != "read":
         return "compliance_read_only"
@@ -136,11 +143,22 @@ def _hard_rule_denial(principal: Principal, obj: str, act: str) -> str | None:
     return None
 
 
+def signed_in_recently(ctx: Context, principal: Principal, now: float | None = None) -> bool:
+    """The person behind the token signed in at most ``reauth_seconds`` ago (a token without ``auth_time``,
+    e.g. client credentials, never has; a sign-in time in the future is not believed)."""
+    if principal.auth_time is None:
+        return False
+    age = (utcnow().timestamp() if now is None else now) - principal.auth_time
+    return -60 <= age <= ctx.settings.reauth_seconds
+
+
 def denial_reason(ctx: Context, principal: Principal, obj: str, act: str) -> str | None:
     """Why ``principal`` may not ``act`` on ``obj`` (None when allowed)."""
     reason = _hard_rule_denial(principal, obj, act)
     if reason is None and not authorizer_for(ctx, ctx.db).allows(principal.role, obj, act):
         return "policy"
+    if reason is None and needs_recent_sign_in(obj, act) and not signed_in_recently(ctx, principal):
+        return "stale_authentication"
     return reason
 
 
@@ -151,6 +169,9 @@ def authorize_request(request: Request, ctx: Context, obj: str, act: str) -> Pri
         _audit_failure(request, ctx, None, obj=obj, act=act, result="unauthorized", reason="invalid_token")
         raise
     reason = denial_reason(ctx, principal, obj, act)
+    if reason == "stale_authentication":
+        _audit_failure(request, ctx, principal, obj=obj, act=act, result="unauthorized", reason=reason)
+        raise StepUpRequired(ctx.settings.reauth_seconds)
     if reason is not None:
         _audit_failure(request, ctx, principal, obj=obj, act=act, result="forbidden", reason=reason)
         raise Forbidden()
@@ -176,6 +197,8 @@ def authorize_from_memory(request: Request, ctx: Context, obj: str, act: str) ->
     if principal.token_id is None or not is_active_remembered(ctx, principal.token_id):
         return None
     if _hard_rule_denial(principal, obj, act) is not None:
+        return None
+    if needs_recent_sign_in(obj, act) and not signed_in_recently(ctx, principal):
         return None
     if authorizer_for(ctx, ctx.db).remembered(principal.role, obj, act) is not True:
         return None

@@ -23,7 +23,9 @@ from tests.auth_helpers import bearer, issue_token, make_subject
 
 
 def test_steward_changes_policy_and_it_takes_effect(ctx: Context) -> None:
-    steward, compliance, customer = (issue_token(ctx, r) for r in ("steward", "compliance", "customer"))
+    compliance, customer = (issue_token(ctx, r) for r in ("compliance", "customer"))
+    # Policy changes need the ``policy`` scope and a recent sign-in: a steward person, just signed in.
+    steward = issue_token(ctx, "steward", person=True)
     with TestClient(create_app(ctx)) as client:
         rules = client.get("/v1/admin/policies", headers=bearer(compliance)).json()
         assert {"ptype": "p", "role": "customer", "obj": "catalog", "act": "read"} in rules
@@ -116,6 +118,7 @@ def test_external_oidc_issuer_tokens(ctx: Context, external_issuer: tuple[str, R
             "sub": "jane",
             "exp": 4102444800,
             "roles": ["employee", "compliance"],
+            "scope": "admin audit",
         }
         return jwt.encode({"alg": "RS256", "kid": "ext-1"}, {**base, **claims}, key)
 
@@ -125,6 +128,9 @@ def test_external_oidc_issuer_tokens(ctx: Context, external_issuer: tuple[str, R
         assert client.get("/v1/admin/policies", headers=bearer(token(iss="https://evil"))).status_code == 401
         assert client.get("/v1/admin/policies", headers=bearer(token(exp=1000))).status_code == 401
         assert client.get("/v1/admin/policies", headers=bearer(token(roles=["employee"]))).status_code == 401
+        # Fail closed: a token that names no scope (or another one) holds none.
+        assert client.get("/v1/admin/policies", headers=bearer(token(scope=None))).status_code == 403
+        assert client.get("/v1/admin/policies", headers=bearer(token(scope="audit"))).status_code == 403
         # A customer from the external issuer has no data subject here: refused.
         assert client.get("/v1/catalog/fields", headers=bearer(token(roles=["customer"]))).status_code == 403
         # Our own tokens still work alongside.

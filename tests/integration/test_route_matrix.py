@@ -1,6 +1,11 @@
 """Every route, called with every role's token and with bad tokens; the expected status comes from the
 default policy file. A route that is neither public on purpose (``PUBLIC_PATHS``) nor guarded by
-``authorize(obj, act)`` fails this test, as does a route whose behaviour disagrees with the policy."""
+``authorize(obj, act)`` fails this test, as does a route whose behaviour disagrees with the policy.
+
+``ROUTES`` below is the authorization contract, one line per route of the app: its object and action, the
+scope that needs (``dataspace.auth.scopes``) and the roles the default Casbin policy lets through. A route
+added without a line here, or whose object has no scope or rule, fails
+``test_every_route_has_object_scope_and_rule``."""
 
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ from starlette.routing import Mount
 
 from dataspace.app import create_app
 from dataspace.auth import tokens
-from dataspace.auth.policy import build_enforcer, default_rules
+from dataspace.auth.policy import add_rule, authorizer_for, build_enforcer, default_rules
 from dataspace.auth.principal import ROLES
+from dataspace.auth.scopes import ROLE_SCOPES, STEP_UP_SCOPES, needs_recent_sign_in, required_scope
 from dataspace.auth.tokens import unverified_claims
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -29,6 +35,80 @@ from dataspace.keys import KeyRing
 from tests.auth_helpers import bearer, issue_token
 
 Policy = tuple[str, str]
+
+
+# Roles in ``ROUTES``: C customer, P partner, S steward, A compliance (auditor).
+ROLE_LETTERS = {"C": "customer", "P": "partner", "S": "steward", "A": "compliance"}
+# (method, path) -> (object, action, scope, roles allowed by the default policy)
+ROUTES: dict[tuple[str, str], tuple[str, str, str, str]] = {
+    ("GET", "/v1/me/consents"): ("me.consents", "read", "consents", "C"),
+    ("POST", "/v1/me/consents"): ("me.consents", "write", "consents", "C"),
+    ("GET", "/v1/me/consents/history"): ("me.consents", "read", "consents", "C"),
+    ("DELETE", "/v1/me/consents/{grant_id}"): ("me.consents", "write", "consents", "C"),
+    ("POST", "/v1/me/consents/{grant_id}/renew"): ("me.consents", "write", "consents", "C"),
+    ("GET", "/v1/me/receipts/{receipt_id}"): ("me.receipts", "read", "consents", "C"),
+    ("GET", "/v1/me/receipts/{receipt_id}/kantara"): ("me.receipts", "read", "consents", "C"),
+    ("GET", "/v1/consents/stats"): ("consents.stats", "read", "audit", "SA"),
+    ("GET", "/v1/me/usage"): ("me.usage", "read", "usage", "C"),
+    ("GET", "/v1/me/usage/{index}/proof"): ("me.usage", "read", "usage", "C"),
+    ("GET", "/v1/me/points"): ("me.points", "read", "points", "C"),
+    ("GET", "/v1/me/points/postings"): ("me.points", "read", "points", "C"),
+    ("GET", "/v1/rewards"): ("rewards", "read", "points", "CSA"),
+    ("POST", "/v1/rewards"): ("rewards", "write", "points", "S"),
+    ("PATCH", "/v1/rewards/{key}"): ("rewards", "write", "points", "S"),
+    ("POST", "/v1/me/redemptions"): ("me.redemptions", "write", "redeem", "C"),
+    ("GET", "/v1/me/redemptions"): ("me.points", "read", "points", "C"),
+    ("GET", "/v1/catalog/fields"): ("catalog", "read", "catalog", "CPSA"),
+    ("GET", "/v1/catalog/manual"): ("catalog", "read", "catalog", "CPSA"),
+    ("GET", "/v1/catalog/fields/{key}"): ("catalog", "read", "catalog", "CPSA"),
+    ("GET", "/v1/catalog/fields/{key}/history"): ("catalog", "read", "catalog", "CPSA"),
+    ("POST", "/v1/catalog/fields"): ("catalog", "write", "catalog", "S"),
+    ("PATCH", "/v1/catalog/fields/{key}"): ("catalog", "write", "catalog", "S"),
+    ("DELETE", "/v1/catalog/fields/{key}"): ("catalog", "write", "catalog", "S"),
+    ("GET", "/v1/catalog/purposes"): ("catalog", "read", "catalog", "CPSA"),
+    ("POST", "/v1/catalog/purposes"): ("catalog", "write", "catalog", "S"),
+    ("POST", "/v1/catalog/load"): ("catalog", "write", "catalog", "S"),
+    ("GET", "/v1/partners"): ("catalog", "read", "catalog", "CPSA"),
+    ("POST", "/v1/partners"): ("partners", "write", "admin", "S"),
+    ("POST", "/v1/ingest"): ("ingest", "write", "admin", "S"),
+    ("POST", "/v1/ingest/csv"): ("ingest", "write", "admin", "S"),
+    ("GET", "/v1/audit/events"): ("audit", "read", "audit", "A"),
+    ("GET", "/v1/audit/export"): ("audit", "read", "audit", "A"),
+    ("GET", "/v1/audit/checkpoint"): ("audit.checkpoint", "read", "audit", "SA"),
+    ("GET", "/v1/audit/proofs/inclusion"): ("audit", "read", "audit", "A"),
+    ("GET", "/v1/audit/proofs/consistency"): ("audit", "read", "audit", "A"),
+    ("GET", "/v1/admin/policies"): ("admin.policies", "read", "admin", "SA"),
+    ("POST", "/v1/admin/policies"): ("admin.policies", "write", "policy", "S"),
+    ("DELETE", "/v1/admin/policies"): ("admin.policies", "write", "policy", "S"),
+    ("POST", "/v1/partner/contracts"): ("partner.contracts", "write", "partner", "P"),
+    ("GET", "/v1/partner/contracts"): ("partner.contracts", "read", "partner", "P"),
+    ("GET", "/v1/partner/contracts/{contract_id}"): ("partner.contracts", "read", "partner", "P"),
+    ("GET", "/v1/contracts"): ("contracts", "read", "admin", "SA"),
+    ("POST", "/v1/contracts/{contract_id}/approve"): ("contracts", "write", "admin", "S"),
+    ("POST", "/v1/contracts/{contract_id}/reject"): ("contracts", "write", "admin", "S"),
+    ("POST", "/v1/contracts/{contract_id}/revoke"): ("contracts", "write", "admin", "S"),
+    ("PUT", "/v1/privacy-budgets"): ("contracts", "write", "admin", "S"),
+    ("POST", "/v1/partner/models"): ("partner.models", "write", "partner", "P"),
+    ("GET", "/v1/partner/models"): ("partner.models", "read", "partner", "P"),
+    ("GET", "/v1/models"): ("models", "read", "admin", "SA"),
+    ("POST", "/v1/models/{model_id}/approve"): ("models", "write", "admin", "S"),
+    ("POST", "/v1/partner/jobs"): ("partner.jobs", "write", "partner", "P"),
+    ("GET", "/v1/partner/jobs"): ("partner.jobs", "read", "partner", "P"),
+    ("GET", "/v1/partner/jobs/{job_id}"): ("partner.jobs", "read", "partner", "P"),
+    ("POST", "/v1/partner/jobs/{job_id}/cancel"): ("partner.jobs", "write", "partner", "P"),
+    ("GET", "/v1/partner/jobs/{job_id}/results"): ("partner.jobs", "read", "partner", "P"),
+    ("GET", "/v1/partner/budget"): ("partner.budget", "read", "partner", "P"),
+    ("GET", "/v1/jobs/{job_id}/decisions"): ("jobs.decisions", "read", "admin", "SA"),
+    ("POST", "/v1/partner/webhooks"): ("partner.webhooks", "write", "partner", "P"),
+    ("GET", "/v1/partner/webhooks"): ("partner.webhooks", "read", "partner", "P"),
+    ("DELETE", "/v1/partner/webhooks/{subscription_id}"): ("partner.webhooks", "write", "partner", "P"),
+    ("GET", "/v1/partner/webhooks/deliveries"): ("partner.webhooks", "read", "partner", "P"),
+    ("POST", "/v1/partner/webhooks/deliveries/{delivery_id}/replay"): ("partner.webhooks", "write", "partner", "P"),
+    ("GET", "/v1/me/export"): ("me.export", "read", "usage", "C"),
+    ("DELETE", "/v1/me"): ("me.erasure", "write", "erase", "C"),
+    ("GET", "/v1/compliance/records-of-processing"): ("compliance.records", "read", "audit", "SA"),
+    ("GET", "/v1/compliance/requests"): ("compliance.requests", "read", "audit", "A"),
+}
 
 
 def _policies(dependant: Any) -> set[Policy]:
@@ -159,7 +239,8 @@ def test_every_route_with_every_role_and_bad_token(ctx: Context) -> None:
             enforcer.enforce(role, obj, act) and (role != "compliance" or act == "read") for obj, act in policies
         )
 
-    role_tokens = {role: issue_token(ctx, role) for role in ROLES}
+    # People who signed in just now, with every scope their role may hold (step-up ones included).
+    role_tokens = {role: issue_token(ctx, role, person=True) for role in ROLES}
     bad = bad_tokens(ctx)
     failures: list[str] = []
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -178,3 +259,74 @@ def test_every_route_with_every_role_and_bad_token(ctx: Context) -> None:
                 elif status != 403:
                     failures.append(f"{method} {path} as {role} {sorted(policies)}: {status}, expected 403")
     assert not failures, "\n".join(failures)
+
+
+def test_every_route_has_object_scope_and_rule(ctx: Context) -> None:
+    """The app's routes are exactly ``ROUTES``; each authorizes one (object, action) whose scope is listed in
+    ``OBJECT_SCOPES`` and held by exactly the roles the Casbin policy lets through; nothing else passes."""
+    guarded, unguarded = route_table(create_app(ctx))
+    assert not unguarded
+    actual = {(method, path): policies for method, path, policies in guarded}
+    missing = sorted(set(actual) - set(ROUTES))
+    assert not missing, f"routes not in ROUTES (add object, scope and Casbin rule): {missing}"
+    assert not sorted(set(ROUTES) - set(actual)), "ROUTES lists routes the app no longer has"
+    enforcer = build_enforcer(default_rules())
+    for key, (obj, act, scope, letters) in ROUTES.items():
+        assert actual[key] == {(obj, act)}, key
+        assert required_scope(obj, act) == scope, key
+        allowed = {ROLE_LETTERS[letter] for letter in letters}
+        for role in ROLES:
+            ruled = bool(enforcer.enforce(role, obj, act)) and (role != "compliance" or act == "read")
+            assert ruled == (role in allowed), f"{key}: Casbin rule for {role}"
+            # A role the policy lets through must be able to hold the scope, or the route is unreachable.
+            assert (scope in ROLE_SCOPES[role]) >= (role in allowed), f"{key}: {role} cannot hold {scope}"
+        assert (scope in STEP_UP_SCOPES) == needs_recent_sign_in(obj, act)
+    # Every scope a role may hold opens at least one route for it (no scope handed out for nothing).
+    for role in ROLES:
+        used = {sc for (_, _, sc, letters) in ROUTES.values() if role in {ROLE_LETTERS[x] for x in letters}}
+        assert ROLE_SCOPES[role] == used, role
+
+
+def test_object_without_scope_is_denied(ctx: Context) -> None:
+    """Fail closed: a route guarded by an object no scope rule names is refused to every token."""
+    app = create_app(ctx)
+
+    @app.get("/v1/unlisted")
+    def unlisted(p: object = Depends(authorize("me.unlisted", "read"))) -> dict[str, str]:
+        return {}
+
+    with ctx.db.transaction() as session:
+        add_rule(session=session, role="customer", obj="me.*", act="read")
+    authorizer_for(ctx, ctx.db).invalidate()
+    token = issue_token(ctx, "customer")
+    with TestClient(app) as client:
+        assert client.get("/v1/me/consents", headers=bearer(token)).status_code == 200
+        assert client.get("/v1/unlisted", headers=bearer(token)).status_code == 403
+
+
+def test_step_up_routes_refuse_stale_sign_in_and_client_credentials(ctx: Context) -> None:
+    """Every irreversible route: a person who signed in longer ago than ``reauth_seconds`` gets 401 with RFC
+    9470 guidance; a token without ``auth_time`` too; a client-credentials token never holds the scope (403)."""
+    app = create_app(ctx)
+    step_up = {key: row for key, row in ROUTES.items() if row[2] in STEP_UP_SCOPES}
+    assert {key[1] for key in step_up} == {"/v1/me", "/v1/me/redemptions", "/v1/admin/policies"}
+    max_age = ctx.settings.reauth_seconds
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for (method, path), (_obj, _act, _scope, letters) in step_up.items():
+            kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
+            headers = {"Idempotency-Key": "k-1"} if path == "/v1/me/redemptions" else {}
+            for letter in letters:
+                role = ROLE_LETTERS[letter]
+                for ago in (max_age + 60, None):
+                    token = issue_token(ctx, role, person=True, signed_in_ago=ago)
+                    response = client.request(method, path, headers={**bearer(token), **headers}, **kwargs)
+                    assert response.status_code == 401, (method, path, role, ago)
+                    assert response.headers["content-type"].startswith("application/problem+json")
+                    challenge = response.headers["www-authenticate"]
+                    assert 'error="insufficient_user_authentication"' in challenge
+                    assert f"max_age={max_age}" in challenge
+                    assert response.json()["max_age"] == max_age
+                if role != "customer":
+                    machine = issue_token(ctx, role)  # client credentials
+                    response = client.request(method, path, headers={**bearer(machine), **headers}, **kwargs)
+                    assert response.status_code == 403, (method, path, role)

@@ -116,6 +116,8 @@ def _login_page(
         username=username,
         client_name=(client.name or client.client_id) if client is not None else None,
         scopes=scope.split() if scope else [],
+        # A step-up request (RFC 9470): say why the person is asked for the password again.
+        reauth="login" in (data.get("prompt") or "").split() or data.get("max_age") is not None,
     )
     headers = _PAGE_HEADERS if retry_after is None else {**_PAGE_HEADERS, "Retry-After": str(retry_after)}
     response = HTMLResponse(html, status_code=status, headers=headers)

@@ -100,7 +100,7 @@ async def redeem(
     body: RedemptionCreate,
     response: Response,
     idempotency_key: IdempotencyKey,
-    principal: Principal = Depends(authorize("me.points", "write")),
+    principal: Principal = Depends(authorize("me.redemptions", "write")),
     ctx: Context = Depends(get_context),
 ) -> RedemptionRead:
     subject_id = _subject(principal)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 06:36:54.071672
+Create Date: 2026-12-01 06:41:14.860089
 """
 
 from collections.abc import Sequence

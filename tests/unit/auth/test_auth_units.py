@@ -9,17 +9,44 @@ from hypothesis import strategies as st
 
 from dataspace.auth.passwords import hash_password, verify_password
 from dataspace.auth.policy import build_enforcer, default_rules
-from dataspace.auth.scopes import ROLE_SCOPES, SCOPES, required_scope, scopes_for
+from dataspace.auth.scopes import (
+    OBJECT_SCOPES,
+    ROLE_SCOPES,
+    SCOPES,
+    STEP_UP_SCOPES,
+    needs_recent_sign_in,
+    required_scope,
+    scopes_for,
+)
 
 
-def test_required_scope_by_prefix() -> None:
-    assert required_scope("catalog") == "catalog"
-    assert required_scope("me.consents") == "consents"
-    assert required_scope("me.consents.history") == "consents"
-    assert required_scope("partner.jobs") == "partner"
-    assert required_scope("partners") == "admin"
-    assert required_scope("audit.checkpoint") == "audit"
-    assert required_scope("catalogue") is None  # prefix means a whole segment
+def test_required_scope_is_exact_and_fails_closed() -> None:
+    assert required_scope("catalog", "read") == "catalog"
+    assert required_scope("me.consents", "write") == "consents"
+    assert required_scope("partner.jobs", "read") == "partner"
+    assert required_scope("partners", "write") == "admin"
+    assert required_scope("audit.checkpoint", "read") == "audit"
+    assert required_scope("me.erasure", "write") == "erase"
+    assert required_scope("me.redemptions", "write") == "redeem"
+    assert required_scope("admin.policies", "read") == "admin"
+    assert required_scope("admin.policies", "write") == "policy"
+    # Unknown objects (and known objects with another action) have no scope: the caller denies them.
+    assert required_scope("me.consents.history", "read") is None
+    assert required_scope("catalogue", "read") is None
+    assert required_scope("me.export", "write") is None
+    assert required_scope("anything", "read") is None
+
+
+def test_every_scope_is_used_and_step_up_scopes_are_the_irreversible_ones() -> None:
+    assert set(OBJECT_SCOPES.values()) == set(SCOPES)
+    assert {s for r in ROLE_SCOPES.values() for s in r} == set(SCOPES)
+    assert {"erase", "redeem", "policy"} == STEP_UP_SCOPES
+    assert needs_recent_sign_in("me.erasure", "write")
+    assert needs_recent_sign_in("me.redemptions", "write")
+    assert needs_recent_sign_in("admin.policies", "write")
+    assert not needs_recent_sign_in("admin.policies", "read")
+    assert not needs_recent_sign_in("me.points", "read")
+    assert not needs_recent_sign_in("nothing", "write")
 
 
 def test_token_scopes_are_an_intersection() -> None:
@@ -27,7 +54,17 @@ def test_token_scopes_are_an_intersection() -> None:
     assert scopes_for("partner", "partner admin") == ["partner"]  # admin is not a partner scope
     assert scopes_for("steward", "admin", ["catalog"]) == []
     assert scopes_for("nobody") == []
-    assert set(ROLE_SCOPES["steward"]) == set(SCOPES)
+    assert scopes_for("customer", "catalog") == ["catalog"]
+    assert scopes_for("customer", "admin") == []  # narrowed to nothing
+
+
+def test_step_up_scopes_only_by_name_and_only_for_a_person() -> None:
+    assert scopes_for("customer") == ["catalog", "consents", "points", "usage"]
+    assert scopes_for("customer", "   ") == ["catalog", "consents", "points", "usage"]
+    assert scopes_for("customer", "consents erase redeem") == ["consents", "erase", "redeem"]
+    assert scopes_for("steward", "admin policy") == ["admin", "policy"]
+    assert scopes_for("steward", "admin policy", person=False) == ["admin"]
+    assert scopes_for("customer", "erase", ["catalog", "erase"], person=False) == []
 
 
 def test_password_hash_round_trip_and_unknown_user() -> None:
