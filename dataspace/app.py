@@ -14,6 +14,7 @@ from dataspace.context import Context
 from dataspace.http import problems
 from dataspace.http.middleware import RequestContext
 from dataspace.http.routes import ROUTERS
+from dataspace.observability import tracing
 
 
 def create_app(context: Context, *, background: bool = False) -> FastAPI:
@@ -30,6 +31,8 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
         finally:
             if runner is not None:
                 runner.stop()
+            if app.state.tracing is not None:
+                app.state.tracing.close()  # flushes the spans still queued for the collector
 
     app = FastAPI(
         title="Dataspace",
@@ -38,12 +41,14 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
+    # Refuse to start without the controller's real identity: every receipt names it.
+    controller_of(context.settings)
     problems.install(app)
 
     app.add_middleware(RequestContext)
-    # Refuse to start without the controller's real identity: every receipt names it.
-    controller_of(context.settings)
 
     for router in ROUTERS:
         app.include_router(router)
+    # Traces only when DATASPACE_OTLP_ENDPOINT is set; the server span wraps everything above.
+    app.state.tracing = tracing.configure(context.settings, app=app, db=context.db)
     return app

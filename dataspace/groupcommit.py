@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database
+from dataspace.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ T = TypeVar("T")
 class _Item(Generic[T]):
     fn: Callable[[Session], T]
     future: concurrent.futures.Future[T]
+    queued_at: float = 0.0  # perf_counter() at submit: the wait before the batch is a metric
+    trace: Any = None  # the submitting request's trace context (None: tracing off)
 
 
 # SQLSTATEs of a transaction PostgreSQL rolled back only because of a concurrent one: run it again.
@@ -133,8 +136,12 @@ class GroupCommit:
                 ]
                 for thread in self._threads:
                     thread.start()
-            self._queue.put(_Item(fn, future))
+            self._queue.put(_Item(fn, future, time.perf_counter(), tracing.current()))
         return future
+
+    def queued(self) -> int:
+        """Writes waiting for a batch (approximate; for the metrics)."""
+        return self._queue.qsize()
 
     def call(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in the next batch and return its result once that batch committed (blocking)."""
@@ -186,6 +193,19 @@ class GroupCommit:
                 return
 
     def _run(self, batch: list[_Item[Any]]) -> None:
+        start = time.perf_counter()
+        try:
+            with tracing.batch_span(self._name, [item.trace for item in batch]):
+                self._run_batch(batch)
+        finally:
+            metrics.observe_batch(
+                self._name,
+                len(batch),
+                (start - item.queued_at for item in batch),
+                time.perf_counter() - start,
+            )
+
+    def _run_batch(self, batch: list[_Item[Any]]) -> None:
         with self._lock:
             self.batches += 1
             self.items += len(batch)
@@ -197,6 +217,7 @@ class GroupCommit:
             index, exc = failed
             with self._lock:
                 self.reruns += 1
+            metrics.batch_rerun(self._name)
             if index is None:
                 # The database failed (a deadlock, a lost connection...) or the batch's wrapper did: not one
                 # function's fault. Each runs again alone, so only one at fault gets an error.
@@ -222,7 +243,8 @@ class GroupCommit:
                 with self._around(session):
                     for index, item in enumerate(batch):
                         try:
-                            results.append(item.fn(session))
+                            with tracing.write_span(item.trace):
+                                results.append(item.fn(session))
                         except self._own_errors as exc:
                             if retryable(exc):
                                 raise  # not its answer yet: every function runs again alone (below)
@@ -249,7 +271,7 @@ class GroupCommit:
     def _alone(self, item: _Item[Any]) -> None:
         for attempt in range(self._attempts):
             try:
-                with self._db.transaction() as session, self._around(session):
+                with self._db.transaction() as session, self._around(session), tracing.write_span(item.trace):
                     result = item.fn(session)
             except Exception as exc:  # noqa: BLE001 - the caller gets it, unless a new attempt may succeed
                 if retryable(exc) and attempt + 1 < self._attempts:

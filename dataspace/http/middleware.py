@@ -1,4 +1,5 @@
-"""Per-request plumbing as plain ASGI middleware: the request id, two security headers, one log line.
+"""Per-request plumbing as plain ASGI middleware: the request id, two security headers, one log line, and the
+request metrics (per route template, so a caller cannot add series by inventing paths).
 
 Plain ASGI rather than ``@app.middleware("http")`` (Starlette's ``BaseHTTPMiddleware``): that one runs the app
 in a task group with memory streams and costs a noticeable share of a small request's CPU.
@@ -12,6 +13,8 @@ import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dataspace.observability import metrics
 
 log = logging.getLogger("dataspace.http")
 
@@ -56,7 +59,12 @@ class RequestContext:
                 headers.setdefault("referrer-policy", "no-referrer")
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.observe_request(template, scope["method"], status or 500, time.perf_counter() - start)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "request",

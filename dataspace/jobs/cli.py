@@ -28,6 +28,10 @@ def worker(
         raise InvalidInput("set DATASPACE_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) to run a worker")
     configure(settings.log_level)
     ctx = Context.open(settings)
+    if settings.metrics_bind:  # its own address (two processes on one host need two)
+        from dataspace.observability.metrics import serve_metrics
+
+        serve_metrics(ctx, settings.metrics_bind)
     console.print(f"job worker: queue {settings.broker_queue}, {threads} thread(s)", highlight=False)
     try:
         serve(ctx, threads=threads)

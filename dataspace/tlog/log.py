@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput, NotFound
-from dataspace.tlog import merkle
+from dataspace.observability import metrics
+from dataspace.tlog import merkle, witness
 from dataspace.tlog.canonical import canonical_json
 from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
 from dataspace.tlog.note import Checkpoint, key_name, sign_checkpoint, verifier_key
@@ -316,11 +318,15 @@ def _sequence(ctx: Context, log: str, *, limit: int, wait: bool) -> SequenceResu
     batches = 0
     note: str | None = None
     while True:
+        t0 = time.perf_counter()
         with ctx.db.transaction() as session:
             got = _sequence_batch(session, log=log, keys=ctx.keys, origin=origin, limit=limit, wait=wait)
         if got is None:
             return None
         res = got
+        metrics.log_sequenced(log, res.sequenced, time.perf_counter() - t0)
+        if res.note is not None:  # committed, so published: keep a copy outside the database
+            witness.record_quietly(ctx.settings.resolved_checkpoint_dir, log, res.note)
         total += res.sequenced
         if res.sequenced:
             batches += 1

@@ -1,0 +1,196 @@
+"""Operations: Prometheus metrics on their own bind, one trace per consent change across the group commit,
+and liveness vs readiness (with the dependency that failed named, and nothing else)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
+
+from dataspace.app import create_app
+from dataspace.context import Context
+from dataspace.db import Database
+from dataspace.jobs import release, runner, service
+from dataspace.observability import metrics, tracing
+from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.integration import jobs_support as js
+
+AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with TestClient(create_app(ctx)) as c:
+        yield c
+
+
+def test_metrics_count_routes_batches_jobs_and_budgets_on_their_own_bind(ctx: Context) -> None:
+    js.build_world(ctx, 60)
+    app = create_app(ctx)
+    client = TestClient(app)
+    sid = make_subject(ctx)
+    me = bearer(issue_token(ctx, "customer", subject_id=sid))
+    route = {"route": "/v1/me/consents/{grant_id}", "method": "DELETE", "status": "200"}
+    before = {
+        "delete": sample("dataspace_http_requests_total", **route),
+        "batches": sample("dataspace_group_commit_batch_size_count", committer="writes"),
+        "unmatched": sample("dataspace_http_requests_total", route="unmatched", method="GET", status="404"),
+        "jobs": sample("dataspace_job_outcomes_total", status="succeeded"),
+        "sandbox": sample("dataspace_sandbox_starts_total"),
+        "sequenced": sample("dataspace_log_sequenced_entries_total", log="audit"),
+    }
+    grant = client.post("/v1/me/consents", json=AGE, headers=me).json()
+    assert client.delete(f"/v1/me/consents/{grant['grant']['id']}", headers=me).status_code == 200
+    # A caller inventing paths and methods adds no series: unknown routes share one label, odd methods another.
+    for i in range(5):
+        assert client.get(f"/no/such/path/{i}").status_code == 404
+    client.request("BREW", "/livez")
+
+    # One job end to end, its release charged to the partner's budget.
+    contract_id = js.approved_contract(ctx)
+    with ctx.db.transaction() as s:
+        job_id = service.submit(s, principal=js.partner_principal(ctx), model_id=js.upload_onnx(ctx, contract_id)).id
+    assert runner.run_job(ctx, job_id).status == "succeeded"
+    with ctx.db.transaction() as s:
+        release.release_results(s, principal=js.partner_principal(ctx), job_id=job_id)
+    from dataspace.tlog.log import sequence
+
+    sequence(ctx, "audit")
+
+    assert sample("dataspace_http_requests_total", **route) == before["delete"] + 1  # the template, not the id
+    assert sample("dataspace_group_commit_batch_size_count", committer="writes") >= before["batches"] + 2
+    assert sample("dataspace_http_requests_total", route="unmatched", method="GET", status="404") == (
+        before["unmatched"] + 5
+    )
+    assert sample("dataspace_job_outcomes_total", status="succeeded") == before["jobs"] + 1
+    assert sample("dataspace_sandbox_starts_total") == before["sandbox"] + 1
+    assert sample("dataspace_job_phase_seconds_count", phase="sandbox") >= 1
+    assert sample("dataspace_log_sequenced_entries_total", log="audit") > before["sequenced"]
+
+    server = metrics.serve_metrics(ctx, "127.0.0.1:0")
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10).text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "dataspace_db_up 1.0" in text
+    spent = re.search(
+        r'dataspace_db_privacy_budget_spent_epsilon\{partner="harbor_insurance",purpose="insurance_offer"\} (\S+)', text
+    )
+    assert spent is not None
+    assert float(spent.group(1)) == pytest.approx(1.0)  # the contract's epsilon per release
+    assert re.search(r'dataspace_db_log_size\{log="audit"\} [1-9]', text)
+    assert 'dataspace_db_log_queued_entries{log="usage"}' in text
+    assert 'dataspace_db_jobs{status="succeeded"} 1.0' in text
+    assert "dataspace_group_commit_wait_seconds_bucket" in text
+    assert "/no/such/path" not in text
+    assert "BREW" not in text
+    # Not on the API: the public app has no metrics route.
+    assert client.get("/metrics").status_code == 404
+
+
+def test_a_consent_change_is_one_trace_across_the_request_and_its_group_commit(ctx: Context) -> None:
+    js.load_demo_catalog(ctx)
+    sid = make_subject(ctx)
+    me = bearer(issue_token(ctx, "customer", subject_id=sid))
+    app = create_app(ctx)
+    assert app.state.tracing is None  # off by default
+    exporter = InMemorySpanExporter()
+    traced = tracing.configure(ctx.settings, app=app, db=ctx.db, exporter=exporter)
+    assert traced is not None
+    try:
+        with TestClient(app) as client:
+            exporter.clear()
+            r = client.post("/v1/me/consents", json=AGE, headers=me)
+            assert r.status_code == 201, r.text
+        ctx.stop_writes()  # the batch span ends just after the batch answered its requests: let it finish
+        spans = exporter.get_finished_spans()
+    finally:
+        traced.close()
+    server = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert len(server) == 1
+    trace_id = server[0].context.trace_id
+    assert {s.context.trace_id for s in spans} == {trace_id}  # everything this request caused: one trace
+    by_id = {s.context.span_id: s for s in spans}
+    write = next(s for s in spans if s.name == "group-commit write")
+    batch = next(s for s in spans if s.name == "group-commit batch")
+    assert batch.parent is not None
+    assert write.parent is not None
+    assert [link.context.span_id for link in batch.links] == [write.parent.span_id]  # the request it carried
+
+    def ancestors(span):  # type: ignore[no-untyped-def]
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            yield span
+
+    assert server[0] in list(ancestors(write))
+    assert server[0] in list(ancestors(batch))
+    # The grant's INSERT ran on the group-commit thread, inside the write's span.
+    statements = [s for s in spans if s.attributes and "db.statement" in s.attributes]
+    grant_insert = [s for s in statements if str(s.attributes["db.statement"]).startswith("INSERT INTO consent")]
+    assert grant_insert
+    assert all(write in list(ancestors(s)) for s in grant_insert)
+    for s in statements:  # statement text only: no customer value or token travels in a span
+        assert me["Authorization"].split()[1] not in str(s.attributes)
+    # Tracing off again: nothing more is recorded.
+    exporter.clear()
+    with TestClient(create_app(ctx)) as client:
+        client.delete(f"/v1/me/consents/{r.json()['grant']['id']}", headers=me)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_livez_and_readyz(client: TestClient, ctx: Context) -> None:
+    assert client.get("/livez").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "keys": "ok", "bubblewrap": "ok"}}
+    assert client.get("/healthz").status_code == 200
+
+    # A configured broker that does not answer: not ready, the broker named, its URL (and password) not.
+    ctx.settings.broker_url = "amqp://ops:s3cret-pw@127.0.0.1:1/"
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["checks"] == {"database": "ok", "keys": "ok", "broker": "failed", "bubblewrap": "ok"}
+    assert body["code"] == "not_ready"
+    assert "s3cret" not in r.text
+    assert "127.0.0.1" not in r.text
+    assert client.get("/livez").status_code == 200  # alive all the same: a restart would not help
+
+
+def test_readyz_names_a_database_that_does_not_answer(ctx: Context) -> None:
+    dead = Context(
+        settings=ctx.settings,
+        db=Database("postgresql+psycopg://ops:s3cret-pw@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2}),
+        keys=ctx.keys,
+    )
+    try:
+        with TestClient(create_app(dead)) as client:
+            assert client.get("/livez").status_code == 200
+            r = client.get("/readyz")
+    finally:
+        dead.close()
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "failed"
+    assert r.json()["checks"]["keys"] == "ok"
+    assert "s3cret" not in r.text
+    assert "nowhere" not in r.text
+
+
+@pytest.mark.usefixtures("ctx")
+def test_readyz_with_a_live_broker(ctx: Context, client: TestClient) -> None:
+    ctx.settings.broker_url = "amqp://guest:guest@127.0.0.1:5672/"
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"]["broker"] == "ok"
