@@ -3,6 +3,7 @@
 from clients import cli as _remote_cli  # noqa: F401
 from dataspace.audit import cli as _audit_cli  # noqa: F401
 from dataspace.auth import cli as _auth_cli  # noqa: F401
+from dataspace.backup import cli as _backup_cli  # noqa: F401
 from dataspace.catalog import cli as _catalog_cli  # noqa: F401
 from dataspace.consents import cli as _consents_cli  # noqa: F401
 from dataspace.demo import cli as _demo_cli  # noqa: F401
