@@ -35,7 +35,12 @@ def init(settings: Settings) -> InitResult:
     key_path = settings.resolved_key_file
     created = False
     if not key_path.exists():  # existing key material is never overwritten
-        create_key_file(key_path)
+        hsm = None
+        if settings.key_backend == "pkcs11":  # the signing key is generated inside the HSM
+            from dataspace.pkcs11 import configured_token
+
+            hsm = configured_token()
+        create_key_file(key_path, hsm)
         created = True
     return InitResult(_redact(settings.resolved_database_url), str(key_path), created)
 

@@ -30,6 +30,7 @@ def open_vault(settings: Settings) -> Vault:
     )
     return spec.open(buckets=settings.epoch_buckets)
 
+
 log = logging.getLogger("dataspace.keys")
 
 

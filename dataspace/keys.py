@@ -4,7 +4,9 @@
   file and the database, so that erasure can destroy them; see ``dataspace.vault``).
 - ``pseudonym_key``: root for per-partner keyed pseudonyms (HMAC; one derived key per partner).
 - ``blind_index_key``: HMAC key for looking up subjects by their external reference without storing it.
-- ``signing_keys``: Ed25519 keys for receipts, checkpoints and webhooks (newest active first).
+- ``signing_keys``: Ed25519 keys for receipts, checkpoints and webhooks (newest active first). With the
+  PKCS#11 backend (``dataspace.pkcs11``) an entry holds only the key id and public key: the private key was
+  generated in the HSM and signs there.
 - ``token_keys``: EC P-256 keys for JWT access tokens (ES256); rotation keeps old ones for verification.
 
 The file is written with O_EXCL so ``init`` never overwrites existing keys. Key bytes are never logged:
@@ -23,13 +25,34 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.signing import SigningKey, VerifyKey
 
 from dataspace.errors import ConfigurationError, Conflict
+
+if TYPE_CHECKING:
+    from dataspace.pkcs11 import Pkcs11Token
+
+
+class SigningKey25519(Protocol):
+    """An Ed25519 signing key wherever it lives (the key file, or a PKCS#11 token)."""
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def created_at(self) -> str: ...
+
+    @property
+    def verify_key(self) -> VerifyKey: ...
+
+    @property
+    def public_bytes(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 def _b64(data: bytes) -> str:
@@ -108,24 +131,25 @@ def _now() -> str:
 class KeyRing:
     pseudonym_key: bytes = field(repr=False)
     blind_index_key: bytes = field(repr=False)
-    signing_keys: list[Ed25519Key] = field(repr=False)
+    signing_keys: list[SigningKey25519] = field(repr=False)
     token_keys: list[TokenKey] = field(repr=False)
 
     def __repr__(self) -> str:
         return f"KeyRing(signing={[k.kid for k in self.signing_keys]}, token={[k.kid for k in self.token_keys]})"
 
     @classmethod
-    def generate(cls) -> KeyRing:
+    def generate(cls, hsm: Pkcs11Token | None = None) -> KeyRing:
+        """Fresh key material; with ``hsm`` the signing key is generated inside that PKCS#11 token."""
         return cls(
             pseudonym_key=secrets.token_bytes(32),
             blind_index_key=secrets.token_bytes(32),
-            signing_keys=[Ed25519Key.generate()],
+            signing_keys=[_new_signing_key(hsm)],
             token_keys=[TokenKey.generate()],
         )
 
     # --- derived keys -------------------------------------------------------------------------
     @property
-    def signing_key(self) -> Ed25519Key:
+    def signing_key(self) -> SigningKey25519:
         """The active signing key (the newest)."""
         return self.signing_keys[0]
 
@@ -144,9 +168,10 @@ class KeyRing:
         return {k.kid: k.verify_key for k in self.signing_keys}
 
     # --- rotation -----------------------------------------------------------------------------
-    def rotate(self) -> None:
-        """New signing and token keys become active; old ones stay for verification."""
-        self.signing_keys.insert(0, Ed25519Key.generate())
+    def rotate(self, hsm: Pkcs11Token | None = None) -> None:
+        """New signing and token keys become active; old ones stay for verification. With ``hsm`` the new
+        signing key is generated inside that PKCS#11 token."""
+        self.signing_keys.insert(0, _new_signing_key(hsm))
         self.token_keys.insert(0, TokenKey.generate())
 
     # --- serialization ------------------------------------------------------------------------
@@ -155,9 +180,7 @@ class KeyRing:
             "version": 1,
             "pseudonym_key": _b64(self.pseudonym_key),
             "blind_index_key": _b64(self.blind_index_key),
-            "signing_keys": [
-                {"kid": k.kid, "seed": _b64(k.seed), "created_at": k.created_at} for k in self.signing_keys
-            ],
+            "signing_keys": [_signing_key_json(k) for k in self.signing_keys],
             "token_keys": [
                 {"kid": k.kid, "private_pem": k.private_pem.decode(), "created_at": k.created_at}
                 for k in self.token_keys
@@ -170,16 +193,39 @@ class KeyRing:
             return cls(
                 pseudonym_key=_unb64(data["pseudonym_key"]),
                 blind_index_key=_unb64(data["blind_index_key"]),
-                signing_keys=[Ed25519Key(k["kid"], _unb64(k["seed"]), k["created_at"]) for k in data["signing_keys"]],
+                signing_keys=[_signing_key_from_json(k) for k in data["signing_keys"]],
                 token_keys=[TokenKey(k["kid"], k["private_pem"].encode(), k["created_at"]) for k in data["token_keys"]],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError("key file is malformed") from exc
 
 
-def create_key_file(path: Path) -> KeyRing:
-    """Generate fresh key material into ``path`` (mode 0600); refuse to overwrite."""
-    ring = KeyRing.generate()
+def _new_signing_key(hsm: Pkcs11Token | None) -> SigningKey25519:
+    if hsm is None:
+        return Ed25519Key.generate()
+    from dataspace.pkcs11 import Pkcs11Ed25519Key
+
+    return Pkcs11Ed25519Key.generate(hsm, _now())
+
+
+def _signing_key_json(key: SigningKey25519) -> dict[str, Any]:
+    if isinstance(key, Ed25519Key):
+        return {"kid": key.kid, "seed": _b64(key.seed), "created_at": key.created_at}
+    return {"kid": key.kid, "pkcs11": True, "public": _b64(key.public_bytes), "created_at": key.created_at}
+
+
+def _signing_key_from_json(entry: dict[str, Any]) -> SigningKey25519:
+    if not entry.get("pkcs11"):
+        return Ed25519Key(entry["kid"], _unb64(entry["seed"]), entry["created_at"])
+    from dataspace.pkcs11 import Pkcs11Ed25519Key, configured_token
+
+    return Pkcs11Ed25519Key(entry["kid"], _unb64(entry["public"]), entry["created_at"], configured_token())
+
+
+def create_key_file(path: Path, hsm: Pkcs11Token | None = None) -> KeyRing:
+    """Generate fresh key material into ``path`` (mode 0600); refuse to overwrite. With ``hsm`` the signing
+    key is generated in that PKCS#11 token and the file holds only its id and public key."""
+    ring = KeyRing.generate(hsm)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

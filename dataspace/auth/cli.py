@@ -25,9 +25,15 @@ def rotate() -> None:
     """New signing and token keys become active; old keys stay for verification (tokens stay valid)."""
     from dataspace.keys import load_key_file, save_key_file
 
-    path = Settings().resolved_key_file
+    settings = Settings()
+    path = settings.resolved_key_file
     ring = load_key_file(path)
-    ring.rotate()
+    hsm = None
+    if settings.key_backend == "pkcs11":  # the new signing key is generated inside the HSM
+        from dataspace.pkcs11 import configured_token
+
+        hsm = configured_token()
+    ring.rotate(hsm)
     save_key_file(path, ring)
     console.print(f"active token key:   {ring.token_key.kid} ({len(ring.token_keys)} kept for verification)")
     console.print(f"active signing key: {ring.signing_key.kid} ({len(ring.signing_keys)} kept)")

@@ -26,17 +26,27 @@ from dataspace.ingest.service import ingest_rows
 from dataspace.subjects.epochs import _retire_bucket, reconcile, retire
 from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProfile
 from dataspace.subjects.store import read_profile
-from dataspace.vault import DecryptionError, Vault, file_vault
+from dataspace.vault import DecryptionError, Vault
 from tests.conftest import PG_ADMIN_URL, _pg_url
 from tests.factories import customer_row, load_demo_catalog
+from tests.softhsm import MODULE, TokenPool, softhsm  # noqa: F401  (the fixture)
 
 BUCKETS = 4  # small, so that several subjects share the erased subject's bucket
 
 
-@pytest.fixture
-def small_ctx(ctx: Context, tmp_path: Path) -> Context:
-    """The test context with a 4-bucket key store."""
-    settings = ctx.settings.model_copy(update={"data_dir": tmp_path, "epoch_buckets": BUCKETS})
+@pytest.fixture(params=["file", "pkcs11"])
+def small_ctx(request: pytest.FixtureRequest, ctx: Context, tmp_path: Path) -> Context:
+    """The test context with a 4-bucket key store: the key file directory, or a SoftHSM2 token."""
+    update: dict[str, object] = {"data_dir": tmp_path, "epoch_buckets": BUCKETS}
+    if request.param == "pkcs11":
+        pool: TokenPool = request.getfixturevalue("softhsm")
+        update |= {
+            "key_backend": "pkcs11",
+            "pkcs11_module": MODULE,
+            "pkcs11_token_label": pool.take(),
+            "pkcs11_pin_env": "DATASPACE_TEST_PKCS11_PIN",
+        }
+    settings = ctx.settings.model_copy(update=update)
     return Context(settings=settings, db=ctx.db, keys=ctx.keys)
 
 
@@ -180,7 +190,7 @@ def test_a_backup_restored_before_the_retirement_still_opens_the_subject(small_c
             with pytest.raises(DecryptionError):
                 _age(restored, vault, erased)
             with pytest.raises(DecryptionError):  # nor in another process (a fresh vault on the same store)
-                _age(restored, file_vault(tmp_path / "epochs"), erased)
+                _age(restored, Vault(vault.keys, vault.directory), erased)
         finally:
             restored.dispose()
 
