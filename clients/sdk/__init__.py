@@ -30,6 +30,7 @@ from clients.sdk._exceptions import (
     Unavailable,
     error_from_response,
 )
+from clients.sdk._export import read_access_export
 from clients.sdk._roles import ComplianceClient, CustomerClient, PartnerClient, StewardClient
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "Unavailable",
     "error_from_response",
     "pkce_pair",
+    "read_access_export",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from clients.sdk._base import BaseClient
+from clients.sdk._export import read_access_export
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -92,9 +93,13 @@ class CustomerClient(BaseClient):
             )
         )
 
-    def export(self) -> dict[str, Any]:
-        """Everything the server holds about me (portability)."""
-        return dict(self.get("/v1/me/export"))
+    def export(self, out: Path) -> dict[str, Any]:
+        """Download everything the server holds about me (portability) to ``out`` as JSON Lines, streamed,
+        then check it against its manifest; returns the manifest (record count and SHA-256 per section)."""
+        with out.open("wb") as fh:
+            self.download("/v1/me/export", fh)
+        with out.open("rb") as fh:
+            return dict(read_access_export(fh)["manifest"])
 
     def erase(self, *, confirm: str) -> Any:
         """Erase my account and data (irreversible); ``confirm`` must be the server's phrase, "erase my data"."""

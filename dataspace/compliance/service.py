@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
@@ -23,17 +22,13 @@ from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents import service as consents
-from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
-from dataspace.jobs.models import Contract, Decision, Job
+from dataspace.jobs.models import Contract, Decision
 from dataspace.partners.models import Partner
-from dataspace.points import service as points
 from dataspace.subjects.models import Subject
-from dataspace.subjects.store import read_profile, shred
-from dataspace.usage.service import usage_for_subject
-from dataspace.vault import DecryptionError
+from dataspace.subjects.store import shred
 
 SAFEGUARDS = [
     "customer values encrypted per customer (AES-256-GCM envelope encryption), crypto-shredded on erasure",
@@ -107,86 +102,10 @@ def _subject(session: Session, subject_id: int) -> Subject:
     return subject
 
 
-def subject_export(ctx: Context, session: Session, *, subject_id: int, actor: Principal) -> dict[str, Any]:
-    """Everything held about the subject (GDPR Art. 15 and 20), as one JSON document."""
-    subject = _subject(session, subject_id)
-    now = utcnow()
-    try:
-        values = read_profile(session, ctx.vault, subject_id)
-    except (NotFound, DecryptionError):
-        values = {}
-    fields = {f.key: f for f in catalog.list_fields(session, include_retired=True)}
-    profile = [
-        {
-            "field": k,
-            "label": fields[k].label if k in fields else k,
-            "value": v,
-            "storage_location": fields[k].storage_location if k in fields else None,
-        }
-        for k, v in sorted(values.items())
-    ]
-    grants = consents.list_grants(session, subject_id=subject_id, include_ended=True)
-    receipts = list(
-        session.scalars(
-            select(ConsentReceipt).where(ConsentReceipt.subject_id == subject_id).order_by(ConsentReceipt.created_at)
-        )
-    )
-    decisions = session.execute(
-        select(Decision.job_id, Decision.label, Decision.value, Job.finished_at, Contract.purpose_key, Partner.key)
-        .join(Job, Job.id == Decision.job_id)
-        .join(Contract, Contract.id == Job.contract_id)
-        .join(Partner, Partner.id == Job.partner_id)
-        .where(Decision.subject_id == subject_id)
-        .order_by(Decision.job_id)
-    ).all()
-    summary = points.get_summary(session, subject_id=subject_id, now=now)
-    postings = points.list_postings(session, subject_id=subject_id, limit=200)
-    doc = {
-        "subject": {
-            "id": subject.id,
-            "created_at": subject.created_at.isoformat(),
-            "erased_at": subject.erased_at.isoformat() if subject.erased_at else None,
-        },
-        "profile": profile,
-        "consents": [_grant_json(g, now) for g in grants],
-        "receipts": [orjson.loads(r.body) for r in receipts],
-        "usage": [
-            {"field": u.field, "uses": [vars(x) for x in u.uses]} for u in usage_for_subject(session, subject_id)
-        ],
-        "automated_decisions": [
-            {
-                "job_id": d[0],
-                "decision": d[1] if d[1] is not None else d[2],
-                "at": d[3].isoformat() if d[3] else None,
-                "purpose": d[4],
-                "partner": d[5],
-            }
-            for d in decisions
-        ],
-        "points": {
-            "summary": summary.model_dump(mode="json"),
-            "postings": postings.model_dump(mode="json"),
-            "redemptions": [r.model_dump(mode="json") for r in points.list_redemptions(session, subject_id=subject_id)],
-        },
-        "generated_at": now.isoformat(),
-    }
-    _log_request(session, subject_id, "access", actor, {"fields": len(profile), "grants": len(grants)})
-    return doc
-
-
-def _grant_json(g: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "id": g.id,
-        "field": g.field_key,
-        "dimension": g.dimension_key,
-        "purpose": g.purpose_key,
-        "partner": g.partner_key,
-        "partner_category": g.partner_category,
-        "granularity": g.granularity,
-        "state": consents.current_state(g, now),
-        "valid_from": g.valid_from.isoformat(),
-        "valid_until": g.valid_until.isoformat() if g.valid_until else None,
-    }
+def log_access_request(session: Session, *, subject_id: int, actor: Principal, export_format: str) -> None:
+    """Log an access request (the export itself streams: ``dataspace.compliance.export``)."""
+    _subject(session, subject_id)
+    _log_request(session, subject_id, "access", actor, {"format": export_format})
 
 
 def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Principal) -> dict[str, int]:

@@ -4,6 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from clients.sdk import read_access_export as read_export
 from dataspace.app import create_app
 from dataspace.auth.models import IssuedToken, User
 from dataspace.auth.principal import Principal
@@ -49,12 +50,14 @@ def test_access_export_holds_everything_about_me_and_nothing_about_others(ctx, c
     token = issue_token(ctx, "customer", subject_id=sid)
     r = client.get("/v1/me/export", headers=bearer(token))
     assert r.status_code == 200, r.text
-    doc = r.json()
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    export = read_export(r.content.splitlines(keepends=True))
+    doc = export["sections"]
     assert {p["field"]: p["value"] for p in doc["profile"]}["city"] == "Nanjing"
     assert {g["field"] for g in doc["consents"]} == {"city", "age"}
     assert len(doc["receipts"]) == 2
     assert all("signature" in str(rc) for rc in doc["receipts"])
-    assert doc["subject"]["id"] == sid
+    assert export["header"]["subject"]["id"] == sid
     with ctx.db.session() as s:
         log = s.scalars(select(SubjectRequest)).all()
     assert [(x.kind, x.subject_id) for x in log] == [("access", sid)]

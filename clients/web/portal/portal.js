@@ -1,6 +1,6 @@
 // The customer portal ("My data"): data manual with consent switches, history and receipts, usage ledger
 // with proofs, points and rewards, data export and erasure.
-import { api, ApiError, saveFile } from "/static/api.js";
+import { api, ApiError, apiResponse, saveFile } from "/static/api.js";
 import { completeSignIn, currentSession, signIn, signOut } from "/static/auth.js";
 import { fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { bytesToHex, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
@@ -266,8 +266,9 @@ const showPoints = guard(() => $("points-status"), async () => {
 // --- account: export and erasure ------------------------------------------------------------------------
 const doExport = guard(() => $("export-status"), async () => {
   clear($("export-status"));
-  const data = await api("/v1/me/export");
-  saveFile("my-data.json", JSON.stringify(data, null, 2));
+  // JSON Lines (a header, one line per record, a manifest with counts and SHA-256 per section), saved as sent.
+  const response = await apiResponse("/v1/me/export");
+  saveFile("my-data.jsonl", await response.blob());
   $("export-status").replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.account.exported")));
 });
 

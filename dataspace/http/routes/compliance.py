@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
-from dataspace.compliance import service
+from dataspace.compliance import export, service
 from dataspace.compliance.controller import receipt_policy
 from dataspace.context import Context
 from dataspace.errors import Forbidden, InvalidInput
@@ -24,14 +25,25 @@ def _me(principal: Principal) -> int:
     return principal.subject_id
 
 
-@router.get("/me/export")
+@router.get(
+    "/me/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {export.MEDIA_TYPE: {}}, "description": "JSON Lines; see the README."}},
+)
 def export_my_data(
     session: Session = Depends(unit_of_work, scope="function"),
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("me.export", "read")),
-) -> dict[str, Any]:
-    """Everything held about me: profile values, consents with receipts, usage, decisions, points."""
-    return service.subject_export(ctx, session, subject_id=_me(principal), actor=principal)
+) -> StreamingResponse:
+    """Everything held about me (GDPR art. 15/20), streamed as JSON Lines: a header line, one line per
+    record tagged with its section, and a manifest line with each section's count and SHA-256."""
+    subject_id = _me(principal)
+    service.log_access_request(session, subject_id=subject_id, actor=principal, export_format=export.FORMAT)
+    return StreamingResponse(
+        export.stream_export(ctx, subject_id),
+        media_type=export.MEDIA_TYPE,
+        headers={"Content-Disposition": 'attachment; filename="my-data.jsonl"', "Cache-Control": "no-store"},
+    )
 
 
 @router.delete("/me")
