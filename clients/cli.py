@@ -43,13 +43,15 @@ def _base_url() -> str:
     return os.environ.get("DATASPACE_URL", "http://127.0.0.1:8000")
 
 
-def _credentials(*, browser_ok: bool) -> Credentials:
+def _credentials(*, browser_ok: bool, scope: str | None = None) -> Credentials:
+    """``scope``: what the command needs (least privilege; a browser sign-in asks the person for exactly that)."""
     client_id = os.environ.get("DATASPACE_CLIENT_ID")
     secret = os.environ.get("DATASPACE_CLIENT_SECRET")
     if client_id and secret:
-        return ClientCredentials(client_id, secret)
+        return ClientCredentials(client_id, secret, scope=scope)
     if client_id and browser_ok:
-        return AuthorizationCode(client_id, port=int(os.environ.get("DATASPACE_REDIRECT_PORT", "8765")))
+        port = int(os.environ.get("DATASPACE_REDIRECT_PORT", "8765"))
+        return AuthorizationCode(client_id, port=port, scope=scope)
     raise typer.BadParameter("set DATASPACE_CLIENT_ID and DATASPACE_CLIENT_SECRET")
 
 
@@ -124,7 +126,7 @@ def audit_export(
     verify: bool = typer.Option(True, help="Verify the export against the server's signed checkpoint."),
 ) -> None:
     """Download a signed export of a log, then verify it offline with the checkpoint's verifier keys."""
-    with ComplianceClient(_base_url(), _credentials(browser_ok=True)) as client:
+    with ComplianceClient(_base_url(), _credentials(browser_ok=True, scope="audit")) as client:
         checkpoint = client.checkpoint(log=log)
         size = client.export(out, log=log)
     console.print(
@@ -144,7 +146,7 @@ def audit_export(
 @sdk_errors
 def rewards_list() -> None:
     """The rewards catalog and my balance."""
-    with CustomerClient(_base_url(), _credentials(browser_ok=True)) as client:
+    with CustomerClient(_base_url(), _credentials(browser_ok=True, scope="points")) as client:
         balance = client.points()["balance"]
         console.print(f"balance: {balance:,} points", highlight=False)
         for reward in client.rewards():
@@ -158,8 +160,9 @@ def rewards_redeem(
     quantity: int = typer.Option(1, min=1, max=100),
     idempotency_key: str | None = typer.Option(None, help="Reuse to retry safely (default: a new one)."),
 ) -> None:
-    """Redeem a reward (idempotent: the same --idempotency-key never charges twice)."""
-    with CustomerClient(_base_url(), _credentials(browser_ok=True)) as client:
+    """Redeem a reward (idempotent: the same --idempotency-key never charges twice). Redeeming needs the
+    ``redeem`` scope and a recent sign-in: the browser asks for the password when the last one is too old."""
+    with CustomerClient(_base_url(), _credentials(browser_ok=True, scope="points redeem")) as client:
         result = client.redeem(key, quantity=quantity, idempotency_key=idempotency_key or uuid.uuid4().hex)
     console.print(
         f"redeemed {result['quantity']} x {result['reward_name']} for {result['cost']:,} points; "

@@ -10,7 +10,7 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -129,6 +129,9 @@ class AuthorizationCode:
     client_secret: str | None = None
     open_browser: Callable[[str], object] = webbrowser.open
     timeout: float = 300.0
+    # OIDC / RFC 9470: ask for a new sign-in (``prompt="login"``) at most ``max_age`` seconds old.
+    prompt: str | None = None
+    max_age: int | None = None
 
     @property
     def redirect_uri(self) -> str:
@@ -150,6 +153,10 @@ class AuthorizationCode:
         }
         if self.scope:
             params["scope"] = self.scope
+        if self.prompt:
+            params["prompt"] = self.prompt
+        if self.max_age is not None:
+            params["max_age"] = str(self.max_age)
         url = f"{endpoints['authorization_endpoint']}?{urlencode(params)}"
         try:
             opener = threading.Thread(target=self.open_browser, args=(url,), daemon=True)
@@ -175,6 +182,11 @@ class AuthorizationCode:
         }
         auth = (self.client_id, self.client_secret) if self.client_secret else None
         return token_request(http, endpoints["token_endpoint"], data, auth=auth)
+
+    def step_up(self, http: httpx.Client, endpoints: dict[str, Any], max_age: int | None) -> Token:
+        """Sign in again (the server answered ``insufficient_user_authentication``): an irreversible action
+        needs a sign-in at most ``max_age`` seconds old, and refreshing a token keeps the old sign-in time."""
+        return replace(self, prompt="login", max_age=max_age).obtain(http, endpoints)
 
     def refresh(self, http: httpx.Client, endpoints: dict[str, Any], token: Token) -> Token:
         if not token.refresh_token:

@@ -1,13 +1,14 @@
-"""The transport every role client shares: bearer auth with refresh, retries with backoff, problem errors,
-cursor pagination."""
+"""The transport every role client shares: bearer auth with refresh, step-up sign-in (RFC 9470), retries with
+backoff, problem errors, cursor pagination."""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -16,6 +17,16 @@ from clients.sdk._exceptions import TransportError, error_from_response
 
 RETRY_STATUSES = frozenset({429, 503})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def step_up_max_age(response: httpx.Response) -> int | Literal[False] | None:
+    """For an RFC 9470 ``insufficient_user_authentication`` challenge, its ``max_age`` (None if absent);
+    False for any other answer."""
+    challenge = response.headers.get("www-authenticate", "")
+    if 'error="insufficient_user_authentication"' not in challenge:
+        return False
+    found = re.search(r"max_age=\"?([0-9]+)", challenge)
+    return int(found.group(1)) if found else None
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -141,6 +152,13 @@ class BaseClient:
                     attempt += 1
                     continue
                 raise TransportError(f"{method} {path}: {exc}") from exc
+            step_up = getattr(self.credentials, "step_up", None)
+            if response.status_code == 401 and authenticated and step_up is not None and not refreshed:
+                max_age = step_up_max_age(response)
+                if max_age is not False:  # the action needs a more recent sign-in: sign in again, once
+                    refreshed = True
+                    self._token = step_up(self._http, self.endpoints, max_age)
+                    continue
             if response.status_code == 401 and authenticated and self.credentials is not None and not refreshed:
                 refreshed = True  # the token may have been revoked or expired early: refresh once
                 self._access_token(force_refresh=True)

@@ -119,3 +119,54 @@ def test_authorization_code_with_pkce_and_refresh(ctx: Context) -> None:
             assert sorted(e["kind"] for e in client.consent_history()) == ["granted", "withdrawn"]
             with pytest.raises(InvalidInput):
                 client.grant(purpose="insurance_offer")  # neither a field nor a dimension
+
+
+def test_sdk_steps_up_for_erasure_when_the_sign_in_is_too_old(ctx: Context) -> None:
+    """RFC 9470 in the SDK: erasure with a token from a sign-in older than ``reauth_seconds`` gets 401
+    ``insufficient_user_authentication``; the SDK signs in again with prompt=login and max_age, then retries."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from dataspace.auth.models import AuthorizationCode as CodeRow
+
+    user = make_user(ctx, "customer", username="sdk-eraser")
+    port = _free_port()
+    make_client(ctx, "customer", public=True, client_id="sdk-cli", redirect_uris=[f"http://127.0.0.1:{port}/callback"])
+    opened: list[str] = []
+
+    def open_browser(url: str) -> None:
+        opened.append(url)
+        with httpx.Client() as browser:
+            page = browser.get(url)
+            fields = {
+                k: unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+            }
+            answer = browser.post(
+                url.split("?", maxsplit=1)[0],
+                data={**fields, "username": user.username, "password": TEST_PASSWORD, "action": "approve"},
+            )
+            assert answer.status_code == 302, answer.text
+            if len(opened) == 1:  # the first sign-in happened "an hour ago" (the code is made at sign-in)
+                with ctx.db.transaction() as session:
+                    row = session.scalars(select(CodeRow).order_by(CodeRow.id.desc())).first()
+                    assert row is not None
+                    session.execute(
+                        update(CodeRow)
+                        .where(CodeRow.id == row.id)
+                        .values(created_at=row.created_at - timedelta(hours=1))
+                    )
+            browser.get(answer.headers["location"])
+
+    with running_server(ctx) as (base, _):
+        creds = AuthorizationCode("sdk-cli", port=port, scope="consents erase", open_browser=open_browser, timeout=20)
+        with CustomerClient(base, creds) as client:
+            assert client.token is None
+            client.consents()  # everyday actions do not care how old the sign-in is
+            assert len(opened) == 1
+            result = client.erase(confirm="erase my data")
+            assert result["erased"] is True
+    assert len(opened) == 2
+    assert "prompt=login" in opened[1]
+    assert f"max_age={ctx.settings.reauth_seconds}" in opened[1]
+    assert "prompt" not in opened[0]
