@@ -125,11 +125,22 @@ def _reason_label(reason: str) -> str:
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# The labelled children per (route, method, status), looked up once: ``labels()`` costs more than the update.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     if method not in _METHODS:
         method = "other"
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:  # bounded: route templates x methods x statuses
+        series = _REQUEST_SERIES[key] = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_LATENCY.labels(route, method),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def observe_batch(committer: str, size: int, waits: Iterable[float], seconds: float) -> None:

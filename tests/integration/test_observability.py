@@ -194,3 +194,45 @@ def test_readyz_with_a_live_broker(ctx: Context, client: TestClient) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
     assert r.json()["checks"]["broker"] == "ok"
+
+
+def test_traces_are_exported_over_otlp_when_an_endpoint_is_configured(ctx: Context) -> None:
+    """A stand-in collector (a plain HTTP server) receives the spans as OTLP/HTTP protobuf."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, self.headers["content-type"], body))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    collector = HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        settings = ctx.settings.model_copy(
+            update={"otlp_endpoint": f"http://127.0.0.1:{collector.server_port}/v1/traces"}
+        )
+        traced_ctx = Context(settings=settings, db=ctx.db, keys=ctx.keys)
+        app = create_app(traced_ctx)
+        assert app.state.tracing is not None
+        with TestClient(app) as client:  # leaving the lifespan flushes the exporter
+            assert client.get("/healthz").status_code == 200  # excluded: probes are not traced
+            assert client.get("/v1/catalog/fields").status_code == 401
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert received
+    path, content_type, body = received[0]
+    assert path == "/v1/traces"
+    assert content_type == "application/x-protobuf"
+    assert b"/v1/catalog/fields" in body
+    assert b"/healthz" not in b"".join(r[2] for r in received)
