@@ -1,12 +1,16 @@
 // The customer portal ("My data"): data manual with consent switches, history and receipts, usage ledger
 // with proofs, points and rewards, data export and erasure.
-import { api, ApiError, apiResponse, saveFile } from "/static/api.js";
-import { completeSignIn, currentSession, signIn, signOut } from "/static/auth.js";
+import { api, ApiError, apiResponse, saveFile, StepUpRequired } from "/static/api.js";
+import { completeSignIn, currentSession, signIn, signOut, takeResume } from "/static/auth.js";
 import { fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { bytesToHex, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs, showError } from "/static/ui.js";
 
 const CLIENT_ID = "portal";
+// Everything the portal does; redeem and erase also need a recent sign-in (the server answers 401 with
+// max_age otherwise, and the portal signs in again and then retries the action).
+const SCOPE = "catalog consents usage points redeem erase";
+const stepUp = (err, resume) => signIn(CLIENT_ID, SCOPE, { prompt: "login", maxAge: err.maxAge, resume });
 const $ = (id) => document.getElementById(id);
 const state = { matrix: null, manual: null, points: null, tab: "manual" };
 
@@ -220,17 +224,18 @@ const showUsage = guard(() => $("usage-status"), async () => {
 });
 
 // --- points and rewards ---------------------------------------------------------------------------------
-async function redeem(reward, button) {
+async function redeem(reward, button, key = crypto.randomUUID()) {
   const status = $("points-status");
   clear(status);
   button.disabled = true;
   try {
-    const key = crypto.randomUUID();
     const r = await api("/v1/me/redemptions", { method: "POST", body: { reward_key: reward.key, quantity: 1 }, headers: { "Idempotency-Key": key } });
     status.replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.points.redeemed", { reward: pick(reward, "name"), balance: fmtNumber(r.balance_after) })));
     await showPoints();
   } catch (err) {
-    if (err instanceof ApiError && err.code === "insufficient_funds") {
+    if (err instanceof StepUpRequired) {
+      await stepUp(err, { action: "redeem", reward: reward.key, key });  // same key: never charged twice
+    } else if (err instanceof ApiError && err.code === "insufficient_funds") {
       status.replaceChildren(h("p", { class: "error", role: "alert" }, t("portal.points.notEnough")));
     } else {
       showError(status, err);
@@ -245,6 +250,7 @@ const showPoints = guard(() => $("points-status"), async () => {
     api("/v1/me/points"), api("/v1/rewards"), api("/v1/me/redemptions").catch(() => []),
   ]);
   state.points = points;
+  state.rewards = rewards;
   $("balance").textContent = fmtNumber(points.balance);
   $("tier").textContent = points.tier ? points.tier.name : "";
   $("rewards").replaceChildren(...rewards.filter((r) => r.active !== false).map((r) => {
@@ -281,13 +287,36 @@ const doErase = guard(() => $("erase-status"), async (event) => {
     return;
   }
   fieldError(input, null);
-  await api("/v1/me?confirm=" + encodeURIComponent("erase my data"), { method: "DELETE" });
+  await eraseAccount();
+});
+
+async function eraseAccount() {
+  try {
+    await api("/v1/me?confirm=" + encodeURIComponent("erase my data"), { method: "DELETE" });
+  } catch (err) {
+    if (err instanceof StepUpRequired) return stepUp(err, { action: "erase" });
+    throw err;
+  }
   await signOut();
   $("app").hidden = true;
   $("signout").hidden = true;
   $("signin").hidden = false;
   $("signin-error").replaceChildren(h("p", { class: "ok", role: "status" }, t("portal.account.erased")));
-});
+}
+
+// After a step-up sign-in: retry the action that asked for it (the person confirmed it before signing in).
+async function resumeAction(resume, selectTab) {
+  if (resume.action === "erase") {
+    selectTab("account");
+    await guard(() => $("erase-status"), eraseAccount)();
+  } else if (resume.action === "redeem") {
+    selectTab("points");
+    await showPoints();
+    const reward = (state.rewards || []).find((r) => r.key === resume.reward);
+    const button = document.querySelector(`[data-reward="${CSS.escape(resume.reward)}"] button`) || h("button");
+    if (reward) await redeem(reward, button, resume.key);
+  }
+}
 
 // --- wiring ---------------------------------------------------------------------------------------------
 const loaders = { manual: showManual, history: showHistory, usage: showUsage, points: showPoints, account: async () => {} };
@@ -307,7 +336,7 @@ function showSignedOut(message) {
 
 async function main() {
   await initI18n();
-  $("signin-button").addEventListener("click", () => signIn(CLIENT_ID));
+  $("signin-button").addEventListener("click", () => signIn(CLIENT_ID, SCOPE));
   $("signout").addEventListener("click", async () => { await signOut(); showSignedOut(); });
   $("export").addEventListener("click", doExport);
   $("erase-form").addEventListener("submit", doErase);
@@ -326,6 +355,11 @@ async function main() {
     return;
   }
   showSignedIn();
+  const resume = session ? takeResume() : null;
+  if (resume) {
+    await resumeAction(resume, selectTab);
+    return;
+  }
   selectTab(location.hash.replace("#", "") || "manual");
 }
 

@@ -14,6 +14,21 @@ export class ApiError extends Error {
 
 export class SignedOut extends Error {}
 
+// RFC 9470: the action needs a more recent sign-in (at most ``maxAge`` seconds old); refreshing cannot help.
+export class StepUpRequired extends Error {
+  constructor(maxAge) {
+    super("a recent sign-in is required");
+    this.maxAge = maxAge;
+  }
+}
+
+function stepUpMaxAge(response) {
+  const challenge = response.headers.get("WWW-Authenticate") || "";
+  if (!challenge.includes('error="insufficient_user_authentication"')) return null;
+  const found = /max_age="?(\d+)/.exec(challenge);
+  return found ? Number(found[1]) : 0;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function apiResponse(path, { method = "GET", body, headers = {}, retries = 2 } = {}) {
@@ -33,6 +48,8 @@ export async function apiResponse(path, { method = "GET", body, headers = {}, re
     } catch {
       throw new ApiError(0, { title: "Network error", detail: "The server could not be reached.", code: "network" });
     }
+    const maxAge = response.status === 401 ? stepUpMaxAge(response) : null;
+    if (maxAge !== null) throw new StepUpRequired(maxAge);
     if (response.status === 401 && !refreshed) {
       refreshed = true;
       if (!(await accessToken({ force: true }))) throw new SignedOut("signed out");

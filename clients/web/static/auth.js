@@ -3,6 +3,7 @@
 
 const SESSION = "dataspace.session";
 const PENDING = "dataspace.pkce";
+const RESUME = "dataspace.resume";
 
 function b64url(bytes) {
   let s = "";
@@ -43,7 +44,10 @@ export function redirectUri() {
   return location.origin + location.pathname.replace(/[^/]*$/, "");
 }
 
-export async function signIn(clientId, scope) {
+// Sign in (leaves the page). ``prompt``/``maxAge`` ask for a fresh sign-in (RFC 9470 step-up); ``resume`` is
+// kept in this tab and handed back by takeResume() after the sign-in, so the page can retry what needed it.
+export async function signIn(clientId, scope, { prompt, maxAge, resume } = {}) {
+  if (resume) sessionStorage.setItem(RESUME, JSON.stringify(resume));
   const verifier = randomString(48);
   const state = randomString(16);
   const redirect = redirectUri();
@@ -57,6 +61,8 @@ export async function signIn(clientId, scope) {
     code_challenge_method: "S256",
   });
   if (scope) params.set("scope", scope);
+  if (prompt) params.set("prompt", prompt);
+  if (maxAge !== undefined && maxAge !== null) params.set("max_age", String(maxAge));
   location.assign("/oauth/authorize?" + params.toString());
 }
 
@@ -74,6 +80,13 @@ async function tokenRequest(form) {
     throw err;
   }
   return body;
+}
+
+// What signIn(..., { resume }) asked to do after the sign-in (once), or null.
+export function takeResume() {
+  const raw = sessionStorage.getItem(RESUME);
+  sessionStorage.removeItem(RESUME);
+  try { return JSON.parse(raw || "null"); } catch { return null; }
 }
 
 // Finish a sign-in if the URL carries ?code=...&state=... (or ?error=...). Returns the session or null.
