@@ -44,6 +44,7 @@ def init() -> None:
     result = do_init(Settings())
     console.print(f"database: {result.database_url}")
     console.print(f"keys:     {result.key_file} ({'created' if result.keys_created else 'kept existing'})")
+    console.print(f"sandbox:  {result.sandbox_user}")
 
 
 @app.command()
@@ -64,7 +65,7 @@ def serve() -> None:
     if settings.metrics_bind:  # a separate address the operator firewalls; never on the API's bind
         from dataspace.observability.metrics import serve_metrics
 
-        serve_metrics(context, settings.metrics_bind)
+        serve_metrics(context, settings.metrics_bind, settings)
     # Everything loaded so far lives as long as the process: keep it out of the cyclic collector's scans,
     # and let the youngest generation grow larger before a collection (requests allocate many short-lived
     # objects; the default threshold of 700 collected every few requests).

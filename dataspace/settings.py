@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # Operations (dataspace.observability). The metrics endpoint listens on its own address, never on the API's
     # (unset: no endpoint); traces go to an OTLP/HTTP collector (unset: tracing off).
     metrics_bind: str | None = Field(default=None, description="host:port of the Prometheus scrape endpoint.")
+    # TLS for that endpoint (both files PEM); with a client CA, only scrapers holding a certificate it signed
+    # get an answer (mutual TLS, as Prometheus' tls_config presents one).
+    metrics_tls_cert: Path | None = None
+    metrics_tls_key: Path | None = None
+    metrics_client_ca: Path | None = None
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL, e.g. http://otel:4318/v1/traces.")
     otlp_service_name: str = "dataspace"
     # Where the last signed checkpoint of each log is copied when it is published (outside the database, so a

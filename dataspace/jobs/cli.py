@@ -31,7 +31,7 @@ def worker(
     if settings.metrics_bind:  # its own address (two processes on one host need two)
         from dataspace.observability.metrics import serve_metrics
 
-        serve_metrics(ctx, settings.metrics_bind)
+        serve_metrics(ctx, settings.metrics_bind, settings)
     console.print(f"job worker: queue {settings.broker_queue}, {threads} thread(s)", highlight=False)
     try:
         serve(ctx, threads=threads)

@@ -32,10 +32,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dataspace.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from dataspace.context import Context
+    from dataspace.settings import Settings
 
 log = logging.getLogger("dataspace.metrics")
 
@@ -318,10 +321,20 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def serve_metrics(ctx: Context | None, bind: str) -> WSGIServer:
-    """Start the scrape endpoint on ``bind`` (host:port; port 0 picks a free one) on a daemon thread.
-    Returns the server (``server_port``, ``shutdown()``)."""
+def serve_metrics(ctx: Context | None, bind: str, settings: Settings | None = None) -> WSGIServer:
+    """Start the scrape endpoint on ``bind`` (host:port; port 0 picks a free one) on a daemon thread, over
+    TLS (and mutual TLS with a client CA) when ``settings`` name the files. Returns the server
+    (``server_port``, ``shutdown()``)."""
     host, port = parse_bind(bind)
-    server, _thread = start_http_server(port, addr=host, registry=registry_for(ctx))
-    log.info("metrics endpoint listening", extra={"bind": f"{host}:{server.server_port}"})
+    tls: dict[str, Any] = {}
+    if settings is not None and settings.metrics_tls_cert is not None:
+        if settings.metrics_tls_key is None:
+            raise ConfigurationError("DATASPACE_METRICS_TLS_CERT needs DATASPACE_METRICS_TLS_KEY")
+        tls = {"certfile": str(settings.metrics_tls_cert), "keyfile": str(settings.metrics_tls_key)}
+        if settings.metrics_client_ca is not None:
+            tls.update(client_cafile=str(settings.metrics_client_ca), client_auth_required=True)
+    elif settings is not None and settings.metrics_client_ca is not None:
+        raise ConfigurationError("DATASPACE_METRICS_CLIENT_CA needs DATASPACE_METRICS_TLS_CERT and _KEY")
+    server, _thread = start_http_server(port, addr=host, registry=registry_for(ctx), **tls)
+    log.info("metrics endpoint listening", extra={"bind": f"{host}:{server.server_port}", "tls": bool(tls)})
     return server

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -236,3 +237,89 @@ def test_traces_are_exported_over_otlp_when_an_endpoint_is_configured(ctx: Conte
     assert content_type == "application/x-protobuf"
     assert b"/v1/catalog/fields" in body
     assert b"/healthz" not in b"".join(r[2] for r in received)
+
+
+def _pki(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (the scraper's), as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(
+        cn: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+        *,
+        ca: bool = False,
+        san: x509.GeneralName | None = None,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer[0] if issuer else name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def write(label: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        files[label] = tmp_path / f"{label}.pem"
+        files[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{label}-key"] = tmp_path / f"{label}-key.pem"
+        files[f"{label}-key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("metrics test CA", ca_key, None, ca=True)
+    write("ca", ca, ca_key)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    write(
+        "server",
+        issue("127.0.0.1", server_key, (ca.subject, ca_key), san=x509.IPAddress(ipaddress.ip_address("127.0.0.1"))),
+        server_key,
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    write("client", issue("prometheus", client_key, (ca.subject, ca_key)), client_key)
+    return files
+
+
+def test_the_metrics_endpoint_answers_only_scrapers_with_a_client_certificate(ctx: Context, tmp_path: Path) -> None:
+    import ssl
+
+    pki = _pki(tmp_path)
+    settings = ctx.settings.model_copy(
+        update={"metrics_tls_cert": pki["server"], "metrics_tls_key": pki["server-key"], "metrics_client_ca": pki["ca"]}
+    )
+    server = metrics.serve_metrics(ctx, "127.0.0.1:0", settings)
+    url = f"https://127.0.0.1:{server.server_port}/metrics"
+    try:
+        scraper = ssl.create_default_context(cafile=str(pki["ca"]))
+        scraper.load_cert_chain(str(pki["client"]), str(pki["client-key"]))
+        assert "dataspace_db_up 1.0" in httpx.get(url, verify=scraper, timeout=10).text
+        anonymous = ssl.create_default_context(cafile=str(pki["ca"]))
+        with pytest.raises((httpx.HTTPError, ssl.SSLError)):
+            httpx.get(url, verify=anonymous, timeout=10)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url.replace("https", "http"), timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
