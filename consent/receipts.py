@@ -211,10 +211,14 @@ def _epoch_seconds(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
-def to_kantara(receipt: Mapping[str, Any], *, policy_url: str = "", public_key: str = "") -> dict[str, Any]:
+def to_kantara(
+    receipt: Mapping[str, Any], *, policy_url: str = "", public_key: str = "", status: str | None = None
+) -> dict[str, Any]:
     """Export a (verified) receipt as a Kantara Initiative Consent Receipt v1.1 JSON object.
 
-    ``policyUrl`` is the notice the receipt names (``policy_url`` only for receipts without one)."""
+    ``policyUrl`` is the notice the receipt names (``policy_url`` only for receipts without one).
+    ``status`` is the grant's state when the rendering is asked for (``active``, ``withdrawn``, ``expired``):
+    a receipt records one moment, the rendering tells the person where the consent stands now."""
     controllers = receipt["pii_controllers"]
     latest = receipt["events"][-1]
     first = receipt["events"][0]
@@ -267,5 +271,5 @@ def to_kantara(receipt: Mapping[str, Any], *, policy_url: str = "", public_key: 
         ],
         "sensitive": sensitive,
         "spiCat": [c for p in receipt["pii_information"] if p.get("sensitive") for c in [p.get("field")] if c],
-        "consentStatus": "withdrawn" if withdrawn else "active",
+        "consentStatus": status if status is not None else ("withdrawn" if withdrawn else "active"),
     }

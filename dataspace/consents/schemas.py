@@ -75,6 +75,13 @@ class EventRead(BaseModel):
     valid_until: datetime | None
     granularity: str
     receipt_id: str
+    # The grant this event belongs to: what it covers and its state now (computed when read).
+    grant_state: str = Field(description="The grant's state now: active, withdrawn or expired.")
+    field: str | None = None
+    dimension: str | None = None
+    purpose: str
+    partner: str | None = None
+    partner_category: str | None = None
 
 
 class MatrixField(BaseModel):

@@ -829,6 +829,43 @@ def history(session: Session, *, subject_id: int, limit: int = 500, before_id: i
     return list(session.scalars(stmt.order_by(ConsentEvent.id.desc()).limit(limit)))
 
 
+def history_view(
+    session: Session, *, subject_id: int, limit: int = 500, before_id: int | None = None, clock: Clock = utcnow
+) -> list[dict[str, Any]]:
+    """The subject's consent events, newest first, each with what its grant covers and the grant's state as
+    of now (a grant past its window reads as expired before the sweep has recorded it)."""
+    now = clock()
+    stmt = (
+        select(ConsentEvent, ConsentGrant)
+        .join(ConsentGrant, ConsentGrant.id == ConsentEvent.grant_id)
+        .where(ConsentEvent.subject_id == subject_id)
+    )
+    if before_id is not None:
+        stmt = stmt.where(ConsentEvent.id < before_id)
+    out = []
+    for event, grant in session.execute(stmt.order_by(ConsentEvent.id.desc()).limit(limit)):
+        out.append(
+            {
+                "id": event.id,
+                "grant_id": event.grant_id,
+                "kind": event.kind,
+                "state": event.state,
+                "at": event.at,
+                "valid_from": event.valid_from,
+                "valid_until": event.valid_until,
+                "granularity": event.granularity,
+                "receipt_id": event.receipt_id,
+                "grant_state": current_state(grant, now),
+                "field": grant.field_key,
+                "dimension": grant.dimension_key,
+                "purpose": grant.purpose_key,
+                "partner": grant.partner_key,
+                "partner_category": grant.partner_category,
+            }
+        )
+    return out
+
+
 def get_receipt(session: Session, *, subject_id: int, receipt_id: str) -> ConsentReceipt:
     row = session.get(ConsentReceipt, receipt_id)
     if row is None or row.subject_id != subject_id:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from clients.sdk import read_access_export
 from dataspace.consents.models import ConsentGrant
 from dataspace.usage import usage_for_subject
 from tests.e2e.conftest import World, shot, sign_in
@@ -70,7 +71,8 @@ def test_customer_withdraws_and_the_next_job_does_not_use_the_field(world: World
 
     page.get_by_role("tab", name="History & receipts").click()
     page.locator("#history table").wait_for()
-    assert page.get_by_role("cell", name="Withdrawn").count() == 1
+    assert page.get_by_role("cell", name="Withdrawn", exact=True).count() == 1
+    assert page.get_by_role("cell", name="Ended (withdrawn)").count() >= 2  # the grant's state now, on each event
     with page.expect_download() as download:
         page.get_by_role("button", name="Download signed receipt").first.click()
     receipt = json.loads(Path(download.value.path()).read_text())
@@ -98,8 +100,10 @@ def test_account_export_erasure_validation_language_and_phone(world: World, page
     page.get_by_role("tab", name="My account").click()
     with page.expect_download() as download:
         page.get_by_role("button", name="Download my data").click()
-    exported = json.loads(Path(download.value.path()).read_text())
-    assert exported
+    with Path(download.value.path()).open("rb") as fh:
+        exported = read_access_export(fh)  # JSON Lines, checked against its manifest
+    assert exported["header"]["subject"]["id"] == world.subject_id
+    assert exported["manifest"]["counts"]["consent_events"] >= 1
     page.get_by_label("Type ERASE to confirm").fill("erase")
     page.get_by_role("button", name="Erase my account").click()
     page.get_by_text("Type the word ERASE exactly to confirm.").wait_for()

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import consent
+from clients.sdk import read_access_export
 from dataspace.app import create_app
 from dataspace.compliance.controller import DEMO_CONTROLLER, DEMO_ENV, controller_of
 from dataspace.consents import service as consents
@@ -225,8 +226,12 @@ def test_my_consents_show_a_lapsed_grant_as_expired_before_the_sweep(client, ctx
     (grant,) = [g for g in m["grants"] if g["id"] == gid]
     assert grant["state"] == "expired"
     assert not any(c["permitted"] for c in m["cells"])
-    export = client.get("/v1/me/export", headers=me)
-    assert export.status_code == 200
+    (event,) = client.get("/v1/me/consents/history", headers=me).json()
+    assert (event["kind"], event["grant_state"]) == ("granted", "expired")
+    kantara = client.get(f"/v1/me/receipts/{event['receipt_id']}/kantara", headers=me).json()
+    assert kantara["consentStatus"] == "expired"
+    export = read_access_export(client.get("/v1/me/export", headers=me).content.splitlines(keepends=True))
+    assert [g["state"] for g in export["sections"]["consents"]] == ["expired"]
 
 
 def test_a_grant_ending_a_second_later_reads_expired_at_once(client, ctx):

@@ -147,13 +147,11 @@ const showManual = guard(() => $("manual-status"), async () => {
 const showHistory = guard(() => $("history-status"), async () => {
   if (!state.matrix) await loadMatrix();
   const events = await api("/v1/me/consents/history");
-  const grants = new Map(state.matrix.grants.map((g) => [g.id, g]));
   if (!events.length) {
     $("history").replaceChildren(h("p", { class: "muted" }, t("portal.history.empty")));
     return;
   }
   const rows = events.map((e) => {
-    const g = grants.get(e.grant_id) || {};
     const download = h("button", { type: "button", class: "secondary", "aria-label": t("portal.history.receiptFor", { id: e.receipt_id }) }, t("portal.history.receipt"));
     download.addEventListener("click", guard(() => $("history-status"), async () => {
       const receipt = await api(`/v1/me/receipts/${encodeURIComponent(e.receipt_id)}`);
@@ -163,12 +161,12 @@ const showHistory = guard(() => $("history-status"), async () => {
     return h("tr", {},
       h("td", {}, fmtTime(e.at)),
       h("td", {}, t(`portal.history.kind.${e.kind}`)),
-      h("td", {}, [g.field || g.dimension, g.purpose, g.partner || g.partner_category].filter(Boolean).join(" · ")),
+      h("td", {}, [e.field || e.dimension, e.purpose, e.partner || e.partner_category].filter(Boolean).join(" · ")),
       h("td", {}, e.valid_until ? fmtTime(e.valid_until) : "–"),
       h("td", {}, download));
   });
   $("history").replaceChildren(h("table", {},
-    h("thead", {}, h("tr", {}, ["when", "what", "scope", "until", "receipt"].map((k) => h("th", { scope: "col" }, t(`portal.history.col.${k}`))))),
+    h("thead", {}, h("tr", {}, ["when", "what", "scope", "until", "now", "receipt"].map((k) => h("th", { scope: "col" }, t(`portal.history.col.${k}`))))),
     h("tbody", {}, rows)));
 });
 
@@ -176,6 +174,8 @@ const showHistory = guard(() => $("history-status"), async () => {
 async function checkProof(index, out) {
   const p = await api(`/v1/me/usage/${index}/proof`);
   const cp = parseCheckpoint(p.checkpoint);
+      // The grant's state now, computed by the server when read (an ended window shows expired at once).
+      h("td", { class: `state-${e.grant_state}` }, t(`portal.history.now.${e.grant_state}`)),
   const included = await verifyInclusion(index, p.tree_size, hexToBytes(p.leaf_hash), p.hashes.map(hexToBytes), cp.root);
   const signed = await verifyNote(p.checkpoint, p.verifier_keys || []);
   const ok = included && cp.size === p.tree_size && signed !== false;

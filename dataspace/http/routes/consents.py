@@ -16,6 +16,7 @@ import consent
 from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import service
+from dataspace.consents.models import ConsentGrant
 from dataspace.consents.schemas import (
     ChangeRead,
     EventRead,
@@ -63,7 +64,12 @@ def my_matrix(
 # Consent changes run through the context's group committer: concurrent changes share one transaction and
 # its COMMIT (see dataspace.groupcommit). The route awaits the commit, so the receipt the customer gets is
 # durable before the response leaves; a change that fails is run again alone and fails alone.
-@router.post("/v1/me/consents", response_model=ChangeRead)
+@router.post(
+    "/v1/me/consents",
+    response_model=ChangeRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": ChangeRead, "description": "This grant was already in force: nothing changed"}},
+)
 async def grant_consent(
     body: GrantCreate,
     response: Response,
@@ -92,7 +98,7 @@ def my_history(
     principal: Principal = Depends(authorize("me.consents", "read")),
     session: Session = Depends(read_session),
 ) -> list[EventRead]:
-    rows = service.history(session, subject_id=_subject(principal), limit=limit, before_id=before)
+    rows = service.history_view(session, subject_id=_subject(principal), limit=limit, before_id=before)
     return [EventRead.model_validate(r) for r in rows]
 
 
@@ -140,12 +146,6 @@ async def renew_consent(
     return await ctx.writes.run(change)
 
 
-def _receipt_doc(session: Session, principal: Principal, receipt_id: str) -> dict[str, Any]:
-    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
-    doc: dict[str, Any] = json.loads(row.body)
-    return doc
-
-
 @router.get("/v1/me/receipts/{receipt_id}")
 def my_receipt(
     receipt_id: str,
@@ -164,12 +164,15 @@ def my_receipt_kantara(
     session: Session = Depends(read_session),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    doc = _receipt_doc(session, principal, receipt_id)
+    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
+    doc: dict[str, Any] = json.loads(row.body)
+    grant = session.get(ConsentGrant, row.grant_id)
+    status = service.current_state(grant, utcnow()) if grant is not None else None
     kid = doc["signature"]["kid"]
     public = next((base64.b64encode(k.public_bytes).decode() for k in ctx.keys.signing_keys if k.kid == kid), "")
     # The notice the receipt names (older receipts without one: the controller's notice as configured now).
     notice = receipt_policy(ctx.settings).controller.url
-    return consent.to_kantara(doc, policy_url=notice, public_key=public)
+    return consent.to_kantara(doc, policy_url=notice, public_key=public, status=status)
 
 
 MAX_STAT_POINTS = 60
