@@ -143,7 +143,14 @@ def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, st
                 session.add(user)
                 session.flush()
                 token = tokens.issue(
-                    ctx, session, client=client, user=user, scope=scope, grant_type="authorization_code", ttl=3600
+                    ctx,
+                    session,
+                    client=client,
+                    user=user,
+                    scope=scope,
+                    grant_type="authorization_code",
+                    ttl=3600,
+                    auth_time=utcnow(),  # as if signed in now: redemptions need a recent sign-in
                 )
                 points.post_correction(
                     session,
@@ -194,6 +201,8 @@ def start_servers(data_dir: Path, url: str, replicas: int, issuer: str, port0: i
             "DATASPACE_BIND": f"127.0.0.1:{port}",
             "DATASPACE_ISSUER": issuer,
             "DATASPACE_LOG_LEVEL": "WARNING",
+            # Redemptions need a sign-in at most this old (the bench customers "signed in" at set-up).
+            "DATASPACE_REAUTH_SECONDS": "3600",
             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
         proc = subprocess.Popen(
