@@ -190,9 +190,11 @@ def restore(ctx: Context, src: Path, *, accept_log_rollback: bool = False) -> Re
             _empty_postgres(ctx.db)
             raise
     report = RestoreReport(manifest, checks)
+    report.reconciled = _reconcile_keys(ctx)
     if any(c.lost for c in checks):
         _record_rollback(ctx, manifest, checks)
-    report.reconciled = _reconcile_keys(ctx)
+    for name in LOGS:  # what the restore itself recorded is published before anything else is served
+        sequence(ctx, name)
     return report
 
 
@@ -292,8 +294,8 @@ def _rebuild(session: Session, name: str, size: int, root: bytes, trusted: list[
 
 
 def _record_rollback(ctx: Context, manifest: Manifest, checks: list[LogCheck]) -> None:
-    """The operator accepted losing entries published after the backup: say so in the audit trail, publish
-    the new checkpoints, and archive the old kept copies (they belong to the history that was lost)."""
+    """The operator accepted losing entries published after the backup: say so in the audit trail and archive
+    the old kept copies (they belong to the history that was lost); the caller publishes new checkpoints."""
     from dataspace.audit import record_event
 
     with ctx.db.transaction() as session:
@@ -315,14 +317,33 @@ def _record_rollback(ctx: Context, manifest: Manifest, checks: list[LogCheck]) -
         if c.lost:
             kept = witness.path_for(directory, c.log)
             kept.replace(kept.with_name(f"{kept.name}.rolled-back-{stamp}"))
-    for name in LOGS:
-        sequence(ctx, name)
 
 
 def _reconcile_keys(ctx: Context) -> dict[str, int]:
     """Bring the restored wrapped data keys in line with the epoch key store: wrappings under keys retired
-    since the backup are replaced from the journal, and subjects erased since the backup are shredded."""
+    since the backup are replaced from the journal, and subjects erased since the backup are shredded; then
+    their erasure is completed again (the backup still has their active consents, decisions and accounts)."""
     from dataspace.subjects import epochs
 
     result = epochs.reconcile(ctx.db, ctx.vault)
+    for subject_id in result.shredded:
+        _finish_erasure(ctx, subject_id)
     return {"rewrapped": result.rewrapped, "shredded": len(result.shredded)}
+
+
+def _finish_erasure(ctx: Context, subject_id: int) -> None:
+    """Run the erasure again for a subject whose keys were destroyed after the backup: consents withdrawn
+    (with receipts), decisions deleted, accounts disabled and their tokens revoked, all recorded."""
+    from dataspace.auth.principal import Principal
+    from dataspace.compliance.service import erase_subject
+    from dataspace.subjects.models import Subject
+
+    with ctx.db.transaction() as session:
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            return
+        subject.erased_at = None  # reconcile marked it; erase_subject refuses an already-erased subject
+        session.flush()
+        erase_subject(
+            ctx, session, subject_id=subject_id, actor=Principal("dataspace restore", "steward", "dataspace-cli")
+        )

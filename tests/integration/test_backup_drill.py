@@ -23,6 +23,7 @@ from dataspace.auth.principal import Principal
 from dataspace.backup import backup, restore
 from dataspace.cli import app as cli_app
 from dataspace.compliance import service as compliance
+from dataspace.consents import service as consents
 from dataspace.context import Context
 from dataspace.db import Database
 from dataspace.errors import Conflict, InvalidInput, NotFound
@@ -107,6 +108,13 @@ def _sealed(ctx: Context, sid: int) -> tuple[int, bytes, bytes]:
 def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path: Path) -> None:
     ages = _people(source)
     erased = sorted(ages)[5]
+    with source.db.transaction() as s:
+        consents.grant(
+            s,
+            subject_id=erased,
+            request=consents.GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance"),
+            signer=source.keys.signing_key,
+        )
     as_backed_up = _sealed(source, erased)
     manifest = backup(source, tmp_path / "b1")
     assert (tmp_path / "b1" / manifest.dump).stat().st_mode & 0o077 == 0  # customer data: owner only
@@ -137,13 +145,25 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
     assert audit.lost == published - backed_up["audit"]
     assert report.reconciled["shredded"] == 1
     with target.db.session() as s:
-        assert tree_size(s, log="audit") == backed_up["audit"] + 1  # the restore's own entry, sequenced
+        restored_size = tree_size(s, log="audit")
+        since = list(
+            s.scalars(
+                select(TLogEntry.action)
+                .where(TLogEntry.log == "audit", TLogEntry.idx >= backed_up["audit"])
+                .order_by(TLogEntry.idx)
+            )
+        )
         note = s.execute(
             select(TLogEntry.entry).where(TLogEntry.log == "audit", TLogEntry.action == "backup.restored")
         ).scalar_one()
         kept = latest_checkpoint(s, log="audit")
+    # Published by the restore: the erasure done again (it is after the backup) and the restore itself.
+    assert restored_size == backed_up["audit"] + len(since)
+    assert "subject.erased" in since
+    assert since[-1] == "backup.restored"
     assert json.loads(note)["details"]["logs"]["audit"]["lost"] == audit.lost
     assert kept is not None
+    assert kept.size == restored_size
     assert witness.read(target.settings.resolved_checkpoint_dir, "audit") == kept.note
     assert list(target.settings.resolved_checkpoint_dir.glob("audit.checkpoint.rolled-back-*"))
 
@@ -156,6 +176,10 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
                 assert read_profile(s, target.vault, sid)["age"] == age
     with pytest.raises(DecryptionError):  # what the backup holds for the erased subject: unreadable for good
         open_profile(target.vault, erased, *as_backed_up)
+    # ... and the rest of the erasure is done again: the consent the backup still had is withdrawn.
+    with target.db.session() as s:
+        assert consents.list_grants(s, subject_id=erased) == []
+        assert consents.list_grants(s, subject_id=erased, include_ended=True)
 
     # The next drill from the restored database needs no override: its logs extend the kept checkpoints.
     manifest2 = backup(target, tmp_path / "b2")
@@ -164,7 +188,7 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
     assert all(c.lost == 0 for c in report2.logs)
     assert manifest2.checkpoints["audit"] is not None
     with again.db.session() as s:
-        assert tree_size(s, log="audit") == backed_up["audit"] + 1
+        assert tree_size(s, log="audit") == restored_size
 
 
 def test_a_damaged_dump_or_a_forged_checkpoint_is_refused(
