@@ -127,11 +127,13 @@ def generate(n: int, directory: Path) -> None:
         s.add(Dimension(key="bench", label="Bench"))
         s.flush()
         for key, data_type in FIELD_TYPES.items():
-            transforms = (
-                ["bin", "quantile", "topcode", "identity"]
+            # The catalog's promise: every bench feature stays within 10 distinct values.
+            transforms: dict[str, dict[str, int]] = (
+                {"bin": {"max_values": 10}, "quantile": {"max_values": 10}, "topcode": {"max_values": 10}}
                 if data_type in ("integer", "number")
-                else ["group", "identity"]
+                else {"group": {"max_values": 10}}
             )
+            transforms["identity"] = {}
             s.add(
                 Field(
                     key=key,

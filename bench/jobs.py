@@ -120,7 +120,11 @@ def generate(n: int, directory: Path, url: str | None = None) -> None:
                     sensitivity="normal",
                     points_value=10,
                     data_type=data_type,
-                    transforms=["bin", "quantile", "topcode"],
+                    transforms={
+                        "bin": {"max_values": 10},
+                        "quantile": {"max_values": 10},
+                        "topcode": {"max_values": 10},
+                    },
                 )
             )
     t0 = time.perf_counter()

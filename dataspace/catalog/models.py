@@ -55,7 +55,9 @@ class Field(Base):
     points_value: Mapped[int] = mapped_column(Integer, default=0)
     data_type: Mapped[str] = mapped_column(String(16))  # integer | number | string | category | boolean | date
     constraints: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    transforms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The catalog's promise: {transform: {limit: value}}, e.g. {"quantile": {"max_values": 4}}; a contract
+    # finer than it is refused (``dataspace.emission.specs.check_against_catalog``).
+    transforms: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)
     i18n: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | retired
     version: Mapped[int] = mapped_column(Integer, default=1)

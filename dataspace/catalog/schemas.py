@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policies.transforms import TRANSFORMS
+from policies.transforms import MAX_VALUES_CEILING, TRANSFORMS, Coarseness, promise_problems
 
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
 # The legal bases of GDPR art. 6(1) / PIPL art. 13, as W3C DPV terms.
@@ -30,7 +30,7 @@ class DimensionIn(Strict):
     key: str = Field(pattern=KEY)
     label: str = Field(min_length=1, max_length=200)
     description: str = ""
-    position: int = Field(default=0, ge=0, le=10_000)
+    position: int = Field(default=0, ge=0, le=10_000, strict=True)
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
@@ -47,12 +47,12 @@ class PurposeIn(Strict):
 
 
 class Constraints(Strict):
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, strict=True)
+    max: float | None = Field(default=None, strict=True)
     enum: list[str] | None = None
-    max_length: int | None = Field(default=None, gt=0, le=1_000_000)
+    max_length: int | None = Field(default=None, gt=0, le=1_000_000, strict=True)
     pattern: str | None = None
-    required: bool = False
+    required: bool = Field(default=False, strict=True)
 
     @field_validator("pattern")
     @classmethod
@@ -77,9 +77,9 @@ class TransformLimits(Strict):
     """The minimum coarseness a field promises for one transform (see ``policies.transforms``)."""
 
     max_values: int | None = Field(default=None, ge=2, le=MAX_VALUES_CEILING)
-    min_width: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    min_step: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    min_members: int | None = Field(default=None, ge=1, le=10_000)
+    min_width: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True)
+    min_step: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True)
+    min_members: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
     def coarseness(self) -> Coarseness:
         return Coarseness(**self.model_dump())
@@ -106,14 +106,19 @@ class FieldIn(Strict):
     used_for: list[str] = Field(default_factory=list)
     storage_location: str = Field(min_length=1, max_length=200)
     sharing_scope: str = Field(min_length=1)
-    retention_days: int = Field(gt=0, le=36500)
+    retention_days: int = Field(gt=0, le=36500, strict=True)
     sensitivity: Literal["normal", "sensitive"] = "normal"
-    points_value: int = Field(default=0, ge=0, le=1_000_000)
+    points_value: int = Field(default=0, ge=0, le=1_000_000, strict=True)
     data_type: DataType
     constraints: Constraints = Field(default_factory=Constraints)
     # The transforms the field may leave under, each with its minimum coarseness (the catalog's promise).
     transforms: dict[str, TransformLimits] = Field(default_factory=dict)
     i18n: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _transform_list(cls, v: Any) -> Any:
+        return _transform_mapping(v)
 
     @field_validator("transforms")
     @classmethod
@@ -130,6 +135,13 @@ class FieldIn(Strict):
             raise ValueError("a category field needs constraints.enum")
         if self.data_type not in ("integer", "number") and (c.min is not None or c.max is not None):
             raise ValueError(f"min/max do not apply to {self.data_type} fields")
+        problems = promise_problems(
+            {name: limits.coarseness() for name, limits in self.transforms.items()},
+            data_type=self.data_type,
+            sensitive=self.sensitivity == "sensitive",
+        )
+        if problems:
+            raise ValueError(f"transforms: {'; '.join(problems)}")
         return self
 
 
@@ -142,12 +154,17 @@ class FieldUpdate(Strict):
     used_for: list[str] | None = None
     storage_location: str | None = None
     sharing_scope: str | None = None
-    retention_days: int | None = Field(default=None, gt=0, le=36500)
+    retention_days: int | None = Field(default=None, gt=0, le=36500, strict=True)
     sensitivity: Literal["normal", "sensitive"] | None = None
-    points_value: int | None = Field(default=None, ge=0, le=1_000_000)
+    points_value: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
     constraints: Constraints | None = None
     transforms: dict[str, TransformLimits] | None = None
     i18n: dict[str, dict[str, str]] | None = None
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _transform_list(cls, v: Any) -> Any:
+        return _transform_mapping(v)
 
     @field_validator("transforms")
     @classmethod

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 from dataspace.audit import record_event
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
-from dataspace.catalog.schemas import CatalogDocument, DimensionIn, FieldIn, FieldUpdate, PartnerIn, PurposeIn
+from dataspace.catalog.schemas import (
+    CatalogDocument,
+    DimensionIn,
+    FieldIn,
+    FieldUpdate,
+    PartnerIn,
+    PurposeIn,
+    transforms_json,
+)
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.partners.models import Partner
@@ -52,6 +60,7 @@ def _field_values(spec: FieldIn) -> dict[str, Any]:
     data = spec.model_dump(exclude={"dimension", "constraints"})
     data["dimension_key"] = spec.dimension
     data["constraints"] = spec.constraints.model_dump(exclude_none=True)
+    data["transforms"] = transforms_json(spec.transforms)
     return data
 
 
@@ -177,6 +186,8 @@ def update_field(session: Session, key: str, changes: FieldUpdate, *, actor: Pri
     data = changes.model_dump(exclude_unset=True)
     if "constraints" in data and changes.constraints is not None:
         data["constraints"] = changes.constraints.model_dump(exclude_none=True)
+    if "transforms" in data and changes.transforms is not None:
+        data["transforms"] = transforms_json(changes.transforms)
     # Re-validate the whole field after the change (e.g. a category must keep its enum).
     merged = {**_spec_dict(field), **data}
     try:

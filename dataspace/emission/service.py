@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.catalog.models import Field
+from dataspace.catalog.promise import declared
 from dataspace.emission._decrypt import ChunkJob, ChunkResult, decrypt_chunk
 from dataspace.emission.specs import (
     PSEUDONYM_COLUMN,
@@ -38,6 +39,7 @@ from dataspace.emission.specs import (
     Quantile,
     check_against_catalog,
     column_name,
+    promised_values,
 )
 from dataspace.emission.transforms import (
     PSEUDONYM_BYTES,
@@ -50,6 +52,7 @@ from dataspace.emission.transforms import (
 from dataspace.errors import InvalidInput
 from dataspace.keys import KeyRing
 from dataspace.vault import Vault
+from policies.transforms import Coarseness
 
 LOAD_CHUNK = 25_000  # rows per decryption task
 PARALLEL_MIN_ROWS = 100_000  # below this, worker start-up costs more than it saves
@@ -117,10 +120,21 @@ class Emission:
 
 def catalog_fields(session: Session, keys: Sequence[str]) -> dict[str, CatalogField]:
     rows = session.execute(select(Field).where(Field.key.in_(sorted(set(keys))))).scalars()
-    return {
-        f.key: CatalogField(key=f.key, data_type=f.data_type, transforms=tuple(f.transforms or ()), status=f.status)
-        for f in rows
-    }
+    return {f.key: _catalog_field(f) for f in rows}
+
+
+def _catalog_field(f: Field) -> CatalogField:
+    constraints = f.constraints or {}
+    enum = constraints.get("enum")
+    return CatalogField(
+        key=f.key,
+        data_type=f.data_type,
+        transforms={name: Coarseness.from_json(limits) for name, limits in declared(f.transforms).items()},
+        status=f.status,
+        minimum=constraints.get("min"),
+        maximum=constraints.get("max"),
+        enum=tuple(str(v) for v in enum) if isinstance(enum, list) else None,
+    )
 
 
 def _schema(specs: Sequence[FeatureSpec], fields: dict[str, CatalogField], k: int) -> pa.Schema:
@@ -296,6 +310,7 @@ def emit(
             column = pa.array(quantile_index(values, edges), from_pandas=True)
             del values  # the raw numbers are not needed past this point
         c, d = encode(column.cast(out_type))
+        _within_promise(spec, fields[spec.field], d)
         codes.append(c)
         decoders.append(d)
         del column
@@ -329,6 +344,18 @@ def emit(
         _codes=codes,
         _decoders=decoders,
     )
+
+
+def _within_promise(spec: FeatureSpec, field: CatalogField, decoder: pa.Array) -> None:
+    """Defence in depth behind ``check_against_catalog``: count the distinct values really produced (the
+    decoder holds null plus each distinct value) against the field's promise, and emit nothing if it is
+    exceeded. The message carries no count: the partner must not learn one from a refusal."""
+    allowed = promised_values(spec, field)
+    if allowed is not None and len(decoder) - 1 > allowed:
+        raise InvalidInput(
+            f"feature {column_name(spec)!r} would send more distinct values of field {spec.field!r} than the "
+            "catalog promises; nothing was emitted"
+        )
 
 
 def quantile_cut_points(

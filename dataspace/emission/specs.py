@@ -2,7 +2,10 @@
 
 Specs are plain frozen dataclasses parsed from the contract's JSON, e.g.
 ``{"field": "age", "transform": "bin", "edges": [18, 25, 35, 50, 65]}``. ``parse_feature`` checks the shape;
-``check_against_catalog`` checks that the catalog allows the transform for that field.
+``check_against_catalog`` checks that the catalog allows the transform for that field and that the feature
+is no finer than the field's promise (``policies.transforms.Coarseness``): no more distinct values than
+``max_values``, no narrower bins than ``min_width``, no smaller topcode step than ``min_step``, no group
+standing for fewer source values than ``min_members``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataspace.errors import InvalidInput
+from policies.transforms import CATEGORICAL_TYPES, NUMERIC_TYPES, Coarseness
 
 PSEUDONYM_COLUMN = "pseudonym"
-NUMERIC_TYPES = frozenset({"integer", "number"})
-CATEGORICAL_TYPES = frozenset({"string", "category", "boolean"})
 MAX_QUANTILES = 100
 MAX_BIN_EDGES = 1000
 
@@ -194,16 +196,29 @@ def parse_features(raw: Iterable[Mapping[str, Any]]) -> list[FeatureSpec]:
 
 @dataclass(frozen=True)
 class CatalogField:
-    """What emission needs to know about a catalog field (decoupled from the ORM row)."""
+    """What emission needs to know about a catalog field (decoupled from the ORM row).
+
+    ``transforms`` maps each transform the field may leave under to its promised coarseness; a plain
+    sequence of names declares no limits (so only ``identity`` of it can pass).
+    """
 
     key: str
     data_type: str
-    transforms: tuple[str, ...]
+    transforms: Mapping[str, Coarseness]
     status: str = "active"
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.transforms, Mapping):
+            object.__setattr__(self, "transforms", {name: Coarseness() for name in self.transforms})
 
 
 def check_against_catalog(specs: Sequence[FeatureSpec], fields: Mapping[str, CatalogField]) -> None:
-    """Refuse a transform the catalog does not allow for a field, or one that does not fit its type."""
+    """Refuse a transform the catalog does not allow for a field, one that does not fit its type, or one
+    finer than the field's promise (``InvalidInput`` with an ``errors`` list naming field, transform, limit)."""
+    violations: list[dict[str, Any]] = []
     for spec in specs:
         field = fields.get(spec.field)
         if field is None:
@@ -220,3 +235,111 @@ def check_against_catalog(specs: Sequence[FeatureSpec], fields: Mapping[str, Cat
             raise InvalidInput(f"feature {spec.field!r}: {spec.transform} needs a numeric field")
         if isinstance(spec, Group) and field.data_type not in CATEGORICAL_TYPES:
             raise InvalidInput(f"feature {spec.field!r}: group needs a categorical field")
+        violations += coarseness_violations(spec, field)
+    if violations:
+        first = violations[0]
+        why = (
+            f"the catalog declares no {first['limit']} for it"
+            if first["allowed"] is None
+            else f"{first['limit']} {first['allowed']:g}, asked for {first['requested']}"
+        )
+        raise InvalidInput(
+            f"feature {first['feature']!r}: {first['transform']} of field {first['field']!r} is finer than the "
+            f"catalog promises ({why})",
+            extra={"errors": violations},
+        )
+
+
+def output_values(spec: FeatureSpec, field: CatalogField) -> int | None:
+    """The most distinct (non-null) values this feature can emit for this field; None when unbounded."""
+    if isinstance(spec, Bin):
+        return len(spec.edges) + 1
+    if isinstance(spec, Quantile):
+        return spec.q
+    if isinstance(spec, Group):
+        return len(spec.labels())
+    if isinstance(spec, TopCode):
+        return _topcode_values(spec, field)
+    if field.data_type == "boolean":
+        return 2
+    if field.enum is not None:
+        return len(field.enum)
+    if field.data_type == "integer" and field.minimum is not None and field.maximum is not None:
+        return math.floor(field.maximum) - math.ceil(field.minimum) + 1
+    return None
+
+
+def promised_values(spec: FeatureSpec, field: CatalogField) -> int | None:
+    """The most distinct values the field's promise lets this feature send (None: no bound declared)."""
+    limits = field.transforms.get(spec.transform)
+    return None if limits is None else limits.max_values
+
+
+def _topcode_values(spec: TopCode, field: CatalogField) -> int | None:
+    lo = spec.lower if spec.lower is not None else field.minimum
+    hi = spec.upper if spec.upper is not None else field.maximum
+    if lo is None or hi is None:
+        return None
+    if hi <= lo:
+        return 1
+    if spec.step is not None:
+        # The same arithmetic as ``transforms.top_code``: values are floor((x - base) / step) * step + base.
+        base = 0.0 if spec.lower is None else spec.lower
+        return math.floor((hi - base) / spec.step) - math.floor((lo - base) / spec.step) + 1
+    if field.data_type != "integer":
+        return None
+    return math.floor(hi) - math.ceil(lo) + 1 + (not float(lo).is_integer()) + (not float(hi).is_integer())
+
+
+def _group_members(spec: Group, field: CatalogField) -> dict[str, int] | None:
+    """How many of the field's possible values each emitted group label stands for (None: unknown domain)."""
+    domain = set(field.enum) if field.enum is not None else None
+    if domain is None and field.data_type == "boolean":
+        domain = {"true", "false"}
+    members: dict[str, set[str]] = {}
+    for label, values in spec.groups:
+        members.setdefault(label, set()).update(v for v in values if domain is None or v in domain)
+    if spec.other is not None:
+        if domain is None:
+            members.pop(spec.other, None)  # "everything else" of an open domain: never a small group
+        else:
+            listed = {v for _, values in spec.groups for v in values}
+            members.setdefault(spec.other, set()).update(domain - listed)
+    return {label: len(values) for label, values in members.items()}
+
+
+def coarseness_violations(spec: FeatureSpec, field: CatalogField) -> list[dict[str, Any]]:
+    """Each way ``spec`` is finer than the field's promise for its transform (empty: within the promise)."""
+    limits = field.transforms.get(spec.transform, Coarseness())
+    out: list[dict[str, Any]] = []
+
+    def violation(limit: str, allowed: float | None, requested: float | str) -> None:
+        out.append(
+            {
+                "field": spec.field,
+                "feature": column_name(spec),
+                "transform": spec.transform,
+                "limit": limit,
+                "allowed": allowed,
+                "requested": requested,
+            }
+        )
+
+    values = output_values(spec, field)
+    if spec.transform != "identity" and limits.max_values is None:
+        violation("max_values", None, "unbounded" if values is None else values)  # fail closed
+    elif limits.max_values is not None and (values is None or values > limits.max_values):
+        violation("max_values", limits.max_values, "unbounded" if values is None else values)
+    if isinstance(spec, Bin) and limits.min_width is not None and len(spec.edges) > 1:
+        narrowest = min(b - a for a, b in itertools.pairwise(spec.edges))
+        if narrowest < limits.min_width:
+            violation("min_width", limits.min_width, narrowest)
+    if isinstance(spec, TopCode) and limits.min_step is not None:
+        step = spec.step if spec.step is not None else (1.0 if field.data_type == "integer" else None)
+        if step is None or step < limits.min_step:
+            violation("min_step", limits.min_step, "no step" if step is None else step)
+    if isinstance(spec, Group) and limits.min_members is not None:
+        smallest = min((n for n in (_group_members(spec, field) or {}).values() if n > 0), default=None)
+        if smallest is not None and smallest < limits.min_members:
+            violation("min_members", limits.min_members, smallest)
+    return out

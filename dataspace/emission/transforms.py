@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataspace.emission.specs import (
-    NUMERIC_TYPES,
     Bin,
     FeatureSpec,
     Group,
@@ -23,6 +22,7 @@ from dataspace.emission.specs import (
     Quantile,
     TopCode,
 )
+from policies.transforms import NUMERIC_TYPES
 
 F64 = npt.NDArray[np.float64]
 PSEUDONYM_BYTES = 16  # 32 hex characters

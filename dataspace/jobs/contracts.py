@@ -217,6 +217,9 @@ def approve(session: Session, *, principal: Principal, contract_id: int) -> Cont
     done = {a.steward for a in approvals(session, contract.id)}
     if principal.actor in done:
         raise Conflict("you already approved this contract; another steward must approve it too")
+    # The catalog may have tightened since the proposal: approve only what its promise allows today.
+    specs = parse_features(contract.features)
+    check_against_catalog(specs, catalog_fields(session, [s.field for s in specs]))
     session.add(ContractApproval(contract_id=contract.id, steward=principal.actor, at=now))
     session.flush()
     count = len(done) + 1

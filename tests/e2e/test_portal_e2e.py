@@ -118,11 +118,21 @@ def test_account_export_erasure_validation_language_and_phone(world: World, page
     _switch(page, "city").click()
     page.get_by_text("The end date must be in the future.").wait_for()
     assert not _switch(page, "city").is_checked()
+    # The card shows the promise the server enforces on contracts, in plain words.
+    promise = page.locator("#field-city dd.promise")
+    assert promise.inner_text() == (
+        "Shared with partners only as one of at most 3 groups, each covering at least 2 possible values; "
+        "never as the exact value."
+    )
 
     page.select_option("#lang", "zh-CN")
     page.get_by_role("tab", name="数据说明书").wait_for()
     assert page.locator("html").get_attribute("lang") == "zh-CN"
     page.get_by_text("身份信息").first.wait_for()  # dimension label from the catalog's i18n (re-rendered)
+    page.wait_for_function(
+        "() => (document.querySelector('#field-city dd.promise') || {}).textContent"
+        " === '仅以下列形式与合作伙伴共享：最多 3 个分组之一，每组至少涵盖 2 种可能取值；绝不共享确切数值。'"
+    )
     page.set_viewport_size({"width": 360, "height": 780})
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"horizontal scrolling at phone width ({width}px)"

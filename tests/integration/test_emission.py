@@ -27,13 +27,14 @@ FEATURES = [
 
 
 def add_catalog(ctx: Context) -> None:
+    # Each field's promise: the transforms it may leave under and their minimum coarseness.
     fields = {
-        "age": ("integer", ["bin", "quantile"]),
-        "balance": ("number", ["quantile"]),
-        "income": ("number", ["topcode"]),
-        "city": ("category", ["group"]),
-        "segment": ("category", ["identity", "group"]),
-        "national_id": ("string", ["group"]),
+        "age": ("integer", {"bin": {"max_values": 4}, "quantile": {"max_values": 6}}),
+        "balance": ("number", {"quantile": {"max_values": 4}}),
+        "income": ("number", {"topcode": {"max_values": 3, "min_step": 30000}}),
+        "city": ("category", {"group": {"max_values": 2}}),
+        "segment": ("category", {"identity": {}, "group": {"max_values": 2}}),
+        "national_id": ("string", {"group": {"max_values": 2}}),
     }
     with ctx.db.transaction() as s:
         s.add(Dimension(key="assets", label="Assets"))
@@ -260,3 +261,45 @@ def test_worker_processes_give_the_same_emission(ctx: Context, population: dict[
     parallel = run(ctx, ids, workers=2)
     assert table_of(parallel).equals(table_of(inline))
     assert np.array_equal(parallel.pseudonym_to_subject.subject_ids, inline.pseudonym_to_subject.subject_ids)
+
+
+# --- the catalog's promise, enforced on the real emission ------------------------------------------------
+def distinct_values(table: pa.Table) -> dict[str, int]:
+    return {name: len(set(table.column(name).drop_null().to_pylist())) for name in table.column_names[1:]}
+
+
+def test_emitted_features_never_exceed_the_promised_distinct_values(ctx: Context) -> None:
+    add_catalog(ctx)
+    ids = list(add_subjects(ctx, 200).values())
+    # Every feature exactly at its field's limit (age: 4 bins; income: 20000, 50000, 80000).
+    features = [*FEATURES, {"field": "age", "transform": "quantile", "q": 6, "name": "age_q"}]
+    table = table_of(run(ctx, ids, k=1, features=features))
+    assert table.num_rows == 200
+    promised = {"age": 4, "balance": 4, "income": 3, "city": 2, "segment": 2, "age_q": 6}
+    seen = distinct_values(table)
+    assert all(seen[name] <= promised[name] for name in promised), seen
+    assert seen["income"] == 3  # at the limit, and no finer
+
+
+def test_the_topcode_step_attack_sends_nothing(ctx: Context) -> None:
+    add_catalog(ctx)
+    ids = list(add_subjects(ctx, 200).values())
+    attack = {"field": "income", "transform": "topcode", "lower": 0, "upper": 100000, "step": 10}
+    with pytest.raises(InvalidInput, match="finer than the catalog promises") as caught:
+        run(ctx, ids, k=1, features=[attack])
+    assert {e["limit"] for e in caught.value.extra["errors"]} == {"max_values", "min_step"}
+
+
+def test_emission_counts_what_it_really_produced(ctx: Context, population: dict[str, int]) -> None:
+    # Defence in depth: a quantile feature within its promise (q=2 of at most 4) is given more cut points
+    # than the promise allows (as shards are given cut points computed elsewhere); the emission counts
+    # the values it produced and sends nothing, with no count in the message.
+    ids = list(population.values())
+    feature = {"field": "balance", "transform": "quantile", "q": 2}
+    cuts = {"balance": [1005.0, 1010.0, 1020.0, 1030.0, 1040.0]}
+    with pytest.raises(InvalidInput, match="more distinct values") as caught:
+        run(ctx, ids, k=1, features=[feature], quantile_cuts=cuts)
+    assert not any(ch.isdigit() for ch in caught.value.detail)
+    # The same cut points within the promise pass.
+    table = table_of(run(ctx, ids, k=1, features=[feature], quantile_cuts={"balance": cuts["balance"][:3]}))
+    assert distinct_values(table)["balance"] == 4

@@ -2,7 +2,7 @@
 // with proofs, points and rewards, data export and erasure.
 import { api, ApiError, apiResponse, saveFile, StepUpRequired } from "/static/api.js";
 import { completeSignIn, currentSession, signIn, signOut, takeResume } from "/static/auth.js";
-import { fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
+import { currentLang, fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { bytesToHex, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs, showError } from "/static/ui.js";
 
@@ -67,6 +67,16 @@ async function toggle(sw, field, purpose, partner, untilInput) {
   }
 }
 
+// The catalog's promise in plain words ("shared only as one of at most 4 bands"), as the server generates it
+// from the same declaration that contract checks and the emission enforce.
+function sharedAs(field) {
+  for (const dim of state.manual || []) {
+    const entry = (dim.fields || []).find((f) => f.key === field.key);
+    if (entry && entry.shared_as) return entry.shared_as[currentLang()] || entry.shared_as.en || "";
+  }
+  return "";
+}
+
 function fieldCard(field) {
   const untilId = `until-${field.key}`;
   const until = h("input", { type: "date", id: untilId, name: untilId });
@@ -101,6 +111,7 @@ function fieldCard(field) {
         h("dt", {}, t("portal.manual.usedFor")), h("dd", {}, (field.used_for || []).join(", ")),
         h("dt", {}, t("portal.manual.where")), h("dd", {}, pick(field, "storage_location")),
         h("dt", {}, t("portal.manual.who")), h("dd", {}, pick(field, "sharing_scope")),
+        h("dt", {}, t("portal.manual.how")), h("dd", { class: "promise" }, sharedAs(field)),
         h("dt", {}, t("portal.manual.retention")), h("dd", {}, t("portal.manual.days", { n: field.retention_days })),
         h("dt", {}, t("portal.manual.value")), h("dd", {}, t("portal.manual.points", { points: field.points_value }))),
       h("div", { class: "until" },

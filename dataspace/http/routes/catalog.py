@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from dataspace.auth.principal import Principal
 from dataspace.catalog import service
 from dataspace.catalog.models import Field
+from dataspace.catalog.promise import declared, shared_as
 from dataspace.catalog.schemas import CatalogDocument, FieldIn, FieldRead, FieldUpdate, PartnerIn, PurposeIn
 from dataspace.http.deps import authorize, read_session, unit_of_work
 
@@ -17,8 +18,12 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 def _field(f: Field) -> FieldRead:
+    transforms = declared(f.transforms)
     return FieldRead(
-        dimension=f.dimension_key, **{k: getattr(f, k) for k in FieldRead.model_fields if k != "dimension"}
+        dimension=f.dimension_key,
+        transforms=transforms,
+        shared_as=shared_as(f.data_type, f.constraints or {}, transforms),
+        **{k: getattr(f, k) for k in FieldRead.model_fields if k not in {"dimension", "transforms", "shared_as"}},
     )
 
 
@@ -104,12 +109,12 @@ def list_purposes(
             "label": p.label,
             "description": p.description,
             "dpv_term": p.dpv_term,
+            "lawful_basis": p.lawful_basis,
             "parent": p.parent_key,
             "i18n": p.i18n,
         }
         for p in service.list_purposes(session)
     ]
-            "lawful_basis": p.lawful_basis,
 
 
 @router.post("/catalog/purposes", status_code=201)
