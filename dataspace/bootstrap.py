@@ -9,6 +9,7 @@ from dataspace import migrations
 from dataspace.db import make_engine
 from dataspace.keys import create_key_file
 from dataspace.settings import Settings
+from sandbox import SANDBOX_USER, SandboxUnavailable, ensure_sandbox_user
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class InitResult:
     database_url: str
     key_file: str
     keys_created: bool
+    sandbox_user: str = ""  # what happened to the sandbox's system user: created / exists / not needed
 
 
 def init(settings: Settings) -> InitResult:
@@ -42,7 +44,13 @@ def init(settings: Settings) -> InitResult:
             hsm = configured_token()
         create_key_file(key_path, hsm)
         created = True
-    return InitResult(_redact(settings.resolved_database_url), str(key_path), created)
+    try:
+        # A root server runs partner code as this unprivileged user (sandbox._identity); without it, it
+        # refuses code-bearing jobs.
+        sandbox_user = f"{SANDBOX_USER} ({ensure_sandbox_user()})"
+    except SandboxUnavailable as exc:
+        sandbox_user = f"{SANDBOX_USER} (missing: {exc.reason}; code-bearing jobs will be refused)"
+    return InitResult(_redact(settings.resolved_database_url), str(key_path), created, sandbox_user)
 
 
 def _redact(url: str) -> str:

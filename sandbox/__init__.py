@@ -1,7 +1,8 @@
 """Isolated execution of partner models: bubblewrap + seccomp + rlimits, Arrow IPC in, validated decisions out.
 
 Knows nothing of HTTP or the database. Partner code never runs outside the sandbox: if bubblewrap is
-unavailable every operation raises `SandboxUnavailable` (there is no unisolated fallback).
+unavailable every operation raises `SandboxUnavailable` (there is no unisolated fallback). Partner code is
+never host root: see `sandbox._identity`.
 """
 
 from sandbox._bubblewrap import Bubblewrap
@@ -17,10 +18,12 @@ from sandbox._contract import (
     TensorInfo,
 )
 from sandbox._errors import JobFailed, ModelRejected, SandboxError, SandboxUnavailable
+from sandbox._identity import SANDBOX_USER, ensure_sandbox_user
 from sandbox._jobs import DEFAULT_MAX_MODEL_BYTES, inspect_onnx, run_job
 
 __all__ = [
     "DEFAULT_MAX_MODEL_BYTES",
+    "SANDBOX_USER",
     "Bubblewrap",
     "DecisionSchema",
     "JobFailed",
@@ -35,6 +38,7 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailable",
     "TensorInfo",
+    "ensure_sandbox_user",
     "inspect_onnx",
     "run_job",
 ]

@@ -1,13 +1,16 @@
 """Launches the runner under bubblewrap with seccomp and rlimits, and talks to it over pipes.
 
 The sandbox sees: the system libraries (/usr/lib*, /lib*, /etc/ld.so.cache) read-only, the Python
-installation and the site-packages holding numpy/pyarrow/onnxruntime read-only, the runner script, a
-fresh /proc of its own pid namespace, a minimal /dev (read-only empty /dev/shm) and a size-limited /tmp
-tmpfs: the only writable place. Nothing else: no
-/usr/bin (no shell), no /etc/passwd, no home, no repository, key file or database. Namespaces: user
-(uid/gid 65534, further user namespaces disabled), pid, net (empty), ipc, uts, cgroup; all capabilities
-dropped; a new session (no terminal injection); the environment cleared. `Limits` are applied as rlimits
-by the runner before it reads the model, the wall clock by this process (SIGKILL of the whole tree).
+installation (at /sandbox/python unless it is the system's) and the site-packages holding
+numpy/pyarrow/onnxruntime (at /sandbox/site/N) read-only, the runner script (/sandbox/runner.py), a minimal
+/dev (read-only empty /dev/shm) and a size-limited /tmp tmpfs: the only writable place. Nothing else: no
+/usr/bin (no shell), no /etc/passwd, no home, no repository, key file or database, and no /proc at all
+(so no /proc/sys or other kernel knob, no /proc/self/mountinfo or /proc/1/cmdline naming host paths, no
+view of other processes). Namespaces: pid, net (empty), ipc, uts, cgroup, mount; a new session (no
+terminal injection); the environment cleared. `Limits` are applied as rlimits by the runner before it
+reads the model, the wall clock by this process (SIGKILL of the whole tree).
+
+Who partner code is on the host (never host root, never a capability there) is decided in `sandbox._identity`.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from typing import IO
 
 from sandbox._contract import Limits
 from sandbox._errors import SandboxUnavailable
+from sandbox._identity import KEPT_CAPS, SANDBOX_USER, Identity, sandbox_identity
 from sandbox._seccomp import UnsupportedArchitecture, build_filter
 
 __all__ = ["Bubblewrap", "RawRun"]
 
 RUNNER_PATH = "/sandbox/runner.py"
 SITE_ROOT = "/sandbox/site"
-SANDBOX_UID = 65534
+PYTHON_ROOT = "/sandbox/python"
+SANDBOX_UID = 65534  # the sandbox's uid inside its user namespace (server not root)
 _STDERR_KEEP = 64 * 1024
 _STDERR_MAX = 1 << 20
 _READ_CHUNK = 1 << 20
@@ -44,7 +49,7 @@ _RUNTIME_PACKAGES = ("numpy", "pyarrow", "onnxruntime")
 _LIBRARY_DIRS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
 
 _probe_lock = threading.Lock()
-_probed: set[tuple[str, str]] = set()
+_probed: set[tuple[str, str, str, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,14 @@ def _site_dirs() -> list[str]:
 
 @dataclass(frozen=True)
 class Bubblewrap:
-    """The bubblewrap launcher. `path` None means ``bwrap`` on PATH; there is no unisolated fallback."""
+    """The bubblewrap launcher. `path` None means ``bwrap`` on PATH; there is no unisolated fallback.
+
+    `user`: the system user partner code runs as when the server is root (see the module docstring).
+    """
 
     path: str | None = None
     python: str | None = None
+    user: str = SANDBOX_USER
 
     def executable(self) -> str:
         found = shutil.which(self.path or "bwrap")
@@ -92,17 +101,28 @@ class Bubblewrap:
     def interpreter(self) -> str:
         return os.path.realpath(self.python or sys.executable)
 
-    def command(self, limits: Limits, seccomp_fd: int, program: list[str] | None = None) -> list[str]:
+    def command(
+        self,
+        limits: Limits,
+        seccomp_fd: int,
+        program: list[str] | None = None,
+        identity: Identity | None = None,
+        *,
+        probe: bool = False,
+    ) -> list[str]:
         """The bwrap argv; `program` replaces the runner's arguments (``python -I -S -B`` + program)."""
+        identity = identity or sandbox_identity(self.user)
         python = self.interpreter()
-        args = [
-            self.executable(),
-            "--unshare-user",
-            "--uid",
-            str(SANDBOX_UID),
-            "--gid",
-            str(SANDBOX_UID),
-            "--disable-userns",
+        args = [self.executable()]
+        if identity.drop:
+            # Root, no user namespace: the runner drops to `identity` first thing (module docstring).
+            args += ["--cap-drop", "ALL"]
+            for cap in KEPT_CAPS:
+                args += ["--cap-add", cap]
+        else:
+            args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--disable-userns"]
+            args += ["--cap-drop", "ALL"]
+        args += [
             "--unshare-pid",
             "--unshare-net",
             "--unshare-ipc",
@@ -112,8 +132,6 @@ class Bubblewrap:
             "sandbox",
             "--die-with-parent",
             "--new-session",
-            "--cap-drop",
-            "ALL",
             "--clearenv",
             "--setenv",
             "PATH",
@@ -128,44 +146,65 @@ class Bubblewrap:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             args += ["--setenv", var, str(limits.threads)]
         args += ["--setenv", "ORT_DISABLE_TELEMETRY", "1"]
+        binds: list[tuple[str, str]] = []
         for lib in _LIBRARY_DIRS:
             if os.path.islink(lib):
                 args += ["--symlink", os.readlink(lib), lib]
             elif os.path.isdir(lib):
-                args += ["--ro-bind", lib, lib]
+                binds.append((lib, lib))
         if os.path.exists("/etc/ld.so.cache"):
-            args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+            binds.append(("/etc/ld.so.cache", "/etc/ld.so.cache"))
         prefix = os.path.realpath(sys.base_prefix)
         if prefix in {"/", "/usr"} or not python.startswith(prefix + os.sep):
             # A system Python: bind the interpreter alone (its stdlib is under /usr/lib, bound above).
-            args += ["--ro-bind", python, python]
+            binds.append((python, python))
         else:
-            args += ["--ro-bind", prefix, prefix]
+            # Any other installation is bound at a neutral path, so the sandbox learns no host path
+            # (sys.prefix, sys.executable); its own libpython is found through LD_LIBRARY_PATH, since the
+            # interpreter's RUNPATH names the host path.
+            binds.append((prefix, PYTHON_ROOT))
+            args += ["--setenv", "LD_LIBRARY_PATH", f"{PYTHON_ROOT}/lib"]
+            python = PYTHON_ROOT + python[len(prefix) :]
         sites = _site_dirs()
-        for i, site in enumerate(sites):
-            args += ["--ro-bind", site, f"{SITE_ROOT}/{i}"]
-        args += ["--ro-bind", str(Path(__file__).with_name("_runner.py")), RUNNER_PATH]
-        args += ["--proc", "/proc", "--dev", "/dev"]
+        binds += [(site, f"{SITE_ROOT}/{i}") for i, site in enumerate(sites)]
+        binds.append((str(Path(__file__).with_name("_runner.py")), RUNNER_PATH))
+        # bwrap creates missing parents 0700: when the runner drops to the sandbox user it could not
+        # traverse them.
+        parents: list[str] = []
+        for _, dest in binds:
+            for ancestor in reversed(Path(dest).parents[:-1]):
+                if str(ancestor) not in parents:
+                    parents.append(str(ancestor))
+        for directory in parents:
+            args += ["--perms", "0755", "--dir", directory]
+        for source, dest in binds:
+            args += ["--ro-bind", source, dest]
+        # No /proc: nothing in it is needed by the runtime, and it holds kernel knobs (/proc/sys,
+        # /proc/sysrq-trigger) and host paths (mountinfo's bind sources, pid 1's argv).
+        args += ["--dev", "/dev"]
         # bwrap's /dev/shm would be an unbounded tmpfs (half the host's RAM): replace it by an empty,
         # read-only one so /tmp (size-limited) is the only writable place.
         shm = "/dev/shm"  # noqa: S108 - masked inside the sandbox, not used
         args += ["--size", "4096", "--tmpfs", shm, "--remount-ro", shm]
         tmp = "/tmp"  # noqa: S108 - a fresh size-limited tmpfs inside the sandbox, not the host's /tmp
-        args += ["--size", str(limits.tmpfs_bytes), "--tmpfs", tmp, "--chdir", tmp]
+        args += ["--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", tmp, "--chdir", tmp]
         args += ["--remount-ro", "/"]
         args += ["--seccomp", str(seccomp_fd)]
+        drop = ["--as", f"{identity.uid}:{identity.gid}"] if identity.drop else ["--as", "-"]
         if program is None:
-            program = [RUNNER_PATH, *(f"{SITE_ROOT}/{i}" for i in range(len(sites)))]
+            sites_inside = [f"{SITE_ROOT}/{i}" for i in range(len(sites))]
+            program = [RUNNER_PATH, *drop, *(["--probe"] if probe else []), *sites_inside]
         args += [python, "-I", "-S", "-B", *program]
         return args
 
     def check(self) -> None:
         """Raise `SandboxUnavailable` unless a trivial sandbox actually starts here (cached on success)."""
-        key = (self.executable(), self.interpreter())
+        key = (self.executable(), self.interpreter(), self.user, os.geteuid())
         with _probe_lock:
             if key in _probed:
                 return
-            raw = self._spawn(lambda stdin: None, Limits(wall_seconds=30), argv_tail=["-c", "import sys; sys.exit(0)"])
+            # The runner's own start (the drop of privileges and its checks included), then exit 0.
+            raw = self._spawn(lambda stdin: None, Limits(wall_seconds=30), probe=True)
             if raw.returncode != 0:
                 tail = raw.stderr_tail.decode("utf-8", "replace").strip()[-300:]
                 raise SandboxUnavailable(
@@ -177,7 +216,7 @@ class Bubblewrap:
         self.check()
         return self._spawn(feed, limits)
 
-    def _spawn(self, feed: Callable[[IO[bytes]], None], limits: Limits, argv_tail: list[str] | None = None) -> RawRun:
+    def _spawn(self, feed: Callable[[IO[bytes]], None], limits: Limits, *, probe: bool = False) -> RawRun:
         try:
             program = build_filter()
         except UnsupportedArchitecture as exc:
@@ -188,7 +227,8 @@ class Bubblewrap:
         finally:
             os.close(write_fd)
         try:
-            command = self.command(limits, read_fd, argv_tail)
+            identity = sandbox_identity(self.user)
+            command = self.command(limits, read_fd, identity=identity, probe=probe)
             started = time.monotonic()
             try:
                 proc = subprocess.Popen(

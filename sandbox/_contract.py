@@ -86,7 +86,7 @@ class Limits:
 
     cpu_seconds: int = 60
     memory_bytes: int = 2048 * MiB  # RLIMIT_AS: the runtime alone maps ~400 MiB
-    max_processes: int = 64  # RLIMIT_NPROC (threads count too); seccomp forbids fork() regardless
+    max_processes: int = 64  # RLIMIT_NPROC (threads count too; not applied for a root server, see _identity)
     max_file_bytes: int = 16 * MiB  # RLIMIT_FSIZE, for the /tmp tmpfs
     wall_seconds: float = 120.0
     max_output_bytes: int = 256 * MiB  # decisions stream on stdout

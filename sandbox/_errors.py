@@ -1,7 +1,8 @@
 """Errors raised by the sandbox.
 
     SandboxError                 base of everything below
-    ├── SandboxUnavailable       bubblewrap (or seccomp support) is missing: code-bearing jobs are refused
+    ├── SandboxUnavailable       bubblewrap, seccomp support or (server running as root) the sandbox user is
+    │                            missing: code-bearing jobs are refused
     ├── ModelRejected(reason)    the uploaded model is malformed, oversized or breaks the input contract
     └── JobFailed(reason)        a job ran and failed: timeout, limit hit, invalid or oversized output
 

@@ -1,7 +1,17 @@
 """The program that runs INSIDE the sandbox: reads a job from stdin, scores it, writes decisions to stdout.
 
-Started by the launcher as ``python -I -S /sandbox/runner.py SITE_DIR...`` under bubblewrap; it must stay
-self-contained (stdlib + numpy + pyarrow + onnxruntime, no import of the `sandbox` package).
+Started by the launcher as ``python -I -S -B /sandbox/runner.py --as UID:GID|- [--probe] SITE_DIR...`` under
+bubblewrap; it must stay self-contained (stdlib + numpy + pyarrow + onnxruntime, no import of the `sandbox`
+package).
+
+First action, before any import beyond the stdlib's core and before one byte of input is read: become the
+sandbox user. With ``--as UID:GID`` (the server is root, bwrap left this process only CAP_SETUID, CAP_SETGID
+and CAP_SETPCAP) it empties the capability bounding set, drops every supplementary group and sets all uids
+and gids; with ``--as -`` (a user namespace already maps it onto the unprivileged server uid) it changes
+nothing. Either way it then verifies: no uid or gid is 0, no capability in any set (effective, permitted,
+inheritable, ambient, and with ``--as`` the bounding set), no_new_privs set; otherwise it exits with status
+97 before doing anything else. ``--probe`` stops there (exit 0): the launcher's check that the sandbox
+starts.
 
 stdin:  4-byte big-endian header length, the JSON header, ``header["model_len"]`` model bytes, then (for
         scoring jobs) an Arrow IPC stream of feature batches: a ``pseudonym`` column plus the features.
@@ -16,6 +26,7 @@ so no partner-controlled byte is touched without them.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -27,6 +38,90 @@ ERROR_PREFIX = "SANDBOX-ERROR "
 STATS_PREFIX = "SANDBOX-STATS "
 HEADER_STRUCT = ">I"
 MAX_HEADER_BYTES = 1 << 20
+IDENTITY_FAILED = 97
+
+_PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_READ = 23
+_PR_CAPBSET_DROP = 24
+_PR_GET_NO_NEW_PRIVS = 39
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_IS_SET = 1
+_CAP_VERSION_3 = 0x20080522
+_EINVAL = 22
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _capabilities(libc: Any) -> list[int]:
+    """capget(2) for this thread: [effective, permitted, inheritable] as 64-bit masks."""
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    return [data[i] | (data[i + 3] << 32) for i in range(3)]
+
+
+def _clear_capabilities(libc: Any) -> None:
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def _cap_range(libc: Any, option: int) -> list[int]:
+    """The capabilities (0..63) for which prctl(option, cap) answers 1; stops at the first unknown cap."""
+    found = []
+    for cap in range(64):
+        answer = (
+            libc.prctl(option, cap, 0, 0, 0)
+            if option != _PR_CAP_AMBIENT
+            else libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_IS_SET, cap, 0, 0)
+        )
+        if answer < 0:
+            if ctypes.get_errno() == _EINVAL:
+                break
+            raise OSError(ctypes.get_errno(), "prctl")
+        if answer:
+            found.append(cap)
+    return found
+
+
+def become_sandbox_user(spec: str) -> None:
+    """Drop to ``UID:GID`` (``-``: stay) and verify no trace of privilege is left, or exit 97."""
+    libc = _libc()
+    try:
+        if spec != "-":
+            uid, gid = (int(part) for part in spec.split(":"))
+            if uid <= 0 or gid <= 0:
+                raise ValueError("refusing to run as root")
+            for cap in range(64):  # needs CAP_SETPCAP, which goes with the rest at setresuid
+                if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                    if ctypes.get_errno() == _EINVAL:
+                        break
+                    raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)  # clears the permitted, effective and ambient sets
+            _clear_capabilities(libc)  # and the inheritable set (bwrap fills it), which setresuid keeps
+            # A change of credentials clears the parent-death signal bwrap set (--die-with-parent).
+            if libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "PR_SET_PDEATHSIG")
+            if os.getgroups():
+                raise ValueError(f"supplementary groups left: {os.getgroups()}")
+            if set(os.getresuid()) != {uid} or set(os.getresgid()) != {gid}:
+                raise ValueError(f"ids are {os.getresuid()} / {os.getresgid()}")
+            if _cap_range(libc, _PR_CAPBSET_READ):
+                raise ValueError("capability bounding set not empty")
+        if 0 in os.getresuid() or 0 in os.getresgid():
+            raise ValueError(f"running as uid/gid 0: {os.getresuid()} / {os.getresgid()}")
+        if any(_capabilities(libc)) or _cap_range(libc, _PR_CAP_AMBIENT):
+            raise ValueError("capabilities left")
+        if libc.prctl(_PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1:
+            raise ValueError("no_new_privs is not set")
+    except (OSError, ValueError) as exc:
+        os.write(2, f"sandbox identity check failed: {exc}\n".encode())
+        os._exit(IDENTITY_FAILED)
 
 
 class RunnerError(Exception):
@@ -223,8 +318,20 @@ def _score_jobs(header: dict[str, Any], model: bytes, stdin: Any, out: Any) -> N
 
 
 def main(argv: list[str]) -> int:
+    args = argv[1:]
+    if args[:1] != ["--as"] or len(args) < 2:
+        os.write(2, b"usage: runner.py --as UID:GID|- [--probe] SITE_DIR...\n")
+        return IDENTITY_FAILED
+    become_sandbox_user(args[1])
+    # RLIMIT_NPROC counts every process of the real uid on the host: for the shared sandbox user (server
+    # is root) one sandbox's threads would starve every concurrent one. Seccomp forbids fork and
+    # RLIMIT_AS bounds threads; under a user namespace the limit is applied as before.
+    shared_uid = args[1] != "-"
+    args = args[2:]
+    if args[:1] == ["--probe"]:
+        return 0
     # Trusted start: import the runtime before any partner byte is read.
-    sys.path.extend(argv[1:])
+    sys.path.extend(args)
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     import pyarrow as pa
 
@@ -242,7 +349,7 @@ def main(argv: list[str]) -> int:
         if length > MAX_HEADER_BYTES:
             raise RunnerError("protocol", "header too large")
         header = json.loads(_read_exact(stdin, length))
-        _apply_limits(header["rlimits"])
+        _apply_limits({k: v for k, v in header["rlimits"].items() if not (shared_uid and k == "nproc")})
         model = _read_exact(stdin, int(header["model_len"]))
         if header["kind"] == "inspect":
             signature = _signature(_onnx_session(model, 1))

@@ -7,16 +7,24 @@ modules must be killed with the specific reason.
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+import shutil
 import subprocess
+import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pytest
 
 from sandbox import DecisionSchema, JobFailed, Limits, OnnxModel, PythonModule, run_job
+from sandbox._identity import SANDBOX_USER
 from tests.unit.sandbox import onnx_factory
 
 pytestmark = pytest.mark.escape
@@ -24,6 +32,7 @@ pytestmark = pytest.mark.escape
 OUTCOME = DecisionSchema.of_labels("blocked", "escaped")
 LIMITS = Limits(cpu_seconds=10, wall_seconds=30, memory_bytes=1024 << 20, max_output_bytes=8 << 20)
 REPO_ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def one_row() -> pa.Table:
@@ -172,7 +181,7 @@ def test_parent_environment_is_not_visible(monkeypatch: pytest.MonkeyPatch) -> N
     body = """
 import os
 escaped = any('hunter2' in v for v in os.environ.values())
-for pid in os.listdir('/proc'):
+for pid in os.listdir('/proc') if os.path.isdir('/proc') else []:
     if pid.isdigit():
         try:
             if b'hunter2' in open(f'/proc/{pid}/environ', 'rb').read():
@@ -187,7 +196,7 @@ def test_other_processes_are_invisible_in_proc() -> None:
     body = f"""
 import os
 escaped = False
-for pid in os.listdir('/proc'):
+for pid in os.listdir('/proc') if os.path.isdir('/proc') else []:
     if pid.isdigit():
         try:
             cmdline = open(f'/proc/{{pid}}/cmdline', 'rb').read()
@@ -275,14 +284,148 @@ except (ValueError, OSError):
     assert probe(body) == "blocked"
 
 
-def test_runs_as_nobody_without_capabilities() -> None:
-    body = """
-import os
-status = open('/proc/self/status').read()
-cap_eff = [l for l in status.splitlines() if l.startswith('CapEff:')][0].split()[1]
-escaped = os.getuid() != 65534 or int(cap_eff, 16) != 0
+# --- privilege on the host (issue 13: partner code ran as host root when the server did) ---------------------
+
+# Partner code checks its own identity; it then names its thread so the host can find it among this test's
+# own processes and read /proc/<pid>/status from outside.
+IDENTITY_ATTACK = """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)   # _LINUX_CAPABILITY_VERSION_3, this thread
+caps = (ctypes.c_uint32 * 6)()
+escaped = libc.capget(header, caps) != 0 or any(caps)
+escaped = escaped or 0 in os.getresuid() or 0 in os.getresgid()
+ambient = [c for c in range(41) if libc.prctl(47, 1, c, 0, 0) == 1]   # PR_CAP_AMBIENT_IS_SET
+escaped = escaped or bool(ambient)
+for uid in (0, 1):   # regaining root or any other uid
+    try:
+        os.setresuid(uid, uid, uid)
+        escaped = True
+    except OSError:
+        pass
+libc.prctl(15, b'partner-ready', 0, 0, 0)   # PR_SET_NAME: the host looks for this
+time.sleep(4)
 """
-    assert probe(body) == "blocked"
+
+SYSCTL_ATTACK = """
+import os
+escaped = False
+for knob in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/printk_ratelimit', '/proc/sysrq-trigger',
+             '/proc/sys/vm/drop_caches', '/proc/irq/default_smp_affinity', '/proc/sys/fs/suid_dumpable']:
+    try:
+        with open(knob, 'w') as f:
+            f.write('|/tmp/pwn %p' if 'core_pattern' in knob else '0')
+        escaped = True
+    except OSError:
+        pass
+writable = 0
+for root, dirs, files in os.walk('/proc/sys'):
+    writable += sum(os.access(os.path.join(root, f), os.W_OK) for f in files)
+for path in ['/proc/kcore', '/proc/kallsyms', '/proc/bus', '/proc/fs', '/sys', '/dev/mem', '/dev/kmsg']:
+    escaped = escaped or os.path.exists(path)
+escaped = escaped or writable > 0
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs('/tmp/proc', exist_ok=True)
+for target in [b'/proc', b'/tmp/proc']:   # mounting a proc of its own
+    if libc.mount(b'proc', target, b'proc', 0, None) == 0:
+        escaped = True
+"""
+
+PIDFD_ATTACK = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+escaped = False
+# pidfd_open(434) on bwrap's init and on itself, pidfd_getfd(438) to take their descriptors,
+# pidfd_send_signal(424), process_madvise(440), process_vm_readv(310), kcmp(312)
+for pid in (1, os.getpid()):
+    pidfd = libc.syscall(434, pid, 0)
+    if pidfd >= 0:
+        escaped = True
+        for fd in range(16):
+            if libc.syscall(438, pidfd, fd, 0) >= 0:
+                escaped = True
+for number, args in [(438, (0, 0, 0)), (438, (3, 0, 0)), (424, (0, 9, 0, 0)), (440, (0, 0, 0, 0, 0)),
+                     (310, (1, 0, 0, 0, 0, 0)), (312, (1, 2, 0, 0, 0))]:
+    if libc.syscall(number, *args) >= 0 or ctypes.get_errno() != 1:   # must be EPERM from seccomp
+        escaped = True
+"""
+
+
+def host_path_attack() -> str:
+    """Everything the sandbox can read about itself must name no host path (repository, venv, home, prefix)."""
+    secrets = sorted(
+        {str(REPO_ROOT), os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), "/root", "/work", "/home"}
+    )
+    return f"""
+import os, sys
+seen = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.executable, os.getcwd()]
+seen += list(sys.path) + list(os.environ.values()) + list(os.environ)
+import numpy, pyarrow, onnxruntime
+seen += [numpy.__file__, pyarrow.__file__, onnxruntime.__file__]
+for path in ['/proc/self/mountinfo', '/proc/self/mounts', '/proc/1/cmdline', '/proc/self/cmdline',
+             '/proc/1/environ', '/proc/self/environ', '/proc/self/maps', '/proc/1/mountinfo']:
+    try:
+        seen.append(open(path, 'rb').read().decode('utf-8', 'replace'))
+    except OSError:
+        pass
+for path in ['/proc/1/cwd', '/proc/1/root', '/proc/1/exe', '/proc/self/exe']:
+    try:
+        seen.append(os.readlink(path))
+    except OSError:
+        pass
+escaped = any(secret in text for secret in {secrets!r} for text in seen)
+"""
+
+
+def test_partner_code_is_never_host_root_nor_holds_a_capability() -> None:
+    """Checked from inside (the model's view) and from the host (/proc/<pid>/status of this test's own sandbox)."""
+    seen: list[dict[str, str]] = []
+
+    def look() -> bool:
+        for pid, _ in own_sandbox_processes():
+            if _read(f"/proc/{pid}/comm").strip() == b"partner-ready":
+                seen.append(_status(pid))
+                return True
+        return False
+
+    assert while_running(lambda: probe(IDENTITY_ATTACK), look) == "blocked"
+    assert seen, "the partner's process was not found among this test's sandboxes"
+    assert_unprivileged_on_host(seen[0], server_root=os.geteuid() == 0)
+
+
+def assert_unprivileged_on_host(status: dict[str, str], *, server_root: bool) -> None:
+    uids = {int(v) for v in status["Uid"].split()}
+    gids = {int(v) for v in status["Gid"].split()}
+    expected = pwd.getpwnam(SANDBOX_USER) if server_root else None
+    assert 0 not in uids
+    assert 0 not in gids
+    if expected is not None:
+        assert uids == {expected.pw_uid}
+        assert gids == {expected.pw_gid}
+        assert status["Groups"] == ""
+        assert int(status["CapBnd"], 16) == 0
+    for capability_set in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(status[capability_set], 16) == 0, capability_set
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"
+
+
+def test_kernel_knobs_under_proc_cannot_be_written() -> None:
+    core_pattern = Path("/proc/sys/kernel/core_pattern").read_bytes()
+    ratelimit = Path("/proc/sys/kernel/printk_ratelimit").read_bytes()
+    assert probe(SYSCTL_ATTACK) == "blocked"
+    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == core_pattern
+    assert Path("/proc/sys/kernel/printk_ratelimit").read_bytes() == ratelimit
+
+
+def test_pidfd_theft_and_cross_process_calls_are_denied() -> None:
+    assert probe(PIDFD_ATTACK) == "blocked"
+
+
+def test_no_host_path_is_visible_from_inside() -> None:
+    assert probe(host_path_attack()) == "blocked"
 
 
 # --- resource exhaustion -----------------------------------------------------------------------------------
@@ -378,43 +521,196 @@ def test_flooding_stderr_is_cut_off() -> None:
 
 @pytest.mark.usefixtures("host_stays_healthy")
 def test_thread_bomb_is_contained() -> None:
-    failure = attack(
-        """
-        import threading, time
-        def score(table):
-            while True:
-                threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
-        """,
-        Limits(**{**LIMITS.__dict__, "wall_seconds": 5}),
-    )
+    sandboxes: set[tuple[int, bytes]] = set()
+
+    def bomb() -> JobFailed:
+        return attack(
+            """
+            import threading, time
+            def score(table):
+                while True:
+                    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+            """,
+            Limits(**{**LIMITS.__dict__, "wall_seconds": 5}),
+        )
+
+    failure = while_running(bomb, lambda: bool(sandboxes.update(own_sandbox_processes())))
     assert failure.reason in {"model failed while scoring", "killed: memory limit", "timeout"}
-    assert _no_sandbox_left_within(5.0)
+    assert sandboxes
+    assert gone_within(sandboxes, 5.0)
 
 
 def test_killed_jobs_leave_no_process_behind() -> None:
-    attack(
-        """
-        import time
-        def score(table):
-            time.sleep(3600)
-        """,
-        Limits(**{**LIMITS.__dict__, "wall_seconds": 1}),
-    )
-    assert _no_sandbox_left_within(5.0)
+    sandboxes: set[tuple[int, bytes]] = set()
+
+    def sleeper() -> JobFailed:
+        return attack(
+            """
+            import time
+            def score(table):
+                time.sleep(3600)
+            """,
+            Limits(**{**LIMITS.__dict__, "wall_seconds": 2}),
+        )
+
+    failure = while_running(sleeper, lambda: bool(sandboxes.update(own_sandbox_processes())))
+    assert failure.reason == "timeout"
+    assert sandboxes
+    assert gone_within(sandboxes, 5.0)
 
 
-def _no_sandbox_left_within(seconds: float) -> bool:
+# --- the same attacks with the server running as an unprivileged user ----------------------------------------
+
+UNPRIVILEGED_SERVER = """
+import json, sys
+from tests.escape import test_sandbox_escape as t
+results = {}
+for name, body in [('identity', t.IDENTITY_ATTACK), ('sysctl', t.SYSCTL_ATTACK), ('pidfd', t.PIDFD_ATTACK),
+                   ('host_paths', t.host_path_attack())]:
+    try:
+        results[name] = t.probe(body)
+    except Exception as exc:
+        results[name] = f'{type(exc).__name__}: {exc}'
+print(json.dumps(results))
+"""
+
+
+def test_escape_checks_hold_when_the_server_is_not_root(tmp_path: Path) -> None:
+    """A server started as `nobody` launches the sandbox through its user-namespace path; the attacks still fail."""
+    if os.geteuid() != 0:
+        pytest.skip("the server already runs as a non-root user: every test in this file is the non-root run")
+    tools = {tool: shutil.which(tool) for tool in ("unshare", "setpriv", "mount")}
+    if not all(tools.values()):
+        pytest.skip(f"needs util-linux's unshare, setpriv and mount to start a non-root server: {tools}")
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+    userns = subprocess.run([*drop, "unshare", "--user", "true"], capture_output=True, check=False)
+    if userns.returncode != 0:
+        pytest.skip(f"this kernel refuses unprivileged user namespaces: {userns.stderr.decode().strip()}")
+    # The interpreter may live under a home only root can traverse (/root/.pyenv): in a private mount
+    # namespace, cover that home with an empty world-traversable tmpfs and bind the installation back.
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    blocked = next((p for p in reversed(prefix.parents) if p != Path("/") and not p.stat().st_mode & 0o001), None)
+    setup = ["set -e"]
+    if blocked is not None:
+        runtime = tmp_path / "runtime"
+        runtime.mkdir()
+        setup += [
+            f"mount --bind '{prefix}' '{runtime}'",
+            f"mount -t tmpfs -o mode=0755,size=1m tmpfs '{blocked}'",
+            f"mkdir -p '{prefix}'",
+            f"mount --bind '{runtime}' '{prefix}'",
+        ]
+    python = REPO_ROOT / ".venv" / "bin" / "python" if (REPO_ROOT / ".venv").exists() else Path(sys.executable)
+    setup.append(" ".join([*drop, "--", f"'{python}'", "-c", '"$SCRIPT"']))
+    server: list[subprocess.Popen[str]] = []
+    seen: list[dict[str, str]] = []
+
+    def start() -> str:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(setup)],
+            cwd=REPO_ROOT,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "SCRIPT": UNPRIVILEGED_SERVER,
+                "PYTHONPATH": str(REPO_ROOT),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        server.append(proc)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+        return out
+
+    def look() -> bool:
+        if not server:
+            return False
+        for pid, _ in own_sandbox_processes(server[0].pid):
+            if _read(f"/proc/{pid}/comm").strip() == b"partner-ready":
+                seen.append(_status(pid))
+                return True
+        return False
+
+    results = json.loads(while_running(start, look).strip().splitlines()[-1])
+    assert results == {"identity": "blocked", "sysctl": "blocked", "pidfd": "blocked", "host_paths": "blocked"}
+    assert seen, "the partner's process was not found among this test's sandboxes"
+    assert_unprivileged_on_host(seen[0], server_root=False)
+    assert {int(v) for v in seen[0]["Uid"].split()} == {65534}  # the server's own uid, not root
+
+
+# --- this test's own processes only (other tests' sandboxes may run at the same time) ------------------------
+
+
+def while_running(job: Callable[[], T], look: Callable[[], bool], interval: float = 0.02) -> T:
+    """Run `job` in a thread and call `look` (until it returns True) while the job runs; the job's result."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(job())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    done = False
+    while thread.is_alive():
+        if not done:
+            done = look()
+        time.sleep(interval)
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def own_sandbox_processes(root: int | None = None) -> set[tuple[int, bytes]]:
+    """(pid, start time) of the sandbox processes (bwrap and the runner) descending from `root` (this process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read(f"/proc/{entry}/stat")
+            if stat:
+                children.setdefault(int(stat.rsplit(b")", 1)[1].split()[1]), []).append(int(entry))
+    found: set[tuple[int, bytes]] = set()
+    stack = [root or os.getpid()]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            stack.append(child)
+            if b"/sandbox/runner.py" in _read(f"/proc/{child}/cmdline"):
+                found.add((child, _start_time(child)))
+    return found
+
+
+def gone_within(processes: set[tuple[int, bytes]], seconds: float) -> bool:
     """The kernel tears a killed pid namespace down asynchronously: allow it a moment."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not any(pid.isdigit() and b"/sandbox/runner.py" in _cmdline(pid) for pid in os.listdir("/proc")):
+        alive = {
+            (pid, started)
+            for pid, started in processes
+            if _start_time(pid) == started and b"/sandbox/runner.py" in _read(f"/proc/{pid}/cmdline")
+        }
+        if not alive:
             return True
         time.sleep(0.05)
     return False
 
 
-def _cmdline(pid: str) -> bytes:
+def _start_time(pid: int) -> bytes:
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(b")", 1)[1].split()[19] if stat else b""
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = _read(f"/proc/{pid}/status").decode().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def _read(path: str) -> bytes:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(path).read_bytes()
     except OSError:
         return b""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -12,10 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox import DecisionSchema, JobFailed, Limits
-from sandbox._seccomp import DENIED_SYSCALLS, UnsupportedArchitecture, build_filter
+from sandbox._seccomp import ALLOWED_SYSCALLS, DENIED_SYSCALLS, UnsupportedArchitecture, build_filter
 from sandbox._validate import validate_decisions
 
 LABELS = DecisionSchema.of_labels("a", "b", "c")
+UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 
 def stream(pseudonyms: list[str], decisions: list[object], decision_type: pa.DataType = pa.string()) -> bytes:
@@ -89,11 +92,30 @@ def test_seccomp_program_shape() -> None:
     assert len(program) % 8 == 0
     instructions = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
     assert instructions[0] == (0x20, 0, 0, 4)  # load arch first
-    denied = {k for code, _, _, k in instructions if code == 0x15}
-    assert set(DENIED_SYSCALLS.values()) <= denied
+    compared = {k for code, _, _, k in instructions if code == 0x15}
+    allowed = {nr for family in ALLOWED_SYSCALLS.values() for nr in family.values()}
+    assert allowed <= compared
     assert instructions[-1] == (0x06, 0, 0, 0x80000000)  # foreign arch: kill
     with pytest.raises(UnsupportedArchitecture):
         build_filter("aarch64")
+
+
+def test_seccomp_allow_list_never_lets_an_attackers_call_through() -> None:
+    allowed = {name: nr for family in ALLOWED_SYSCALLS.values() for name, nr in family.items()}
+    assert not set(allowed) & set(DENIED_SYSCALLS)
+    assert not set(allowed.values()) & set(DENIED_SYSCALLS.values())
+    for name in ("pidfd_open", "pidfd_getfd", "process_madvise", "ptrace", "socket", "unshare", "mount"):
+        assert name in DENIED_SYSCALLS
+
+
+@pytest.mark.skipif(not UNISTD_64.exists(), reason="no kernel headers (asm/unistd_64.h) to check the numbers against")
+def test_seccomp_syscall_numbers_match_the_kernel_headers() -> None:
+    numbers = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^#define __NR_(\w+) (\d+)$", UNISTD_64.read_text(), flags=re.MULTILINE)
+    }
+    table = {name: nr for family in ALLOWED_SYSCALLS.values() for name, nr in family.items()} | DENIED_SYSCALLS
+    assert {name: numbers.get(name) for name in table} == table
 
 
 def test_sandbox_package_imports_neither_dataspace_nor_fastapi() -> None:

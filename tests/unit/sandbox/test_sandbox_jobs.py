@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -18,6 +21,9 @@ from sandbox import (
     inspect_onnx,
     run_job,
 )
+from sandbox._identity import Identity
+from sandbox._runner import IDENTITY_FAILED
+from sandbox._seccomp import build_filter
 from tests.unit.sandbox import onnx_factory
 
 YES_NO = DecisionSchema.of_labels("no", "yes")
@@ -266,3 +272,36 @@ def test_a_bwrap_that_cannot_sandbox_is_refused(tmp_path) -> None:
             YES_NO,
             bubblewrap=Bubblewrap(path=str(fake)),
         )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox user matters only when the server runs as root")
+def test_a_root_server_without_the_sandbox_user_refuses_code_bearing_jobs() -> None:
+    unknown = Bubblewrap(user="dataspace-sandbox-absent")
+    for attempt in (
+        lambda: run_job(
+            OnnxModel(onnx_factory.logistic_regression([1.0, 1.0])), features(), YES_NO, bubblewrap=unknown
+        ),
+        lambda: run_job(
+            PythonModule("def score(t):\n    return []\n", approved=True), features(), YES_NO, bubblewrap=unknown
+        ),
+        lambda: inspect_onnx(onnx_factory.logistic_regression([1.0]), feature_names=["a"], bubblewrap=unknown),
+    ):
+        with pytest.raises(SandboxUnavailable, match="refusing to run partner code as root"):
+            attempt()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the runner drops privileges only when the server runs as root")
+def test_the_runner_itself_refuses_to_stay_root() -> None:
+    """Even a launcher told to 'drop' to uid 0 does not get partner code run as root: the runner exits 97."""
+    launcher = Bubblewrap()
+    for identity in (Identity(0, 0, drop=True), Identity(0, 995, drop=True)):
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, build_filter())
+        os.close(write_fd)
+        try:
+            command = launcher.command(Limits(), read_fd, identity=identity)
+            result = subprocess.run(command, pass_fds=(read_fd,), capture_output=True, timeout=60, check=False)
+        finally:
+            os.close(read_fd)
+        assert result.returncode == IDENTITY_FAILED
+        assert b"refusing to run as root" in result.stderr
