@@ -18,7 +18,9 @@ from dataspace.catalog.schemas import FieldUpdate
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
-from dataspace.jobs import contracts
+from dataspace.jobs import contracts, runner
+from dataspace.jobs import service as jobs
+from dataspace.jobs.models import Job
 from tests.auth_helpers import bearer, issue_token
 from tests.integration import jobs_support as js
 
@@ -226,3 +228,20 @@ def test_a_steward_cannot_patch_a_promise_into_raw_release_of_a_sensitive_field(
     r = client.post("/v1/catalog/fields", json=body, headers=steward)
     assert r.status_code == 201, r.text
     assert r.json()["transforms"] == {"bin": {"max_values": 4, "min_width": 5.0}}
+
+
+def test_a_job_under_a_contract_the_catalog_no_longer_allows_sends_nothing(ctx: Context) -> None:
+    """Approved at the limit, then the steward tightens the promise: the emission refuses the next job."""
+    js.build_world(ctx, 30)
+    contract_id = js.approved_contract(ctx)
+    model_id = js.upload_onnx(ctx, contract_id)
+    coarser = {"quantile": {"max_values": 4}, "topcode": {"max_values": 5, "min_step": 2000}}
+    with ctx.db.transaction() as s:
+        catalog.update_field(s, SPEND, FieldUpdate.model_validate({"transforms": coarser}))
+        job_id = jobs.submit(s, principal=js.partner_principal(ctx), model_id=model_id).id
+    result = runner.run_job(ctx, job_id)
+    assert (result.status, result.error) == ("failed", "not_runnable")
+    with ctx.db.session() as s:
+        assert "finer than the catalog promises" in (s.get(Job, job_id).error_detail or "")  # type: ignore[union-attr]
+    counts = js.counts(ctx)
+    assert counts["decisions"] == counts["usage"] == 0
