@@ -24,6 +24,10 @@ from dataspace.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("DATASPACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("DATASPACE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+# Job outcomes show to partners at once and with exact times in tests (servers started by tests inherit
+# this); the release schedule's own tests set a real tick and hold (tests/integration/test_partner_channels.py).
+os.environ.setdefault("DATASPACE_JOB_RELEASE_TICK_SECONDS", "0")
+os.environ.setdefault("DATASPACE_JOB_RELEASE_HOLD_SECONDS", "0")
 
 
 def _pg_url(dbname: str) -> str:
@@ -74,10 +78,6 @@ def truncate_all(db: Database) -> None:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " RESTART IDENTITY CASCADE"))
 
 
-@pytest.fixture(scope="session")
-def keyring() -> KeyRing:
-    return KeyRing.generate()
-
 # The controller every test server names on its receipts (the server refuses to start without one).
 TEST_CONTROLLER = {
     "controller_name": "Lakeside Savings Bank Co., Ltd.",
@@ -93,6 +93,10 @@ def controller_env() -> dict[str, str]:
     """``TEST_CONTROLLER`` as the environment of a ``dataspace serve`` subprocess."""
     return {f"DATASPACE_{k.upper()}": v for k, v in TEST_CONTROLLER.items()}
 
+
+@pytest.fixture(scope="session")
+def keyring() -> KeyRing:
+    return KeyRing.generate()
 
 
 @pytest.fixture

@@ -162,7 +162,12 @@ class PartnerClient(BaseClient):
         interval: float = 0.5,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll a job until it reaches a terminal state; ``on_update`` sees every poll (progress display)."""
+        """Poll a job until it reaches a terminal state; ``on_update`` sees every poll (progress display).
+
+        A job shows ``queued`` until its outcome is released on the server's schedule (by default 5 minutes
+        after submission, whatever the job did: run time must not leak data); a failure's ``error`` is one
+        reason code (``model_failed``, ``output_invalid``, ``timeout``, ``resource_limit``, ``cancelled``,
+        ``not_runnable``, ``sandbox_unavailable``, ``internal``)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)

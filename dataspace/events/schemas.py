@@ -22,8 +22,9 @@ class Payload(BaseModel):
 
 
 class ConsentChanged(Payload):
-    """Sent to the partner a grant names. It carries no customer identifier: the partner learns that the
-    population it may score changed, not who changed it."""
+    """A consent change, for the operator's own consumers; NEVER delivered to a partner (one delivery per
+    change would give the partner the exact number of changes: population changes reach partners only as
+    DP numbers). It carries no customer identifier."""
 
     field: str | None = Field(description="Catalog field key, or null for a whole dimension")
     dimension: str | None = None
@@ -33,14 +34,28 @@ class ConsentChanged(Payload):
     valid_until: str | None = Field(default=None, description="RFC 3339 UTC, or null until withdrawn")
 
 
+# The partner-visible reasons a job can end with (``dataspace.jobs.outcomes.REASONS``; a test keeps them equal).
+JobReason = Literal[
+    "model_failed",
+    "output_invalid",
+    "timeout",
+    "resource_limit",
+    "cancelled",
+    "not_runnable",
+    "sandbox_unavailable",
+    "internal",
+]
+
+
 class JobCompleted(Payload):
     """No counts: exact numbers of decided subjects would tell the partner how many customers consented;
-    partners learn numbers only through differentially private releases."""
+    partners learn numbers only through differentially private releases. Dated and delivered at the job's
+    release tick, not when it really ended."""
 
     job_id: int
     contract_id: int
     status: Literal["succeeded", "failed", "cancelled"]
-    reason: str | None = None
+    reason: JobReason | None = Field(default=None, description="Why a job did not succeed: a fixed, number-free code.")
 
 
 class DecisionReady(Payload):
@@ -80,10 +95,15 @@ CONTRACTS: dict[tuple[str, int], type[Payload]] = {
     ("contract.decided", 1): ContractDecided,
 }
 
+# What partners may subscribe to and receive: their jobs and contracts. No per-change consent events (see
+# ``ConsentChanged``), nothing about individual customers' points.
+PARTNER_EVENT_TYPES = frozenset({"job.completed", "decision.ready", "contract.decided"})
+
 # Delivery promises, published with the schemas.
 DELIVERY = {
     "semantics": "at-least-once; deduplicate by event id",
-    "latency": "dispatched within 5 seconds of the change committing",
+    "latency": "dispatched within 5 seconds of the change committing; job.completed and decision.ready are "
+    "dated and dispatched at the job's release tick (see the README: what a partner can observe)",
     "retries": "exponential backoff from 2 s, doubling, capped at 1 h; dead-lettered after 8 attempts",
     "signature": "Ed25519 over '<timestamp>.<body>'; header Dataspace-Signature: t=<unix>,kid=<kid>,sig=<b64>",
 }

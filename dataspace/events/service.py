@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 from dataspace.db import Database, insert_later, utcnow
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
-from dataspace.events.schemas import CONTRACTS, Payload
+from dataspace.events.schemas import CONTRACTS, PARTNER_EVENT_TYPES, Payload
 from dataspace.keys import KeyRing
+from dataspace.observability import metrics
 
 MAX_ATTEMPTS = 8
 BASE_DELAY = 2.0
@@ -106,11 +107,13 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
 def subscribe(
     session: Session, *, partner_id: int, url: str, event_types: list[str], allow_private: bool = False
 ) -> WebhookSubscription:
-    known = {t for t, _ in CONTRACTS}
-    unknown = sorted(set(event_types) - known)
+    unknown = sorted(set(event_types) - PARTNER_EVENT_TYPES)
     if unknown or not event_types:
         raise InvalidInput(
-            f"unknown event type(s) {unknown}; known: {sorted(known)}" if unknown else "name at least one event type"
+            f"event type(s) {unknown} are not delivered to partners; partners may subscribe to "
+            f"{sorted(PARTNER_EVENT_TYPES)}"
+            if unknown
+            else "name at least one event type"
         )
     sub = WebhookSubscription(
         partner_id=partner_id,
@@ -141,13 +144,15 @@ def list_subscriptions(session: Session, *, partner_id: int) -> list[WebhookSubs
 
 
 def list_deliveries(
-    session: Session, *, partner_id: int, status: str | None = None, limit: int = 100
+    session: Session, *, partner_id: int, status: str | None = None, limit: int = 100, now: datetime | None = None
 ) -> list[tuple[WebhookDelivery, OutboxEvent]]:
+    """The partner's deliveries, newest first; an event dated in the future (a job outcome that shows at
+    the next release tick, ``dataspace.jobs.outcomes``) is not listed before its time."""
     stmt = (
         select(WebhookDelivery, OutboxEvent)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-        .where(WebhookSubscription.partner_id == partner_id)
+        .where(WebhookSubscription.partner_id == partner_id, OutboxEvent.occurred_at <= (now or utcnow()))
         .order_by(WebhookDelivery.id.desc())
         .limit(limit)
     )
@@ -200,7 +205,9 @@ def verify_signature(
 
 # --- dispatching ------------------------------------------------------------------------------------
 def fan_out(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
-    """Create one delivery per (committed event, matching active subscription of its partner).
+    """Create one delivery per (committed event of a partner-deliverable type, matching active subscription
+    of its partner), due at the event's ``occurred_at`` if that is later (job outcomes are dated at their
+    release tick). Consent events are never delivered to partners (``PARTNER_EVENT_TYPES``).
 
     Set-based, as every consent change emits an event: one read of the batch, one of the subscriptions of
     its partners, one insert, one update. On PostgreSQL the batch's rows are locked and locked ones skipped,
@@ -218,6 +225,11 @@ def fan_out(session: Session, *, now: datetime | None = None, limit: int = 1000)
     batch = session.execute(stmt).all()
     if not batch:
         return 0
+    due = dict(
+        session.execute(
+            select(OutboxEvent.id, OutboxEvent.occurred_at).where(OutboxEvent.id.in_([e for e, _, _ in batch]))
+        ).all()
+    )
     subscriptions: dict[int, list[tuple[int, list[str]]]] = {}
     partner_ids = sorted({partner_id for _, partner_id, _ in batch if partner_id is not None})
     if partner_ids:
@@ -228,9 +240,15 @@ def fan_out(session: Session, *, now: datetime | None = None, limit: int = 1000)
         ):
             subscriptions.setdefault(partner_id, []).append((sub_id, types))
     deliveries = [
-        {"event_id": event_id, "subscription_id": sub_id, "status": "pending", "attempts": 0, "next_attempt_at": now}
+        {
+            "event_id": event_id,
+            "subscription_id": sub_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": max(now, due[event_id]),
+        }
         for event_id, partner_id, event_type in batch
-        if partner_id is not None
+        if partner_id is not None and event_type in PARTNER_EVENT_TYPES
         for sub_id, types in subscriptions.get(partner_id, ())
         if event_type in types
     ]
@@ -308,21 +326,25 @@ def deliver_due(
         }
         status: int | None = None
         error: str | None = None
+        sent = time.perf_counter()
         try:
             status = send(attempt.url, attempt.body, headers)
         except httpx.HTTPError as exc:
             error = type(exc).__name__
+        took = time.perf_counter() - sent
         with db.transaction() as session:
             delivery = session.get(WebhookDelivery, attempt.delivery_id)
             assert delivery is not None
             delivery.last_status, delivery.last_error = status, error
             if status is not None and 200 <= status < 300:
                 delivery.status, delivery.delivered_at = "delivered", now
-                counts["delivered"] += 1
+                outcome = "delivered"
             elif delivery.attempts >= MAX_ATTEMPTS:
                 delivery.status = "dead"
-                counts["dead"] += 1
+                outcome = "dead"
             else:
                 delivery.next_attempt_at = now + backoff(delivery.attempts)
-                counts["retry"] += 1
+                outcome = "retry"
+        counts[outcome] += 1
+        metrics.webhook_delivered(outcome, took)
     return counts

@@ -33,6 +33,7 @@ MAX_EPSILON_PER_RELEASE = 10.0
 MAX_VALIDITY = timedelta(days=3 * 366)
 MAX_LABELS = 64
 MAX_LABEL_LENGTH = 64
+MAX_DECISION_MAGNITUDE = 1e9  # numeric decisions lie in [min, max] with |min|, |max| <= this
 # Every (partner, purpose) starts with this much epsilon when its first contract is approved; a steward
 # can change it with ``set_budget``.
 DEFAULT_EPSILON_TOTAL = 10.0
@@ -69,7 +70,19 @@ def decision_schema_of(raw: Mapping[str, Any]) -> DecisionSchema:
             return DecisionSchema.of_labels(*labels)
         if any(isinstance(v, bool) or not isinstance(v, int | float) for v in (lo, hi)):
             raise InvalidInput("decision_schema needs 'labels' or numeric 'min' and 'max'")
-        return DecisionSchema.number_range(float(lo), float(hi))
+        # A bounded range keeps every DP release's noise scale finite (the sum's sensitivity is the larger
+        # bound): without it a range of +-1e308 is accepted and every release of the job fails.
+        try:
+            low, high = float(lo), float(hi)
+        except OverflowError:  # an integer beyond any float
+            low = high = math.inf
+        if not all(math.isfinite(v) and abs(v) <= MAX_DECISION_MAGNITUDE for v in (low, high)):
+            raise InvalidInput(
+                f"decision_schema min and max must be finite numbers within +-{MAX_DECISION_MAGNITUDE:g}"
+            )
+        if not low < high:
+            raise InvalidInput("decision_schema min must be less than max")
+        return DecisionSchema.number_range(low, high)
     except ValueError as exc:
         raise InvalidInput(f"decision_schema: {exc}") from None
 

@@ -95,8 +95,18 @@ class Job(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|succeeded|failed|cancelled
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # ``error`` is the partner-visible reason, one code of ``dataspace.jobs.outcomes.REASONS`` (number-free);
+    # ``error_detail`` is the full text (counts, exit status, the model's error line), for stewards only.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the job paid from the privacy budget at submission (the epsilon its release would spend; kept
+    # when the job fails, so failures are not free; refunded if the partner cancels before the outcome shows).
+    micro_epsilon_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When the final state becomes visible to the partner (``dataspace.jobs.outcomes``: a schedule that does
+    # not depend on how long the job ran), and when the partner asked to cancel (before it was visible).
+    visible_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set with the decisions, cleared once every decided subject's usage points are credited (crediting is
     # idempotent per (job, subject), so a crash in between is finished by ``shards.credit_pending``); for a
     # sharded job, pending while any shard's points are.

@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import opendp.prelude as dp
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
-from dataspace.errors import BudgetExceeded, Conflict
-from dataspace.jobs import contracts, service
-from dataspace.jobs.models import Contract, Decision, PrivacyBudget, Release
+from dataspace.errors import Conflict
+from dataspace.jobs import budget, contracts, outcomes, service
+from dataspace.jobs.models import Contract, Decision, Release
 
 dp.enable_features("contrib")
 
@@ -89,11 +89,15 @@ def get_release(session: Session, *, job_id: int) -> Release | None:
     return session.scalar(select(Release).where(Release.job_id == job_id))
 
 
-def release_results(session: Session, *, principal: Principal, job_id: int) -> Release:
-    """The job's DP aggregate: computed and charged the first time, the stored release afterwards."""
+def release_results(
+    session: Session, *, principal: Principal, job_id: int, schedule: outcomes.ReleaseSchedule | None = None
+) -> Release:
+    """The job's DP aggregate: computed the first time (paid at submission, ``dataspace.jobs.budget``), the
+    stored release afterwards."""
     job = service.get_owned(session, principal=principal, job_id=job_id)
-    if job.status != "succeeded":
-        raise Conflict(f"job is {job.status}; results exist only for a succeeded job")
+    state = outcomes.partner_state(job, utcnow(), schedule or outcomes.ReleaseSchedule())
+    if state.status != "succeeded":  # what the partner sees: an outcome not shown yet is not "succeeded"
+        raise Conflict(f"job is {state.status}; results exist only for a succeeded job")
     existing = get_release(session, job_id=job.id)
     if existing is not None:
         return existing
@@ -111,21 +115,12 @@ def release_results(session: Session, *, principal: Principal, job_id: int) -> R
         charged, result = _release_mean(session, job.id, lo=schema.minimum, hi=schema.maximum, epsilon=epsilon, k=k)
         mechanism = "laplace/count+bounded-sum"
     micro = contracts.to_micro(charged)
-    spent = session.execute(
-        update(PrivacyBudget)
-        .where(
-            PrivacyBudget.partner_id == job.partner_id,
-            PrivacyBudget.purpose_key == contract.purpose_key,
-            PrivacyBudget.micro_epsilon_spent + micro <= PrivacyBudget.micro_epsilon_total,
-        )
-        .values(micro_epsilon_spent=PrivacyBudget.micro_epsilon_spent + micro, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(spent, "rowcount", 0) != 1:
-        raise BudgetExceeded(
-            f"releasing this aggregate costs epsilon {micro / contracts.MICRO:g}, more than the privacy budget "
-            f"left for purpose {contract.purpose_key!r}"
-        )
+    if job.micro_epsilon_reserved:  # paid when the job was submitted: nothing more to spend
+        if micro > job.micro_epsilon_reserved + 1:  # +1: to_micro rounds the map's float up
+            raise Conflict("the release mechanism would cost more than the job paid")
+        micro = job.micro_epsilon_reserved
+    else:
+        budget.charge(session, partner_id=job.partner_id, purpose_key=contract.purpose_key, micro=micro)
     result = {**result, "epsilon": micro / contracts.MICRO, "k_min": k}
     release = Release(job_id=job.id, micro_epsilon=micro, mechanism=mechanism, result=result, created_at=utcnow())
     try:

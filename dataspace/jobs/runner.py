@@ -22,20 +22,23 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
 from dataspace.context import Context
-from dataspace.db import bulk_insert, utcnow
+from dataspace.db import bulk_insert, flush_deferred, utcnow
 from dataspace.emission import emit, parse_features
 from dataspace.emission.service import Emission, PseudonymMap
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.events import service as events
+from dataspace.events.models import OutboxEvent, WebhookDelivery
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.eligibility import eligible_subjects, still_eligible
 from dataspace.jobs.ledger import append_job_usage
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel
+from dataspace.jobs.outcomes import REASONS, ReleaseSchedule, reason_of_sandbox
+from dataspace.observability import metrics
 from dataspace.partners.models import Partner
 from dataspace.points.service import award_usage, usage_points
 from sandbox import (
@@ -113,8 +116,9 @@ def _claim(ctx: Context, job_id: int) -> _Claimed | RunResult:
                 raise Conflict(f"model {model.id} is {model.status}")
             if partner.status != "active":
                 raise Conflict("partner is not active")
+            schema = contracts.decision_schema_of(contract.decision_schema)
         except DataspaceError as exc:
-            _mark_failed(session, job, exc.detail)
+            _mark_failed(session, job, "not_runnable", exc.detail, ReleaseSchedule.of(ctx.settings))
             return RunResult(job_id, "failed", job.error)
         record_event(
             session,
@@ -134,23 +138,40 @@ def _claim(ctx: Context, job_id: int) -> _Claimed | RunResult:
             partner_key=partner.key,
             purpose_key=contract.purpose_key,
             features=list(contract.features),
-            schema=contracts.decision_schema_of(contract.decision_schema),
+            schema=schema,
             k=contract.k_min,
             model=spec,
         )
 
 
-def _mark_failed(session: Session, job: Job, reason: str) -> None:
+def _mark_failed(session: Session, job: Job, code: str, detail: str, schedule: ReleaseSchedule) -> None:
+    """Fail the job: the partner gets ``code`` (one of ``outcomes.REASONS``), stewards and the audit trail
+    the full ``detail``."""
+    assert code in REASONS
     job.status = "failed"
-    job.error = reason[:500]
+    job.error = code
+    job.error_detail = detail[:2000]
     job.finished_at = utcnow()
     session.flush()
-    record_event(session, actor=None, action="job.failed", target=f"job:{job.id}", details={"reason": job.error})
-    job_completed(session, job)
+    record_event(
+        session,
+        actor=None,
+        action="job.failed",
+        target=f"job:{job.id}",
+        details={"reason": code, "detail": job.error_detail},
+    )
+    job_completed(session, job, schedule)
 
 
-def job_completed(session: Session, job: Job) -> None:
-    """The partner's events for a job that reached a final state (same transaction as the state change)."""
+def job_completed(session: Session, job: Job, schedule: ReleaseSchedule) -> None:
+    """Set when the job's final state shows to the partner, and write the partner's events for it (same
+    transaction as the state change), dated and delivered at that time (``dataspace.jobs.outcomes``)."""
+    metrics.job_finished(job.status)
+    assert job.finished_at is not None
+    job.visible_at = schedule.visible_at(job.created_at, job.finished_at)
+    session.flush()
+    if job.cancel_requested_at is not None:
+        return  # the partner saw it cancelled already
     events.emit(
         session,
         "job.completed",
@@ -161,6 +182,7 @@ def job_completed(session: Session, job: Job) -> None:
             "reason": job.error if job.status != "succeeded" else None,
         },
         partner_id=job.partner_id,
+        now=job.visible_at,
     )
     if job.status == "succeeded":
         events.emit(
@@ -168,7 +190,28 @@ def job_completed(session: Session, job: Job) -> None:
             "decision.ready",
             {"job_id": job.id, "results_url": f"/v1/partner/jobs/{job.id}/results"},
             partner_id=job.partner_id,
+            now=job.visible_at,
         )
+
+
+def withdraw_hidden_events(session: Session, job: Job, now: datetime) -> None:
+    """Delete the partner's not-yet-visible events of this job (and their pending deliveries): the partner
+    cancelled before the outcome showed, so the outcome never shows."""
+    flush_deferred(session)
+    hidden = [
+        event_id
+        for event_id, data in session.execute(
+            select(OutboxEvent.id, OutboxEvent.data).where(
+                OutboxEvent.partner_id == job.partner_id,
+                OutboxEvent.type.in_(("job.completed", "decision.ready")),
+                OutboxEvent.occurred_at > now,
+            )
+        )
+        if isinstance(data, dict) and data.get("job_id") == job.id
+    ]
+    if hidden:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(hidden)))
+        session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(hidden)))
 
 
 class _Heartbeat:
@@ -235,7 +278,12 @@ def score(
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     if emission.stats.emitted:
-        decisions = sandbox_run(model, emission.batches(), schema, limits).decisions
+        metrics.sandbox_started()
+        try:
+            decisions = sandbox_run(model, emission.batches(), schema, limits).decisions
+        except (JobFailed, ModelRejected) as exc:
+            metrics.sandbox_failed(exc.reason)
+            raise
     else:
         decisions = pa.table({"pseudonym": pa.array([], pa.string()), "decision": pa.array([], schema.decision_type)})
     timings["sandbox"] = time.perf_counter() - t0
@@ -317,6 +365,7 @@ def run_job(
             result.stats["points_credited"] = credit_points(ctx, job_id)
             timings["points"] = time.perf_counter() - t0
         result.timings = timings
+        metrics.observe_job_phases(timings)
         return result
     except _Abandoned as exc:
         log.info("job abandoned", extra={"job_id": job_id, "reason": str(exc)})
@@ -326,22 +375,23 @@ def run_job(
             return RunResult(job_id, job.status, job.error, timings=timings)
     except (JobFailed, ModelRejected) as exc:
         log.info("job failed in the sandbox", extra={"job_id": job_id, "reason": exc.reason, "detail": exc.detail})
-        return _fail(ctx, claimed, exc.reason, timings)
-    except SandboxUnavailable:
-        return _fail(ctx, claimed, "the model sandbox is unavailable on this server", timings)
+        detail = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
+        return _fail(ctx, claimed, reason_of_sandbox(exc.reason), detail, timings)
+    except SandboxUnavailable as exc:
+        return _fail(ctx, claimed, "sandbox_unavailable", exc.reason, timings)
     except DataspaceError as exc:
-        return _fail(ctx, claimed, exc.detail, timings)
-    except Exception:
+        return _fail(ctx, claimed, "not_runnable", exc.detail, timings)
+    except Exception as exc:
         log.exception("job failed", extra={"job_id": job_id})
-        return _fail(ctx, claimed, "internal error while running the job", timings)
+        return _fail(ctx, claimed, "internal", f"internal error while running the job: {type(exc).__name__}", timings)
 
 
-def _fail(ctx: Context, claimed: _Claimed, reason: str, timings: dict[str, float]) -> RunResult:
+def _fail(ctx: Context, claimed: _Claimed, code: str, detail: str, timings: dict[str, float]) -> RunResult:
     with ctx.db.transaction() as session:
         job = session.scalar(select(Job).where(Job.id == claimed.job_id).with_for_update())
         assert job is not None
         if job.status == "running" and job.attempt == claimed.attempt:
-            _mark_failed(session, job, reason)
+            _mark_failed(session, job, code, detail, ReleaseSchedule.of(ctx.settings))
         return RunResult(job.id, job.status, job.error, dict(job.stats), timings)
 
 
@@ -480,6 +530,7 @@ def _store(
         job.heartbeat_at = now
         job.stats = stats
         job.error = None
+        job.error_detail = None
         job.points_pending = bool(kept_ids.size) and usage_points(session, fields) > 0
         session.flush()
         record_event(
@@ -494,7 +545,7 @@ def _store(
                 "partner_key": claimed.partner_key,
             },
         )
-        job_completed(session, job)
+        job_completed(session, job, ReleaseSchedule.of(ctx.settings))
         return RunResult(job.id, "succeeded", None, stats)
 
 
@@ -561,7 +612,13 @@ def recover_jobs(
             if now - beat < stale_after:
                 continue
             if job.attempt >= max_attempts:
-                _mark_failed(session, job, f"the server stopped during the job {job.attempt} times; giving up")
+                _mark_failed(
+                    session,
+                    job,
+                    "internal",
+                    f"the server stopped during the job {job.attempt} times; giving up",
+                    ReleaseSchedule.of(ctx.settings),
+                )
                 failed.append(job.id)
                 continue
             job.status = "queued"

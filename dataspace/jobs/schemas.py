@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from dataspace.db import MAX_ID
 from dataspace.jobs.contracts import MAX_K, MIN_K, effective_status
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
+from dataspace.jobs.outcomes import ReleaseSchedule, partner_state
 
 
 class ContractCreate(BaseModel):
@@ -17,8 +18,8 @@ class ContractCreate(BaseModel):
     title: str = Field(default="", max_length=200)
     features: list[dict[str, Any]] = Field(min_length=1, max_length=50)
     decision_schema: dict[str, Any]
-    k_min: int = Field(ge=MIN_K, le=MAX_K)
-    epsilon_per_release: float
+    k_min: int = Field(ge=MIN_K, le=MAX_K, strict=True)
+    epsilon_per_release: float = Field(strict=True)
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime
 
@@ -72,7 +73,7 @@ class ContractDecision(BaseModel):
 class BudgetUpdate(BaseModel):
     partner_key: str = Field(max_length=64)
     purpose: str = Field(max_length=64)
-    epsilon_total: float
+    epsilon_total: float = Field(strict=True)
 
 
 class ModelRead(BaseModel):
@@ -100,35 +101,34 @@ class ModelRead(BaseModel):
 
 
 class JobCreate(BaseModel):
-    model_id: int = Field(ge=1, le=MAX_ID)
+    model_id: int = Field(ge=1, le=MAX_ID, strict=True)
 
 
 class JobRead(BaseModel):
-    """What the partner sees of a job: its state only. Exact counts (eligible, suppressed, decided) would
-    leak how many customers consented, so they are for the operator; the partner gets DP aggregates."""
+    """What the partner sees of a job (``dataspace.jobs.outcomes``): ``queued`` until its outcome shows on
+    the release schedule, then the final status with, for a failure, a number-free reason code; times are
+    multiples of the published tick. Exact counts (eligible, suppressed, decided), the failure's details,
+    the start time and the attempt count are for the operator; the partner gets DP aggregates."""
 
     id: int
     contract_id: int
     model_id: int
     status: str
-    attempt: int
-    error: str | None
+    error: str | None = Field(description="One of the documented reason codes, or null.")
     created_at: datetime
-    started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, j: Job) -> JobRead:
+    def of(cls, j: Job, now: datetime, schedule: ReleaseSchedule) -> JobRead:
+        state = partner_state(j, now, schedule)
         return cls(
             id=j.id,
             contract_id=j.contract_id,
             model_id=j.model_id,
-            status=j.status,
-            attempt=j.attempt,
-            error=j.error,
-            created_at=j.created_at,
-            started_at=j.started_at,
-            finished_at=j.finished_at,
+            status=state.status,
+            error=state.error,
+            created_at=state.created_at,
+            finished_at=state.finished_at,
         )
 
 
@@ -168,8 +168,12 @@ class DecisionRead(BaseModel):
 
 
 class DecisionPage(BaseModel):
+    """The operator's view of a job: its real state, exact counts and the failure's full details."""
+
     job_id: int
     status: str
+    error: str | None = None
+    error_detail: str | None = None
     stats: dict[str, Any]
     decisions: list[DecisionRead]
     next_after: int | None

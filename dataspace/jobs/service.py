@@ -17,8 +17,10 @@ from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
-from dataspace.jobs import contracts, uploads
+from dataspace.events import service as events
+from dataspace.jobs import budget, contracts, outcomes, uploads
 from dataspace.jobs.models import Contract, Decision, Job
+from dataspace.jobs.outcomes import ReleaseSchedule
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -39,6 +41,9 @@ def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
     ).all()
     if len(active) >= MAX_ACTIVE_JOBS_PER_PARTNER:
         raise Conflict(f"at most {MAX_ACTIVE_JOBS_PER_PARTNER} jobs may be queued or running at once")
+    # The job pays its release's epsilon now, whatever its outcome (``dataspace.jobs.budget``).
+    micro = contracts.to_micro(float(contract.epsilon_per_release))
+    budget.charge(session, partner_id=contract.partner_id, purpose_key=contract.purpose_key, micro=micro)
     job = Job(
         partner_id=contract.partner_id,
         contract_id=contract.id,
@@ -46,6 +51,7 @@ def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
         status="queued",
         attempt=1,
         stats={},
+        micro_epsilon_reserved=micro,
         submitted_by=principal.actor,
         created_at=now,
     )
@@ -56,7 +62,7 @@ def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
         actor=principal,
         action="job.queued",
         target=f"job:{job.id}",
-        details={"contract_id": contract.id, "model_id": model.id},
+        details={"contract_id": contract.id, "model_id": model.id, "epsilon_reserved": micro / contracts.MICRO},
     )
     return job
 
@@ -82,24 +88,46 @@ def list_for_partner(session: Session, *, principal: Principal, limit: int = 100
     return list(session.scalars(stmt))
 
 
-def cancel(session: Session, *, principal: Principal, job_id: int) -> Job:
-    job = get_owned(session, principal=principal, job_id=job_id)
-    if job.status in FINAL:
-        raise Conflict(f"job is {job.status}")
+def cancel(session: Session, *, principal: Principal, job_id: int, schedule: ReleaseSchedule | None = None) -> Job:
+    """Cancel a job whose outcome the partner does not see yet. It then shows ``cancelled`` whatever it did
+    meanwhile (even if it already ended: that outcome, its events and its results stay hidden), so a cancel
+    cannot tell the partner whether the job had finished. Its epsilon is refunded: it revealed nothing."""
+    schedule = schedule or ReleaseSchedule()
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    if job is None or principal.partner_id is None or job.partner_id != principal.partner_id:
+        raise NotFound("no such job")
     now = utcnow()
-    result = session.execute(
+    if outcomes.is_visible_final(job, now):
+        raise Conflict(f"job is {outcomes.partner_state(job, now, schedule).status}")
+    session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(("queued", "running")))
-        .values(status="cancelled", finished_at=now, error="cancelled by the partner")
+        .values(status="cancelled", finished_at=now, error="cancelled", error_detail="cancelled by the partner")
         .execution_options(synchronize_session=False)
     )
-    if getattr(result, "rowcount", 0) != 1:
-        raise Conflict("job finished meanwhile")
     session.refresh(job)
-    record_event(session, actor=principal, action="job.cancelled", target=f"job:{job.id}")
-    from dataspace.jobs.runner import job_completed  # runner imports this module
+    contract = session.get(Contract, job.contract_id)
+    assert contract is not None
+    budget.refund(
+        session, partner_id=job.partner_id, purpose_key=contract.purpose_key, micro=job.micro_epsilon_reserved
+    )
+    job.micro_epsilon_reserved = 0
+    job.cancel_requested_at = now
+    job.visible_at = schedule.floor(now)
+    session.flush()
+    record_event(
+        session, actor=principal, action="job.cancelled", target=f"job:{job.id}", details={"status": job.status}
+    )
+    from dataspace.jobs.runner import withdraw_hidden_events  # runner imports this module
 
-    job_completed(session, job)
+    withdraw_hidden_events(session, job, now)
+    events.emit(
+        session,
+        "job.completed",
+        {"job_id": job.id, "contract_id": job.contract_id, "status": "cancelled", "reason": "cancelled"},
+        partner_id=job.partner_id,
+        now=job.visible_at,
+    )
     return job
 
 

@@ -46,6 +46,7 @@ from dataspace.errors import DataspaceError, NotFound
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, Decision, Job, JobShard, PartnerModel
+from dataspace.jobs.outcomes import ReleaseSchedule, reason_of_sandbox
 from dataspace.jobs.runner import (
     MAX_ATTEMPTS,
     RunResult,
@@ -200,10 +201,11 @@ def plan_job(
             )
         return PlanResult(job_id, "running", len(parts))
     except DataspaceError as exc:
-        return PlanResult(job_id, *_failed(fail_job(ctx, claimed, exc.detail, {})))
-    except Exception:
+        return PlanResult(job_id, *_failed(fail_job(ctx, claimed, "not_runnable", exc.detail, {})))
+    except Exception as exc:
         log.exception("job planning failed", extra={"job_id": job_id})
-        return PlanResult(job_id, *_failed(fail_job(ctx, claimed, "internal error while planning the job", {})))
+        detail = f"internal error while planning the job: {type(exc).__name__}"
+        return PlanResult(job_id, *_failed(fail_job(ctx, claimed, "internal", detail, {})))
 
 
 def _failed(result: RunResult) -> tuple[str, int, str | None]:
@@ -308,23 +310,24 @@ def _claim_shard(ctx: Context, job_id: int, index: int, stale_after: timedelta) 
             runnable = uploads.is_runnable(model)
     if exhausted:
         reason = f"a worker stopped during shard {index} {MAX_ATTEMPTS} times; giving up"
-        return _fail_shard(ctx, job_id, index, None, reason)
+        return _fail_shard(ctx, job_id, index, None, "internal", detail=reason)
     assert claim is not None
     if not runnable:
-        return _fail_shard(ctx, job_id, index, claim.attempt, "the model is no longer runnable")
+        return _fail_shard(ctx, job_id, index, claim.attempt, "not_runnable", detail="the model is no longer runnable")
     return claim
 
 
-def _fail_shard(ctx: Context, job_id: int, index: int, attempt: int | None, reason: str) -> ShardResult:
-    """The shard failed for good (model error, attempts exhausted): so does the job."""
+def _fail_shard(ctx: Context, job_id: int, index: int, attempt: int | None, code: str, *, detail: str) -> ShardResult:
+    """The shard failed for good (model error, attempts exhausted): so does the job (the partner sees
+    ``code``, stewards ``detail``)."""
     with ctx.db.transaction() as session:
         job, shard = _lock_shard(session, job_id, index, job_lock="update")
         if shard.status in ("queued", "running") and (attempt is None or shard.attempt == attempt):
             shard.status = "failed"
-            shard.error = reason[:500]
+            shard.error = detail[:500]
             shard.finished_at = utcnow()
             if job.status == "running":
-                _mark_failed(session, job, reason)
+                _mark_failed(session, job, code, f"shard {index}: {detail}", ReleaseSchedule.of(ctx.settings))
         return ShardResult(job_id, index, shard.status, job.status)
 
 
@@ -385,11 +388,12 @@ def run_shard(
         return ShardResult(job_id, index, "abandoned")
     except (JobFailed, ModelRejected) as exc:
         log.info("shard failed in the sandbox", extra={"job_id": job_id, "shard": index, "reason": exc.reason})
-        return _fail_shard(ctx, job_id, index, claim.attempt, exc.reason)
-    except SandboxUnavailable:
-        return _fail_shard(ctx, job_id, index, claim.attempt, "the model sandbox is unavailable on this worker")
+        detail = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
+        return _fail_shard(ctx, job_id, index, claim.attempt, reason_of_sandbox(exc.reason), detail=detail)
+    except SandboxUnavailable as exc:
+        return _fail_shard(ctx, job_id, index, claim.attempt, "sandbox_unavailable", detail=exc.reason)
     except DataspaceError as exc:
-        return _fail_shard(ctx, job_id, index, claim.attempt, exc.detail)
+        return _fail_shard(ctx, job_id, index, claim.attempt, "not_runnable", detail=exc.detail)
     if credit_inline:
         credit_shard(ctx, job_id, index)
     result.job_status = finish_job(ctx, job_id)
@@ -540,6 +544,7 @@ def finish_job(ctx: Context, job_id: int) -> str:
         job.heartbeat_at = now
         job.stats = stats
         job.error = None
+        job.error_detail = None
         session.flush()
         _settle_points(session, job)
         record_event(
@@ -554,7 +559,7 @@ def finish_job(ctx: Context, job_id: int) -> str:
                 "shards": len(shards),
             },
         )
-        job_completed(session, job)
+        job_completed(session, job, ReleaseSchedule.of(ctx.settings))
     return "succeeded"
 
 
@@ -602,7 +607,7 @@ def recover_shards(
                     shard.status = "failed"
                     shard.error = f"a worker stopped during the shard {shard.attempt} times; giving up"
                     shard.finished_at = now
-                    _mark_failed(session, job, shard.error)
+                    _mark_failed(session, job, "internal", shard.error, ReleaseSchedule.of(ctx.settings))
                     failed.append(job.id)
                     break
                 shard.status = "queued"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+import sys
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +28,43 @@ log = logging.getLogger("dataspace.jobs")
 MAX_ONNX_BYTES = 20 << 20
 MAX_PYTHON_BYTES = 256 << 10
 KINDS = ("onnx", "python")
+
+
+# Compiles partner source in a child process with its own limits: a deeply nested expression makes the
+# compiler recurse (RecursionError, MemoryError, or a C stack overflow that kills the process), which must
+# cost a child, never the server. The limits are set before the source is read.
+_COMPILE_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (256 << 20, 256 << 20))
+resource.setrlimit(resource.RLIMIT_CPU, (5, 5))
+resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+source = sys.stdin.buffer.read()
+try:
+    compile(source.decode("utf-8"), "<partner module>", "exec", dont_inherit=True)
+except (UnicodeDecodeError, SyntaxError, ValueError):
+    sys.exit(3)
+sys.exit(0)
+"""
+COMPILE_TIMEOUT = 10.0
+
+
+def check_python_source(data: bytes) -> None:
+    """Refuse a module that is not UTF-8 Python source that compiles (``InvalidInput``), compiling it in a
+    bounded child process (address space, CPU, wall clock), so hostile source cannot crash the server."""
+    try:
+        done = subprocess.run(  # our own interpreter and a fixed script; the source goes to stdin
+            [sys.executable, "-I", "-S", "-c", _COMPILE_CHILD],
+            input=data,
+            capture_output=True,
+            timeout=COMPILE_TIMEOUT,
+            check=False,
+            env={},
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidInput("the module is not valid UTF-8 Python source (compiling it took too long)") from None
+    if done.returncode != 0:
+        log.info("python module refused", extra={"status": done.returncode, "stderr": done.stderr[-300:]})
+        raise InvalidInput("the module is not valid UTF-8 Python source")
 
 
 def feature_columns(session: Session, contract: Contract) -> list[tuple[str, bool]]:
@@ -81,11 +120,7 @@ def upload(session: Session, *, principal: Principal, contract_id: int, kind: st
     else:
         if len(data) > MAX_PYTHON_BYTES:
             raise InvalidInput(f"the module is {len(data)} bytes; the limit is {MAX_PYTHON_BYTES}")
-        try:
-            source = data.decode("utf-8")
-            compile(source, "<partner module>", "exec", dont_inherit=True)
-        except (UnicodeDecodeError, SyntaxError, ValueError):
-            raise InvalidInput("the module is not valid UTF-8 Python source") from None
+        check_python_source(data)
         status = "uploaded"
         signature = {"feature_names": [n for n, _ in feature_columns(session, contract)]}
     model = PartnerModel(

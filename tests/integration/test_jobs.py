@@ -86,13 +86,18 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
         runner.run_job(ctx, job_id)
 
 
-def test_release_is_dp_charged_once_and_refused_over_budget(ctx: Context, world: js.World) -> None:
+def test_a_job_pays_its_release_at_submission_and_the_release_is_stored_once(ctx: Context, world: js.World) -> None:
     contract_id = js.approved_contract(ctx, epsilon=4.0)
     model_id = js.upload_onnx(ctx, contract_id)
-    first, second, third = (submit(ctx, model_id) for _ in range(3))
-    for job_id in (first, second, third):
-        assert runner.run_job(ctx, job_id).status == "succeeded"
+    first, second = (submit(ctx, model_id) for _ in range(2))
     partner = js.partner_principal(ctx)
+    with ctx.db.session() as s:  # paid at submission, before any outcome: 8 of 10 spent
+        assert s.scalar(select(PrivacyBudget.micro_epsilon_spent)) == 8_000_000
+        assert release.budget_view(s, partner_id=partner.partner_id)[0]["epsilon_remaining"] == 2.0  # type: ignore[arg-type]
+    with pytest.raises(BudgetExceeded):  # 4 more would exceed
+        submit(ctx, model_id)
+    for job_id in (first, second):
+        assert runner.run_job(ctx, job_id).status == "succeeded"
 
     with ctx.db.transaction() as s:
         r1 = release.release_results(s, principal=partner, job_id=first).result
@@ -101,25 +106,18 @@ def test_release_is_dp_charged_once_and_refused_over_budget(ctx: Context, world:
     assert again == r1  # stored: the same noisy numbers, nothing re-spent
     assert set(r1["counts"]) == set(js.LABELS)
     assert r1["epsilon"] == 4.0
-    with ctx.db.session() as s:
-        budget = s.scalar(select(PrivacyBudget))
-        assert budget is not None
-        assert budget.micro_epsilon_spent == 4_000_000
-        assert release.budget_view(s, partner_id=partner.partner_id)[0]["epsilon_remaining"] == 6.0  # type: ignore[arg-type]
-
     with ctx.db.transaction() as s:
         release.release_results(s, principal=partner, job_id=second)
-    with pytest.raises(BudgetExceeded), ctx.db.transaction() as s:  # 8 spent of 10: 4 more would exceed
-        release.release_results(s, principal=partner, job_id=third)
-    with ctx.db.session() as s:
+    with ctx.db.session() as s:  # the releases spent nothing beyond what the jobs paid
         assert s.scalar(select(PrivacyBudget.micro_epsilon_spent)) == 8_000_000
-        assert release.get_release(s, job_id=third) is None
 
-    # A steward raises the budget: the release goes through.
+    # A steward raises the budget: the next job can be submitted; it can never go below what was spent.
     with ctx.db.transaction() as s:
         contracts.set_budget(
             s, principal=js.steward(), partner_key=js.PARTNER, purpose_key=js.PURPOSE, epsilon_total=12.0
         )
+    third = submit(ctx, model_id)
+    assert runner.run_job(ctx, third).status == "succeeded"
     with ctx.db.transaction() as s:
         assert release.release_results(s, principal=partner, job_id=third).micro_epsilon == 4_000_000
     with pytest.raises(Conflict), ctx.db.transaction() as s:
@@ -169,7 +167,9 @@ def test_jobs_on_unapproved_revoked_or_expired_contracts_are_refused(ctx: Contex
     # A job queued before the revocation fails when it starts; nothing is stored.
     result = runner.run_job(ctx, queued)
     assert result.status == "failed"
-    assert "revoked" in (result.error or "")
+    assert result.error == "not_runnable"  # the partner's number-free reason; the steward's detail names it
+    with ctx.db.session() as s:
+        assert "revoked" in (s.get(Job, queued).error_detail or "")  # type: ignore[union-attr]
 
     expired = js.approved_contract(ctx, valid_for=timedelta(days=1))
     expiring_model = js.upload_onnx(ctx, expired)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
 from dataspace.jobs import runner, service, uploads
-from dataspace.jobs.models import Decision, PartnerModel
+from dataspace.jobs.models import Decision, Job, PartnerModel
 from tests.integration import jobs_support as js
 
 PYTHON_MODULE = """
@@ -84,6 +84,8 @@ def test_a_failing_model_fails_the_job_with_a_reason(ctx: Context) -> None:
         job_id = service.submit(s, principal=partner, model_id=model_id).id
     result = runner.run_job(ctx, job_id)
     assert result.status == "failed"
-    assert "label not in the schema" in (result.error or "")
-    assert "bogus" not in (result.error or "")  # model-chosen text never reaches the partner
+    assert result.error == "output_invalid"  # the partner's reason: a fixed code
+    with ctx.db.session() as s:
+        detail = s.get(Job, job_id).error_detail or ""  # type: ignore[union-attr]
+    assert "label not in the schema" in detail  # the steward's detail says what went wrong
     assert js.counts(ctx)["decisions"] == js.counts(ctx)["usage"] == 0

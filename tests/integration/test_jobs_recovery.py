@@ -91,6 +91,7 @@ def test_jobs_that_keep_dying_are_failed(ctx: Context) -> None:
         job = s.get(Job, job_id)
         assert job is not None
         assert job.status == "failed"
-        assert "stopped" in (job.error or "")
+        assert job.error == "internal"  # the partner's reason; the steward's detail says what happened
+        assert "stopped" in (job.error_detail or "")
     with pytest.raises(Exception, match="failed"):
         runner.run_job(ctx, job_id)

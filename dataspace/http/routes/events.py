@@ -15,6 +15,7 @@ from dataspace.events import service
 from dataspace.events.schemas import DELIVERY, all_schemas
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
 from dataspace.http.params import Id, Version
+from dataspace.jobs.outcomes import ReleaseSchedule
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -84,9 +85,12 @@ def unsubscribe(
 def deliveries(
     status: str | None = Query(None, pattern="^(pending|delivered|dead)$"),
     session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("partner.webhooks", "read")),
 ) -> list[dict[str, Any]]:
-    """Deliveries, newest first; ``status=dead`` is the dead-letter list."""
+    """Deliveries, newest first; ``status=dead`` is the dead-letter list. Events dated in the future (job
+    outcomes waiting for their release tick) are not listed yet; times are at the release tick's granularity."""
+    schedule = ReleaseSchedule.of(ctx.settings)
     return [
         {
             "id": d.id,
@@ -96,7 +100,8 @@ def deliveries(
             "attempts": d.attempts,
             "last_status": d.last_status,
             "last_error": d.last_error,
-            "next_attempt_at": d.next_attempt_at.isoformat(),
+            "occurred_at": schedule.floor(e.occurred_at).isoformat(),
+            "next_attempt_at": schedule.floor(d.next_attempt_at).isoformat(),
         }
         for d, e in service.list_deliveries(session, partner_id=_partner(principal), status=status)
     ]

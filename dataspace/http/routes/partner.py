@@ -19,6 +19,7 @@ from dataspace.http.deps import authorize, get_context, read_session, unit_of_wo
 from dataspace.http.params import Id
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
+from dataspace.jobs.outcomes import ReleaseSchedule
 from dataspace.jobs.schemas import (
     BudgetRead,
     BudgetUpdate,
@@ -227,16 +228,21 @@ def submit_job(
     body: JobCreate,
     principal: Principal = Depends(authorize("partner.jobs", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
+    ctx: Context = Depends(get_context),
 ) -> JobRead:
-    return JobRead.of(service.submit(session, principal=principal, model_id=body.model_id))
+    """Queue a job; it pays its contract's ``epsilon_per_release`` now, whatever its outcome."""
+    job = service.submit(session, principal=principal, model_id=body.model_id)
+    return JobRead.of(job, utcnow(), ReleaseSchedule.of(ctx.settings))
 
 
 @router.get("/v1/partner/jobs", response_model=list[JobRead])
 def my_jobs(
     principal: Principal = Depends(authorize("partner.jobs", "read")),
     session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
 ) -> list[JobRead]:
-    return [JobRead.of(j) for j in service.list_for_partner(session, principal=principal)]
+    now, schedule = utcnow(), ReleaseSchedule.of(ctx.settings)
+    return [JobRead.of(j, now, schedule) for j in service.list_for_partner(session, principal=principal)]
 
 
 @router.get("/v1/partner/jobs/{job_id}", response_model=JobRead)
@@ -244,8 +250,11 @@ def my_job(
     job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "read")),
     session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
 ) -> JobRead:
-    return JobRead.of(service.get_owned(session, principal=principal, job_id=job_id))
+    """The job as the partner may see it: ``queued`` until its outcome shows on the release schedule."""
+    job = service.get_owned(session, principal=principal, job_id=job_id)
+    return JobRead.of(job, utcnow(), ReleaseSchedule.of(ctx.settings))
 
 
 @router.post("/v1/partner/jobs/{job_id}/cancel", response_model=JobRead)
@@ -253,8 +262,11 @@ def cancel_job(
     job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "write")),
     session: Session = Depends(unit_of_work, scope="function"),
+    ctx: Context = Depends(get_context),
 ) -> JobRead:
-    return JobRead.of(service.cancel(session, principal=principal, job_id=job_id))
+    schedule = ReleaseSchedule.of(ctx.settings)
+    job = service.cancel(session, principal=principal, job_id=job_id, schedule=schedule)
+    return JobRead.of(job, utcnow(), schedule)
 
 
 @router.get("/v1/partner/jobs/{job_id}/results", response_model=ReleaseRead)
@@ -262,9 +274,11 @@ def job_results(
     job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "read")),
     session: Session = Depends(unit_of_work, scope="function"),
+    ctx: Context = Depends(get_context),
 ) -> ReleaseRead:
-    """The DP aggregate: the first request spends epsilon from the budget, later ones return the same."""
-    return ReleaseRead.of(release.release_results(session, principal=principal, job_id=job_id))
+    """The DP aggregate (paid when the job was submitted): computed once, the same numbers afterwards."""
+    schedule = ReleaseSchedule.of(ctx.settings)
+    return ReleaseRead.of(release.release_results(session, principal=principal, job_id=job_id, schedule=schedule))
 
 
 @router.get("/v1/partner/budget", response_model=list[BudgetRead])
@@ -288,6 +302,8 @@ def job_decisions(
     return DecisionPage(
         job_id=job.id,
         status=job.status,
+        error=job.error,
+        error_detail=job.error_detail,
         stats=job.stats,
         decisions=[DecisionRead.of(d) for d in rows],
         next_after=rows[-1].subject_id if len(rows) == limit else None,
