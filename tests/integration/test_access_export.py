@@ -5,6 +5,7 @@ manifest's counts and SHA-256 digests match, and the export streams in bounded c
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,3 +166,35 @@ def test_export_streams_in_bounded_chunks_and_a_cut_download_is_detected(ctx):
     manifest = orjson.loads(lines[-1])["record"]
     usage_lines = b"".join(line for line in lines if line.startswith(b'{"section":"usage"'))
     assert manifest["sha256"]["usage"] == hashlib.sha256(usage_lines).hexdigest()
+
+
+def _peak_while_streaming(ctx: Context, sid: int) -> tuple[int, int]:
+    """(peak traced memory while the export streams and is thrown away, bytes sent)."""
+    tracemalloc.start()
+    try:
+        sent = sum(len(chunk) for chunk in stream_export(ctx, sid))
+        return tracemalloc.get_traced_memory()[1], sent
+    finally:
+        tracemalloc.stop()
+
+
+def test_export_memory_does_not_grow_with_the_account(ctx):
+    """Ten times the uses: ten times the bytes sent, not ten times the server's memory (it holds a chunk)."""
+    sid = make_subject(ctx)
+
+    def add_uses(start: int, n: int) -> None:
+        with ctx.db.transaction() as s:
+            record_usage(
+                s,
+                [
+                    UsageEntry(job_id=i, subject_id=sid, fields=("age", "city"), partner="p", purpose="marketing")
+                    for i in range(start, start + n)
+                ],
+            )
+
+    add_uses(0, 3_000)
+    small_peak, small_sent = _peak_while_streaming(ctx, sid)
+    add_uses(3_000, 27_000)
+    large_peak, large_sent = _peak_while_streaming(ctx, sid)
+    assert large_sent > 8 * small_sent
+    assert large_peak < 2 * small_peak, (small_peak, large_peak)

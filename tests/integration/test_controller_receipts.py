@@ -246,3 +246,25 @@ def test_a_grant_ending_a_second_later_reads_expired_at_once(client, ctx):
     with ctx.db.session() as s:
         m = consents.matrix(s, subject_id=sid, clock=lambda: until - timedelta(microseconds=1))
     assert [g["state"] for g in m["grants"]] == ["active"]
+
+
+def test_dataspace_serve_refuses_to_start_with_one_line(ctx, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+    from dataspace.cli import app as cli_app
+    from dataspace.keys import save_key_file
+
+    save_key_file(tmp_path / "keys.json", ctx.keys)
+    for key in list(TEST_CONTROLLER):
+        monkeypatch.delenv(f"DATASPACE_{key.upper()}", raising=False)
+    env = {
+        "DATASPACE_DATA_DIR": str(tmp_path),
+        "DATASPACE_DATABASE_URL": ctx.db.url,
+        "DATASPACE_BIND": "127.0.0.1:1",  # never reached: it refuses before listening
+        "DATASPACE_CONTROLLER_NAME": "Dataspace operator",
+    }
+    result = CliRunner().invoke(cli_app, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert "DATASPACE_CONTROLLER_NAME is a placeholder" in result.output
+    assert "DATASPACE_CONTROLLER_EMAIL is not set" in result.output
