@@ -64,7 +64,8 @@ def backoff(failures: int) -> timedelta:
     """How long a (user name, address) pair with ``failures`` recent failures waits after the last one."""
     if failures < FREE_FAILURES:
         return timedelta(0)
-    return min(MAX_DELAY, BASE_DELAY * 2 ** min(failures - FREE_FAILURES, 32))
+    doublings: int = min(failures - FREE_FAILURES, 32)
+    return min(MAX_DELAY, BASE_DELAY * (1 << doublings))
 
 
 def _seconds(delta: timedelta) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -13,27 +12,10 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dataspace.errors import DataspaceError, StepUpRequired
+from dataspace.http import openapi
 
 log = logging.getLogger("dataspace.http")
 PROBLEM = "application/problem+json"
-
-# The RFC 7807 body every error response carries (``code``, ``instance``, ``request_id`` and ``errors`` are
-# this API's extension members).
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-        "instance": {"type": "string"},
-        "request_id": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
-    },
-}
 
 
 def problem(
@@ -62,37 +44,8 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _document_problems(app: FastAPI) -> None:
-    """Make the OpenAPI document say what validation errors really are: FastAPI documents its own 422
-    ``application/json`` ``HTTPValidationError`` body, but ``_validation`` below answers problem+json."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        documented = False
-        for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                response = operation.get("responses", {}).get("422") if isinstance(operation, dict) else None
-                if response is not None:
-                    response["description"] = "Invalid input"
-                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-                    documented = True
-        if documented:
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components["Problem"] = PROBLEM_SCHEMA
-            for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
-                if f'"#/components/schemas/{name}"' not in json.dumps(schema):
-                    components.pop(name, None)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def install(app: FastAPI) -> None:
-    _document_problems(app)
+    openapi.install(app)
 
     @app.exception_handler(DataspaceError)
     async def _domain(request: Request, exc: DataspaceError) -> JSONResponse:

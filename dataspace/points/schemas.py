@@ -54,9 +54,9 @@ class RewardCreate(BaseModel):
     key: str = Field(pattern=KEY_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=5000)
-    cost: int = Field(gt=0, le=10_000_000)
-    stock: int = Field(ge=0, le=100_000_000)
-    active: bool = True
+    cost: int = Field(gt=0, le=10_000_000, strict=True)
+    stock: int = Field(ge=0, le=100_000_000, strict=True)
+    active: bool = Field(default=True, strict=True)
     i18n: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -66,9 +66,9 @@ class RewardUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=5000)
-    cost: int | None = Field(default=None, gt=0, le=10_000_000)
-    stock_delta: int | None = Field(default=None, ge=-100_000_000, le=100_000_000)
-    active: bool | None = None
+    cost: int | None = Field(default=None, gt=0, le=10_000_000, strict=True)
+    stock_delta: int | None = Field(default=None, ge=-100_000_000, le=100_000_000, strict=True)
+    active: bool | None = Field(default=None, strict=True)
     i18n: dict[str, Any] | None = None
 
 
@@ -86,7 +86,7 @@ class RewardRead(BaseModel):
 class RedemptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reward_key: str = Field(pattern=KEY_PATTERN)
-    quantity: int = Field(default=1, ge=1, le=100)
+    quantity: int = Field(default=1, ge=1, le=100, strict=True)
 
 
 class RedemptionRead(BaseModel):

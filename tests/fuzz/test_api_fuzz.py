@@ -26,7 +26,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import select
 
 from dataspace.app import create_app
@@ -182,7 +186,7 @@ def run_operation(
         response = case.call(headers=headers)
         case.validate_response(
             response,
-            checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+            checks=[not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance],
             headers=headers,
         )
         reason = problem_failure(operation.path, response.status_code, response.headers, response.content)
