@@ -8,6 +8,7 @@
   PKCS#11 backend (``dataspace.pkcs11``) an entry holds only the key id and public key: the private key was
   generated in the HSM and signs there.
 - ``token_keys``: EC P-256 keys for JWT access tokens (ES256); rotation keeps old ones for verification.
+  With PKCS#11, likewise only the id and public key (the private key signs in the HSM).
 
 The file is written with O_EXCL so ``init`` never overwrites existing keys. Key bytes are never logged:
 ``KeyRing.__repr__`` hides them.
@@ -53,6 +54,22 @@ class SigningKey25519(Protocol):
     def public_bytes(self) -> bytes: ...
 
     def sign(self, message: bytes) -> bytes: ...
+
+
+class JwtSigningKey(Protocol):
+    """An ES256 key for access tokens wherever it lives; ``private_key`` may sign inside an HSM."""
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def created_at(self) -> str: ...
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey: ...
+
+    @property
+    def public_pem(self) -> bytes: ...
 
 
 def _b64(data: bytes) -> str:
@@ -132,7 +149,7 @@ class KeyRing:
     pseudonym_key: bytes = field(repr=False)
     blind_index_key: bytes = field(repr=False)
     signing_keys: list[SigningKey25519] = field(repr=False)
-    token_keys: list[TokenKey] = field(repr=False)
+    token_keys: list[JwtSigningKey] = field(repr=False)
 
     def __repr__(self) -> str:
         return f"KeyRing(signing={[k.kid for k in self.signing_keys]}, token={[k.kid for k in self.token_keys]})"
@@ -144,7 +161,7 @@ class KeyRing:
             pseudonym_key=secrets.token_bytes(32),
             blind_index_key=secrets.token_bytes(32),
             signing_keys=[_new_signing_key(hsm)],
-            token_keys=[TokenKey.generate()],
+            token_keys=[_new_token_key(hsm)],
         )
 
     # --- derived keys -------------------------------------------------------------------------
@@ -154,7 +171,7 @@ class KeyRing:
         return self.signing_keys[0]
 
     @property
-    def token_key(self) -> TokenKey:
+    def token_key(self) -> JwtSigningKey:
         return self.token_keys[0]
 
     def partner_pseudonym_key(self, partner_key: str) -> bytes:
@@ -172,7 +189,7 @@ class KeyRing:
         """New signing and token keys become active; old ones stay for verification. With ``hsm`` the new
         signing key is generated inside that PKCS#11 token."""
         self.signing_keys.insert(0, _new_signing_key(hsm))
-        self.token_keys.insert(0, TokenKey.generate())
+        self.token_keys.insert(0, _new_token_key(hsm))
 
     # --- serialization ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -181,10 +198,7 @@ class KeyRing:
             "pseudonym_key": _b64(self.pseudonym_key),
             "blind_index_key": _b64(self.blind_index_key),
             "signing_keys": [_signing_key_json(k) for k in self.signing_keys],
-            "token_keys": [
-                {"kid": k.kid, "private_pem": k.private_pem.decode(), "created_at": k.created_at}
-                for k in self.token_keys
-            ],
+            "token_keys": [_token_key_json(k) for k in self.token_keys],
         }
 
     @classmethod
@@ -194,7 +208,7 @@ class KeyRing:
                 pseudonym_key=_unb64(data["pseudonym_key"]),
                 blind_index_key=_unb64(data["blind_index_key"]),
                 signing_keys=[_signing_key_from_json(k) for k in data["signing_keys"]],
-                token_keys=[TokenKey(k["kid"], k["private_pem"].encode(), k["created_at"]) for k in data["token_keys"]],
+                token_keys=[_token_key_from_json(k) for k in data["token_keys"]],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError("key file is malformed") from exc
@@ -220,6 +234,28 @@ def _signing_key_from_json(entry: dict[str, Any]) -> SigningKey25519:
     from dataspace.pkcs11 import Pkcs11Ed25519Key, configured_token
 
     return Pkcs11Ed25519Key(entry["kid"], _unb64(entry["public"]), entry["created_at"], configured_token())
+
+
+def _new_token_key(hsm: Pkcs11Token | None) -> JwtSigningKey:
+    if hsm is None:
+        return TokenKey.generate()
+    from dataspace.pkcs11 import Pkcs11TokenKey
+
+    return Pkcs11TokenKey.generate(hsm, _now())
+
+
+def _token_key_json(key: JwtSigningKey) -> dict[str, Any]:
+    if isinstance(key, TokenKey):
+        return {"kid": key.kid, "private_pem": key.private_pem.decode(), "created_at": key.created_at}
+    return {"kid": key.kid, "pkcs11": True, "public_pem": key.public_pem.decode(), "created_at": key.created_at}
+
+
+def _token_key_from_json(entry: dict[str, Any]) -> JwtSigningKey:
+    if not entry.get("pkcs11"):
+        return TokenKey(entry["kid"], entry["private_pem"].encode(), entry["created_at"])
+    from dataspace.pkcs11 import Pkcs11TokenKey, configured_token
+
+    return Pkcs11TokenKey(entry["kid"], entry["public_pem"].encode(), entry["created_at"], configured_token())
 
 
 def create_key_file(path: Path, hsm: Pkcs11Token | None = None) -> KeyRing:

@@ -1,11 +1,13 @@
 """Keys in a PKCS#11 module (an HSM; SoftHSM2 in tests): the epoch keys and the Ed25519 signing keys are
 generated inside the token as sensitive, non-extractable objects, and every wrap, unwrap and signature runs
-inside it. Only public keys and key names leave it.
+inside it: the epoch keys (AES-256), the Ed25519 keys of receipts, checkpoints and webhooks, and the ES256
+keys of access tokens. Only public keys and key names leave it.
 
 Selected by ``DATASPACE_KEY_BACKEND=pkcs11`` with ``DATASPACE_PKCS11_MODULE`` (the module's path),
 ``DATASPACE_PKCS11_TOKEN_LABEL`` and the user PIN in the environment variable named by
 ``DATASPACE_PKCS11_PIN_ENV`` (default ``DATASPACE_PKCS11_PIN``). Objects are named by label:
-``ds-epoch-<bucket>-<generation>`` (AES-256, CKM_AES_GCM) and ``ds-ed25519-<kid>`` (CKM_EDDSA).
+``ds-epoch-<bucket>-<generation>`` (AES-256, CKM_AES_GCM), ``ds-ed25519-<kid>`` (CKM_EDDSA) and
+``ds-es256-<kid>`` (CKM_ECDSA over a SHA-256 digest).
 
 One logged-in session per token and process; PKCS#11 operations on a session are serialized by a lock.
 Creating an epoch key takes a file lock in the epoch directory so that two processes never create two keys
@@ -24,15 +26,19 @@ from typing import Any
 
 import pkcs11
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from nacl.signing import VerifyKey
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11.util.ec import encode_named_curve_parameters
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from dataspace.errors import ConfigurationError
 from dataspace.vault import EpochCipher, KeyStoreSpec
 
 EPOCH_PREFIX = "ds-epoch-"
 ED25519_PREFIX = "ds-ed25519-"
+ES256_PREFIX = "ds-es256-"
 _ED25519_OID = "1.3.101.112"
 
 _tokens: dict[tuple[str, str], Pkcs11Token] = {}
@@ -224,3 +230,97 @@ class Pkcs11Ed25519Key:
             private[Attribute.LABEL] = ED25519_PREFIX + kid
             public[Attribute.LABEL] = ED25519_PREFIX + kid
         return cls(kid=kid, public=raw, created_at=created_at, token=token)
+
+
+# --- ES256 token keys -----------------------------------------------------------------------------------
+class _HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
+    """A P-256 private key whose signatures are made by the token (CKM_ECDSA over a SHA-256 digest).
+
+    It has the face of ``cryptography``'s EC private key so that JOSE libraries sign through it unchanged;
+    the private value cannot be exported (``private_numbers``/``private_bytes`` refuse).
+    """
+
+    def __init__(self, token: Pkcs11Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
+        self._token = token
+        self._label = label
+        self._public = public
+
+    def sign(
+        self, data: bytes | bytearray | memoryview, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+    ) -> bytes:
+        algorithm = signature_algorithm.algorithm
+        if not isinstance(algorithm, hashes.SHA256):
+            raise ConfigurationError("the HSM token key signs ES256 (SHA-256) only")
+        digest = hashlib.sha256(bytes(data)).digest()
+        key = self._token.signers.get(self._label)
+        if key is None:
+            key = self._token.find(self._label, ObjectClass.PRIVATE_KEY)
+            if key is None:
+                raise ConfigurationError("token signing key is not in the PKCS#11 token")
+            self._token.signers[self._label] = key
+        with self._token.lock:
+            raw: bytes = key.sign(digest, mechanism=Mechanism.ECDSA)
+        half = len(raw) // 2
+        return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise ConfigurationError("the HSM token key only signs")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise ConfigurationError("the HSM token key cannot be exported")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise ConfigurationError("the HSM token key cannot be exported")
+
+    def __copy__(self) -> _HsmEcPrivateKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _HsmEcPrivateKey:
+        return self
+
+
+@dataclass(frozen=True)
+class Pkcs11TokenKey:
+    """An ES256 JWT signing key held by the token: the same face as ``dataspace.keys.TokenKey``."""
+
+    kid: str
+    public_pem: bytes
+    created_at: str
+    token: Pkcs11Token = field(repr=False, compare=False)
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        public = serialization.load_pem_public_key(self.public_pem)
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        return _HsmEcPrivateKey(self.token, ES256_PREFIX + self.kid, public)
+
+    @classmethod
+    def generate(cls, token: Pkcs11Token, created_at: str) -> Pkcs11TokenKey:
+        with token.lock:
+            params = token.session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
+            )
+            public, private = params.generate_keypair(
+                store=True,
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True},
+            )
+            der = encode_ec_public_key(public)
+        kid = hashlib.sha256(der).hexdigest()[:16]  # as dataspace.keys.key_id over the DER public key
+        with token.lock:
+            private[Attribute.LABEL] = ES256_PREFIX + kid
+            public[Attribute.LABEL] = ES256_PREFIX + kid
+        pem = serialization.load_der_public_key(der).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return cls(kid=kid, public_pem=pem, created_at=created_at, token=token)

@@ -15,7 +15,7 @@ import pytest
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4321-test-pin"
-POOL = 48
+POOL = 64
 
 
 class TokenPool:
@@ -28,8 +28,16 @@ class TokenPool:
         return self._labels.pop()
 
 
+_pool: TokenPool | None = None
+
+
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> TokenPool:
+    """The process's token pool. Test modules import this fixture, and pytest then runs it once per module:
+    the pool is made once per process (SoftHSM reads its configuration once per process anyway)."""
+    global _pool  # noqa: PLW0603
+    if _pool is not None:
+        return _pool
     if not Path(MODULE).exists() or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed (apt-get install softhsm2; CI installs it)")
     root = tmp_path_factory.mktemp("softhsm")
@@ -45,4 +53,5 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> TokenPool:
             check=True,
             capture_output=True,
         )
-    return TokenPool(labels)
+    _pool = TokenPool(labels)
+    return _pool

@@ -38,7 +38,7 @@ from dataspace.auth.scopes import scopes_for
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Unauthorized
-from dataspace.keys import TokenKey
+from dataspace.keys import JwtSigningKey
 from dataspace.partners.models import Partner
 
 AUDIENCE = "dataspace"
@@ -51,11 +51,15 @@ _JWT_TYPES = ("at+jwt", "application/at+jwt")
 _key_cache: dict[tuple[str, bool], ECKey] = {}
 
 
-def _jwk(key: TokenKey, *, private: bool) -> ECKey:
+def _jwk(key: JwtSigningKey, *, private: bool) -> ECKey:
     cached = _key_cache.get((key.kid, private))
     if cached is None:
-        pem = key.private_pem if private else key.public_pem
-        cached = ECKey.import_key(pem, {"kid": key.kid, "alg": LOCAL_ALG, "use": "sig"})
+        params = {"kid": key.kid, "alg": LOCAL_ALG, "use": "sig"}
+        cached = ECKey.import_key(key.public_pem, params)
+        if private:
+            # The private side as a key object beside the public JWK, never exported: an HSM-held key
+            # (dataspace.pkcs11) signs inside the module through the same object.
+            cached = ECKey(key.private_key, cached.as_dict(private=False), params)
         _key_cache[(key.kid, private)] = cached
     return cached
 
@@ -287,13 +291,13 @@ class VerifiedTokens:
 
     def __init__(self, max_size: int = 10_000) -> None:
         self.max_size = max_size
-        self._entries: dict[bytes, tuple[TokenKey, dict[str, Any]]] = {}
+        self._entries: dict[bytes, tuple[JwtSigningKey, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def get(self, digest_: bytes) -> tuple[TokenKey, dict[str, Any]] | None:
+    def get(self, digest_: bytes) -> tuple[JwtSigningKey, dict[str, Any]] | None:
         return self._entries.get(digest_)
 
-    def put(self, digest_: bytes, key: TokenKey, claims: dict[str, Any]) -> None:
+    def put(self, digest_: bytes, key: JwtSigningKey, claims: dict[str, Any]) -> None:
         with self._lock:
             while len(self._entries) >= self.max_size:
                 del self._entries[next(iter(self._entries))]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from dataspace.keys import Ed25519Key
+from dataspace.keys import SigningKey25519
 
 ALG_ED25519 = b"\x01"
 _DASH = "\u2014"  # the em dash that starts every signature line
@@ -44,7 +44,7 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root_hash).decode()}\n"
 
 
-def key_name(origin_host: str, key: Ed25519Key) -> str:
+def key_name(origin_host: str, key: SigningKey25519) -> str:
     return f"{origin_host}/{key.kid}"
 
 
@@ -57,7 +57,7 @@ def verifier_key(name: str, public: bytes) -> str:
     return f"{name}+{key_hash(name, public).hex()}+{base64.b64encode(ALG_ED25519 + public).decode()}"
 
 
-def sign_checkpoint(checkpoint: Checkpoint, *, name: str, key: Ed25519Key) -> str:
+def sign_checkpoint(checkpoint: Checkpoint, *, name: str, key: SigningKey25519) -> str:
     text = checkpoint.text()
     sig = key.sign(text.encode())
     blob = base64.b64encode(key_hash(name, key.public_bytes) + sig).decode()

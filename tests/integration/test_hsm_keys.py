@@ -1,0 +1,104 @@
+"""The server with every HSM-capable key in a PKCS#11 token (SoftHSM2): access tokens (ES256), consent
+receipts (Ed25519) and profile data keys (epoch keys) are signed and unwrapped inside the token, verify
+offline with the published public keys, and survive a rotation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+from dataspace.app import create_app
+from dataspace.cli import app as cli_app
+from dataspace.context import Context
+from dataspace.ingest.service import ingest_rows
+from dataspace.keys import KeyRing, load_key_file, save_key_file
+from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11TokenKey, configured_token
+from dataspace.subjects.models import Subject, SubjectKey
+from dataspace.subjects.store import read_profile
+from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.factories import customer_row, load_demo_catalog
+from tests.softhsm import MODULE, TokenPool, softhsm  # noqa: F401  (the fixture)
+
+AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}
+
+
+@pytest.fixture
+def hsm_ctx(ctx: Context, softhsm: TokenPool, tmp_path, monkeypatch) -> Context:  # noqa: F811
+    label = softhsm.take()
+    monkeypatch.setenv("DATASPACE_PKCS11_MODULE", MODULE)
+    monkeypatch.setenv("DATASPACE_PKCS11_TOKEN_LABEL", label)
+    monkeypatch.setenv("DATASPACE_PKCS11_PIN_ENV", "DATASPACE_TEST_PKCS11_PIN")
+    settings = ctx.settings.model_copy(
+        update={
+            "data_dir": tmp_path,
+            "key_backend": "pkcs11",
+            "pkcs11_module": MODULE,
+            "pkcs11_token_label": label,
+            "pkcs11_pin_env": "DATASPACE_TEST_PKCS11_PIN",
+        }
+    )
+    return Context(settings=settings, db=ctx.db, keys=KeyRing.generate(configured_token()))
+
+
+@pytest.fixture
+def client(hsm_ctx: Context) -> Iterator[TestClient]:
+    load_demo_catalog(hsm_ctx)
+    with TestClient(create_app(hsm_ctx)) as c:
+        yield c
+
+
+def test_tokens_receipts_and_profiles_through_the_hsm_and_after_a_rotation(client, hsm_ctx, tmp_path):
+    ctx = hsm_ctx
+    assert isinstance(ctx.keys.signing_key, Pkcs11Ed25519Key)
+    assert isinstance(ctx.keys.token_key, Pkcs11TokenKey)
+    key_file = tmp_path / "keys.json"
+    save_key_file(key_file, ctx.keys)
+    text = key_file.read_text()
+    assert "seed" not in text
+    assert "PRIVATE" not in text  # neither private key ever left the module
+
+    sid = make_subject(ctx)
+    me = bearer(issue_token(ctx, "customer", subject_id=sid))  # ES256, signed in the token
+    assert client.get("/oauth/jwks").json()["keys"][0]["kid"] == ctx.keys.token_key.kid
+    r = client.post("/v1/me/consents", json=AGE, headers=me)
+    assert r.status_code == 201, r.text
+    rid = r.json()["receipt_id"]
+
+    ctx.keys.rotate(configured_token())
+    ctx.keys = load_key_file(_saved(ctx, key_file))  # as a server reloads a rotated key file
+    assert client.get("/v1/me/consents", headers=me).status_code == 200  # the old token still verifies
+    me2 = bearer(issue_token(ctx, "customer", subject_id=sid))
+    assert client.get("/v1/me/consents", headers=me2).status_code == 200
+    header, claims, signature = me2["Authorization"].removeprefix("Bearer ").split(".")
+    tampered = claims[:-2] + ("A" if claims[-2] != "A" else "B") + claims[-1]
+    assert client.get("/v1/me/consents", headers=bearer(f"{header}.{tampered}.{signature}")).status_code == 401
+
+    keys = tmp_path / "receipt-keys.json"
+    keys.write_text(client.get("/v1/keys/receipts").text)
+    receipt = tmp_path / "receipt.json"
+    receipt.write_bytes(client.get(f"/v1/me/receipts/{rid}", headers=me2).content)
+    runner = CliRunner()
+    ok = runner.invoke(cli_app, ["receipts", "verify", str(receipt), "--keys", str(keys)])
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads(receipt.read_text())
+    doc["purposes"] = ["something_else"]
+    receipt.write_text(json.dumps(doc))
+    assert runner.invoke(cli_app, ["receipts", "verify", str(receipt), "--keys", str(keys)]).exit_code == 1
+
+    ingest_rows(ctx, [customer_row("H1", age=57)])  # the data key is wrapped inside the token
+    with ctx.db.session() as s:
+        new = s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("H1")))
+        assert read_profile(s, ctx.vault, new)["age"] == 57
+        assert s.scalar(select(SubjectKey.epoch).where(SubjectKey.subject_id == new)) == 0
+    assert ctx.vault.inventory() == {ctx.vault.bucket(new): [0]}  # the epoch key is an object of the token
+
+
+def _saved(ctx: Context, path):
+    save_key_file(path, ctx.keys)
+    return path
