@@ -66,9 +66,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _keyset(
-    session: Session, stmt: Any, key: Any, record: Callable[[Any], dict[str, Any]]
-) -> Iterator[dict[str, Any]]:
+def _keyset(session: Session, stmt: Any, key: Any, record: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Every row of ``stmt`` in ascending ``key`` order, ``CHUNK`` rows per statement."""
     last: Any = None
     while True:
