@@ -310,3 +310,28 @@ def test_partners_get_no_consent_events(ctx: Context, receiver: Receiver) -> Non
     events.deliver_due(ctx.db, ctx.keys, now=utcnow())
     assert receiver.bodies == []
     assert client.get("/v1/partner/webhooks/deliveries", headers=headers).json() == []
+
+
+def test_sharded_jobs_show_the_same_number_free_reasons(ctx: Context) -> None:
+    from dataspace.jobs import shards
+
+    js.build_world(ctx, 30)
+    client = TestClient(create_app(ctx))
+    headers = bearer(issue_token(ctx, "partner", partner_key=js.PARTNER))
+    labels = js.approved_contract(ctx, k_min=2, epsilon=0.5)
+    number = js.approved_contract(ctx, k_min=2, epsilon=0.5, schema={"min": 0, "max": 1})
+    for name, code in (("error_line", "model_failed"), ("out_of_range", "output_invalid")):
+        kind, source = HOSTILE[name]
+        model_id = _upload_python(ctx, number if kind == "number" else labels, source)
+        job_id = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers).json()["id"]
+        assert shards.run_sharded(ctx, job_id, shard_subjects=7) == "failed"
+        with ctx.db.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            assert job.error == code
+            assert "shard" in (job.error_detail or "")  # the steward sees which shard, and the model's number
+        seen = client.get(f"/v1/partner/jobs/{job_id}", headers=headers).json()
+        assert (seen["status"], seen["error"]) == ("failed", code)
+        steward = bearer(issue_token(ctx, "compliance"))
+        page = client.get(f"/v1/jobs/{job_id}/decisions", headers=steward).json()
+        assert (page["error"], page["error_detail"]) == (code, job.error_detail)
