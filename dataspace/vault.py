@@ -301,6 +301,28 @@ class Vault:
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError from exc
 
+    def unwrap_all(self, subject_ids: list[int], epochs: list[int], wrapped: list[bytes]) -> list[bytes | None]:
+        """Bulk ``unwrap`` for emission: each epoch cipher is looked up once per call, not once per row (that
+        lookup and its expiry check cost a third of the per-subject time); ``None`` where a key won't open."""
+        buckets = self.buckets
+        ciphers: dict[int, EpochCipher | None] = {}
+        out: list[bytes | None] = []
+        append = out.append
+        for sid, generation, blob in zip(subject_ids, epochs, wrapped, strict=True):
+            slot = generation * buckets + sid % buckets
+            try:
+                cipher = ciphers[slot]
+            except KeyError:
+                cipher = ciphers[slot] = self._cipher(sid % buckets, generation)
+            if cipher is None:
+                append(None)
+                continue
+            try:
+                append(cipher.decrypt(blob[:NONCE], blob[NONCE:], b"dek/v2/%d" % sid))
+            except (InvalidTag, ValueError):
+                append(None)
+        return out
+
     # --- the re-wrap journal --------------------------------------------------------------------
     def _journal_path(self, bucket: int) -> Path:
         return self.directory / "rewrap" / f"{bucket}.json"

@@ -90,12 +90,16 @@ def decrypt_chunk(
         vault = _worker_vaults.get(job.key_store) or _worker_vaults.setdefault(job.key_store, job.key_store.open())
     plaintexts: list[bytes] = []
     ok = np.ones(len(wrapped), dtype=np.bool_)
-    unwrap, open_ = vault.unwrap, Vault.open
-    for i, (sid, g, w, s) in enumerate(zip(subject_ids.tolist(), epochs, wrapped, sealed, strict=True)):
+    sids = subject_ids.tolist()
+    open_ = Vault.open
+    for i, (sid, dek, s) in enumerate(zip(sids, vault.unwrap_all(sids, epochs, wrapped), sealed, strict=True)):
+        if dek is None:
+            ok[i] = False  # tampered, shredded or retired mid-flight: skip the row, count it
+            continue
         try:
-            plaintexts.append(open_(unwrap(w, sid, g), s, sid))
+            plaintexts.append(open_(dek, s, sid))
         except DecryptionError:
-            ok[i] = False  # tampered or shredded mid-flight: skip the row, count it
+            ok[i] = False
     ids = subject_ids[ok]
     keys = [s.field for s in job.specs]
     raw = _parse(plaintexts, keys, job.data_types)

@@ -238,3 +238,34 @@ def test_full_rotation_rewraps_everyone_and_destroys_every_old_key(small_ctx):
     assert all(after[b] == [gens[-1] + 1] for b, gens in before.items())
     for sid, age in ages.items():
         assert _age(ctx.db, vault, sid) == age
+
+
+@pytest.mark.parametrize("small_ctx", ["file"], indirect=True)  # the CLI reads its settings from the environment
+def test_the_cli_retires_and_reconciles(small_ctx, tmp_path, monkeypatch):
+    """``dataspace keys retire-epochs`` and ``dataspace keys reconcile`` on the configured key store."""
+    from typer.testing import CliRunner
+
+    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+    from dataspace.cli import app as cli_app
+    from dataspace.keys import save_key_file
+
+    ctx = small_ctx
+    ages = _people(ctx, 6)
+    erased = min(ages)
+    save_key_file(tmp_path / "keys.json", ctx.keys)
+    monkeypatch.setenv("DATASPACE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATASPACE_DATABASE_URL", ctx.db.url)
+    _erase(ctx, erased)
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["keys", "retire-epochs"])
+    assert out.exit_code == 0, out.output
+    assert "buckets retired: 1" in out.output
+    assert "epoch keys destroyed: 1" in out.output
+    out = runner.invoke(cli_app, ["keys", "reconcile"])
+    assert out.exit_code == 0, out.output
+    assert "subjects erased since the backup: 0" in out.output  # the live database is already in line
+    out = runner.invoke(cli_app, ["keys", "retire-epochs", "--all"])
+    assert out.exit_code == 0, out.output
+    for sid, age in ages.items():
+        if sid != erased:
+            assert _age(ctx.db, Vault(ctx.vault.keys, ctx.vault.directory), sid) == age

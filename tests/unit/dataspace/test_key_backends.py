@@ -96,3 +96,32 @@ def test_signing_keys_sign_verify_rotate_and_survive_the_key_file(backend, tmp_p
     sig2 = again.signing_key.sign(b"checkpoint")
     ring.verify_keys()[ring.signing_key.kid].verify(b"checkpoint", sig2)
     again.verify_keys()[first.kid].verify(b"receipt", signature)  # old keys still verify
+
+
+def test_hsm_keys_cannot_be_read_out_of_the_token(softhsm, tmp_path):  # noqa: F811
+    """The attack on the HSM backend: ask the token for the key bytes. It refuses (sensitive objects)."""
+    import pkcs11
+
+    from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11EpochKeys, Pkcs11TokenKey
+
+    spec = KeyStoreSpec(
+        backend="pkcs11",
+        directory=str(tmp_path),
+        module=MODULE,
+        token_label=softhsm.take(),
+        pin_env="DATASPACE_TEST_PKCS11_PIN",
+    )
+    keys = Pkcs11EpochKeys(spec)
+    keys.create(0, 0)
+    labels = [
+        ("ds-epoch-0-0", pkcs11.ObjectClass.SECRET_KEY),
+        (Pkcs11Ed25519Key.generate(keys.token, "now").label, pkcs11.ObjectClass.PRIVATE_KEY),
+        ("ds-es256-" + Pkcs11TokenKey.generate(keys.token, "now").kid, pkcs11.ObjectClass.PRIVATE_KEY),
+    ]
+    for label, object_class in labels:
+        obj = keys.token.find(label, object_class)
+        assert obj is not None
+        with pytest.raises(pkcs11.PKCS11Error):
+            obj[pkcs11.Attribute.VALUE]
+        assert obj[pkcs11.Attribute.EXTRACTABLE] is False
+        assert obj[pkcs11.Attribute.SENSITIVE] is True
