@@ -32,8 +32,9 @@ const loaders = {
   }),
   jobs: guard(() => $("jobs"), async () => {
     const items = list(await api("/v1/partner/jobs"));
-    // Aggregate results are released on request only: the first release of a job spends privacy budget
-    // (later requests return the same stored numbers), so the page never spends it just by being opened.
+    // Aggregate results are computed on request only (the job paid its epsilon when it was submitted; later
+    // requests return the same stored numbers). A job reads "queued" until its outcome shows on the server's
+    // release schedule, and a failure's "error" is a reason code, never a number.
     for (const j of items) {
       if (j.status !== "succeeded") continue;
       const slot = h("div", {});
