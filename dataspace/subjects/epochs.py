@@ -44,17 +44,24 @@ def generations(session: Session, vault: Vault, buckets: Iterable[int]) -> dict[
 
 
 def request_retirement(session: Session, subject_id: int) -> None:
-    """Mark the subject's bucket for retirement (call before deleting its ``subject_keys`` row)."""
-    bucket = session.execute(select(SubjectKey.bucket).where(SubjectKey.subject_id == subject_id)).scalar()
-    if bucket is None:
+    """Mark the subject's bucket for retirement (call before deleting its ``subject_keys`` row). A bucket
+    without a ``key_epochs`` row (keys written around ``store_profiles``) gets one: no erasure goes unmarked."""
+    row = session.execute(
+        select(SubjectKey.bucket, SubjectKey.epoch).where(SubjectKey.subject_id == subject_id)
+    ).first()
+    if row is None:
         return
+    now = utcnow()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(KeyEpoch).values(bucket=row.bucket, generation=row.epoch, retire_requested_at=now)
     session.execute(
-        update(KeyEpoch)
-        .where(KeyEpoch.bucket == bucket, KeyEpoch.retire_requested_at.is_(None))
-        .values(retire_requested_at=utcnow())
+        stmt.on_conflict_do_update(
+            index_elements=["bucket"],
+            set_={
+                "retire_requested_at": func.coalesce(KeyEpoch.retire_requested_at, stmt.excluded.retire_requested_at)
+            },
+        )
     )
-    # Lock the row even when it was already marked (the UPDATE above matched nothing then).
-    session.execute(select(KeyEpoch.bucket).where(KeyEpoch.bucket == bucket).with_for_update())
 
 
 @dataclass

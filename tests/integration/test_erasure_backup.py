@@ -269,3 +269,20 @@ def test_the_cli_retires_and_reconciles(small_ctx, tmp_path, monkeypatch):
     for sid, age in ages.items():
         if sid != erased:
             assert _age(ctx.db, Vault(ctx.vault.keys, ctx.vault.directory), sid) == age
+
+
+def test_an_erasure_in_a_bucket_nobody_registered_is_still_retired(small_ctx):
+    """Keys written around ``store_profiles`` (a bulk load) leave no ``key_epochs`` row: the erasure adds it."""
+    ctx = small_ctx
+    vault = ctx.vault
+    ages = _people(ctx, 8)
+    erased = min(ages)
+    with ctx.db.transaction() as s:
+        s.execute(text("DELETE FROM key_epochs"))
+    _erase(ctx, erased)
+    report = retire(ctx.db, vault)
+    assert report.buckets == 1
+    assert vault.inventory()[vault.bucket(erased)] == [1]
+    for sid, age in ages.items():
+        if sid != erased:
+            assert _age(ctx.db, vault, sid) == age
