@@ -5,17 +5,20 @@ shown about a grant is its state at read time (not when the expiry sweep last ra
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 import consent
 from clients.sdk import read_access_export
 from dataspace.app import create_app
 from dataspace.compliance.controller import DEMO_CONTROLLER, DEMO_ENV, controller_of
 from dataspace.consents import service as consents
+from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import ConfigurationError
@@ -201,6 +204,17 @@ def test_erasure_and_expiry_receipts_name_the_controller(client, ctx):
     assert hist[0]["kind"] == "expired"
     receipt = client.get(f"/v1/me/receipts/{hist[0]['receipt_id']}", headers=me).json()
     assert receipt["pii_controllers"][0]["name"] == TEST_CONTROLLER["controller_name"]
+
+    # Erasure withdraws every grant, each with a receipt naming the controller too.
+    r = client.post("/v1/me/consents", json=AGE, headers=me)
+    assert r.status_code == 201, r.text
+    assert client.delete("/v1/me", params={"confirm": "erase my data"}, headers=me).status_code == 200
+    with ctx.db.session() as s:
+        bodies = s.scalars(select(ConsentReceipt.body).where(ConsentReceipt.subject_id == sid)).all()
+    assert len(bodies) == 4  # granted (back-dated), expired by the sweep, granted, withdrawn by the erasure
+    names = [json.loads(b)["pii_controllers"][0]["name"] for b in bodies]
+    # The first was made by this test through the service with its default policy; the server made the rest.
+    assert names.count(TEST_CONTROLLER["controller_name"]) == 3
 
 
 # --- §4: state at read time ---------------------------------------------------------------------------------
