@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
@@ -25,6 +25,7 @@ from dataspace.jobs.outcomes import ReleaseSchedule
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MAX_ACTIVE_JOBS_PER_PARTNER = 20
+MAX_FAILED_JOBS_PER_CONTRACT_PER_DAY = 10  # failures the partner has seen, per UTC day
 
 
 def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
@@ -41,6 +42,25 @@ def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
     ).all()
     if len(active) >= MAX_ACTIVE_JOBS_PER_PARTNER:
         raise Conflict(f"at most {MAX_ACTIVE_JOBS_PER_PARTNER} jobs may be queued or running at once")
+    # However small a contract's epsilon, failures (the outcome a model can choose) are also capped per day.
+    # Only failures the partner already sees count, so the refusal reveals nothing new.
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    failed_today = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.contract_id == contract.id,
+            Job.status == "failed",
+            Job.cancel_requested_at.is_(None),
+            Job.visible_at >= day_start,
+            Job.visible_at <= now,
+        )
+    )
+    if (failed_today or 0) >= MAX_FAILED_JOBS_PER_CONTRACT_PER_DAY:
+        raise Conflict(
+            f"{MAX_FAILED_JOBS_PER_CONTRACT_PER_DAY} jobs under this contract failed today (UTC); "
+            "submit again tomorrow, or fix the model"
+        )
     # The job pays its release's epsilon now, whatever its outcome (``dataspace.jobs.budget``).
     micro = contracts.to_micro(float(contract.epsilon_per_release))
     budget.charge(session, partner_id=contract.partner_id, purpose_key=contract.purpose_key, micro=micro)

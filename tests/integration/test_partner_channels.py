@@ -335,3 +335,22 @@ def test_sharded_jobs_show_the_same_number_free_reasons(ctx: Context) -> None:
         steward = bearer(issue_token(ctx, "compliance"))
         page = client.get(f"/v1/jobs/{job_id}/decisions", headers=steward).json()
         assert (page["error"], page["error_detail"]) == (code, job.error_detail)
+
+
+def test_failures_are_capped_per_contract_per_day_however_small_the_epsilon(ctx: Context) -> None:
+    from dataspace.jobs.service import MAX_FAILED_JOBS_PER_CONTRACT_PER_DAY as CAP
+
+    js.build_world(ctx, 9)
+    contract_id = js.approved_contract(ctx, k_min=2, epsilon=0.01)
+    model_id = _upload_python(ctx, contract_id, HOSTILE["error_line"][1])
+    client = TestClient(create_app(ctx))
+    headers = bearer(issue_token(ctx, "partner", partner_key=js.PARTNER))
+    for _ in range(CAP):
+        r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
+        assert r.status_code == 202, r.text
+        assert runner.run_job(ctx, r.json()["id"]).status == "failed"
+    r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
+    assert r.status_code == 409
+    assert "failed today" in r.json()["detail"]
+    # The budget had room: it is the cap that refused (and a refused submission paid nothing).
+    assert client.get("/v1/partner/budget", headers=headers).json()[0]["epsilon_spent"] == round(CAP * 0.01, 6)
