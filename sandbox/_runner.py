@@ -10,8 +10,8 @@ and CAP_SETPCAP) it empties the capability bounding set, drops every supplementa
 and gids; with ``--as -`` (a user namespace already maps it onto the unprivileged server uid) it changes
 nothing. Either way it then verifies: no uid or gid is 0, no capability in any set (effective, permitted,
 inheritable, ambient, and with ``--as`` the bounding set), no_new_privs set; otherwise it exits with status
-97 before doing anything else. ``--probe`` stops there (exit 0): the launcher's check that the sandbox
-starts.
+97 before doing anything else. ``--probe`` then imports the runtime and exits 0: the launcher's check that
+the sandbox starts and the sandbox user can load numpy, pyarrow and onnxruntime.
 
 stdin:  4-byte big-endian header length, the JSON header, ``header["model_len"]`` model bytes, then (for
         scoring jobs) an Arrow IPC stream of feature batches: a ``pseudonym`` column plus the features.
@@ -328,10 +328,15 @@ def main(argv: list[str]) -> int:
     # RLIMIT_AS bounds threads; under a user namespace the limit is applied as before.
     shared_uid = args[1] != "-"
     args = args[2:]
-    if args[:1] == ["--probe"]:
-        return 0
+    probe = args[:1] == ["--probe"]
     # Trusted start: import the runtime before any partner byte is read.
-    sys.path.extend(args)
+    sys.path.extend(args[1:] if probe else args)
+    if probe:  # the sandbox user can read and load the whole runtime
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import pyarrow  # noqa: F401
+
+        return 0
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     import pyarrow as pa
 
