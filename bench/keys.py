@@ -3,10 +3,11 @@
     .venv/bin/python bench/keys.py                 # needs softhsm2 (apt-get install softhsm2)
     .venv/bin/python bench/keys.py --subjects 20000
 
-Per consent change: one receipt signature (Ed25519). Per job: one data-key unwrap per subject (the rest of
-emission does not touch the key store). Per erasure: the retirement of one bucket (unwrap + wrap of each of
-its other subjects; about 2,500 at 10M subjects and 4096 buckets). SoftHSM runs in-process, so these are
-the cost of the PKCS#11 call path and the token's software crypto; a network HSM adds its round trip.
+Per consent change: one receipt signature (Ed25519). Per access token: one ES256 signature. Per job: one
+data-key unwrap per subject (emission's bulk path, Vault.unwrap_all; the rest of emission does not touch the
+key store). Per erasure: the retirement of one bucket (unwrap + wrap of each of its other subjects; about
+2,500 at 10M subjects and 4096 buckets). SoftHSM runs in-process, so these are the cost of the PKCS#11 call
+path and the token's software crypto; a network HSM adds its round trip.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def main() -> None:
     parser.add_argument("--bucket", type=int, default=2_500, help="subjects re-wrapped by one retirement")
     args = parser.parse_args()
 
-    from dataspace.keys import Ed25519Key
-    from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11Token
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from dataspace.keys import Ed25519Key, TokenKey
+    from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11Token, Pkcs11TokenKey
     from dataspace.vault import KeyStoreSpec
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-bench-keys-"))
@@ -68,15 +72,17 @@ def main() -> None:
     }
     token = Pkcs11Token.open(MODULE, "bench", PIN)
     signers = {"file": Ed25519Key.generate(), "pkcs11": Pkcs11Ed25519Key.generate(token, "bench")}
+    jwt_keys = {"file": TokenKey.generate().private_key, "pkcs11": Pkcs11TokenKey.generate(token, "bench").private_key}
     rows: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
         vault = spec.open(buckets=1)
         generation = vault.current_generation(0)
         wrapped = [vault.new_data_key(sid, generation)[1] for sid in range(args.subjects)]
+        sids = list(range(args.subjects))
         t0 = time.perf_counter()
-        for sid, blob in enumerate(wrapped):
-            vault.unwrap(blob, sid, generation)
+        deks = vault.unwrap_all(sids, [generation] * len(sids), wrapped)  # emission's bulk path
         unwrap = (time.perf_counter() - t0) / args.subjects
+        assert None not in deks
         new = vault.next_generation(0, generation)
         part = wrapped[: args.bucket]
         t0 = time.perf_counter()
@@ -84,7 +90,10 @@ def main() -> None:
             vault.wrap(vault.unwrap(blob, sid, generation), sid, new)
         retire = time.perf_counter() - t0
         sign = _per_op(lambda s=signers[name]: s.sign(b"receipt " * 40), args.signatures)
-        rows[name] = {"sign": sign, "unwrap": unwrap, "retire": retire}
+        jwt = _per_op(
+            lambda k=jwt_keys[name]: k.sign(b"header.claims" * 30, ec.ECDSA(hashes.SHA256())), args.signatures
+        )
+        rows[name] = {"sign": sign, "unwrap": unwrap, "retire": retire, "jwt": jwt}
 
     f, p = rows["file"], rows["pkcs11"]
     print(f"key store cost, file vs PKCS#11 (SoftHSM2), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
@@ -92,6 +101,10 @@ def main() -> None:
     print(
         f"{'per consent change: receipt signature':44}{f['sign'] * 1e6:>10.0f}us{p['sign'] * 1e6:>10.0f}us"
         f"{p['sign'] / f['sign']:>7.1f}x"
+    )
+    print(
+        f"{'per access token: ES256 signature':44}{f['jwt'] * 1e6:>10.0f}us{p['jwt'] * 1e6:>10.0f}us"
+        f"{p['jwt'] / f['jwt']:>7.1f}x"
     )
     print(
         f"{'per job and subject: data-key unwrap':44}{f['unwrap'] * 1e6:>10.1f}us{p['unwrap'] * 1e6:>10.1f}us"
