@@ -9,17 +9,18 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
 from dataspace.app import create_app
 from dataspace.cli import app as cli_app
 from dataspace.context import Context
+from dataspace.db import utcnow
 from dataspace.ingest.service import ingest_rows
 from dataspace.keys import KeyRing, load_key_file, save_key_file
 from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11TokenKey, configured_token
-from dataspace.subjects.models import Subject, SubjectKey
+from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey
 from dataspace.subjects.store import read_profile
 from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.factories import customer_row, load_demo_catalog
@@ -102,3 +103,36 @@ def test_tokens_receipts_and_profiles_through_the_hsm_and_after_a_rotation(clien
 def _saved(ctx: Context, path):
     save_key_file(path, ctx.keys)
     return path
+
+
+def test_emission_unwraps_inside_the_token_inline_and_in_worker_processes(hsm_ctx):
+    """The bulk path with the HSM backend: spawned workers open the token themselves (no key travels), give
+    the same emission as the inline run, and a subject whose epoch key was destroyed is counted unreadable."""
+    from dataspace.subjects.epochs import retire
+    from tests.integration.test_emission import add_catalog, add_subjects, run, table_of
+
+    ctx = hsm_ctx
+    add_catalog(ctx)
+    ids = list(add_subjects(ctx, 48).values())
+    inline = run(ctx, ids, workers=1)
+    parallel = run(ctx, ids, workers=2)
+    assert inline.stats.unreadable == 0
+    assert table_of(parallel).equals(table_of(inline))
+
+    # A wrapping under a destroyed key (as in a restored backup) opens in neither path.
+    victim = ids[0]
+    with ctx.db.session() as s:
+        old = s.execute(select(SubjectKey.epoch, SubjectKey.wrapped_key).where(SubjectKey.subject_id == victim)).one()
+    with ctx.db.transaction() as s:
+        s.execute(
+            update(KeyEpoch).where(KeyEpoch.bucket == ctx.vault.bucket(victim)).values(retire_requested_at=utcnow())
+        )
+    retire(ctx.db, ctx.vault)
+    with ctx.db.transaction() as s:
+        s.execute(
+            update(SubjectKey)
+            .where(SubjectKey.subject_id == victim)
+            .values(epoch=old.epoch, wrapped_key=old.wrapped_key)
+        )
+    for workers in (1, 2):
+        assert run(ctx, ids, workers=workers).stats.unreadable == 1
