@@ -27,7 +27,7 @@ import httpx
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeyParameters, KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import Connection, bindparam, event, select, update
 from sqlalchemy.orm import Session
@@ -54,7 +54,7 @@ _key_cache: dict[tuple[str, bool], ECKey] = {}
 def _jwk(key: JwtSigningKey, *, private: bool) -> ECKey:
     cached = _key_cache.get((key.kid, private))
     if cached is None:
-        params = {"kid": key.kid, "alg": LOCAL_ALG, "use": "sig"}
+        params: KeyParameters = {"kid": key.kid, "alg": LOCAL_ALG, "use": "sig"}
         cached = ECKey.import_key(key.public_pem, params)
         if private:
             # The private side as a key object beside the public JWK, never exported: an HSM-held key
