@@ -286,3 +286,55 @@ def test_an_erasure_in_a_bucket_nobody_registered_is_still_retired(small_ctx):
     for sid, age in ages.items():
         if sid != erased:
             assert _age(ctx.db, vault, sid) == age
+
+
+def test_a_retirement_waits_for_an_ingest_that_wraps_under_the_old_key(small_ctx, backend):
+    """The race that would lose data: an ingest wraps new subjects under a bucket's current key while a
+    retirement re-wraps that bucket and destroys the key. The ingest holds the bucket's row FOR SHARE, so
+    the retirement waits for its commit and re-wraps its rows too; nobody is left under a destroyed key."""
+    import threading
+
+    from dataspace.subjects.store import store_profiles
+
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time; the race needs concurrent transactions")
+    ctx = small_ctx
+    vault = ctx.vault
+    ages = _people(ctx, 8)
+    in_ingest, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            with ctx.db.transaction() as s:
+                store_profiles(s, vault, [(f"LATE{i}", {"age": 90 + i}) for i in range(4)], ctx.keys.blind_index)
+                in_ingest.set()
+                release.wait(30)
+        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+            errors.append(exc)
+            in_ingest.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    assert in_ingest.wait(30)
+    done = threading.Event()
+    retirer = threading.Thread(target=lambda: (retire(ctx.db, vault, every_bucket=True), done.set()))
+    retirer.start()
+    assert not done.wait(1.0)  # blocked on the ingest's FOR SHARE lock (if it were not, it would be done)
+    release.set()
+    writer.join(30)
+    retirer.join(60)
+    assert not errors
+    assert done.is_set()
+    with ctx.db.session() as s:
+        late = [
+            s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index(f"LATE{i}"))) for i in range(4)
+        ]
+        current = dict(s.execute(select(KeyEpoch.bucket, KeyEpoch.generation)).all())
+        rows = s.execute(select(SubjectKey.bucket, SubjectKey.epoch)).all()
+    assert all(epoch == current[bucket] for bucket, epoch in rows)
+    assert all(vault.inventory()[b] == [g] for b, g in current.items())
+    for i, sid in enumerate(late):
+        assert _age(ctx.db, vault, sid) == 90 + i
+    for sid, age in ages.items():
+        assert _age(ctx.db, vault, sid) == age
