@@ -90,3 +90,6 @@ def test_usage_reports_job_ids_as_integers(ctx: Context, client: TestClient) -> 
     assert isinstance(use["job_id"], int)
     proof = client.get(f"/v1/me/usage/{use['index']}/proof", headers=bearer(token))
     assert proof.status_code == 200, proof.text
+    assert proof.json()["index"] == use["index"]
+    documented = client.app.openapi()["components"]["schemas"]  # type: ignore[attr-defined]
+    assert documented["UseRead"]["properties"]["job_id"]["type"] == "integer"

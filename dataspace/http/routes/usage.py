@@ -14,6 +14,7 @@ from dataspace.http.deps import authorize, get_context
 from dataspace.http.params import LogIndex
 from dataspace.tlog.log import sequence, verifier_keys
 from dataspace.usage import usage_for_subject, usage_proof
+from dataspace.usage.schemas import UsageProofRead, UsageRead
 
 router = APIRouter(prefix="/v1/me/usage", tags=["usage"])
 
@@ -50,7 +51,7 @@ def _usage(ctx: Context, subject_id: int) -> dict[str, Any]:
 
 # async, with its blocking part in one worker-thread call: a plain ``def`` route with a session dependency
 # hops to a worker thread three times (open the session, run, close it).
-@router.get("")
+@router.get("", response_model=UsageRead)
 async def my_usage(
     principal: Principal = Depends(authorize("me.usage", "read")),
     ctx: Context = Depends(get_context),
@@ -58,7 +59,7 @@ async def my_usage(
     return await run_in_threadpool(_usage, ctx, _subject(principal))
 
 
-@router.get("/{index}/proof")
+@router.get("/{index}/proof", response_model=UsageProofRead)
 def my_usage_proof(
     index: LogIndex,
     principal: Principal = Depends(authorize("me.usage", "read")),
