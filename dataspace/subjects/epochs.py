@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database, utcnow
+from dataspace.errors import ConfigurationError
 from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProfile
 from dataspace.vault import DecryptionError, Vault
 
@@ -153,7 +154,8 @@ def reconcile(db: Database, vault: Vault) -> ReconcileReport:
 
     Wrappings under destroyed keys are replaced from the journal; the subjects missing from it were erased
     after the backup: their rows are shredded and they are marked erased (the caller finishes the rest of
-    their erasure: consents, decisions, accounts). Idempotent.
+    their erasure: consents, decisions, accounts). Idempotent. Refuses (``ConfigurationError``, nothing
+    changed) a key store that holds no key for a bucket the database uses: it is not this database's store.
     """
     report = ReconcileReport()
     inventory = vault.inventory()
@@ -163,6 +165,14 @@ def reconcile(db: Database, vault: Vault) -> ReconcileReport:
         for bucket, generation in pairs:
             if generation not in inventory.get(bucket, ()):
                 stale[bucket].append(generation)
+        # A retirement creates the bucket's new key before it destroys the old one, so a bucket with rows
+        # and no key at all means the wrong key store (or a lost one): shredding would destroy everyone.
+        orphans = [b for b in stale if not inventory.get(b)]
+        if orphans:
+            raise ConfigurationError(
+                f"the key store holds no key for {len(orphans)} bucket(s) this database uses: wrong or lost key "
+                "store (DATASPACE_EPOCH_DIR / the HSM token); nothing was changed"
+            )
         now = utcnow()
         for bucket, gens in sorted(stale.items()):
             journal = vault.read_journal(bucket)

@@ -338,3 +338,17 @@ def test_a_retirement_waits_for_an_ingest_that_wraps_under_the_old_key(small_ctx
         assert _age(ctx.db, vault, sid) == 90 + i
     for sid, age in ages.items():
         assert _age(ctx.db, vault, sid) == age
+
+
+def test_reconcile_refuses_a_key_store_that_is_not_this_databases(small_ctx, tmp_path):
+    """Pointing a restore at the wrong (or an empty) key store must not shred everyone."""
+    from dataspace.errors import ConfigurationError
+    from dataspace.vault import file_vault
+
+    ctx = small_ctx
+    ages = _people(ctx, 6)
+    wrong = file_vault(tmp_path / "another-store", buckets=BUCKETS)
+    with pytest.raises(ConfigurationError, match="nothing was changed"):
+        reconcile(ctx.db, wrong)
+    for sid, age in ages.items():
+        assert _age(ctx.db, ctx.vault, sid) == age
