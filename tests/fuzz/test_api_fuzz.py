@@ -1,6 +1,8 @@
 """Schemathesis against the app's own OpenAPI document, on a seeded database, once per role (and with no
 token): every operation gets schema-valid and schema-violating requests. Nothing may answer 5xx, every
-4xx must be an RFC 7807 problem+json body, and responses must match the schema where one is declared.
+status must be one the document lists for that operation (``status_code_conformance``: the document is
+generated from the routes, ``dataspace.http.openapi``), every 4xx must be an RFC 7807 problem+json body, and
+responses must match the schema where one is declared.
 
 The OAuth protocol endpoints answer in their RFCs' own formats (RFC 6749 ``{"error": ...}`` JSON, the HTML
 sign-in page), and the web pages are static files, so those are only held to "no 5xx"; the OAuth form
