@@ -24,13 +24,16 @@ Erasure (``dataspace.subjects.epochs``), and what it promises:
    retirements of that bucket wait); the journal entry for the bucket is replaced by those new wrappings;
    the transaction commits; then every older key of the bucket is destroyed in the key store.
 3. From then on, no backup taken before the erasure can open the erased subject: its wrapped DEK in the
-   backup is under a destroyed key, and the journal (the only other copy of the bucket's wrappings) never
-   held it. Nothing in the backups is touched. Processes that cached the old key drop it within
+   backup is under a destroyed key, and the journal (the only other copy of the bucket's wrappings) no
+   longer holds it (an earlier journal's wrapping of it was under a key now destroyed as well). Nothing in
+   the backups is touched. Processes that cached the old key drop it within
    ``CACHE_SECONDS`` (30 s), so the bound is: retirement interval + 30 s (+ the duration of one pass).
 4. The other subjects of the bucket survive a restore: ``reconcile`` (run after restoring a backup;
    ``dataspace keys reconcile``) replaces every wrapping under a destroyed key by the journal's wrapping
    under the current key when the journal has that subject, and shreds the rows it cannot recover (the
    subjects erased since the backup), marking them erased. Subjects of untouched buckets need nothing.
+   It refuses a key store that has no key at all for a bucket the database uses (the wrong or a lost
+   store) rather than shred everyone.
 
 Per-erasure cost is bounded by the bucket size (subjects / buckets: about 2,500 DEKs re-wrapped at 10M
 subjects), and a pass retires each marked bucket once however many of its subjects were erased.
@@ -38,7 +41,8 @@ subjects), and a pass retires each marked bucket once however many of its subjec
 What the operator must do: keep the key store (the epoch directory, or the HSM) OUT of database backups
 and keep no point-in-time copies of it older than the time bound (an old copy of an epoch key is exactly
 what erasure destroys); replicate it instead (HSM cluster, or a synchronously mirrored volume for the
-file backend). Losing the key store loses every profile.
+file backend). Losing the key store loses every profile. One key store serves one database: a copy of the
+database restored beside the live one (a drill) must not run erasures or retirements on the shared store.
 
 Failures: a crash before the retirement's commit leaves the old keys and wrappings in force (the bucket is
 still marked, the next pass redoes it; an unused new key is reused). A crash between commit and destroy
