@@ -136,3 +136,27 @@ def test_emission_unwraps_inside_the_token_inline_and_in_worker_processes(hsm_ct
         )
     for workers in (1, 2):
         assert run(ctx, ids, workers=workers).stats.unreadable == 1
+
+
+def test_init_and_rotate_generate_the_signing_keys_in_the_hsm(softhsm, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("DATASPACE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATASPACE_DATABASE_URL", f"sqlite:///{tmp_path / 'init.db'}")
+    monkeypatch.setenv("DATASPACE_KEY_BACKEND", "pkcs11")
+    monkeypatch.setenv("DATASPACE_PKCS11_MODULE", MODULE)
+    monkeypatch.setenv("DATASPACE_PKCS11_TOKEN_LABEL", softhsm.take())
+    monkeypatch.setenv("DATASPACE_PKCS11_PIN_ENV", "DATASPACE_TEST_PKCS11_PIN")
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["init"])
+    assert out.exit_code == 0, out.output
+    first = load_key_file(tmp_path / "keys.json")
+    out = runner.invoke(cli_app, ["keys", "rotate"])
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "keys.json").read_text()
+    assert "seed" not in text
+    assert "PRIVATE" not in text
+    ring = load_key_file(tmp_path / "keys.json")
+    assert [k.kid for k in ring.signing_keys][1:] == [first.signing_key.kid]
+    assert isinstance(ring.signing_key, Pkcs11Ed25519Key)
+    assert isinstance(ring.token_key, Pkcs11TokenKey)
+    for key in ring.signing_keys:  # every key, old and new, still signs inside the token
+        ring.verify_keys()[key.kid].verify(b"m", key.sign(b"m"))
