@@ -1,6 +1,7 @@
 """Isolated execution of partner models: bubblewrap + seccomp + rlimits, Arrow IPC in, validated decisions out.
 
-Knows nothing of HTTP or the database. Partner code never runs outside the sandbox: if bubblewrap is
+Warm sandboxes (`WarmPool`) keep one ONNX model loaded per runner for real-time decisions. Knows nothing
+of HTTP or the database. Partner code never runs outside the sandbox: if bubblewrap is
 unavailable every operation raises `SandboxUnavailable` (there is no unisolated fallback). Partner code is
 never host root: see `sandbox._identity`.
 """
@@ -20,11 +21,13 @@ from sandbox._contract import (
 from sandbox._errors import JobFailed, ModelRejected, SandboxError, SandboxUnavailable
 from sandbox._identity import SANDBOX_USER, ensure_sandbox_user
 from sandbox._jobs import DEFAULT_MAX_MODEL_BYTES, inspect_onnx, run_job
+from sandbox._pool import Decision, PoolStats, WarmPool
 
 __all__ = [
     "DEFAULT_MAX_MODEL_BYTES",
     "SANDBOX_USER",
     "Bubblewrap",
+    "Decision",
     "DecisionSchema",
     "JobFailed",
     "JobOutput",
@@ -34,10 +37,12 @@ __all__ = [
     "ModelRejected",
     "ModelSpec",
     "OnnxModel",
+    "PoolStats",
     "PythonModule",
     "SandboxError",
     "SandboxUnavailable",
     "TensorInfo",
+    "WarmPool",
     "ensure_sandbox_user",
     "inspect_onnx",
     "run_job",

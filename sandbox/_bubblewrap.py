@@ -216,7 +216,19 @@ class Bubblewrap:
         self.check()
         return self._spawn(feed, limits)
 
+    def start(self, limits: Limits) -> subprocess.Popen[bytes]:
+        """Start the runner under the same isolation as `run` and hand back the process, its three pipes
+        open: for a long-lived (warm) runner the caller feeds and reads itself, enforces the wall clock
+        per request and kills the whole sandbox (``os.killpg(proc.pid, SIGKILL)``) when done."""
+        self.check()
+        proc, _ = self._popen(limits)
+        return proc
+
     def _spawn(self, feed: Callable[[IO[bytes]], None], limits: Limits, *, probe: bool = False) -> RawRun:
+        proc, started = self._popen(limits, probe=probe)
+        return _Session(proc, feed, limits, started).communicate()
+
+    def _popen(self, limits: Limits, *, probe: bool = False) -> tuple[subprocess.Popen[bytes], float]:
         try:
             program = build_filter()
         except UnsupportedArchitecture as exc:
@@ -244,7 +256,7 @@ class Bubblewrap:
                 raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from exc
         finally:
             os.close(read_fd)
-        return _Session(proc, feed, limits, started).communicate()
+        return proc, started
 
 
 class _Session:

@@ -17,6 +17,8 @@ stdin:  4-byte big-endian header length, the JSON header, ``header["model_len"]`
         scoring jobs) an Arrow IPC stream of feature batches: a ``pseudonym`` column plus the features.
 stdout: for ``inspect``, one JSON document describing the ONNX signature; for ``onnx``/``python``, an
         Arrow IPC stream of (pseudonym, decision) batches.
+serve:  (warm sandboxes, ONNX only, see `_serve`) after the model, length-prefixed request frames on stdin,
+        ``READY`` then one answer frame per request on stdout, until stdin ends.
 stderr: free text for the operator's logs; on failure the LAST line is ``SANDBOX-ERROR {"code": ...}``
         with a code from a fixed vocabulary (the parent never shows model-chosen text as the reason).
 
@@ -39,6 +41,7 @@ STATS_PREFIX = "SANDBOX-STATS "
 HEADER_STRUCT = ">I"
 MAX_HEADER_BYTES = 1 << 20
 IDENTITY_FAILED = 97
+SERVE_READY = b"READY"
 
 _PR_SET_PDEATHSIG = 1
 _PR_CAPBSET_READ = 23
@@ -267,19 +270,7 @@ def _score_jobs(header: dict[str, Any], model: bytes, stdin: Any, out: Any) -> N
     out_schema = pa.schema([("pseudonym", pa.string()), ("decision", decision_type)])
 
     if header["kind"] == "onnx":
-        session = _onnx_session(model, int(header.get("threads", 1)))
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
-            raise RunnerError("input_mismatch", "the model must take one float tensor 'features' [N, F]")
-        width = inputs[0].shape[1]
-        if isinstance(width, int) and width != len(feature_names):
-            raise RunnerError("input_mismatch", f"model takes {width} features, job has {len(feature_names)}")
-        input_name = inputs[0].name
-        wanted = [o.name for o in session.get_outputs() if o.name in {"label", "score"}]
-        if schema.get("labels") is None and "score" not in wanted:
-            raise RunnerError("output_shape", "a number decision schema needs a 'score' output")
-        if not wanted:
-            raise RunnerError("output_shape", "model has neither a 'label' nor a 'score' output")
+        session, input_name, wanted = _onnx_scorer(header, model)
         scorer: Any = None
     else:
         scorer = _load_python_module(model)
@@ -315,6 +306,72 @@ def _score_jobs(header: dict[str, Any], model: bytes, stdin: Any, out: Any) -> N
                     raise RunnerError("output_shape", f"score() returned {len(decisions)} values for {n} rows")
             pseudonyms = batch.column("pseudonym").cast(pa.string())
             writer.write_batch(pa.record_batch([pseudonyms, decisions], schema=out_schema))
+
+
+def _onnx_scorer(header: dict[str, Any], model: bytes) -> tuple[Any, str, list[str]]:
+    """The ONNX session of a scoring job, its input name and the outputs it reads (checked as for jobs)."""
+    schema = header["schema"]
+    feature_names: list[str] = header["feature_names"]
+    session = _onnx_session(model, int(header.get("threads", 1)))
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
+        raise RunnerError("input_mismatch", "the model must take one float tensor 'features' [N, F]")
+    width = inputs[0].shape[1]
+    if isinstance(width, int) and width != len(feature_names):
+        raise RunnerError("input_mismatch", f"model takes {width} features, job has {len(feature_names)}")
+    wanted = [o.name for o in session.get_outputs() if o.name in {"label", "score"}]
+    if schema.get("labels") is None and "score" not in wanted:
+        raise RunnerError("output_shape", "a number decision schema needs a 'score' output")
+    if not wanted:
+        raise RunnerError("output_shape", "model has neither a 'label' nor a 'score' output")
+    return session, inputs[0].name, wanted
+
+
+def _write_frame(out: Any, payload: bytes) -> None:
+    out.write(struct.pack(HEADER_STRUCT, len(payload)) + payload)
+    out.flush()
+
+
+def _serve(header: dict[str, Any], model: bytes, stdin: Any, out: Any) -> None:
+    """Warm mode (``kind: serve``, ONNX only): build the session once, answer ``READY``, then score one
+    request frame at a time until stdin ends.
+
+    Request frame: 4-byte big-endian length + JSON ``{"p": pseudonym, "x": [feature or null, ...]}``.
+    Answer frame: 4-byte length + JSON ``{"p": pseudonym, "d": decision}``. Any error ends the process
+    (``SANDBOX-ERROR`` on stderr): the parent discards the whole sandbox, never reuses a failed one.
+    """
+    import numpy as np
+
+    schema = header["schema"]
+    width = len(header["feature_names"])
+    session, input_name, wanted = _onnx_scorer(header, model)
+    _write_frame(out, SERVE_READY)
+    while True:
+        head = stdin.read(4)
+        if not head:
+            return  # the parent closed the pipe: a clean end
+        if len(head) < 4:
+            head += _read_exact(stdin, 4 - len(head))
+        (length,) = struct.unpack(HEADER_STRUCT, head)
+        if length > MAX_HEADER_BYTES:
+            raise RunnerError("protocol", "request frame too large")
+        try:
+            request = json.loads(_read_exact(stdin, length))
+            pseudonym = str(request["p"])
+            values = [np.nan if v is None else float(v) for v in request["x"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunnerError("protocol", f"bad request frame: {exc}") from exc
+        if len(values) != width:
+            raise RunnerError("protocol", f"request has {len(values)} features, expected {width}")
+        matrix = np.asarray([values], dtype=np.float32)
+        try:
+            outputs = session.run(wanted, {input_name: matrix})
+        except Exception as exc:  # onnxruntime's errors are untyped
+            if isinstance(exc, MemoryError) or _is_alloc_failure(exc):
+                raise MemoryError from exc
+            raise RunnerError("input_mismatch", f"{type(exc).__name__}: {exc}") from exc
+        decision = _decisions_from_onnx(dict(zip(wanted, outputs, strict=True)), schema, 1)[0].as_py()
+        _write_frame(out, json.dumps({"p": pseudonym, "d": decision}).encode())
 
 
 def main(argv: list[str]) -> int:
@@ -361,6 +418,8 @@ def main(argv: list[str]) -> int:
             out.write(json.dumps(signature).encode())
         elif header["kind"] in {"onnx", "python"}:
             _score_jobs(header, model, stdin, out)
+        elif header["kind"] == "serve":
+            _serve(header, model, stdin, out)
         else:
             raise RunnerError("protocol", f"unknown job kind {header['kind']!r}")
         out.flush()
