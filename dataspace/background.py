@@ -7,6 +7,8 @@
 - deliver webhooks (every 1 s);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
+- submit each log's latest checkpoint to the configured witnesses and keep their cosignatures (every 1 s;
+  a witness that is down is reported, never waited for);
 - pick up rotated keys from the key file (every 5 s; ``dataspace keys rotate`` needs no restart);
 - retire the epoch keys of erased subjects' buckets (every ``DATASPACE_EPOCH_RETIRE_SECONDS``, 60 s: after
   it no earlier database backup can open them; see ``dataspace.vault``);
@@ -100,7 +102,17 @@ def tasks(ctx: Context) -> list[Periodic]:
         job_work = Periodic("job-worker", 1.0, lambda: jobs.run_queued(ctx))
 
     jobs.recover_jobs(ctx)  # at start-up: jobs a previous process left running are resumed or failed
+    extra: list[Periodic] = []
+    if ctx.settings.witness_urls:
+        from dataspace.tlog.cosigning import witnesses_for
+
+        def cosign_logs() -> None:
+            for name in LOGS:
+                witnesses_for(ctx).cosign_latest(ctx, name)
+
+        extra.append(Periodic("witness-cosigning", 1.0, cosign_logs))
     return [
+        *extra,
         Periodic("tlog-sequencer", 0.25, sequence_logs),
         job_work,
         Periodic("job-recovery", 30.0, recover_jobs),

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     job_shard_subjects: int = Field(default=250_000, ge=1, description="Target eligible subjects per shard.")
     job_heartbeat_seconds: float = Field(default=5.0, gt=0)
     job_stale_seconds: float = Field(default=60.0, gt=0, description="A claim without a heartbeat this long is dead.")
+    # Real-time decisions (dataspace.realtime): warm sandboxes per approved ONNX model, recycled after this many
+    # decisions (and on any error, a timeout, a contract or catalog change); each answer within the time limit.
+    realtime_pool_size: int = Field(default=2, ge=1, le=32, description="Warm sandboxes per served model.")
+    realtime_max_decisions: int = Field(default=5000, ge=1, description="Decisions before a warm sandbox is recycled.")
+    realtime_request_seconds: float = Field(default=1.0, gt=0, le=60, description="Per-decision sandbox time limit.")
     # What a partner sees of a job's timing (dataspace.jobs.outcomes): times are multiples of the tick, and a
     # job's outcome shows no earlier than ``hold`` after submission, so a model cannot signal by its run time.
     job_release_tick_seconds: int = Field(
@@ -75,6 +80,13 @@ class Settings(BaseSettings):
     # Where the last signed checkpoint of each log is copied when it is published (outside the database, so a
     # restored backup can be checked against it); default: <data_dir>/checkpoints.
     checkpoint_dir: Path | None = None
+    # Independent witnesses (C2SP tlog-witness) each new checkpoint is submitted to, and the cosignatures a
+    # checkpoint needs before clients accept it (dataspace.tlog.cosigning). URLs and cosigner verifier keys
+    # are comma-separated, in the same order; quorum 0 keeps the operator's signature alone sufficient.
+    witness_urls: str = Field(default="", description="Comma-separated witness URLs (submission prefixes).")
+    witness_keys: str = Field(default="", description="Comma-separated cosigner verifier keys, one per URL.")
+    witness_quorum: int = Field(default=0, ge=0, le=64, description="Cosignatures a published checkpoint needs.")
+    witness_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # The controller: the organisation responsible for the processing, as receipts, the privacy notice and
     # the records of processing name it (dataspace.compliance.controller). Required: the server refuses to
     # start with a value missing or a placeholder (the demo sets its own, visibly-demo identity).

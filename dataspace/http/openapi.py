@@ -77,6 +77,8 @@ EXTRA_STATUSES: dict[str, tuple[int, ...]] = {
     "/v1/audit/export": (404,),
     "/v1/audit/proofs/inclusion": (404,),
     "/v1/audit/proofs/consistency": (404,),
+    "/v1/me/usage/checkpoint": (404,),  # the usage log is empty
+    "/v1/me/usage/consistency": (404,),  # the log has not reached that size
     "/v1/partner/models": (404, 413, 415),
     "/v1/partner/jobs": (404,),
     "/v1/partner/contracts": (404,),

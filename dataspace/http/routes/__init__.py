@@ -16,6 +16,7 @@ from dataspace.http.routes import (
     partner,
     points,
     policies,
+    transparency,
     usage,
 )
 
@@ -24,6 +25,7 @@ from dataspace.http.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     consents.router,
+    transparency.router,
     usage.router,
     points.router,
     catalog.router,

@@ -17,6 +17,7 @@ from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.http.params import MAX_INDEX, SubjectFilter
+from dataspace.tlog import cosigning
 from dataspace.tlog import export as tlog_export
 from dataspace.tlog import log as tlog
 
@@ -117,6 +118,7 @@ def checkpoint(
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
     tlog.sequence(ctx, log)
+    witnessing = cosigning.publish(ctx, log)  # submits to the witnesses first: the note carries cosignatures
     with ctx.db.session() as session:
         cp = tlog.latest_checkpoint(session, log=log)
     if cp is None:
@@ -127,6 +129,7 @@ def checkpoint(
         "root_hash": cp.root_hash.hex(),
         "note": cp.note,
         "verifier_keys": tlog.verifier_keys(ctx),
+        **witnessing,
     }
 
 

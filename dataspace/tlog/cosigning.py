@@ -1,0 +1,200 @@
+"""Submitting the logs' checkpoints to the configured witnesses and keeping their cosignatures.
+
+Each witness gets the latest checkpoint of each log with a consistency proof from the size it last cosigned
+(learnt from its 409 answer, remembered per process); the cosignature lines it returns are verified with
+its configured key and appended to the stored signed note, so every route that publishes a checkpoint
+publishes it with its cosignatures.
+
+Invariants: a witness that is down, slow or refusing never stops the server: its status says so (the
+checkpoint route shows it; the log gets a warning) and the next round tries again. A cosignature is
+stored only if it verifies with the configured key for that witness; the note is updated by compare and
+set, so two replicas adding different witnesses' lines never lose one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sqlalchemy import update
+
+from dataspace.tlog import log as tlog
+from dataspace.tlog.cosign import Cosigner, WitnessPolicy, add_cosignatures, verified_cosigners
+from dataspace.tlog.models import TLogCheckpoint
+from dataspace.tlog.note import CheckpointError
+
+if TYPE_CHECKING:
+    from dataspace.context import Context
+    from dataspace.settings import Settings
+
+log = logging.getLogger("dataspace.tlog.witnesses")
+
+
+@dataclass
+class WitnessStatus:
+    url: str
+    name: str
+    state: str = "unknown"  # ok | unreachable | refused | ahead-of-log | unknown
+    sizes: dict[str, int] | None = None  # per log: the size the witness last cosigned
+    detail: str = ""
+    at: float | None = None
+
+    def read(self) -> dict[str, Any]:
+        return {"url": self.url, "name": self.name, "state": self.state, "cosigned_sizes": dict(self.sizes or {}), "detail": self.detail}
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
+
+
+def policy_from_settings(settings: Settings) -> WitnessPolicy:
+    return WitnessPolicy.from_strings(_split(settings.witness_keys), settings.witness_quorum)
+
+
+class Witnesses:
+    """The configured witnesses of one server process and what it last heard from each."""
+
+    def __init__(self, settings: Settings) -> None:
+        urls, keys = _split(settings.witness_urls), _split(settings.witness_keys)
+        if len(urls) != len(keys):
+            raise ValueError("DATASPACE_WITNESS_URLS and DATASPACE_WITNESS_KEYS need one key per URL")
+        self.policy = policy_from_settings(settings)
+        self.members = [(u.rstrip("/"), Cosigner.parse(k)) for u, k in zip(urls, keys, strict=True)]
+        self.status = {u: WitnessStatus(u, c.name, sizes={}) for u, c in self.members}
+        self.timeout = settings.witness_timeout_seconds
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def report(self) -> list[dict[str, Any]]:
+        return [s.read() for s in self.status.values()]
+
+    def cosign_latest(self, ctx: Context, log_name: str) -> str | None:
+        """Get the latest checkpoint of ``log_name`` cosigned by every reachable witness; the stored note."""
+        with self._lock:
+            return self._cosign_latest(ctx, log_name)
+
+    def _cosign_latest(self, ctx: Context, log_name: str) -> str | None:
+        with ctx.db.session() as session:
+            cp = tlog.latest_checkpoint(session, log=log_name)
+        if cp is None or not self.members:
+            return cp.note if cp else None
+        note = cp.note
+        lines: list[str] = []
+        with httpx.Client(timeout=self.timeout) as http:
+            for url, c in self.members:
+                if verified_cosigners(note, [c]):
+                    continue
+                lines += self._submit(ctx, http, url, c, log_name, cp.size, note)
+        if lines:
+            note = self._store(ctx, log_name, cp.size, lines)
+        return note
+
+    def _submit(
+        self, ctx: Context, http: httpx.Client, url: str, c: Cosigner, log_name: str, size: int, note: str
+    ) -> list[str]:
+        st = self.status[url]
+        assert st.sizes is not None
+        old = min(st.sizes.get(log_name, 0), size)
+        for _ in range(3):
+            body = f"old {old}\n"
+            if 0 < old < size:
+                with ctx.db.session() as session:
+                    proof = tlog.consistency_proof(session, log=log_name, first=old, second=size).hashes
+                body += "".join(base64.b64encode(h).decode() + "\n" for h in proof)
+            body += "\n" + note
+            st.at = time.time()
+            try:
+                r = http.post(f"{url}/add-checkpoint", content=body.encode())
+            except httpx.HTTPError as exc:
+                self._mark(st, "unreachable", type(exc).__name__)
+                return []
+            if r.status_code == 409 and r.headers.get("content-type", "").startswith("text/x.tlog.size"):
+                try:
+                    theirs = int(r.text.strip())
+                except ValueError:
+                    self._mark(st, "refused", "409 without a size")
+                    return []
+                st.sizes[log_name] = theirs
+                if theirs > size:
+                    # The witness cosigned a larger tree than the log now has: a rollback (restored backup?).
+                    self._mark(st, "ahead-of-log", f"witness cosigned size {theirs} of {log_name}, the log has {size}")
+                    return []
+                old = theirs
+                continue
+            if r.status_code != 200:
+                self._mark(st, "refused", f"{r.status_code} {r.text.strip()[:200]}")
+                return []
+            try:
+                got = verified_cosigners(add_cosignatures(note, r.text.splitlines()), [c])
+            except CheckpointError:
+                got = []
+            if not got:
+                self._mark(st, "refused", "the answer carries no valid cosignature from the configured key")
+                return []
+            st.sizes[log_name] = size
+            self._mark(st, "ok", "")
+            return [ln for ln in r.text.splitlines() if ln.split(" ")[1:2] == [c.name]]
+        self._mark(st, "refused", "the witness kept answering 409")
+        return []
+
+    @staticmethod
+    def _mark(st: WitnessStatus, state: str, detail: str) -> None:
+        if state != "ok" and (st.state != state or st.detail != detail):
+            log.warning("witness %s: %s %s", st.url, state, detail)
+        st.state, st.detail = state, detail
+
+    @staticmethod
+    def _store(ctx: Context, log_name: str, size: int, lines: list[str]) -> str:
+        for _ in range(5):  # compare and set: another replica may be adding its witnesses' lines meanwhile
+            with ctx.db.transaction() as session:
+                row = session.query(TLogCheckpoint).filter_by(log=log_name, size=size).order_by(TLogCheckpoint.id).first()
+                if row is None:
+                    return ""
+                new = add_cosignatures(row.note, lines)
+                if new == row.note:
+                    return new
+                done = session.execute(
+                    update(TLogCheckpoint)
+                    .where(TLogCheckpoint.id == row.id, TLogCheckpoint.note == row.note)
+                    .values(note=new)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if done:
+                return new
+        return ""
+
+
+_BY_CONTEXT: dict[int, Witnesses] = {}
+_BY_CONTEXT_LOCK = threading.Lock()
+
+
+def witnesses_for(ctx: Context) -> Witnesses:
+    """The process's ``Witnesses`` for this context (status is kept across calls)."""
+    with _BY_CONTEXT_LOCK:
+        w = _BY_CONTEXT.get(id(ctx.settings))
+        if w is None:
+            w = _BY_CONTEXT[id(ctx.settings)] = Witnesses(ctx.settings)
+        return w
+
+
+def publish(ctx: Context, log_name: str) -> dict[str, Any]:
+    """What a checkpoint route adds about witnesses: the policy and each witness's status. Submits the
+    latest checkpoint first (bounded by the witness timeout), so the note it then reads is cosigned."""
+    w = witnesses_for(ctx)
+    if w:
+        try:
+            w.cosign_latest(ctx, log_name)
+        except Exception:  # a witness problem never fails the route
+            log.exception("submitting to witnesses failed")
+    return {
+        "witness_quorum": w.policy.quorum,
+        "witness_keys": [c.vkey for c in w.policy.witnesses],
+        "witnesses": w.report(),
+    }
