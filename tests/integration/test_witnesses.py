@@ -1,0 +1,172 @@
+"""Witnesses catch a dishonest operator: the server publishes checkpoints cosigned by two witness processes;
+the witnesses refuse a forked tree (same size, another root, signed with the operator's key) and a rollback,
+keep their state across a crash, answer gossip with the evidence; the server keeps working when one is down."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from dataspace.app import create_app
+from dataspace.audit import record_event
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+from dataspace.tlog import merkle
+from dataspace.tlog import log as tlog
+from dataspace.tlog.cosign import WitnessPolicy, open_cosigned, verified_cosigners
+from dataspace.tlog.note import Checkpoint, CheckpointError, key_name, sign_checkpoint
+from tests.auth_helpers import bearer, issue_token
+from tests.witness_support import WitnessProcess
+
+
+@pytest.fixture
+def witnesses(ctx: Context, tmp_path: Path) -> Iterator[list[WitnessProcess]]:
+    keys = tlog.verifier_keys(ctx)
+    logs = {tlog.origin_for(ctx.settings.resolved_issuer, name): keys for name in tlog.LOGS}
+    procs = [WitnessProcess(f"w{i}.witness.test", tmp_path / f"w{i}", logs).start() for i in (1, 2)]
+    ctx.settings = ctx.settings.model_copy(
+        update={
+            "witness_urls": ",".join(p.url for p in procs),
+            "witness_keys": ",".join(p.vkey for p in procs),
+            "witness_quorum": 2,
+        }
+    )
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def client(ctx: Context, witnesses: list[WitnessProcess]) -> Iterator[TestClient]:
+    with TestClient(create_app(ctx)) as c:
+        yield c
+
+
+def _events(ctx: Context, n: int) -> None:
+    steward = Principal(subject="alice", role="steward", client_id="console")
+    with ctx.db.transaction() as s:
+        for i in range(n):
+            record_event(s, actor=steward, action="catalog.update", target=f"field:f{i}", details={"i": i})
+
+
+def _forged(ctx: Context, size: int) -> str:
+    """A checkpoint of another tree at ``size``, signed with the operator's own key (a split view)."""
+    origin = tlog.origin_for(ctx.settings.resolved_issuer, "audit")
+    other = merkle.root_from_leaf_hashes([merkle.leaf_hash(f"forged {i}".encode()) for i in range(size)])
+    key = ctx.keys.signing_key
+    return sign_checkpoint(Checkpoint(origin, size, other), name=key_name(origin.rsplit("/", 1)[0], key), key=key)
+
+
+def _policy(w: list[WitnessProcess], quorum: int = 2) -> WitnessPolicy:
+    return WitnessPolicy.from_strings([p.vkey for p in w], quorum)
+
+
+def test_published_checkpoints_carry_both_cosignatures(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess]
+) -> None:
+    _events(ctx, 5)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    assert cp["witness_quorum"] == 2
+    assert [w["state"] for w in cp["witnesses"]] == ["ok", "ok"]
+    assert open_cosigned(cp["note"], cp["verifier_keys"], _policy(witnesses)).size == cp["size"]
+    # The stored note is the cosigned one: every later reader gets the cosignatures.
+    with ctx.db.session() as s:
+        stored = tlog.latest_checkpoint(s, log="audit")
+    assert stored is not None and len(verified_cosigners(stored.note, _policy(witnesses).witnesses)) == 2
+    # The log grows: the next checkpoint is cosigned through a consistency proof from the last one.
+    _events(ctx, 7)
+    cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
+    assert cp2["size"] > cp["size"]
+    open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses))
+    assert [w["cosigned_sizes"]["audit"] if "audit" in w["cosigned_sizes"] else None for w in cp2["witnesses"]] == [
+        cp2["size"]
+    ] * 2
+
+
+def test_witnesses_refuse_a_fork_and_a_rollback(ctx: Context, client: TestClient, witnesses: list[WitnessProcess]) -> None:
+    _events(ctx, 6)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    size = cp["size"]
+    forged = _forged(ctx, size)
+    w1 = witnesses[0]
+    # Same size, another root: 422, even with the operator's valid signature.
+    r = httpx.post(f"{w1.url}/add-checkpoint", content=f"old {size}\n\n{forged}".encode())
+    assert r.status_code == 422
+    # A larger forged tree with a made-up proof: 422.
+    bigger = _forged(ctx, size + 3)
+    proof = "".join(base64.b64encode(bytes([i]) * 32).decode() + "\n" for i in range(3))
+    r = httpx.post(f"{w1.url}/add-checkpoint", content=f"old {size}\n{proof}\n{bigger}".encode())
+    assert r.status_code == 422
+    # Rollback: a smaller tree. From the witness's size it is a bad request; from its own size, 409 + size.
+    small = _forged(ctx, size - 2)
+    assert httpx.post(f"{w1.url}/add-checkpoint", content=f"old {size}\n\n{small}".encode()).status_code == 400
+    r = httpx.post(f"{w1.url}/add-checkpoint", content=f"old {size - 2}\n\n{small}".encode())
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "text/x.tlog.size"
+    assert r.text == f"{size}\n"
+    # Not the log's key: 403; unknown origin: 404; garbage: 400.
+    other = forged.replace("\u2014 ", "\u2014 ", 1)
+    tampered = other.replace(other.split("\n")[2], base64.b64encode(b"\x07" * 32).decode())
+    assert httpx.post(f"{w1.url}/add-checkpoint", content=f"old {size}\n\n{tampered}".encode()).status_code == 403
+    unknown = forged.replace(forged.split("\n")[0], "elsewhere.example/log")
+    assert httpx.post(f"{w1.url}/add-checkpoint", content=f"old 0\n\n{unknown}".encode()).status_code == 404
+    assert httpx.post(f"{w1.url}/add-checkpoint", content=b"old 01\n\nx").status_code == 400
+    # The honest checkpoint still verifies, and the forged one never got a cosignature.
+    with pytest.raises(CheckpointError):
+        open_cosigned(forged, cp["verifier_keys"], _policy(witnesses, 1))
+
+    # Gossip: a customer hands the forged checkpoint they were shown to a witness: split view, with evidence.
+    r = httpx.post(f"{w1.url}/check", content=forged.encode())
+    assert r.status_code == 409
+    body = r.json()
+    assert body["verdict"] == "split-view"
+    evidence = body["witness_checkpoint"]
+    assert evidence.split("\n")[:3] == cp["note"].split("\n")[:3]
+    assert verified_cosigners(evidence, _policy(witnesses).witnesses)  # the witness's own cosignature
+    r = httpx.post(f"{w1.url}/check", content=cp["note"].encode())
+    assert r.json()["verdict"] == "consistent"
+
+
+def test_witness_state_survives_a_crash(ctx: Context, client: TestClient, witnesses: list[WitnessProcess]) -> None:
+    _events(ctx, 4)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    w1 = witnesses[0]
+    w1.stop()  # SIGKILL
+    w1.start()
+    forged = _forged(ctx, cp["size"])
+    r = httpx.post(f"{w1.url}/add-checkpoint", content=f"old 0\n\n{forged}".encode())
+    assert r.status_code == 409 and r.text == f"{cp['size']}\n"
+    assert httpx.post(f"{w1.url}/add-checkpoint", content=f"old {cp['size']}\n\n{forged}".encode()).status_code == 422
+    origin = cp["note"].split("\n")[0]
+    latest = httpx.get(f"{w1.url}/checkpoint", params={"origin": origin}).text
+    assert latest.split("\n")[:3] == cp["note"].split("\n")[:3]
+
+
+def test_server_keeps_working_when_a_witness_is_down(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess]
+) -> None:
+    witnesses[1].stop()
+    _events(ctx, 3)
+    h = bearer(issue_token(ctx, "compliance"))
+    r = client.get("/v1/audit/checkpoint", headers=h)
+    assert r.status_code == 200
+    cp = r.json()
+    assert [w["state"] for w in cp["witnesses"]] == ["ok", "unreachable"]
+    # One cosignature: enough for a quorum of 1, not for 2 (clients requiring 2 refuse it, as they should).
+    open_cosigned(cp["note"], cp["verifier_keys"], _policy(witnesses, 1))
+    with pytest.raises(CheckpointError):
+        open_cosigned(cp["note"], cp["verifier_keys"], _policy(witnesses, 2))
+    # It comes back: the next round catches it up from its size with a consistency proof.
+    witnesses[1].start()
+    _events(ctx, 2)
+    cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
+    assert [w["state"] for w in cp2["witnesses"]] == ["ok", "ok"]
+    open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses, 2))
