@@ -15,6 +15,7 @@ from dataspace.jobs.models import (
     PrivacyBudget,
     Release,
 )
+from dataspace.linkage.models import Contribution, Link
 from dataspace.partners.models import Partner
 from dataspace.points.models import (
     PointsAccount,
@@ -34,6 +35,7 @@ __all__ = [
     "ConsentGrant",
     "ConsentReceipt",
     "Contract",
+    "Contribution",
     "ContractApproval",
     "Decision",
     "Dimension",
@@ -42,6 +44,7 @@ __all__ = [
     "IssuedToken",
     "Job",
     "KeyEpoch",
+    "Link",
     "LoginAttempt",
     "OAuthClient",
     "OutboxEvent",

@@ -47,6 +47,7 @@ from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import deferred_rows, flush_deferred, insert_later, utcnow
 from dataspace.errors import ConcurrentChange, Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
+from dataspace.linkage import grants as linkage_grants
 from dataspace.partners.models import Partner
 from dataspace.points import service as points
 from dataspace.subjects.models import Subject
@@ -223,6 +224,8 @@ def _catalog(
 ) -> _Catalog:
     if dimension_key is None:
         return _Catalog(purpose, [field] if field is not None else [], None, partner)
+    if dimension_key == linkage_grants.DIMENSION:  # covers no catalog field (dataspace.linkage)
+        return _Catalog(purpose, [], linkage_grants.LABEL, partner)
     fields = session.execute(
         select(*_FIELD_COLUMNS)
         .where(Field.dimension_key == dimension_key, Field.status == "active", Field.sensitivity != "sensitive")
@@ -363,6 +366,8 @@ def _check_request(
         raise InvalidInput(f"unknown partner {req.partner!r}")
     if req.partner_category is not None and not category_known:
         raise InvalidInput(f"unknown partner category {req.partner_category!r}")
+    if req.dimension == linkage_grants.DIMENSION and req.partner is None:
+        raise InvalidInput("a linkage grant names one partner")
     return catalog, existing
 
 
@@ -755,6 +760,10 @@ def withdraw(
     rid = _record_change(
         session, row, EventKind.WITHDRAWN, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=prior
     )
+    if row.dimension_key == linkage_grants.DIMENSION and row.partner_key is not None:
+        from dataspace.linkage.service import unlink  # noqa: PLC0415 - only linkage grants pay for the import
+
+        unlink(session, subject_id=row.subject_id, partner_key=row.partner_key, purpose_key=row.purpose_key)
     return Change(row, rid, changed=True)
 
 

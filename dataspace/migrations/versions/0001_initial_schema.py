@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 06:41:14.860089
+Create Date: 2026-12-01 07:12:19.582997
 """
 
 from collections.abc import Sequence
@@ -229,6 +229,7 @@ def upgrade() -> None:
     sa.Column('decision_reason', sa.Text(), nullable=False),
     sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('decided_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('decision_service', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_contracts_partner_id_partners')),
     sa.ForeignKeyConstraint(['purpose_key'], ['catalog_purposes.key'], name=op.f('fk_contracts_purpose_key_catalog_purposes')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contracts'))
@@ -441,6 +442,34 @@ def upgrade() -> None:
     with op.batch_alter_table('contract_approvals', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contract_approvals_contract_id'), ['contract_id'], unique=False)
 
+    op.create_table('linkage_contributions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('columns', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('public_key', sa.LargeBinary(), nullable=False),
+    sa.Column('wrapped_private_key', sa.LargeBinary(), nullable=True),
+    sa.Column('sealed_data_key', sa.LargeBinary(), nullable=True),
+    sa.Column('wrapped_scalar', sa.LargeBinary(), nullable=True),
+    sa.Column('message', sa.LargeBinary(), nullable=True),
+    sa.Column('order', sa.LargeBinary(), nullable=True),
+    sa.Column('sent', sa.Integer(), nullable=False),
+    sa.Column('matched', sa.Integer(), nullable=False),
+    sa.Column('noisy_matched', sa.Integer(), nullable=True),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('linked_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('shredded_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_linkage_contributions_contract_id_contracts')),
+    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_linkage_contributions_partner_id_partners')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_linkage_contributions'))
+    )
+    with op.batch_alter_table('linkage_contributions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_linkage_contributions_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_linkage_contributions_partner_id'), ['partner_id'], unique=False)
+
     op.create_table('models',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('partner_id', sa.Integer(), nullable=False),
@@ -587,6 +616,42 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_jobs_partner_id'), ['partner_id'], unique=False)
         batch_op.create_index('ix_jobs_status_created', ['status', 'created_at'], unique=False)
 
+    op.create_table('linkage_links',
+    sa.Column('contribution_id', sa.Integer(), nullable=False),
+    sa.Column('subject_id', sa.Integer(), nullable=False),
+    sa.Column('blinded_id', sa.LargeBinary(), nullable=False),
+    sa.Column('sealed_row', sa.LargeBinary(), nullable=False),
+    sa.Column('linked_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['contribution_id'], ['linkage_contributions.id'], name=op.f('fk_linkage_links_contribution_id_linkage_contributions')),
+    sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_linkage_links_subject_id_subjects')),
+    sa.PrimaryKeyConstraint('contribution_id', 'subject_id', name=op.f('pk_linkage_links'))
+    )
+    with op.batch_alter_table('linkage_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_linkage_links_subject_id'), ['subject_id'], unique=False)
+
+    op.create_table('realtime_decisions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('model_id', sa.Integer(), nullable=True),
+    sa.Column('subject_id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=128), nullable=False),
+    sa.Column('event_type', sa.String(length=128), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('label', sa.String(length=64), nullable=True),
+    sa.Column('value', sa.Float(), nullable=True),
+    sa.Column('requested_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_realtime_decisions_contract_id_contracts')),
+    sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_realtime_decisions_model_id_models')),
+    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_realtime_decisions_partner_id_partners')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_realtime_decisions')),
+    sa.UniqueConstraint('contract_id', 'event_id', name='uq_realtime_decisions_event')
+    )
+    with op.batch_alter_table('realtime_decisions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_realtime_decisions_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index('ix_realtime_decisions_subject', ['subject_id', 'created_at'], unique=False)
+
     op.create_table('decisions',
     sa.Column('job_id', sa.Integer(), nullable=False),
     sa.Column('subject_id', sa.Integer(), nullable=False),
@@ -637,6 +702,15 @@ def downgrade() -> None:
 
     op.drop_table('job_shards')
     op.drop_table('decisions')
+    with op.batch_alter_table('realtime_decisions', schema=None) as batch_op:
+        batch_op.drop_index('ix_realtime_decisions_subject')
+        batch_op.drop_index(batch_op.f('ix_realtime_decisions_contract_id'))
+
+    op.drop_table('realtime_decisions')
+    with op.batch_alter_table('linkage_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_linkage_links_subject_id'))
+
+    op.drop_table('linkage_links')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_status_created')
         batch_op.drop_index(batch_op.f('ix_jobs_partner_id'))
@@ -671,6 +745,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_models_contract_id'))
 
     op.drop_table('models')
+    with op.batch_alter_table('linkage_contributions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_linkage_contributions_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_linkage_contributions_contract_id'))
+
+    op.drop_table('linkage_contributions')
     with op.batch_alter_table('contract_approvals', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contract_approvals_contract_id'))
 

@@ -1,0 +1,116 @@
+"""Linkage over HTTP: the partner runs its side of the PSI (start, fetch message 1, send the reply); the
+customer sees which partners' data a linkage grant lets in and which partners linked records about them.
+Grants themselves are ordinary consent changes (``POST /v1/me/consents`` with ``dimension: linkage``)."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+from dataspace.errors import Forbidden, InvalidInput
+from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.params import Id
+from dataspace.linkage import service
+from dataspace.linkage.schemas import LinkageCreate, LinkageRead, MyLinkageRead
+
+router = APIRouter(tags=["linkage"])
+
+
+def _limit() -> int:
+    raw = os.environ.get("DATASPACE_LINKAGE_MAX_REPLY_BYTES", "")
+    return int(raw) if raw.isdigit() else service.MAX_REPLY_BYTES
+
+
+@router.post("/v1/partner/linkage", response_model=LinkageRead, status_code=status.HTTP_201_CREATED)
+def start_linkage(
+    body: LinkageCreate,
+    principal: Principal = Depends(authorize("partner.contracts", "write")),
+    ctx: Context = Depends(get_context),
+    session: Session = Depends(unit_of_work, scope="function"),
+) -> LinkageRead:
+    row = service.start(
+        session,
+        ctx.keys,
+        principal=principal,
+        contract_id=body.contract_id,
+        kind=body.kind,
+        columns=[c.model_dump(exclude_none=True) for c in body.columns],
+        identifiers=service.profile_identifiers(ctx.vault),
+    )
+    return LinkageRead.of(row)
+
+
+@router.get("/v1/partner/linkage/{contribution_id}", response_model=LinkageRead)
+def my_linkage(
+    contribution_id: Id,
+    principal: Principal = Depends(authorize("partner.contracts", "read")),
+    session: Session = Depends(read_session),
+) -> LinkageRead:
+    return LinkageRead.of(service.get_owned(session, principal=principal, contribution_id=contribution_id))
+
+
+@router.get(
+    "/v1/partner/linkage/{contribution_id}/message",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def linkage_message(
+    contribution_id: Id,
+    principal: Principal = Depends(authorize("partner.contracts", "read")),
+    session: Session = Depends(read_session),
+) -> Response:
+    """Message 1: concatenated 32-byte group elements, in the order the reply must keep."""
+    data = service.first_message(session, principal=principal, contribution_id=contribution_id)
+    return Response(content=data, media_type="application/octet-stream")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidInput(f"the reply is larger than the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput(f"the reply is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _complete(ctx: Context, principal: Principal, contribution_id: int, data: bytes, limit: int) -> LinkageRead:
+    with ctx.db.transaction() as session:
+        outcome = service.complete(
+            session, ctx.keys, principal=principal, contribution_id=contribution_id, reply=data, max_bytes=limit
+        )
+        return LinkageRead.of(outcome.contribution)
+
+
+@router.put("/v1/partner/linkage/{contribution_id}/reply", response_model=LinkageRead)
+async def linkage_reply(
+    contribution_id: Id,
+    request: Request,
+    principal: Principal = Depends(authorize("partner.contracts", "write")),
+    ctx: Context = Depends(get_context),
+) -> LinkageRead:
+    """Message 2 (``application/octet-stream``, the format of ``clients.sdk._psi.encode_reply``)."""
+    limit = _limit()
+    data = await _read_body(request, limit)
+    return await run_in_threadpool(_complete, ctx, principal, contribution_id, data, limit)
+
+
+@router.get("/v1/me/linkage", response_model=MyLinkageRead)
+def my_links(
+    principal: Principal = Depends(authorize("me.consents", "read")),
+    session: Session = Depends(read_session),
+) -> MyLinkageRead:
+    if principal.subject_id is None:
+        raise Forbidden()
+    return MyLinkageRead(
+        offers=service.offers(session), links=service.links_of(session, subject_id=principal.subject_id)
+    )

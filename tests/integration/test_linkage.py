@@ -1,0 +1,372 @@
+"""Consent-gated linkage by PSI, on SQLite and PostgreSQL.
+
+The partner's side here is written from the specification in the README (SHA-512 onto Ed25519 with
+Elligator 2, blinding with ``crypto_scalarmult_ed25519_noclamp``, the reply's byte layout), not with the
+SDK's or the server's code, so a disagreement between the spec and either implementation fails a test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from nacl import bindings as nb
+from nacl.exceptions import CryptoError
+from nacl.public import PublicKey, SealedBox
+from sqlalchemy import func, select
+
+from dataspace.consents import service as consents
+from dataspace.context import Context
+from dataspace.errors import Conflict, InvalidInput
+from dataspace.jobs import contracts
+from dataspace.jobs.models import PrivacyBudget
+from dataspace.linkage import service as linkage
+from dataspace.linkage.models import Contribution, Link
+from dataspace.subjects.store import store_profiles
+from dataspace.tlog.models import TLogEntry
+from tests.factories import customer_row, load_demo_catalog
+from tests.integration.jobs_support import PARTNER, PURPOSE, approved_contract, partner_principal, steward
+
+COLUMNS = [
+    {"key": "policy_expiry_month", "data_type": "integer", "meaning": "month your policy with us expires"},
+    {"key": "claims_band", "data_type": "string", "meaning": "how many claims", "values": ["none", "some", "many"]},
+]
+
+
+# --- the partner's side, from the spec --------------------------------------------------------------------------
+def spec_hash(kind: str, norm: str) -> bytes:
+    h = hashlib.sha512(b"dataspace-psi/v1\x00" + kind.encode() + b"\x00" + norm.encode()).digest()
+    return nb.crypto_core_ed25519_add(
+        nb.crypto_core_ed25519_from_uniform(h[:32]), nb.crypto_core_ed25519_from_uniform(h[32:])
+    )
+
+
+class SpecPartner:
+    def __init__(self) -> None:
+        self.b = nb.crypto_core_ed25519_scalar_reduce(os.urandom(64))
+        self.data_key = os.urandom(32)
+
+    def blind(self, p: bytes) -> bytes:
+        return nb.crypto_scalarmult_ed25519_noclamp(self.b, p)
+
+    def seal(self, cid: int, blinded: bytes, values: dict[str, Any]) -> bytes:
+        import json
+
+        nonce = os.urandom(24)
+        aad = b"dataspace-linkage-row/v1" + struct.pack(">Q", cid) + blinded
+        pt = json.dumps(values).encode()
+        return nonce + nb.crypto_aead_xchacha20poly1305_ietf_encrypt(pt, aad, nonce, self.data_key)
+
+    def reply(
+        self,
+        cid: int,
+        public_key: bytes,
+        message: bytes,
+        records: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        op_set: list[bytes] | None = None,
+        rows: list[tuple[bytes, bytes]] | None = None,
+    ) -> bytes:
+        points = [message[i : i + 32] for i in range(0, len(message), 32)]
+        op = op_set if op_set is not None else [self.blind(p) for p in points]
+        if rows is None:
+            rows = []
+            for phone, values in records:
+                blinded = self.blind(spec_hash("phone", phone))
+                rows.append((blinded, self.seal(cid, blinded, values)))
+            random.shuffle(rows)
+        sealed_key = SealedBox(PublicKey(public_key)).encrypt(self.data_key)
+        out = [b"DSPL\x01", struct.pack(">III", len(op), len(rows), len(sealed_key)), sealed_key, *op]
+        for blinded, sealed in rows:
+            out += [blinded, struct.pack(">I", len(sealed)), sealed]
+        return b"".join(out)
+
+
+# --- the world ---------------------------------------------------------------------------------------------
+def phone(i: int) -> str:
+    return f"+8613{i:09d}"
+
+
+def world(ctx: Context, n: int = 30) -> tuple[list[int], list[int], dict[int, int]]:
+    """``n`` customers with phones; 2 of 3 grant linkage to the partner. Returns subjects, linkers, grant ids."""
+    from dataspace.ingest.service import ingest_rows
+
+    load_demo_catalog(ctx)
+    assert ingest_rows(ctx, [customer_row(f"c{i:04d}") for i in range(n)]).accepted == n
+    with ctx.db.transaction() as s:
+        store_profiles(s, ctx.vault, [(f"c{i:04d}", {"phone": phone(i)}) for i in range(n)], ctx.keys.blind_index)
+    from dataspace.subjects.models import Subject
+
+    with ctx.db.session() as s:
+        ids = dict(s.execute(select(Subject.blind_ref, Subject.id)).all())
+    subjects = [ids[ctx.keys.blind_index(f"c{i:04d}")] for i in range(n)]
+    linkers, grant_ids = [], {}
+    with ctx.db.transaction() as s:
+        for i, sid in enumerate(subjects):
+            if i % 3:
+                change = consents.grant(
+                    s,
+                    subject_id=sid,
+                    request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
+                    signer=ctx.keys.signing_key,
+                )
+                linkers.append(sid)
+                grant_ids[sid] = change.grant.id
+    return subjects, linkers, grant_ids
+
+
+def partner_records(n: int) -> list[tuple[str, dict[str, Any]]]:
+    """The partner knows the even-numbered customers and 10 strangers."""
+    known = [(phone(i), {"policy_expiry_month": 1 + i % 12, "claims_band": "none"}) for i in range(0, n, 2)]
+    strangers = [(f"+4930{i:08d}", {"policy_expiry_month": 5, "claims_band": "some"}) for i in range(10)]
+    return known + strangers
+
+
+def start(ctx: Context, contract_id: int) -> Contribution:
+    with ctx.db.transaction() as s:
+        row = linkage.start(
+            s,
+            ctx.keys,
+            principal=partner_principal(ctx),
+            contract_id=contract_id,
+            kind="phone",
+            columns=COLUMNS,
+            identifiers=linkage.profile_identifiers(ctx.vault),
+        )
+        s.expunge(row)
+        return row
+
+
+def message(ctx: Context, cid: int) -> bytes:
+    with ctx.db.session() as s:
+        return linkage.first_message(s, principal=partner_principal(ctx), contribution_id=cid)
+
+
+def complete(ctx: Context, cid: int, reply: bytes, **kw: Any) -> linkage.Outcome:
+    with ctx.db.transaction() as s:
+        out = linkage.complete(s, ctx.keys, principal=partner_principal(ctx), contribution_id=cid, reply=reply, **kw)
+        s.expunge(out.contribution)
+        return out
+
+
+def links(ctx: Context) -> set[int]:
+    with ctx.db.session() as s:
+        return set(s.scalars(select(Link.subject_id)))
+
+
+def spent(ctx: Context) -> int:
+    with ctx.db.session() as s:
+        return int(s.scalar(select(func.sum(PrivacyBudget.micro_epsilon_spent))) or 0)
+
+
+# --- tests -----------------------------------------------------------------------------------------------------
+def test_links_exactly_the_consenting_customers_the_partner_knows(ctx: Context) -> None:
+    subjects, linkers, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    msg = message(ctx, run.id)
+    assert len(msg) == 32 * 1024 == 32 * run.sent  # padded: the partner learns the count only coarsely
+
+    # Only consenting customers' identifiers entered message 1: with the operator's scalar (test-only
+    # access), every linker's H(y)^a is in it and no other customer's is.
+    with ctx.db.session() as s:
+        wrapped = s.get(Contribution, run.id).wrapped_scalar  # type: ignore[union-attr]
+    a = linkage._unwrap(ctx.keys, wrapped, linkage._label(run.id, "scalar"))
+    points = {msg[i : i + 32] for i in range(0, len(msg), 32)}
+    for i, sid in enumerate(subjects):
+        inside = nb.crypto_scalarmult_ed25519_noclamp(a, spec_hash("phone", phone(i))) in points
+        assert inside == (sid in linkers)
+
+    partner = SpecPartner()
+    before = spent(ctx)
+    out = complete(ctx, run.id, partner.reply(run.id, run.public_key, msg, partner_records(len(subjects))))
+    expected = {sid for i, sid in enumerate(subjects) if i % 2 == 0 and sid in linkers}
+    assert links(ctx) == expected
+    assert out.contribution.status == "linked"
+    assert out.contribution.matched == len(expected)
+    assert out.noisy_matched >= 0
+    assert spent(ctx) - before == contracts.to_micro(linkage.COUNT_EPSILON)  # the DP count is paid for
+
+    # The partner's columns join to those subjects only, and each use is in their ledger.
+    with ctx.db.transaction() as s:
+        declared, values = linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects)
+    assert [c["key"] for c in declared] == ["policy_expiry_month", "claims_band"]
+    assert set(values) == expected
+    i0 = subjects.index(min(expected, key=subjects.index))
+    assert values[subjects[i0]] == {"policy_expiry_month": 1 + i0 % 12, "claims_band": "none"}
+    with ctx.db.session() as s:
+        entries = list(s.scalars(select(TLogEntry.entry).where(TLogEntry.log == "usage")))
+        shown = linkage.links_of(s, subject_id=next(iter(expected)))
+    assert sum('"linkage:phone"' in e for e in entries) == len(expected)
+    assert sum('"partner:claims_band"' in e for e in entries) == len(expected)
+    assert shown
+    assert shown[0]["partner"] == PARTNER
+    assert shown[0]["matched_on"] == "phone"
+
+
+def test_withdrawal_mid_protocol_and_after(ctx: Context) -> None:
+    subjects, linkers, grant_ids = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    msg = message(ctx, run.id)
+    known = [sid for i, sid in enumerate(subjects) if i % 2 == 0 and sid in linkers]
+    quitter, later = known[0], known[1]
+    with ctx.db.transaction() as s:  # between message 1 and the reply
+        consents.withdraw(s, subject_id=quitter, grant_id=grant_ids[quitter], signer=ctx.keys.signing_key)
+    partner = SpecPartner()
+    complete(ctx, run.id, partner.reply(run.id, run.public_key, msg, partner_records(len(subjects))))
+    assert quitter not in links(ctx)
+    assert later in links(ctx)
+
+    with ctx.db.transaction() as s:  # after linking: the link goes, and so does every later join
+        change = consents.withdraw(s, subject_id=later, grant_id=grant_ids[later], signer=ctx.keys.signing_key)
+        receipt_id = change.receipt_id
+    assert later not in links(ctx)
+    with ctx.db.transaction() as s:
+        _, values = linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects)
+        assert later not in values
+        assert quitter not in values
+        assert consents.get_receipt(s, subject_id=later, receipt_id=receipt_id) is not None  # signed like any
+
+
+def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
+    subjects, _, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    partner = SpecPartner()
+    complete(ctx, run.id, partner.reply(run.id, run.public_key, message(ctx, run.id), partner_records(len(subjects))))
+    with ctx.db.session() as s:
+        c = s.get(Contribution, run.id)
+        assert c is not None
+        assert c.wrapped_private_key is not None
+        assert c.sealed_data_key is not None
+        wrapped, sealed_key = c.wrapped_private_key, c.sealed_data_key
+        blinded, sealed_row = s.execute(select(Link.blinded_id, Link.sealed_row)).first()  # type: ignore[misc]
+    # Before: the server's keys open the copied row.
+    from nacl.public import PrivateKey
+
+    private = PrivateKey(linkage._unwrap(ctx.keys, wrapped, linkage._label(run.id, "private")))
+    from clients.sdk._psi import open_row
+
+    assert open_row(SealedBox(private).decrypt(sealed_key), run.id, blinded, sealed_row)
+
+    with ctx.db.transaction() as s:
+        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+    with ctx.db.session() as s:
+        c = s.get(Contribution, run.id)
+        assert c is not None
+        assert c.status == "shredded"
+        assert c.wrapped_private_key is None
+        assert c.sealed_data_key is None
+        assert c.wrapped_scalar is None
+        assert s.scalar(select(func.count()).select_from(Link)) == 0
+        # Nothing left in the database opens the copied ciphertext: every key-bearing column of every
+        # contribution is gone, and a fresh key (the only other thing the server could make) fails.
+        leftover = [r for r in s.scalars(select(Contribution.wrapped_private_key)) if r is not None]
+    assert leftover == []
+    with pytest.raises(CryptoError):
+        open_row(os.urandom(32), run.id, blinded, sealed_row)
+    with ctx.db.transaction() as s:
+        assert linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects) == ([], {})
+
+
+def _counts(ctx: Context, cid: int) -> tuple[str, int]:
+    with ctx.db.session() as s:
+        c = s.get(Contribution, cid)
+        assert c is not None
+        return c.status, int(s.scalar(select(func.count()).select_from(Link)) or 0)
+
+
+def test_bad_replies_are_refused_whole(ctx: Context) -> None:
+    subjects, _, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    msg = message(ctx, run.id)
+    p = SpecPartner()
+    recs = partner_records(len(subjects))
+    good_rows = []
+    for ph, values in recs:
+        blinded = p.blind(spec_hash("phone", ph))
+        good_rows.append((blinded, p.seal(run.id, blinded, values)))
+    ops = [p.blind(msg[i : i + 32]) for i in range(0, len(msg), 32)]
+    bad_point = bytes(32)  # the identity's encoding is not a valid element
+    bad = {
+        "garbage": b"not a reply at all",
+        "truncated": p.reply(run.id, run.public_key, msg, recs)[:-7],
+        "short operator set": p.reply(run.id, run.public_key, msg, recs, op_set=ops[:-1]),
+        "invalid point": p.reply(run.id, run.public_key, msg, recs, rows=[(bad_point, b"x" * 40), *good_rows]),
+        "duplicate blinded id": p.reply(run.id, run.public_key, msg, recs, rows=[good_rows[0], *good_rows]),
+        "columns off contract": SpecPartner().reply(
+            run.id, run.public_key, msg, [(ph, {"policy_expiry_month": "soon"}) for ph, _ in recs]
+        ),
+        "row moved to another id": p.reply(
+            run.id, run.public_key, msg, recs, rows=[(good_rows[1][0], good_rows[2][1]), good_rows[0], *good_rows[2:]]
+        ),
+    }
+    for name, body in bad.items():
+        with pytest.raises(InvalidInput):
+            complete(ctx, run.id, body)
+        assert _counts(ctx, run.id) == ("open", 0), name
+    with pytest.raises(InvalidInput, match="limit"):
+        complete(ctx, run.id, p.reply(run.id, run.public_key, msg, recs), max_bytes=1000)
+    assert _counts(ctx, run.id) == ("open", 0)
+
+    # A contract revoked between message 1 and the reply: the run is shredded, the reply refused.
+    with ctx.db.transaction() as s:
+        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+    with pytest.raises(Conflict):
+        complete(ctx, run.id, p.reply(run.id, run.public_key, msg, recs))
+    assert _counts(ctx, run.id) == ("shredded", 0)
+
+
+def test_linkage_grant_needs_one_named_partner(ctx: Context) -> None:
+    subjects, _, _ = world(ctx, n=3)
+    with ctx.db.transaction() as s, pytest.raises(InvalidInput):
+        consents.grant(
+            s,
+            subject_id=subjects[0],
+            request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner_category="insurer"),
+            signer=ctx.keys.signing_key,
+        )
+
+
+def test_partner_cannot_tell_matched_from_unmatched(ctx: Context) -> None:
+    """Two worlds that differ only in whether the partner's records are customers who granted linkage. What
+    the partner receives (message 1, the run as the API shows it) has the same shape in both, and the tests a
+    partner can run on it (is a point of message 1 one of my H(x) or H(x)^b, or related to it by my b?)
+    come out the same: the blinded points are under the operator's fresh secret scalar."""
+    subjects, linkers, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    p = SpecPartner()
+    mine_customers = [(phone(i), {"policy_expiry_month": 1, "claims_band": "none"}) for i in range(len(subjects))]
+    mine_strangers = [(f"+4930{i:08d}", {"policy_expiry_month": 1, "claims_band": "none"}) for i in range(30)]
+
+    views = []
+    for records in (mine_customers, mine_strangers):
+        run = start(ctx, contract_id)
+        msg = message(ctx, run.id)
+        points = [msg[i : i + 32] for i in range(0, len(msg), 32)]
+        own = {spec_hash("phone", ph) for ph, _ in records}
+        own_b = {p.blind(h) for h in own}
+        seen = {
+            "size": len(msg),
+            "plain_hits": sum(q in own for q in points),
+            "blinded_hits": sum(q in own_b for q in points),
+            "reblinded_hits": sum(p.blind(q) in own_b for q in points),
+            "valid": all(nb.crypto_core_ed25519_is_valid_point(q) for q in points),
+        }
+        out = complete(ctx, run.id, p.reply(run.id, run.public_key, msg, records))
+        shown = out.contribution
+        seen["fields"] = (shown.status, shown.sent)
+        views.append(seen)
+        # After the reply the partner can fetch nothing more about the run than its DP count.
+        with pytest.raises(Conflict):
+            message(ctx, run.id)
+    assert views[0] == views[1]
+    assert views[0]["plain_hits"] == views[0]["blinded_hits"] == views[0]["reblinded_hits"] == 0
+    assert len(linkers) < views[0]["size"] // 32  # the linkers hide among random padding
