@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from clients.sdk._base import BaseClient
 from clients.sdk._export import read_access_export
+from clients.sdk._linkage import run_linkage
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -105,6 +106,11 @@ class CustomerClient(BaseClient):
         """Erase my account and data (irreversible); ``confirm`` must be the server's phrase, "erase my data"."""
         return self.request("DELETE", "/v1/me", params={"confirm": confirm})
 
+    def linkage(self) -> dict[str, Any]:
+        """Partners that may link their own records about me (what each brings, for which purpose) and those
+        that did. Grant with ``grant(purpose=..., dimension="linkage", partner=...)``; withdrawing unlinks."""
+        return dict(self.get("/v1/me/linkage"))
+
 
 class PartnerClient(BaseClient):
     """An ecosystem partner (client credentials)."""
@@ -189,6 +195,27 @@ class PartnerClient(BaseClient):
     def budget(self) -> list[dict[str, Any]]:
         """Privacy budget (epsilon total, spent, remaining) per purpose."""
         return list(self.get("/v1/partner/budget"))
+
+    def link(
+        self,
+        *,
+        contract_id: int,
+        kind: str,
+        columns: Sequence[Mapping[str, Any]],
+        records: Sequence[tuple[str, Mapping[str, Any]]],
+        default_country_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Link my records (identifier, column values) with the operator's customers who granted linkage,
+        by private set intersection: raw identifiers stay on this machine, the columns go sealed. Returns
+        the run with the DP count of matches (charged to my budget); I never learn which records matched."""
+        return run_linkage(
+            self,
+            contract_id=contract_id,
+            kind=kind,
+            columns=columns,
+            records=records,
+            default_country_code=default_country_code,
+        )
 
 
 class StewardClient(BaseClient):

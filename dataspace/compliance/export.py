@@ -36,6 +36,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import NotFound
 from dataspace.jobs.models import Contract, Decision, Job
+from dataspace.linkage.service import links_of as linkage_links_of
 from dataspace.partners.models import Partner
 from dataspace.points import service as points
 from dataspace.points.models import PointsAccount, PointsPosting, PointsTransaction, Redemption
@@ -59,6 +60,7 @@ SECTIONS = (
     "points_postings",
     "redemptions",
     "requests",
+    "partner_links",
 )
 
 
@@ -269,6 +271,8 @@ def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) ->
             },
         ),
     )
+    # Which partners linked their own records about the subject (a linkage grant), and on what.
+    yield "partner_links", linkage_links_of(session, subject_id=sid)
 
 
 def _line(section: str, record: Any) -> bytes:

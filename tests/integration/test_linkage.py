@@ -208,6 +208,18 @@ def test_links_exactly_the_consenting_customers_the_partner_knows(ctx: Context) 
     assert shown[0]["partner"] == PARTNER
     assert shown[0]["matched_on"] == "phone"
 
+    # The customer's access export lists the partner that linked records about them; others get no line.
+    import json
+
+    from dataspace.compliance.export import stream_export
+
+    def exported(sid: int) -> list[dict[str, Any]]:
+        lines = b"".join(stream_export(ctx, sid)).splitlines()
+        return [json.loads(x)["record"] for x in lines if json.loads(x)["section"] == "partner_links"]
+
+    assert [r["partner"] for r in exported(next(iter(expected)))] == [PARTNER]
+    assert exported(next(s for s in subjects if s not in expected)) == []
+
 
 def test_withdrawal_mid_protocol_and_after(ctx: Context) -> None:
     subjects, linkers, grant_ids = world(ctx)
@@ -370,3 +382,57 @@ def test_partner_cannot_tell_matched_from_unmatched(ctx: Context) -> None:
     assert views[0] == views[1]
     assert views[0]["plain_hits"] == views[0]["blinded_hits"] == views[0]["reblinded_hits"] == 0
     assert len(linkers) < views[0]["size"] // 32  # the linkers hide among random padding
+
+
+def test_sdk_runs_the_partner_side_over_http(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's partner side against the server: a linked run, a malformed reply and an oversized one as
+    problems, and nothing of the partner's values in what the API shows."""
+    from clients.sdk import ClientCredentials, PartnerClient
+    from clients.sdk import InvalidInput as ClientInvalidInput
+    from tests.auth_helpers import make_client
+    from tests.integration.oauth_server import running_server
+
+    subjects, linkers, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    creds = make_client(ctx, "partner", partner_key=PARTNER)
+    records = [(phone(2 * k), v) for k, (_, v) in enumerate(partner_records(len(subjects))[: len(subjects) // 2])]
+    records += [("not a phone", {"policy_expiry_month": 1, "claims_band": "none"})]
+    with (
+        running_server(ctx) as (base, _),
+        PartnerClient(base, ClientCredentials(creds.client.client_id, creds.secret or "")) as client,
+    ):
+        run = client.link(contract_id=contract_id, kind="phone", columns=COLUMNS, records=records)
+        assert run["status"] == "linked"
+        assert run["skipped"] == 1
+        assert set(run) == {
+            "id",
+            "contract_id",
+            "kind",
+            "status",
+            "public_key",
+            "sent",
+            "columns",
+            "noisy_matched",
+            "skipped",
+        }
+        assert links(ctx) == {sid for i, sid in enumerate(subjects) if i % 2 == 0 and sid in linkers}
+
+        again = client.request(
+            "POST", "/v1/partner/linkage", json={"contract_id": contract_id, "kind": "phone", "columns": COLUMNS}
+        )
+        with pytest.raises(ClientInvalidInput):
+            client.request(
+                "PUT",
+                f"/v1/partner/linkage/{again['id']}/reply",
+                content=b"DSPL\x01garbage",
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        monkeypatch.setenv("DATASPACE_LINKAGE_MAX_REPLY_BYTES", "64")
+        with pytest.raises(ClientInvalidInput, match="limit"):
+            client.request(
+                "PUT",
+                f"/v1/partner/linkage/{again['id']}/reply",
+                content=b"x" * 1000,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        assert client.request("GET", f"/v1/partner/linkage/{again['id']}")["status"] == "open"

@@ -1,0 +1,67 @@
+"""The partner's side of a linkage run over HTTP: start the run, fetch message 1, answer it locally (raw
+identifiers and the partner's scalar never leave this process), send the reply. See ``_psi``."""
+
+from __future__ import annotations
+
+import base64
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clients.sdk._base import BaseClient
+from clients.sdk._psi import PartnerRun, encode_reply
+
+
+def run_linkage(
+    client: BaseClient,
+    *,
+    contract_id: int,
+    kind: str,
+    columns: Sequence[Mapping[str, Any]],
+    records: Sequence[tuple[str, Mapping[str, Any]]],
+    default_country_code: str | None = None,
+) -> dict[str, Any]:
+    """One full run; returns the run as the server shows it (with the DP count of matches) plus
+    ``skipped``: records whose identifier did not normalise or repeated another."""
+    run = dict(
+        client.request(
+            "POST",
+            "/v1/partner/linkage",
+            json={"contract_id": contract_id, "kind": kind, "columns": [dict(c) for c in columns]},
+        )
+    )
+    message = client._send("GET", f"/v1/partner/linkage/{run['id']}/message").content  # noqa: SLF001
+    side = PartnerRun(kind, default_country_code=default_country_code)
+    reply, skipped = side.reply(
+        contribution_id=int(run["id"]),
+        public_key=base64.b64decode(run["public_key"]),
+        operator_message=message,
+        records=records,
+    )
+    done = dict(
+        client.request(
+            "PUT",
+            f"/v1/partner/linkage/{run['id']}/reply",
+            content=encode_reply(reply),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    )
+    done["skipped"] = skipped
+    return done
+
+
+def read_records(
+    path: Path, *, id_column: str, columns: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Records from a CSV file: the identifier column and the declared columns, typed as declared."""
+    casts: dict[str, Any] = {"integer": int, "number": float, "string": str, "boolean": lambda v: v.lower() == "true"}
+    out: list[tuple[str, dict[str, Any]]] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            values: dict[str, Any] = {}
+            for c in columns:
+                raw = row.get(c["key"])
+                values[c["key"]] = None if raw in (None, "") else casts[c["data_type"]](raw)
+            out.append((row[id_column], values))
+    return out
