@@ -39,6 +39,32 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# Entries recorded by the server itself (no caller, or the ``SYSTEM`` principal) name the process that did it,
+# by the action's family: a compliance officer reads "system:expiry-sweep", not "anonymous". Requests from
+# callers that could not be authenticated (``authz.*``, ``auth.*`` sign-in failures) stay "anonymous".
+SYSTEM_ACTORS: dict[str, str] = {
+    "consent.expired": "system:expiry-sweep",
+    "job.": "system:job-runner",
+    "release.": "system:job-runner",
+    "oauth.": "system:authorization-server",
+    "backup.": "system:backup",
+    "ingest.": "system:ingest",
+    "catalog.": "system:catalog-loader",
+    "consent.": "system:consent-service",
+}
+ANONYMOUS_ACTIONS = ("authz.", "auth.")
+
+
+def system_actor(action: str) -> str:
+    """How an entry with no authenticated caller names who acted (see ``SYSTEM_ACTORS``)."""
+    if action.startswith(ANONYMOUS_ACTIONS):
+        return "anonymous"
+    for prefix, name in SYSTEM_ACTORS.items():
+        if action == prefix or (prefix.endswith(".") and action.startswith(prefix)):
+            return name
+    return "system:server"
+
+
 def _target_ref(target: str, kind: str) -> str | None:
     prefix, _, ref = target.partition(":")
     return ref if prefix == kind and ref else None
@@ -67,10 +93,14 @@ def audit_entry(
     if partner is None:
         raw_p = clean.get("partner_key", clean.get("partner", _target_ref(target, "partner")))
         partner = str(raw_p)[:64] if isinstance(raw_p, str) and raw_p else None
+    if actor is None or (actor.role == "system" and actor.subject == "system"):
+        name = system_actor(action)
+    else:
+        name = actor.actor
     entry = {
         "time": iso_time(at),
-        "actor": actor.actor if actor is not None else "anonymous",
-        "role": actor.role if actor is not None else None,
+        "actor": name,
+        "role": actor.role if actor is not None else ("system" if name.startswith("system:") else None),
         "client_id": actor.client_id if actor is not None else None,
         "action": action,
         "target": target,
@@ -122,4 +152,4 @@ def _append_all(session: Session, entries: list[NewEntry]) -> None:
         append(session, log=AUDIT_LOG, entries=entries)
 
 
-__all__ = ["AUDIT_LOG", "audit_entry", "batched", "record_event"]
+__all__ = ["AUDIT_LOG", "SYSTEM_ACTORS", "audit_entry", "batched", "record_event", "system_actor"]

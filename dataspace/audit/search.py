@@ -75,3 +75,9 @@ def search_events(
     items = [AuditEvent(id=r[0], index=r[1], entry=json.loads(r[2])) for r in rows[:limit]]
     next_cursor = str(items[-1].id) if len(rows) > limit else None
     return AuditPage(items=items, next_cursor=next_cursor)
+
+
+def list_actions(session: Session, *, log: str = "audit") -> list[str]:
+    """The actions recorded in a log so far, sorted (what a console's action picker offers)."""
+    q = select(TLogEntry.action).where(TLogEntry.log == log, TLogEntry.action != "").distinct()
+    return sorted(str(a) for a in session.scalars(q))

@@ -10,6 +10,8 @@ The release is stored, so asking again returns the same numbers: no re-spending,
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import opendp.prelude as dp
@@ -83,6 +85,31 @@ def _release_mean(
         "bounds": [lo, hi],
         "suppressed": False,
     }
+
+
+# Each released number's own interval: Laplace noise of scale b stays within b * ln(1 / (1 - c)) with
+# probability c.
+CONFIDENCE = 0.95
+
+
+def noise_interval(epsilon: float, result: Mapping[str, Any]) -> dict[str, float]:
+    """Half-widths of the ``CONFIDENCE`` intervals of the noise in a release (``count`` for each label count
+    or for the noisy count, ``mean`` for a bounded mean). They follow from epsilon, the mechanism and the
+    released (already noisy) numbers alone: post-processing, free, and no exact count goes into them."""
+    z = math.log(1.0 / (1.0 - CONFIDENCE))
+    if epsilon <= 0:
+        return {"confidence": CONFIDENCE}
+    if result.get("kind") == "label_counts":
+        return {"confidence": CONFIDENCE, "count": z / epsilon}
+    half = epsilon / 2.0
+    out = {"confidence": CONFIDENCE, "count": z / half}
+    bounds, count, mean = result.get("bounds"), result.get("count"), result.get("mean")
+    if isinstance(bounds, list) and len(bounds) == 2 and isinstance(count, int) and count > 0 and mean is not None:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        sum_width = z * max(abs(lo), abs(hi)) / half
+        # first order: mean = sum / count, both noisy; never wider than the bounds themselves
+        out["mean"] = min((sum_width + abs(float(mean)) * out["count"]) / count, hi - lo)
+    return out
 
 
 def get_release(session: Session, *, job_id: int) -> Release | None:

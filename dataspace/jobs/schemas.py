@@ -11,6 +11,7 @@ from dataspace.db import MAX_ID
 from dataspace.jobs.contracts import MAX_K, MIN_K, effective_status
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
 from dataspace.jobs.outcomes import ReleaseSchedule, partner_state
+from dataspace.jobs.release import noise_interval
 
 
 class ContractCreate(BaseModel):
@@ -143,15 +144,21 @@ class ReleaseRead(BaseModel):
     def of(cls, r: Release) -> ReleaseRead:
         return cls(
             job_id=r.job_id,
+    noise: dict[str, float] = Field(
+        default_factory=dict,
+        description="Half-widths of each released number's 95% noise interval (count, mean) and the confidence.",
+    )
             mechanism=r.mechanism,
-            epsilon=r.micro_epsilon / 1_000_000,
+            epsilon=epsilon,
             result=r.result,
             created_at=r.created_at,
+        epsilon = r.micro_epsilon / 1_000_000
         )
 
 
 class BudgetRead(BaseModel):
     purpose: str
+            noise=noise_interval(epsilon, r.result),
     epsilon_total: float
     epsilon_spent: float
     epsilon_remaining: float

@@ -44,6 +44,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str, str]] = {
     ("GET", "/v1/me/consents"): ("me.consents", "read", "consents", "C"),
     ("POST", "/v1/me/consents"): ("me.consents", "write", "consents", "C"),
     ("GET", "/v1/me/consents/history"): ("me.consents", "read", "consents", "C"),
+    ("GET", "/v1/me/offers"): ("me.consents", "read", "consents", "C"),
     ("DELETE", "/v1/me/consents/{grant_id}"): ("me.consents", "write", "consents", "C"),
     ("POST", "/v1/me/consents/{grant_id}/renew"): ("me.consents", "write", "consents", "C"),
     ("GET", "/v1/me/receipts/{receipt_id}"): ("me.receipts", "read", "consents", "C"),

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.audit.search import search_events
+from dataspace.audit.search import list_actions, search_events
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
@@ -24,6 +24,11 @@ from dataspace.tlog import log as tlog
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 LOG_PATTERN = "^(audit|usage)$"
+# Filter values have a shape; one that does not fit is a 422, never a filter silently matching nothing.
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$"  # consent.grant, or a prefix: consent.*
+ACTOR_PATTERN = r"^(anonymous|[a-z_]+:\S{1,190})$"  # role:name, as entries name their actor
+PARTNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+EVENT_FILTERS = frozenset({"since", "until", "subject_id", "partner", "action", "actor", "log", "cursor", "limit"})
 
 
 def _aware(t: datetime | None) -> datetime | None:
@@ -35,23 +40,32 @@ def _aware(t: datetime | None) -> datetime | None:
 @router.get("/events")
 def events(
     *,
+    request: Request,
     since: datetime | None = None,
     until: datetime | None = None,
     subject_id: SubjectFilter = None,
-    partner: str | None = Query(None, max_length=64),
-    action: str | None = Query(None, max_length=64),
-    actor: str | None = Query(None, max_length=200),
+    partner: str | None = Query(None, max_length=64, pattern=PARTNER_PATTERN),
+    action: str | None = Query(
+        None, max_length=64, pattern=ACTION_PATTERN, description="An action, or a prefix ending in .* (consent.*)."
+    ),
+    actor: str | None = Query(None, max_length=200, pattern=ACTOR_PATTERN, description="role:name, or anonymous."),
     log: str = Query("audit", pattern=LOG_PATTERN),
     cursor: str | None = Query(None, pattern="^[0-9]{1,18}$", description="The next_cursor of the previous page."),
     limit: int = Query(100, ge=1, le=500),
     principal: Principal = Depends(authorize("audit", "read")),
     session: Session = Depends(read_session),
 ) -> dict[str, Any]:
+    unknown = sorted(set(request.query_params) - EVENT_FILTERS)
+    if unknown:
+        raise InvalidInput(f"unknown filter {unknown[0]!r}; filters: {', '.join(sorted(EVENT_FILTERS))}")
+    since, until = _aware(since), _aware(until)
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput("'since' must be before 'until'")
     page = search_events(
         session,
         log=log,
-        since=_aware(since),
-        until=_aware(until),
+        since=since,
+        until=until,
         subject_id=subject_id,
         partner=partner,
         action=action,
@@ -63,6 +77,16 @@ def events(
         "items": [{"id": e.id, "index": e.index, **e.entry} for e in page.items],
         "next_cursor": page.next_cursor,
     }
+
+
+@router.get("/actions")
+def actions(
+    log: str = Query("audit", pattern=LOG_PATTERN),
+    principal: Principal = Depends(authorize("audit", "read")),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    """The actions recorded in the log so far: the values the ``action`` filter can match."""
+    return {"log": log, "actions": list_actions(session, log=log)}
 
 
 @router.get(
@@ -86,6 +110,7 @@ def export(
     ctx: Context = Depends(get_context),
 ) -> StreamingResponse:
     tlog.sequence(ctx, log)
+    cosigning.publish(ctx, log)  # the export's checkpoint carries the witnesses' cosignatures
     with ctx.db.transaction() as session:
         cp = tlog.latest_checkpoint(session, log=log)
         record_event(
