@@ -15,6 +15,7 @@ from dataspace.http import problems
 from dataspace.http.middleware import RequestContext
 from dataspace.http.routes import ROUTERS
 from dataspace.observability import tracing
+from dataspace.realtime import DecisionService
 
 
 def create_app(context: Context, *, background: bool = False) -> FastAPI:
@@ -31,6 +32,7 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
         finally:
             if runner is not None:
                 runner.stop()
+            app.state.decisions.close()  # the warm sandboxes of real-time decisions
             if app.state.tracing is not None:
                 app.state.tracing.close()  # flushes the spans still queued for the collector
 
@@ -41,6 +43,7 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
+    app.state.decisions = DecisionService(context)
     # Refuse to start without the controller's real identity: every receipt names it.
     controller_of(context.settings)
     problems.install(app)

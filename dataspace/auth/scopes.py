@@ -73,6 +73,8 @@ OBJECT_SCOPES: dict[tuple[str, str], str] = {
     ("models", "read"): "admin",
     ("models", "write"): "admin",
     ("jobs.decisions", "read"): "admin",
+    ("realtime.decisions", "read"): "admin",
+    ("realtime.decisions", "write"): "admin",
     ("admin.policies", "read"): "admin",
     ("admin.policies", "write"): "policy",
 }

@@ -178,7 +178,8 @@ def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) ->
             "fields": entry["fields"],
             "partner": entry["partner"],
             "purpose": entry["purpose"],
-            "job_id": int(entry["job_id"]),
+            "job_id": entry.get("job_id"),
+            "decision_id": entry.get("decision_id"),
             "decision": entry.get("decision"),
         }
 

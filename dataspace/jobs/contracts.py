@@ -7,6 +7,7 @@ A contract is usable for jobs only while it is approved and inside its validity 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ class ContractProposal:
     valid_until: datetime
     valid_from: datetime | None = None
     title: str = ""
+    decision_service: dict[str, Any] | None = None  # see `decision_service_of`
 
 
 def decision_schema_of(raw: Mapping[str, Any]) -> DecisionSchema:
@@ -85,6 +87,25 @@ def decision_schema_of(raw: Mapping[str, Any]) -> DecisionSchema:
         return DecisionSchema.number_range(low, high)
     except ValueError as exc:
         raise InvalidInput(f"decision_schema: {exc}") from None
+
+
+MAX_DECISION_EVENTS = 32
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+
+
+def decision_service_of(raw: Any) -> dict[str, Any] | None:
+    """A contract's real-time decision service: ``{"events": ["policy.renewal_due", ...]}``, the event types
+    that may ask the partner's model for one customer's decision (``dataspace.realtime``); None: none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"events"}:
+        raise InvalidInput('decision_service must be an object {"events": [event types]}')
+    events = raw.get("events")
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_DECISION_EVENTS:
+        raise InvalidInput(f"decision_service.events must list 1 to {MAX_DECISION_EVENTS} event types")
+    if not all(isinstance(e, str) and len(e) <= 128 and _EVENT_TYPE.fullmatch(e) for e in events):
+        raise InvalidInput("decision_service.events: each must be a dotted event type such as policy.renewal_due")
+    return {"events": sorted(set(events))}
 
 
 def effective_status(contract: Contract, now: datetime) -> str:
@@ -125,6 +146,7 @@ def propose(session: Session, *, principal: Principal, proposal: ContractProposa
     specs = parse_features(proposal.features)
     check_against_catalog(specs, catalog_fields(session, [s.field for s in specs]))
     decision_schema_of(proposal.decision_schema)
+    decision_service = decision_service_of(proposal.decision_service)
     k = proposal.k_min
     if isinstance(k, bool) or not isinstance(k, int) or not MIN_K <= k <= MAX_K:
         raise InvalidInput(f"k_min must be an integer between {MIN_K} and {MAX_K}")
@@ -149,6 +171,7 @@ def propose(session: Session, *, principal: Principal, proposal: ContractProposa
         title=proposal.title[:200],
         features=[dict(f) for f in proposal.features],
         decision_schema=dict(proposal.decision_schema),
+        decision_service=decision_service,
         k_min=k,
         epsilon_per_release=float(eps),
         valid_from=valid_from,

@@ -52,6 +52,9 @@ class Contract(Base):
     decision_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A real-time decision service, if the contract declares one (``dataspace.realtime``): {"events": [event
+    # types that may trigger a decision]}; NULL: batch jobs only. Approved with the rest of the contract.
+    decision_service: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class ContractApproval(Base):
@@ -185,4 +188,30 @@ class Release(Base):
     micro_epsilon: Mapped[int] = mapped_column(BigInteger)
     mechanism: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RealtimeDecision(Base):
+    """One real-time decision request (``dataspace.realtime``) and its answer, for the operator only.
+
+    ``outcome``: ``decided`` (the model ran on the subject's desensitized features: ``label``/``value`` set,
+    one usage-ledger entry written with it) or ``not_permitted`` (no consent at that moment: nothing was read,
+    the model did not run). ``event_id`` makes a request idempotent per contract."""
+
+    __tablename__ = "realtime_decisions"
+    __table_args__ = (
+        UniqueConstraint("contract_id", "event_id", name="uq_realtime_decisions_event"),
+        Index("ix_realtime_decisions_subject", "subject_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    subject_id: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))  # decided | not_permitted
+    label: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

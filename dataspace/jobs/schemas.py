@@ -23,6 +23,9 @@ class ContractCreate(BaseModel):
     epsilon_per_release: float = Field(strict=True)
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime
+    decision_service: dict[str, Any] | None = Field(
+        default=None, description='Real-time decisions: {"events": [event types that may ask for one]}.'
+    )
 
 
 class ContractRead(BaseModel):
@@ -39,6 +42,7 @@ class ContractRead(BaseModel):
     sensitive: bool
     required_approvals: int
     created_at: datetime
+    decision_service: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, c: Contract, now: datetime) -> ContractRead:
@@ -56,6 +60,7 @@ class ContractRead(BaseModel):
             sensitive=c.sensitive,
             required_approvals=c.required_approvals,
             created_at=c.created_at,
+            decision_service=c.decision_service,
         )
 
 

@@ -10,7 +10,8 @@ class UseRead(BaseModel):
     purpose: str
     time: str = Field(description="When the job read the data (ISO 8601, UTC).")
     result: str | None = Field(description="The decision the job produced for you, if any.")
-    job_id: int
+    job_id: int | None = Field(description="The batch job that read the data; null for a real-time decision.")
+    decision_id: int | None = Field(default=None, description="The real-time decision that read the data.")
     index: int | None = Field(description="The entry's index in the usage log; null until it is in the tree.")
 
 

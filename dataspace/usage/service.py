@@ -89,8 +89,9 @@ class UsageRecord:
     purpose: str
     time: str
     decision: str | None
-    job_id: int
+    job_id: int | None  # the batch job that read the data, or None for a real-time decision
     index: int | None  # None until the sequencer has placed it in the tree (then a proof is available)
+    decision_id: int | None = None  # the real-time decision (``dataspace.realtime``) that read the data
 
 
 @dataclass
@@ -115,8 +116,9 @@ def usage_for_subject(session: Session, subject_id: int, *, limit: int = 5000) -
             purpose=e["purpose"],
             time=e["time"],
             decision=e.get("decision"),
-            job_id=int(e["job_id"]),
+            job_id=None if e.get("job_id") is None else int(e["job_id"]),
             index=idx,
+            decision_id=None if e.get("decision_id") is None else int(e["decision_id"]),
         )
         for key in e["fields"]:  # one entry covers every field the job read; each field lists the use
             by_field.setdefault(key, FieldUsage(key)).uses.append(use)

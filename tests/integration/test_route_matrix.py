@@ -107,6 +107,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str, str]] = {
     ("GET", "/v1/partner/jobs/{job_id}/results"): ("partner.jobs", "read", "partner", "P"),
     ("GET", "/v1/partner/budget"): ("partner.budget", "read", "partner", "P"),
     ("GET", "/v1/jobs/{job_id}/decisions"): ("jobs.decisions", "read", "admin", "SA"),
+    ("POST", "/v1/decisions/{contract_id}"): ("realtime.decisions", "write", "admin", "S"),
+    ("GET", "/v1/decisions"): ("realtime.decisions", "read", "admin", "SA"),
     ("POST", "/v1/partner/webhooks"): ("partner.webhooks", "write", "partner", "P"),
     ("GET", "/v1/partner/webhooks"): ("partner.webhooks", "read", "partner", "P"),
     ("DELETE", "/v1/partner/webhooks/{subscription_id}"): ("partner.webhooks", "write", "partner", "P"),

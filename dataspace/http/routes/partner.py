@@ -63,6 +63,7 @@ def propose_contract(
             valid_from=body.valid_from,
             valid_until=body.valid_until,
             title=body.title,
+            decision_service=body.decision_service,
         ),
     )
     return ContractRead.of(contract, utcnow())

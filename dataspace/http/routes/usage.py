@@ -39,6 +39,7 @@ def _usage(ctx: Context, subject_id: int) -> dict[str, Any]:
                         "time": u.time,
                         "result": u.decision,
                         "job_id": u.job_id,
+                        "decision_id": u.decision_id,
                         "index": u.index,
                     }
                     for u in f.uses

@@ -1,0 +1,414 @@
+"""Real-time decisions: one customer's decision from a partner's model, at the moment of a business event.
+
+What the customer and the operator are promised:
+
+- Consent is evaluated at the request, for every field of the contract, for that partner and purpose, at the
+  granularity each transform needs (the evaluator batch jobs use). Without it the answer is ``not_permitted``:
+  nothing of the customer is decrypted and the model does not run.
+- The model sees only the contract's transforms of that customer's profile (the emission code, for one
+  subject) under the partner's pseudonym, in a warm sandbox of that partner's approved ONNX model
+  (`sandbox.WarmPool`: the batch jobs' isolation). A pool serves one contract's one model, never another
+  partner's or model's requests, and is discarded when the contract, its model or a catalog field it reads
+  changes (checked on every request, so every server process notices), or by `invalidate`.
+- The decision goes to the caller (the operator's system) only; no partner route reads it. It is stored with
+  one usage-ledger entry naming every field read, in one transaction, after consent is checked again: a
+  customer who withdrew while the model ran gets ``not_permitted`` and nothing but the refusal is stored.
+- A request names its triggering event; the same (contract, event id) answers the stored decision again,
+  without running the model twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dataspace.auth.principal import Principal
+from dataspace.context import Context
+from dataspace.db import utcnow
+from dataspace.emission import Quantile, emit, parse_features
+from dataspace.emission.service import catalog_fields, quantile_cut_points
+from dataspace.emission.specs import FeatureSpec, column_name
+from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from dataspace.jobs import contracts
+from dataspace.jobs.eligibility import eligible_among, eligible_subjects, still_eligible
+from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
+from dataspace.jobs.runner import feature_fields
+from dataspace.partners.models import Partner
+from dataspace.subjects.models import Subject
+from dataspace.tlog.canonical import canonical_json
+from dataspace.tlog.log import NewEntry, append
+from dataspace.usage import USAGE_LOG
+from dataspace.usage.service import entry_time
+from sandbox import DecisionSchema, JobFailed, Limits, ModelRejected, OnnxModel, SandboxUnavailable, WarmPool
+
+__all__ = ["DecisionOutcome", "DecisionService", "decide"]
+
+log = logging.getLogger("dataspace.realtime")
+
+DECIDED = "decided"
+NOT_PERMITTED = "not_permitted"
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """The answer to the operator: the decision, or ``not_permitted`` (no decision, the model did not run)."""
+
+    id: int
+    contract_id: int
+    subject_id: int
+    event_id: str
+    event_type: str
+    outcome: str
+    decision: str | float | None
+    created_at: datetime
+    replayed: bool = False  # an earlier answer to the same event, returned again
+
+    @classmethod
+    def of(cls, row: RealtimeDecision, *, replayed: bool = False) -> DecisionOutcome:
+        return cls(
+            id=row.id,
+            contract_id=row.contract_id,
+            subject_id=row.subject_id,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            outcome=row.outcome,
+            decision=row.label if row.label is not None else row.value,
+            created_at=row.created_at,
+            replayed=replayed,
+        )
+
+
+@dataclass
+class _Served:
+    """A contract's model kept warm, with what every request under it needs."""
+
+    fingerprint: str
+    pool: WarmPool
+    model_id: int
+    partner_id: int
+    partner_key: str
+    purpose_key: str
+    specs: list[FeatureSpec]
+    schema: DecisionSchema
+    quantile_cuts: dict[str, list[float]]
+
+
+class DecisionService:
+    """The warm pools of one server process, keyed by contract (each pool holds one model of one partner)."""
+
+    def __init__(self, ctx: Context, *, limits: Limits | None = None) -> None:
+        self.ctx = ctx
+        self.limits = limits or Limits(cpu_seconds=600, wall_seconds=3600.0)
+        self._lock = threading.Lock()
+        self._served: dict[int, _Served] = {}
+        self._building: dict[int, threading.Lock] = {}
+
+    def pool(self, contract_id: int) -> WarmPool | None:
+        """The live pool of a contract, if any (tests and the bench look at its runners)."""
+        with self._lock:
+            served = self._served.get(contract_id)
+        return served.pool if served is not None else None
+
+    def invalidate(self, contract_id: int | None = None) -> None:
+        """Discard the warm sandboxes of one contract (None: all); the next request starts fresh ones."""
+        with self._lock:
+            if contract_id is None:
+                gone = list(self._served.values())
+                self._served.clear()
+            else:
+                one = self._served.pop(contract_id, None)
+                gone = [one] if one is not None else []
+        for served in gone:
+            served.pool.close()
+
+    close = invalidate
+
+    def _serve(
+        self,
+        session: Session,
+        *,
+        contract: Contract,
+        partner: Partner,
+        model_id: int,
+        fingerprint: str,
+        specs: list[FeatureSpec],
+    ) -> _Served:
+        with self._lock:
+            served = self._served.get(contract.id)
+            if served is not None and served.fingerprint == fingerprint:
+                return served
+            building = self._building.setdefault(contract.id, threading.Lock())
+        with building:  # one request builds a contract's pool; the others wait for it
+            with self._lock:
+                served = self._served.get(contract.id)
+                if served is not None and served.fingerprint == fingerprint:
+                    return served
+            if served is not None:
+                log.info("contract or model changed: warm sandboxes discarded", extra={"contract_id": contract.id})
+                self.invalidate(contract.id)
+            model = session.get(PartnerModel, model_id)
+            assert model is not None
+            schema = contracts.decision_schema_of(contract.decision_schema)
+            cuts: dict[str, list[float]] = {}
+            if any(isinstance(s, Quantile) for s in specs):
+                # Quantile bins need the population's cut points: those of the customers consenting now,
+                # fixed for the life of this pool (a batch job computes them the same way).
+                population = eligible_subjects(
+                    session, partner_key=partner.key, purpose_key=contract.purpose_key, specs=specs, at=utcnow()
+                )
+                cuts = quantile_cut_points(
+                    session,
+                    self.ctx.vault,
+                    self.ctx.keys,
+                    partner_key=partner.key,
+                    features=specs,
+                    subject_ids=population,
+                    workers=1,
+                )
+            settings = self.ctx.settings
+            pool = WarmPool(
+                OnnxModel(bytes(model.data)),
+                schema,
+                [column_name(s) for s in specs],
+                limits=self.limits,
+                size=settings.realtime_pool_size,
+                max_decisions=settings.realtime_max_decisions,
+                request_seconds=settings.realtime_request_seconds,
+            )
+            pool.warm()
+            served = _Served(
+                fingerprint=fingerprint,
+                pool=pool,
+                model_id=model_id,
+                partner_id=partner.id,
+                partner_key=partner.key,
+                purpose_key=contract.purpose_key,
+                specs=specs,
+                schema=schema,
+                quantile_cuts=cuts,
+            )
+            with self._lock:
+                self._served[contract.id] = served
+            return served
+
+
+def _fingerprint(contract: Contract, partner: Partner, model: tuple[int, str], fields: dict[str, Any]) -> str:
+    """Everything a warm pool depends on: a change of any of it discards the pool."""
+    return canonical_json(
+        {
+            "contract": [contract.id, contract.status, str(contract.decided_at), contract.features],
+            "schema": contract.decision_schema,
+            "service": contract.decision_service,
+            "window": [str(contract.valid_from), str(contract.valid_until)],
+            "partner": [partner.id, partner.key, partner.status],
+            "model": list(model),
+            "fields": {k: repr(v) for k, v in sorted(fields.items())},
+        }
+    )
+
+
+def _subject_id(session: Session, ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> int:
+    if (subject_id is None) == (customer_ref is None):
+        raise InvalidInput("name the customer by exactly one of subject_id or customer_ref")
+    if customer_ref is not None:
+        found = session.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index(customer_ref)))
+    else:
+        found = session.scalar(select(Subject.id).where(Subject.id == subject_id))
+    if found is None:
+        raise NotFound("no such customer")
+    return int(found)
+
+
+def _replay(session: Session, contract_id: int, event_id: str) -> RealtimeDecision | None:
+    return session.scalar(
+        select(RealtimeDecision).where(
+            RealtimeDecision.contract_id == contract_id, RealtimeDecision.event_id == event_id
+        )
+    )
+
+
+def decide(
+    service: DecisionService,
+    *,
+    principal: Principal,
+    contract_id: int,
+    event_id: str,
+    event_type: str,
+    subject_id: int | None = None,
+    customer_ref: str | None = None,
+) -> DecisionOutcome:
+    """The decision of the contract's partner model for one customer, triggered by one event (module
+    docstring). Only the operator's side (a steward principal: a person or the operator's system) may ask."""
+    if principal.role != "steward":
+        raise Forbidden()
+    if not event_id or len(event_id) > 128:
+        raise InvalidInput("event_id must be 1 to 128 characters")
+    ctx = service.ctx
+    now = utcnow()
+    with ctx.db.session() as session:
+        earlier = _replay(session, contract_id, event_id)
+        if earlier is not None:
+            return DecisionOutcome.of(earlier, replayed=True)
+        contract = session.get(Contract, contract_id)
+        if contract is None:
+            raise NotFound("no such contract")
+        if not contract.decision_service:
+            raise Conflict(f"contract {contract.id} declares no decision service")
+        if event_type not in contract.decision_service.get("events", []):
+            raise InvalidInput(f"event type {event_type!r} does not trigger decisions under this contract")
+        partner = session.get(Partner, contract.partner_id)
+        try:
+            contracts.require_usable(contract, now)
+            if partner is None or partner.status != "active":
+                raise Conflict("the contract's partner is not active")
+        except Conflict:
+            service.invalidate(contract.id)  # revoked, expired or suspended: its sandboxes go at once
+            raise
+        model = session.execute(
+            select(PartnerModel.id, PartnerModel.sha256)
+            .where(
+                PartnerModel.contract_id == contract.id,
+                PartnerModel.kind == "onnx",
+                PartnerModel.status == "ready",
+            )
+            .order_by(PartnerModel.id.desc())
+            .limit(1)
+        ).first()
+        if model is None:
+            raise Conflict(f"contract {contract.id} has no approved ONNX model to serve decisions")
+        sid = _subject_id(session, ctx, subject_id=subject_id, customer_ref=customer_ref)
+        specs = parse_features(contract.features)
+        fields = catalog_fields(session, [s.field for s in specs])
+        fingerprint = _fingerprint(contract, partner, (int(model[0]), str(model[1])), fields)
+        served = service._serve(
+            session, contract=contract, partner=partner, model_id=int(model[0]), fingerprint=fingerprint, specs=specs
+        )
+        permitted = eligible_among(
+            session,
+            partner_key=served.partner_key,
+            purpose_key=served.purpose_key,
+            specs=served.specs,
+            at=now,
+            subjects=np.asarray([sid], dtype=np.int64),
+        )
+        features: tuple[str, list[Any]] | None = None
+        if permitted.size:
+            emission = emit(
+                session,
+                ctx.vault,
+                ctx.keys,
+                partner_key=served.partner_key,
+                features=served.specs,
+                k=1,  # one customer's row goes to the sandbox, never out of it; k applies to releases
+                eligible_subject_ids=permitted,
+                pseudonym_scope=f"realtime:{contract.id}",
+                workers=1,
+                quantile_cuts=served.quantile_cuts,
+            )
+            for batch in emission.batches():
+                if batch.num_rows == 1:
+                    row = batch.to_pylist()[0]
+                    features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
+    decision: str | float | None = None
+    if features is not None:
+        pseudonym, values = features
+        if any(isinstance(v, str) for v in values):
+            raise Conflict("ONNX models take numeric features only; this contract emits a category")
+        try:
+            decision = served.pool.decide(pseudonym, values)
+        except (JobFailed, ModelRejected) as exc:
+            log.warning(
+                "real-time decision failed in the sandbox",
+                extra={"contract_id": contract_id, "reason": exc.reason, "detail": exc.detail},
+            )
+            raise Unavailable(f"the partner's model failed: {exc.reason}") from None
+        except SandboxUnavailable as exc:
+            raise Unavailable(exc.reason) from None
+
+    def store(session: Session) -> DecisionOutcome:
+        earlier = _replay(session, contract_id, event_id)
+        if earlier is not None:
+            return DecisionOutcome.of(earlier, replayed=True)
+        at = utcnow()
+        outcome = NOT_PERMITTED
+        if decision is not None:
+            keep = still_eligible(
+                session,
+                partner_key=served.partner_key,
+                purpose_key=served.purpose_key,
+                specs=served.specs,
+                since=now,
+                at=at,
+                subjects=np.asarray([sid], dtype=np.int64),
+            )
+            outcome = DECIDED if bool(keep[0]) else NOT_PERMITTED
+        row = RealtimeDecision(
+            contract_id=contract_id,
+            partner_id=served.partner_id,
+            model_id=served.model_id,
+            subject_id=sid,
+            event_id=event_id,
+            event_type=event_type,
+            outcome=outcome,
+            label=decision if outcome == DECIDED and isinstance(decision, str) else None,
+            value=decision if outcome == DECIDED and isinstance(decision, float) else None,
+            requested_by=principal.actor,
+            created_at=at,
+        )
+        session.add(row)
+        session.flush()
+        if outcome == DECIDED:
+            _ledger(session, row, served, at)
+        return DecisionOutcome.of(row)
+
+    try:
+        return ctx.writes.call(store)
+    except IntegrityError:  # the same event stored by a concurrent request: answer what it stored
+        with ctx.db.session() as session:
+            earlier = _replay(session, contract_id, event_id)
+            if earlier is None:
+                raise
+            return DecisionOutcome.of(earlier, replayed=True)
+
+
+def _ledger(session: Session, row: RealtimeDecision, served: _Served, at: datetime) -> None:
+    """One usage-ledger entry: the fields read, the partner and purpose, the decision (a label; a number is
+    a data-derived value the ledger does not name) and the real-time decision's id."""
+    entry = {
+        "decision": row.label,
+        "decision_id": row.id,
+        "fields": sorted(set(feature_fields(served.specs))),
+        "job_id": None,
+        "partner": served.partner_key,
+        "purpose": served.purpose_key,
+        "subject_id": row.subject_id,
+        "time": entry_time(at),
+    }
+    append(
+        session,
+        log=USAGE_LOG,
+        entries=[
+            NewEntry(
+                entry=canonical_json(entry),
+                created_at=at,
+                action="data.used",
+                subject_id=row.subject_id,
+                partner=served.partner_key,
+            )
+        ],
+    )
+
+
+def list_decisions(session: Session, *, contract_id: int | None = None, limit: int = 100) -> list[RealtimeDecision]:
+    stmt = select(RealtimeDecision).order_by(RealtimeDecision.id.desc()).limit(limit)
+    if contract_id is not None:
+        stmt = stmt.where(RealtimeDecision.contract_id == contract_id)
+    return list(session.scalars(stmt))
