@@ -13,6 +13,7 @@ server's problem+json.
 
 from clients.sdk._auth import AuthorizationCode, ClientCredentials, Credentials, StaticToken, Token, pkce_pair
 from clients.sdk._base import BaseClient
+from clients.sdk._checkpoints import CheckpointMemory, CheckpointRejected, LogInconsistent
 from clients.sdk._exceptions import (
     APIError,
     AuthenticationFailed,
@@ -39,6 +40,8 @@ __all__ = [
     "AuthorizationCode",
     "BaseClient",
     "BudgetExceeded",
+    "CheckpointMemory",
+    "CheckpointRejected",
     "ClientCredentials",
     "ComplianceClient",
     "Conflict",
@@ -48,6 +51,7 @@ __all__ = [
     "Forbidden",
     "InsufficientFunds",
     "InvalidInput",
+    "LogInconsistent",
     "NotFound",
     "PartnerClient",
     "RateLimited",

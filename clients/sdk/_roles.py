@@ -9,14 +9,36 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from clients.sdk._base import BaseClient
+from clients.sdk._checkpoints import CheckpointMemory
 from clients.sdk._export import read_access_export
 from clients.sdk._linkage import run_linkage
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
+def _hashes(body: dict[str, Any]) -> list[bytes]:
+    return [bytes.fromhex(h) for h in body["hashes"]]
+
+
 class CustomerClient(BaseClient):
-    """A data subject (signs in with ``AuthorizationCode``)."""
+    """A data subject (signs in with ``AuthorizationCode``).
+
+    Set ``checkpoints`` to a ``CheckpointMemory`` and every call that fetches a usage-log checkpoint
+    verifies it is consistent with the one remembered from before (``LogInconsistent`` otherwise)."""
+
+    checkpoints: CheckpointMemory | None = None
+
+    def _remember(self, note: str, keys: list[str]) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.check(
+                note, keys, lambda a, b: _hashes(self.get("/v1/me/usage/consistency", first=a, second=b))
+            )
+
+    def usage_checkpoint(self) -> dict[str, Any]:
+        """The usage log's latest checkpoint, with witness cosignatures and the witnesses' status."""
+        body = dict(self.get("/v1/me/usage/checkpoint"))
+        self._remember(body["note"], body["verifier_keys"])
+        return body
 
     def manual(self) -> list[dict[str, Any]]:
         """The data manual: dimensions with their fields, in plain language."""
@@ -70,7 +92,9 @@ class CustomerClient(BaseClient):
         return dict(self.get("/v1/me/usage"))
 
     def usage_proof(self, index: int) -> dict[str, Any]:
-        return dict(self.get(f"/v1/me/usage/{index}/proof"))
+        body = dict(self.get(f"/v1/me/usage/{index}/proof"))
+        self._remember(body["checkpoint"], body["verifier_keys"])
+        return body
 
     def points(self) -> dict[str, Any]:
         return dict(self.get("/v1/me/points"))
@@ -256,8 +280,17 @@ class ComplianceClient(BaseClient):
         """Every matching audit event, across pages (filters: since, until, subject_id, partner, action, actor)."""
         return self.paginate("/v1/audit/events", log=log, limit=limit, **filters)
 
+    checkpoints: CheckpointMemory | None = None  # as CustomerClient's, for the audit and usage logs
+
     def checkpoint(self, *, log: str = "audit") -> dict[str, Any]:
-        return dict(self.get("/v1/audit/checkpoint", log=log))
+        body = dict(self.get("/v1/audit/checkpoint", log=log))
+        if self.checkpoints is not None:
+            self.checkpoints.check(
+                body["note"],
+                body["verifier_keys"],
+                lambda a, b: _hashes(self.consistency_proof(first=a, second=b, log=log)),
+            )
+        return body
 
     def export(self, out: Path, *, log: str = "audit", fmt: str = "jsonl") -> int:
         """Download a signed export to ``out``; returns its size in bytes."""

@@ -23,13 +23,34 @@ def verify(
         "-k",
         help="Verifier key (name+hash+base64, as GET /v1/audit/checkpoint shows). Default: this server's keys.",
     ),
+    witness_key: list[str] = typer.Option(
+        [], "--witness-key", help="A trusted witness's cosigner key. Default: DATASPACE_WITNESS_KEYS."
+    ),
+    quorum: int | None = typer.Option(
+        None, "--quorum", min=0, help="Cosignatures required (0: the operator's signature alone). Default: DATASPACE_WITNESS_QUORUM."
+    ),
+    remembered: list[Path] = typer.Option(
+        [], "--remembered", exists=True, dir_okay=False, help="A signed checkpoint seen earlier; it must be a prefix."
+    ),
 ) -> None:
     """Recompute the Merkle tree of EXPORT and check its signed checkpoint, offline.
 
-    Exit code 0 when intact; 1 with the first bad entry when tampered.
+    Exit code 0 when intact; 1 with the first bad entry when tampered, when the witness quorum is not met,
+    or when a remembered checkpoint is not a prefix of the exported log (a fork or a rollback).
     """
+    from dataspace.tlog.cosign import WitnessPolicy
+    from dataspace.tlog.cosigning import policy_from_settings
     from dataspace.tlog.export import verify_export
+    from dataspace.tlog.note import CheckpointError
 
+    configured = policy_from_settings(Settings())
+    witnesses = [w.vkey for w in configured.witnesses] if not witness_key else list(witness_key)
+    try:
+        policy = WitnessPolicy.from_strings(witnesses, configured.quorum if quorum is None else quorum)
+    except (ValueError, CheckpointError):
+        err.print("error: a witness key is not valid, or the quorum exceeds the number of witness keys", highlight=False)
+        raise typer.Exit(2) from None
+    notes = [p.read_text(encoding="utf-8") for p in remembered]
     keys = list(key)
     if not keys:
         from dataspace.context import Context
@@ -40,7 +61,7 @@ def verify(
             keys = verifier_keys(ctx)
         finally:
             ctx.close()
-    report = verify_export(export, keys)
+    report = verify_export(export, keys, policy=policy, remembered=notes)
     if report.ok:
         console.print(report.summary(), highlight=False, soft_wrap=True)
         return

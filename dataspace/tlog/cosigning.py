@@ -187,7 +187,11 @@ def witnesses_for(ctx: Context) -> Witnesses:
 def publish(ctx: Context, log_name: str) -> dict[str, Any]:
     """What a checkpoint route adds about witnesses: the policy and each witness's status. Submits the
     latest checkpoint first (bounded by the witness timeout), so the note it then reads is cosigned."""
-    w = witnesses_for(ctx)
+    try:
+        w = witnesses_for(ctx)
+    except (ValueError, CheckpointError):
+        log.error("DATASPACE_WITNESS_URLS / DATASPACE_WITNESS_KEYS / DATASPACE_WITNESS_QUORUM are not valid")
+        return {"witness_quorum": None, "witness_keys": [], "witnesses": [], "witness_error": "misconfigured"}
     if w:
         try:
             w.cosign_latest(ctx, log_name)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from dataspace.errors import InvalidInput
 from dataspace.tlog import merkle
 from dataspace.tlog.canonical import canonical_json
+from dataspace.tlog.cosign import WitnessPolicy
 from dataspace.tlog.log import StoredCheckpoint, iter_sequenced
 from dataspace.tlog.note import CheckpointError, open_checkpoint
 
@@ -172,13 +173,27 @@ def _csv_records(lines: Iterable[str], log: str) -> Iterator[tuple[int, bytes, b
         yield idx, body, claimed
 
 
-def verify_export(path: Path | str, verifier_keys: str | Iterable[str]) -> VerifyReport:
+def verify_export(
+    path: Path | str,
+    verifier_keys: str | Iterable[str],
+    *,
+    policy: WitnessPolicy | None = None,
+    remembered: Iterable[str] = (),
+) -> VerifyReport:
     """Recompute the tree of an export and check it against its signed checkpoint, offline.
 
     Reports the first entry whose bytes no longer match its leaf hash (or that is missing, extra or out of
-    order); if only the root differs (entries and leaf hashes both rewritten), says so.
+    order); if only the root differs (entries and leaf hashes both rewritten), says so. With a witness
+    ``policy`` the checkpoint also needs its quorum of cosignatures (quorum 0: the operator's signature
+    alone, as before). Each ``remembered`` checkpoint (a signed note seen earlier, e.g. by a customer or
+    an auditor) must be a prefix of the exported log: same root at its size, and no larger than the export
+    (a fork or a rollback is reported as such).
     """
     keys = [verifier_keys] if isinstance(verifier_keys, str) else list(verifier_keys)
+    try:
+        earlier = sorted((open_checkpoint(n, keys) for n in remembered), key=lambda c: c.size)
+    except CheckpointError:
+        return VerifyReport(False, None, 0, 0, None, None, "a remembered checkpoint's signature does not verify")
     with open(path, encoding="utf-8", newline="") as fh:
         first = fh.readline()
         is_csv = first.startswith("# checkpoint ")
@@ -194,6 +209,21 @@ def verify_export(path: Path | str, verifier_keys: str | Iterable[str]) -> Verif
             cp = open_checkpoint(note, keys)
         except CheckpointError:
             return VerifyReport(False, log, 0, 0, None, None, "the checkpoint signature does not verify")
+        if policy is not None:
+            try:
+                policy.check(note)
+            except CheckpointError:
+                return VerifyReport(
+                    False, log, cp.size, 0, cp.root_hash.hex(), None,
+                    f"the checkpoint lacks cosignatures from {policy.quorum} of the trusted witnesses",
+                )
+        earlier = [e for e in earlier if e.origin == cp.origin]
+        if earlier and earlier[-1].size > cp.size:
+            return VerifyReport(
+                False, log, cp.size, 0, cp.root_hash.hex(), None,
+                f"rollback: a remembered checkpoint has {earlier[-1].size} entries, this export only {cp.size}",
+            )
+        checks = {e.size: e.root_hash for e in earlier}
         if (
             not cp.origin.endswith("/" + log)
             or header.get("size") != cp.size
@@ -225,6 +255,12 @@ def verify_export(path: Path | str, verifier_keys: str | Iterable[str]) -> Verif
                     n >>= 1
                 stack.append(h)
                 count += 1
+                if count in checks and not hmac.compare_digest(
+                    merkle.RootBuilder(list(stack), count).root(), checks[count]
+                ):
+                    raise _TamperedError(
+                        f"fork: the remembered checkpoint at size {count} is not a prefix of this log", None
+                    )
         except _TamperedError as bad:
             return VerifyReport(False, log, cp.size, count, cp.root_hash.hex(), bad.index, bad.reason)
     if count != cp.size:
@@ -232,6 +268,8 @@ def verify_export(path: Path | str, verifier_keys: str | Iterable[str]) -> Verif
             False, log, cp.size, count, cp.root_hash.hex(), count, f"{cp.size - count} entries missing at the end"
         )
     root = merkle.RootBuilder(stack, count).root()
+    if 0 in checks and checks[0] != merkle.EMPTY_ROOT:
+        return VerifyReport(False, log, cp.size, count, root.hex(), None, "fork: a remembered empty log has a root")
     if not hmac.compare_digest(root, cp.root_hash):
         return VerifyReport(
             False, log, cp.size, count, cp.root_hash.hex(), None, "recomputed root does not match the signed checkpoint"

@@ -170,3 +170,35 @@ def test_server_keeps_working_when_a_witness_is_down(
     cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
     assert [w["state"] for w in cp2["witnesses"]] == ["ok", "ok"]
     open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses, 2))
+
+
+def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess], tmp_path: Path
+) -> None:
+    from dataspace.tlog.export import verify_export
+
+    _events(ctx, 9)
+    h = bearer(issue_token(ctx, "compliance"))
+    first = client.get("/v1/audit/checkpoint", headers=h).json()
+    _events(ctx, 4)
+    export = tmp_path / "audit.jsonl"
+    export.write_bytes(client.get("/v1/audit/export", params={"log": "audit"}, headers=h).content)
+    keys = first["verifier_keys"]
+    assert verify_export(export, keys, policy=_policy(witnesses), remembered=[first["note"]]).ok
+    # A customer remembers the forged checkpoint a dishonest server showed them at that size: a fork.
+    report = verify_export(export, keys, policy=_policy(witnesses), remembered=[_forged(ctx, first["size"])])
+    assert not report.ok and report.reason is not None and report.reason.startswith("fork")
+    # They remember a larger tree than the export: a rollback.
+    report = verify_export(export, keys, remembered=[_forged(ctx, first["size"] + 10)])
+    assert not report.ok and report.reason is not None and report.reason.startswith("rollback")
+    # An export whose checkpoint lacks the cosignatures fails a quorum policy, passes quorum 0 (as before).
+    bare = tmp_path / "bare.jsonl"
+    lines = export.read_text().split("\n")
+    import json
+
+    head = json.loads(lines[0])
+    head["note"] = head["note"].split("\n\n")[0] + "\n\n" + head["note"].split("\n\n")[1].split("\n")[0] + "\n"
+    bare.write_text("\n".join([json.dumps(head, separators=(",", ":")), *lines[1:]]))
+    assert verify_export(bare, keys).ok
+    report = verify_export(bare, keys, policy=_policy(witnesses))
+    assert not report.ok and report.reason is not None and "cosignatures" in report.reason

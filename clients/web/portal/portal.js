@@ -3,7 +3,7 @@
 import { api, ApiError, apiResponse, saveFile, StepUpRequired } from "/static/api.js";
 import { completeSignIn, currentSession, signIn, signOut, takeResume } from "/static/auth.js";
 import { currentLang, fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
-import { bytesToHex, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
+import { bytesToHex, checkAgainstMemory, hexToBytes, parseCheckpoint, verifyInclusion, verifyNote } from "/static/merkle.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs, showError } from "/static/ui.js";
 
 const CLIENT_ID = "portal";
@@ -195,6 +195,28 @@ async function checkProof(index, out) {
        : t("portal.usage.proofBad")));
 }
 
+// Checkpoint memory: on every visit, check the ledger shown now extends the one this browser verified
+// before (a consistency proof); if not, say so plainly and offer both signed checkpoints as evidence.
+async function checkLedger() {
+  const current = await api("/v1/me/usage/checkpoint");
+  const result = await checkAgainstMemory(current, async (first, second) =>
+    (await api(`/v1/me/usage/consistency?first=${first}&second=${second}`)).hashes);
+  const box = $("log-memory");
+  if (["first", "same", "extended"].includes(result.status)) {
+    box.replaceChildren();
+    return;
+  }
+  const download = (name, note) => {
+    const b = h("button", { type: "button", class: "secondary" }, t(`portal.ledger.download.${name}`));
+    b.addEventListener("click", () => saveFile(`ledger-checkpoint-${name}.txt`, note, "text/plain"));
+    return b;
+  };
+  box.replaceChildren(h("div", { class: "error", role: "alert", id: "ledger-warning", dataset: { status: result.status } },
+    h("strong", {}, t("portal.ledger.warningTitle")), " ",
+    t(`portal.ledger.${result.status}`),
+    h("div", {}, result.remembered ? download("remembered", result.remembered) : null, " ", download("current", result.current))));
+}
+
 const showUsage = guard(() => $("usage-status"), async () => {
   const usage = await api("/v1/me/usage");
   // One ledger entry per use names every field the job read: show each use once, with its fields.
@@ -366,6 +388,7 @@ async function main() {
     return;
   }
   showSignedIn();
+  checkLedger().catch(() => {});  // a failed check never blocks the portal; a detected fork shows a warning
   const resume = session ? takeResume() : null;
   if (resume) {
     await resumeAction(resume, selectTab);

@@ -140,3 +140,97 @@ export async function verifyExport(text, verifierKeys) {
   if (!root || !equal(root, cp.root)) return { ok: false, reason: "the recomputed root differs from the checkpoint", signature };
   return { ok: true, entries: count, size: cp.size, root: bytesToHex(cp.root), signature };
 }
+
+// RFC 9162 section 2.1.4.2: is the tree of `first` leaves (firstRoot) a prefix of the tree of `second`?
+export async function verifyConsistency(first, second, firstRoot, secondRoot, proof) {
+  if (first > second) return false;
+  if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
+  if (first === 0) return proof.length === 0;
+  if (!proof.length) return false;
+  const path = (first & (first - 1)) === 0 ? [firstRoot, ...proof] : [...proof];
+  let fn = first - 1;
+  let sn = second - 1;
+  while (fn % 2 === 1) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && equal(fr, firstRoot) && equal(sr, secondRoot);
+}
+
+// C2SP tlog-cosignature (cosignature/v1, Ed25519): how many of the witness keys
+// ("name+hash+base64(0x04||key)") cosigned the note; null when this browser has no Ed25519 in WebCrypto.
+export async function countCosignatures(note, witnessKeys) {
+  const cp = parseCheckpoint(note);
+  let count = 0;
+  for (const vkey of witnessKeys || []) {
+    const [name, khash, ...rest] = vkey.split("+");
+    let raw;
+    try { raw = b64ToBytes(rest.join("+")); } catch { continue; }
+    if (raw[0] !== 4 || raw.length !== 33) continue;
+    const id = (await sha256(enc.encode(name + "\n"), raw)).slice(0, 4);
+    if (bytesToHex(id) !== khash) continue;
+    for (const sig of cp.signatures) {
+      if (sig.name !== name || sig.raw.length !== 76 || !equal(sig.raw.slice(0, 4), id)) continue;
+      let ts = 0n;
+      for (const b of sig.raw.slice(4, 12)) ts = (ts << 8n) | BigInt(b);
+      let key;
+      try {
+        key = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, ["verify"]);
+      } catch {
+        return null;
+      }
+      const msg = enc.encode(`cosignature/v1\ntime ${ts}\n${cp.text}`);
+      if (await crypto.subtle.verify({ name: "Ed25519" }, key, sig.raw.slice(12), msg)) { count++; break; }
+    }
+  }
+  return count;
+}
+
+// Checkpoint memory: the last verified checkpoint of each log in this browser's storage. `current` is the
+// server's answer ({note, verifier_keys, witness_keys, witness_quorum}); `consistency(first, second)` fetches
+// a proof (list of hex hashes). Returns {status, remembered, current}: status "first" | "same" | "extended"
+// (all fine, now remembered) or "fork" | "rollback" | "unsigned" | "witnesses" (kept the old one).
+export async function checkAgainstMemory(current, consistency, storage = globalThis.localStorage) {
+  const cp = parseCheckpoint(current.note);
+  const key = `dataspace.checkpoint.${cp.origin}`;
+  let saved = null;
+  try { saved = JSON.parse(storage.getItem(key) || "null"); } catch { saved = null; }
+  const keys = (saved && saved.keys) || current.verifier_keys || [];
+  const remembered = saved ? saved.note : null;
+  if ((await verifyNote(current.note, keys)) === false) return { status: "unsigned", remembered, current: current.note };
+  const quorum = current.witness_quorum || 0;
+  if (quorum > 0) {
+    const n = await countCosignatures(current.note, current.witness_keys);
+    if (n !== null && n < quorum) return { status: "witnesses", remembered, current: current.note };
+  }
+  let status = "first";
+  if (remembered) {
+    const old = parseCheckpoint(remembered);
+    if (old.size > cp.size) return { status: "rollback", remembered, current: current.note };
+    if (old.size === cp.size) {
+      if (!equal(old.root, cp.root)) return { status: "fork", remembered, current: current.note };
+      status = "same";
+    } else {
+      const proof = old.size === 0 ? [] : (await consistency(old.size, cp.size)).map(hexToBytes);
+      if (!(await verifyConsistency(old.size, cp.size, old.root, cp.root, proof))) {
+        return { status: "fork", remembered, current: current.note };
+      }
+      status = "extended";
+    }
+  }
+  storage.setItem(key, JSON.stringify({ note: current.note, keys }));
+  return { status, remembered, current: current.note };
+}
