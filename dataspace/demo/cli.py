@@ -15,6 +15,7 @@ from dataspace.settings import Settings
 def demo(
     customers: int = typer.Option(10_000, min=10, max=2_000_000, help="Synthetic customers to generate."),
     serve: bool = typer.Option(True, help="Start the server afterwards."),
+    witnesses: int = typer.Option(2, min=0, max=5, help="Independent witness processes to start with the server."),
 ) -> None:
     """Build a ready-to-click demo on the configured database (embedded SQLite by default) and serve it."""
     from dataspace.bootstrap import init
@@ -51,4 +52,15 @@ def demo(
     if serve:
         from dataspace.cli import serve as run_server
 
+        if witnesses and not settings.witness_urls:
+            from dataspace.demo.witnesses import configure, start_witnesses
+
+            ctx = Context.open(settings)
+            try:
+                env = start_witnesses(ctx, witnesses)
+            finally:
+                ctx.close()
+            configure(env)  # read by the server's Settings below
+            for url, key in zip(env["DATASPACE_WITNESS_URLS"].split(","), env["DATASPACE_WITNESS_KEYS"].split(","), strict=True):
+                console.print(f"Witness:            {url}  {key}", highlight=False, soft_wrap=True)
         run_server()
