@@ -73,6 +73,7 @@ OBJECT_SCOPES: dict[tuple[str, str], str] = {
     ("models", "read"): "admin",
     ("models", "write"): "admin",
     ("jobs.decisions", "read"): "admin",
+    ("jobs", "read"): "admin",
     ("realtime.decisions", "read"): "admin",
     ("realtime.decisions", "write"): "admin",
     ("admin.policies", "read"): "admin",

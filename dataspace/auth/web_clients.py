@@ -20,7 +20,16 @@ WEB_CLIENTS = (
     ("portal", "customer", "/portal/", "My data"),
     ("console", "compliance", "/console/", "Compliance console"),
     ("partner-view", "partner", "/partner/", "Partner view"),
+    ("steward-console", "steward", "/steward/", "Steward console"),
 )
+
+# Staff using ``dataspace remote`` or the SDK sign in as people too (authorization code + PKCE through the
+# browser, loopback redirect of ``clients.sdk.AuthorizationCode``), so approvals name the steward who gave them.
+CLI_CLIENTS = (
+    ("steward-cli", "steward", "Steward command line"),
+    ("compliance-cli", "compliance", "Compliance command line"),
+)
+CLI_REDIRECT_URIS = ["http://127.0.0.1:8765/callback", "http://localhost:8765/callback"]
 
 
 def page_redirect_uris(issuer: str, path: str) -> list[str]:
@@ -49,6 +58,18 @@ def ensure_web_clients(ctx: Context) -> list[str]:
                 redirect_uris=page_redirect_uris(ctx.settings.resolved_issuer, path),
             )
             created.append(client_id)
+        for client_id, role, name in CLI_CLIENTS:
+            if session.scalar(select(OAuthClient.id).where(OAuthClient.client_id == client_id)) is not None:
+                continue
+            auth.create_client(
+                session=session,
+                role=role,
+                name=name,
+                public=True,
+                client_id=client_id,
+                redirect_uris=list(CLI_REDIRECT_URIS),
+            )
+            created.append(client_id)
     return created
 
 
@@ -56,7 +77,7 @@ def demo_step(ctx: Context, accounts: Any, progress: Callable[[str], None]) -> N
     """``dataspace demo`` step: the pages' clients, and a partner user for the partner view."""
 
     ensure_web_clients(ctx)
-    progress("web pages: portal, console and partner-view clients registered")
+    progress("web pages: portal, console, partner-view and steward-console clients registered; CLI sign-in clients")
     with ctx.db.transaction() as session:
         partner = session.scalars(select(Partner).order_by(Partner.id)).first()
         if partner is None:

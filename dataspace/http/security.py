@@ -52,6 +52,7 @@ PUBLIC_PATHS = frozenset(
         "/oauth/introspect",
         "/v1/keys/receipts",
         "/privacy",  # the controller's privacy notice (no data)
+        "/",  # the landing page (links to the apps; no data)
         "/v1/events/schemas",
         "/v1/events/schemas/{event_type}/v{version}",
         "/openapi.json",
@@ -60,7 +61,8 @@ PUBLIC_PATHS = frozenset(
         "/redoc",
     }
 )
-PUBLIC_PREFIXES = ("/static/", "/portal/static/", "/portal/", "/console/", "/partner/")  # web pages (no data)
+# web pages (no data)
+PUBLIC_PREFIXES = ("/static/", "/portal/static/", "/portal/", "/console/", "/partner/", "/steward/")
 
 
 def bearer_token(request: Request) -> str | None:

@@ -66,6 +66,7 @@ class ContractRead(BaseModel):
 
 class ContractStewardRead(ContractRead):
     partner_id: int
+    partner_key: str = ""
     proposed_by: str
     approvals: list[str]
     decided_by: str | None

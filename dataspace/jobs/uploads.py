@@ -78,7 +78,9 @@ def feature_columns(session: Session, contract: Contract) -> list[tuple[str, boo
             raise Conflict(f"contract field {spec.field!r} is no longer in the catalog")
         t = output_type(spec, field.data_type)
         out.append((column_name(spec), str(t) == "double"))
-    return out
+    from dataspace.linkage import join  # noqa: PLC0415 - linkage imports the jobs package
+
+    return out + [(name, True) for name in join.feature_names(session, contract_id=contract.id)]
 
 
 def upload(session: Session, *, principal: Principal, contract_id: int, kind: str, data: bytes) -> PartnerModel:
@@ -193,6 +195,38 @@ def approve(session: Session, *, principal: Principal, model_id: int) -> Partner
         details={"approvals": len(model.approvals), "required": contract.required_approvals},
     )
     return model
+
+
+def reject(session: Session, *, principal: Principal, model_id: int, reason: str = "") -> PartnerModel:
+    """A steward refuses a Python model awaiting review: it can never run (one steward suffices to refuse)."""
+    if principal.role != "steward":
+        raise Forbidden()
+    model = session.scalar(select(PartnerModel).where(PartnerModel.id == model_id).with_for_update())
+    if model is None:
+        raise NotFound("no such model")
+    if model.kind != "python" or model.status != "uploaded":
+        raise Conflict(f"only a Python model awaiting review can be rejected; this one is {model.status}")
+    model.status = "rejected"
+    session.flush()
+    record_event(
+        session, actor=principal, action="model.rejected", target=f"model:{model.id}", details={"reason": reason[:1000]}
+    )
+    return model
+
+
+def review_checks(model: PartnerModel) -> list[dict[str, object]]:
+    """What the server checked when the model was uploaded (each passed, or the upload was refused)."""
+    if model.kind == "onnx":
+        return [
+            {"check": "size", "limit": MAX_ONNX_BYTES},
+            {"check": "onnx_signature", "features": model.signature.get("feature_count")},
+            {"check": "decision_schema"},
+        ]
+    return [
+        {"check": "size", "limit": MAX_PYTHON_BYTES},
+        {"check": "utf8_compiles"},
+        {"check": "feature_names", "features": len(model.signature.get("feature_names", []))},
+    ]
 
 
 def is_runnable(model: PartnerModel) -> bool:

@@ -117,7 +117,11 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str, str]] = {
     ("GET", "/v1/me/export"): ("me.export", "read", "usage", "C"),
     ("DELETE", "/v1/me"): ("me.erasure", "write", "erase", "C"),
     ("GET", "/v1/compliance/records-of-processing"): ("compliance.records", "read", "audit", "SA"),
-    ("GET", "/v1/compliance/requests"): ("compliance.requests", "read", "audit", "A"),
+    ("GET", "/v1/compliance/requests"): ("compliance.requests", "read", "audit", "SA"),
+    ("GET", "/v1/jobs"): ("jobs", "read", "admin", "SA"),
+    ("GET", "/v1/models/{model_id}/review"): ("models", "read", "admin", "SA"),
+    ("POST", "/v1/models/{model_id}/reject"): ("models", "write", "admin", "S"),
+    ("GET", "/v1/privacy-budgets"): ("contracts", "read", "admin", "SA"),
 }
 
 

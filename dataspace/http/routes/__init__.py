@@ -18,6 +18,7 @@ from dataspace.http.routes import (
     partner,
     points,
     policies,
+    steward,
     transparency,
     usage,
 )
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     policies.router,
     partner.router,
     decisions.router,
+    steward.router,
     linkage.router,
     events.router,
     compliance.router,

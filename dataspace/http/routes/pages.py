@@ -1,13 +1,14 @@
-"""The web pages: customer portal (/portal/), compliance console (/console/), partner view (/partner/) and
-their shared assets (/static/). Static files, public on purpose (they hold no data; every API call they
-make carries the user's bearer token), served with a strict Content-Security-Policy (no inline scripts)."""
+"""The web pages: the landing page (/), customer portal (/portal/), compliance console (/console/), partner
+view (/partner/), steward console (/steward/) and their shared assets (/static/). Static files, public on
+purpose (they hold no data; every API call they make carries the user's bearer token), served with a strict
+Content-Security-Policy (no inline scripts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastapi import APIRouter
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -36,10 +37,19 @@ class PageFiles(StaticFiles):
 
 
 router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+def landing() -> Response:
+    """The landing page: leads each role to its app (its script and styles live under /static/)."""
+    return FileResponse(WEB_ROOT / "static" / "landing.html", media_type="text/html", headers=HEADERS)
+
+
 for _mount, _directory in (
     ("/static", "static"),
     ("/portal", "portal"),
     ("/console", "console"),
     ("/partner", "partner"),
+    ("/steward", "steward"),
 ):
     router.mount(_mount, PageFiles(directory=WEB_ROOT / _directory, html=True), name=f"pages-{_directory}")

@@ -34,6 +34,7 @@ from dataspace.jobs.schemas import (
     ModelRead,
     ReleaseRead,
 )
+from dataspace.partners.models import Partner
 
 router = APIRouter(tags=["partner jobs"])
 
@@ -93,6 +94,7 @@ def _steward_view(session: Session, contract_id: int) -> ContractStewardRead:
     return ContractStewardRead(
         **base,
         partner_id=c.partner_id,
+        partner_key=partner.key if (partner := session.get(Partner, c.partner_id)) is not None else "",
         proposed_by=c.proposed_by,
         approvals=[a.steward for a in contracts.approvals(session, c.id)],
         decided_by=c.decided_by,
