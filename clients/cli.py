@@ -126,8 +126,18 @@ def audit_export(
     verify: bool = typer.Option(True, help="Verify the export against the server's signed checkpoint."),
 ) -> None:
     """Download a signed export of a log, then verify it offline with the checkpoint's verifier keys."""
+    from clients.sdk import LogInconsistent
+    from clients.sdk._checkpoints import default_state_dir, memory_from_env
+
+    memory = memory_from_env()  # the last checkpoint this machine verified, per log
     with ComplianceClient(_base_url(), _credentials(browser_ok=True, scope="audit")) as client:
-        checkpoint = client.checkpoint(log=log)
+        client.checkpoints = memory
+        try:
+            checkpoint = client.checkpoint(log=log)
+        except LogInconsistent as exc:
+            evidence = exc.write_evidence(default_state_dir() / "evidence")
+            err.print(f"[red]error:[/red] {exc}; both signed checkpoints: {evidence}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         size = client.export(out, log=log)
     console.print(
         f"{out}: {size:,} bytes; checkpoint size {checkpoint['size']}, root {checkpoint['root_hash']}", highlight=False
@@ -136,7 +146,7 @@ def audit_export(
         return
     from dataspace.tlog.export import verify_export
 
-    report = verify_export(out, checkpoint["verifier_keys"])
+    report = verify_export(out, checkpoint["verifier_keys"], policy=memory.policy)
     (console if report.ok else err).print(report.summary(), highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)

@@ -8,6 +8,7 @@ local run to SQLite; CI runs both.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,9 @@ BACKENDS = [b for b in os.environ.get("DATASPACE_TEST_BACKENDS", "sqlite,postgre
 # this); the release schedule's own tests set a real tick and hold (tests/integration/test_partner_channels.py).
 os.environ.setdefault("DATASPACE_JOB_RELEASE_TICK_SECONDS", "0")
 os.environ.setdefault("DATASPACE_JOB_RELEASE_HOLD_SECONDS", "0")
+# The command line remembers verified checkpoints per log (clients.sdk._checkpoints): one fresh memory per
+# test session, never the developer's own.
+os.environ.setdefault("DATASPACE_STATE_DIR", tempfile.mkdtemp(prefix="dataspace-test-state-"))
 
 
 def _pg_url(dbname: str) -> str:

@@ -141,3 +141,14 @@ def default_state_dir() -> Path:
         return Path(os.environ["DATASPACE_STATE_DIR"])
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "dataspace"
+
+
+def memory_from_env() -> CheckpointMemory:
+    """The command line's memory: ``<state dir>/checkpoints.json``, with the witness policy of
+    ``DATASPACE_WITNESS_KEYS`` (comma-separated cosigner keys) and ``DATASPACE_WITNESS_QUORUM`` (default 0)."""
+    keys = [k.strip() for k in os.environ.get("DATASPACE_WITNESS_KEYS", "").split(",") if k.strip()]
+    try:
+        policy = WitnessPolicy.from_strings(keys, int(os.environ.get("DATASPACE_WITNESS_QUORUM", "0") or 0))
+    except (ValueError, CheckpointError) as exc:
+        raise DataspaceClientError("DATASPACE_WITNESS_KEYS / DATASPACE_WITNESS_QUORUM are not valid") from exc
+    return CheckpointMemory(default_state_dir() / "checkpoints.json", policy=policy)

@@ -93,3 +93,37 @@ def test_compliance_client_memory_and_witness_policy(ctx: Context, tmp_path: Pat
             with pytest.raises(CheckpointRejected):
                 client.checkpoint()
         assert cp["witness_quorum"] == 0 and cp["witnesses"] == []
+
+
+def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+    from dataspace.audit import record_event
+    from dataspace.cli import app
+    from tests.auth_helpers import make_client
+
+    creds = make_client(ctx, "compliance")
+    with running_server(ctx) as (base, served):
+        with served.db.transaction() as s:
+            for i in range(6):
+                record_event(s, actor=None, action="test.cli", target=f"t:{i}")
+        env = {
+            "DATASPACE_URL": base,
+            "DATASPACE_CLIENT_ID": creds.client.client_id,
+            "DATASPACE_CLIENT_SECRET": creds.secret or "",
+            "DATASPACE_STATE_DIR": str(tmp_path / "state"),
+        }
+        runner = CliRunner()
+        ok = runner.invoke(app, ["remote", "audit", "export", "--out", str(tmp_path / "a.jsonl")], env=env)
+        assert ok.exit_code == 0, ok.output
+        with served.db.transaction() as s:
+            for table in ("tlog_entries", "tlog_nodes", "tlog_checkpoints", "tlog_heads"):
+                s.execute(text(f"DELETE FROM {table} WHERE log = 'audit'"))  # noqa: S608  (constant names)
+        with served.db.transaction() as s:
+            record_event(s, actor=None, action="test.cli", target="rewritten")
+        bad = runner.invoke(app, ["remote", "audit", "export", "--out", str(tmp_path / "b.jsonl")], env=env)
+    assert bad.exit_code == 1
+    assert "rollback" in bad.output or "fork" in bad.output
+    evidence = list((tmp_path / "state" / "evidence").glob("log-evidence-*.txt"))
+    assert len(evidence) == 1
