@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 from clients.sdk._base import BaseClient
 from clients.sdk._checkpoints import CheckpointMemory
+from clients.sdk._exceptions import NotFound
 from clients.sdk._export import read_access_export
 from clients.sdk._linkage import run_linkage
 
@@ -220,6 +221,29 @@ class PartnerClient(BaseClient):
         """Privacy budget (epsilon total, spent, remaining) per purpose."""
         return list(self.get("/v1/partner/budget"))
 
+    def fields(self) -> list[dict[str, Any]]:
+        """The catalog a contract is proposed from: each field's allowed transforms with their minimum
+        coarseness (``transforms``) and that promise in words (``shared_as``, per language)."""
+        return list(self.get("/v1/catalog/fields"))
+
+    def submission_cost(self, *, model_id: int | str) -> dict[str, Any]:
+        """What submitting a job with this model will spend, before spending it: ``epsilon`` (the contract's
+        ``epsilon_per_release``, paid at submission whatever the outcome), ``purpose`` and ``remaining``
+        (the purpose's budget left now; None when the partner has no budget for it yet)."""
+        model = next((m for m in self.models() if str(m["id"]) == str(model_id)), None)
+        if model is None:
+            raise NotFound(404, "Not found", f"no model {model_id}", code="not_found")
+        contract = self.contract(model["contract_id"])
+        budgets = {b["purpose"]: b for b in self.budget()}
+        left = budgets.get(contract["purpose"])
+        return {
+            "model_id": model["id"],
+            "contract_id": contract["id"],
+            "purpose": contract["purpose"],
+            "epsilon": float(contract["epsilon_per_release"]),
+            "remaining": float(left["epsilon_remaining"]) if left else None,
+        }
+
     def link(
         self,
         *,
@@ -314,3 +338,7 @@ class ComplianceClient(BaseClient):
     def requests_log(self, *, kind: str | None = None) -> list[dict[str, Any]]:
         """Access and erasure requests."""
         return list(self.get("/v1/compliance/requests", kind=kind))
+
+    def audit_actions(self, *, log: str = "audit") -> list[str]:
+        """The actions recorded in a log: the values the ``action`` filter of ``events`` can match."""
+        return list(self.get("/v1/audit/actions", log=log)["actions"])

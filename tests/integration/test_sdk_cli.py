@@ -53,12 +53,12 @@ def test_jobs_submit_uploads_the_model(ctx: Context, tmp_path: Path, runner: Cli
             "DATASPACE_CLIENT_SECRET": creds.secret or "",
         }
         result = runner.invoke(
-            app, ["remote", "jobs", "submit", "--model", str(model), "--contract", str(contract_id)], env=env
+            app, ["remote", "jobs", "submit", "--model", str(model), "--contract", str(contract_id), "--yes"], env=env
         )
         assert result.exit_code == 0, result.output
         assert "uploaded" in result.output
         assert "queued" in result.output
-        bad = runner.invoke(app, ["remote", "jobs", "submit", "--model-id", "999"], env=env)
+        bad = runner.invoke(app, ["remote", "jobs", "submit", "--model-id", "999", "--yes"], env=env)
     assert bad.exit_code == 1
     assert "error:" in bad.output
     assert "Traceback" not in bad.output
@@ -152,10 +152,13 @@ def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(
             "--follow",
             "--timeout",
             "60",
+            "--yes",
         ]
         result = runner.invoke(app, args, env=env)
         stop.set()
         thread.join(10)
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.output
-    assert '"epsilon"' in result.output  # the DP release, not row-level results
+    assert "this job spends epsilon 1" in result.output  # said before anything was spent
+    assert "epsilon 1 (laplace" in result.output  # the DP release, not row-level results
+    assert "95% noise interval" in result.output
