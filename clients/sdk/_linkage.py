@@ -31,7 +31,7 @@ def run_linkage(
             json={"contract_id": contract_id, "kind": kind, "columns": [dict(c) for c in columns]},
         )
     )
-    message = client._send("GET", f"/v1/partner/linkage/{run['id']}/message").content  # noqa: SLF001
+    message = client._send("GET", f"/v1/partner/linkage/{run['id']}/message").content
     side = PartnerRun(kind, default_country_code=default_country_code)
     reply, skipped = side.reply(
         contribution_id=int(run["id"]),

@@ -30,6 +30,7 @@ from dataspace.context import Context
 from dataspace.db import bulk_insert, flush_deferred, utcnow
 from dataspace.emission import emit, parse_features
 from dataspace.emission.service import Emission, PseudonymMap
+from dataspace.linkage import join as linkage_join
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.events import service as events
 from dataspace.events.models import OutboxEvent, WebhookDelivery
@@ -338,6 +339,8 @@ def run_job(
                     pseudonym_scope=f"job:{job_id}",
                     workers=workers,
                 )
+            # The partner's own linked columns, if its contract has them (dataspace.linkage.join).
+            emission = linkage_join.attach(ctx.db, ctx.keys, emission, job_id=job_id)
             timings["emission"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             decisions, subject_ids = score(claimed.model, emission, claimed.schema, limits, timings)

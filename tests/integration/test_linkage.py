@@ -436,3 +436,50 @@ def test_sdk_runs_the_partner_side_over_http(ctx: Context, monkeypatch: pytest.M
                 headers={"Content-Type": "application/octet-stream"},
             )
         assert client.request("GET", f"/v1/partner/linkage/{again['id']}")["status"] == "open"
+
+
+def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Context) -> None:
+    """A job under the contract gets ``partner__*`` columns (coarsened, nulls for the unlinked) inside the
+    sandbox; each subject whose partner values were joined has that use in its ledger under the job."""
+    import json
+
+    from dataspace.jobs import runner
+    from dataspace.jobs import service as jobs
+    from dataspace.jobs.models import Decision
+    from tests.integration import jobs_support as js
+
+    w = js.build_world(ctx, n=60)
+    with ctx.db.transaction() as s:
+        store_profiles(s, ctx.vault, [(f"c{i:05d}", {"phone": phone(i)}) for i in range(60)], ctx.keys.blind_index)
+        linked_ok = set()
+        for i, sid in enumerate(w.subjects):
+            if i % 2 == 0:
+                consents.grant(
+                    s,
+                    subject_id=sid,
+                    request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
+                    signer=ctx.keys.signing_key,
+                )
+                linked_ok.add(sid)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    records = [(phone(i), {"policy_expiry_month": 1 + i % 12, "claims_band": "some"}) for i in range(60)]
+    p = SpecPartner()
+    complete(ctx, run.id, p.reply(run.id, run.public_key, message(ctx, run.id), records))
+    assert links(ctx) == linked_ok
+
+    with pytest.raises(InvalidInput):  # a model that does not take the partner columns is refused
+        js.upload_onnx(ctx, contract_id)
+    model_id = js.upload_onnx(ctx, contract_id, js.logistic_regression([*js.WEIGHTS, 0.2, 0.1], js.BIAS))
+    with ctx.db.transaction() as s:
+        job_id = jobs.submit(s, principal=partner_principal(ctx), model_id=model_id).id
+    assert runner.run_job(ctx, job_id).status == "succeeded"
+    with ctx.db.session() as s:
+        decided = set(s.scalars(select(Decision.subject_id).where(Decision.job_id == job_id)))
+        used = {
+            json.loads(e)["subject_id"]
+            for e in s.scalars(select(TLogEntry.entry).where(TLogEntry.log == "usage"))
+            if '"partner:policy_expiry_month"' in e and json.loads(e)["job_id"] == job_id
+        }
+    assert decided
+    assert used == decided & linked_ok
