@@ -46,9 +46,7 @@ class WitnessProcess:
             state.add_log(origin, keys)
         args = [DATASPACE, "witness", "serve", "--data-dir", str(self.data_dir), "--name", self.name]
         args += ["--bind", f"127.0.0.1:{self.port}"]
-        self.proc = subprocess.Popen(  # noqa: S603  (our own CLI)
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
-        )
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -58,9 +58,7 @@ class CheckpointMemory:
     ``policy``: the witnesses whose cosignatures a checkpoint needs (quorum 0: none, as before witnesses).
     """
 
-    def __init__(
-        self, path: Path, *, log_keys: Iterable[str] = (), policy: WitnessPolicy | None = None
-    ) -> None:
+    def __init__(self, path: Path, *, log_keys: Iterable[str] = (), policy: WitnessPolicy | None = None) -> None:
         self.path = path
         self.log_keys = list(log_keys)
         self.policy = policy or WitnessPolicy()
@@ -106,7 +104,8 @@ class CheckpointMemory:
             self.policy.check(note)
         except CheckpointError:
             raise CheckpointRejected(
-                f"the checkpoint of {origin} does not verify (operator key or {self.policy.quorum} witness cosignatures)"
+                f"the checkpoint of {origin} does not verify"
+                f" (operator key, or cosignatures from {self.policy.quorum} witnesses)"
             ) from None
         entry = data["logs"].get(origin)
         if entry is not None:
@@ -121,7 +120,9 @@ class CheckpointMemory:
                 )
             if 0 < old.size < cp.size:
                 try:
-                    merkle.verify_consistency(old.size, cp.size, old.root_hash, cp.root_hash, consistency(old.size, cp.size))
+                    merkle.verify_consistency(
+                        old.size, cp.size, old.root_hash, cp.root_hash, consistency(old.size, cp.size)
+                    )
                 except merkle.ProofError:
                     raise LogInconsistent(
                         f"fork: the tree of {old.size} entries seen before is not a prefix of the tree of {cp.size}",

@@ -27,7 +27,10 @@ def verify(
         [], "--witness-key", help="A trusted witness's cosigner key. Default: DATASPACE_WITNESS_KEYS."
     ),
     quorum: int | None = typer.Option(
-        None, "--quorum", min=0, help="Cosignatures required (0: the operator's signature alone). Default: DATASPACE_WITNESS_QUORUM."
+        None,
+        "--quorum",
+        min=0,
+        help="Cosignatures required (0: the operator's signature alone). Default: DATASPACE_WITNESS_QUORUM.",
     ),
     remembered: list[Path] = typer.Option(
         [], "--remembered", exists=True, dir_okay=False, help="A signed checkpoint seen earlier; it must be a prefix."
@@ -48,7 +51,9 @@ def verify(
     try:
         policy = WitnessPolicy.from_strings(witnesses, configured.quorum if quorum is None else quorum)
     except (ValueError, CheckpointError):
-        err.print("error: a witness key is not valid, or the quorum exceeds the number of witness keys", highlight=False)
+        err.print(
+            "error: a witness key is not valid, or the quorum exceeds the number of witness keys", highlight=False
+        )
         raise typer.Exit(2) from None
     notes = [p.read_text(encoding="utf-8") for p in remembered]
     keys = list(key)

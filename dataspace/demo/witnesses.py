@@ -39,7 +39,7 @@ def start_witnesses(ctx: Context, count: int) -> dict[str, str]:
         for log_name in tlog.LOGS:
             state.add_log(tlog.origin_for(ctx.settings.resolved_issuer, log_name), keys)
         port = _free_port()
-        proc = subprocess.Popen(  # noqa: S603  (our own CLI)
+        proc = subprocess.Popen(
             [exe, "witness", "serve", "--data-dir", str(data_dir), "--name", name, "--bind", f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL,
             stderr=open(data_dir / "witness.log", "ab"),  # noqa: SIM115  (lives as long as the process)

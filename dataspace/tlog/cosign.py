@@ -170,8 +170,8 @@ def add_cosignatures(note: str, lines: Iterable[str]) -> str:
     """``note`` with the signature lines in ``lines`` appended (each once)."""
     have = set(split_note(note)[1])
     out = note
-    for line in lines:
-        line = line.rstrip("\n")
+    for raw in lines:
+        line = raw.rstrip("\n")
         if line and line not in have:
             out += line + "\n"
             have.add(line)

@@ -18,10 +18,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 
 from dataspace.tlog import log as tlog
 from dataspace.tlog.cosign import Cosigner, WitnessPolicy, add_cosignatures, verified_cosigners
@@ -45,7 +45,13 @@ class WitnessStatus:
     at: float | None = None
 
     def read(self) -> dict[str, Any]:
-        return {"url": self.url, "name": self.name, "state": self.state, "cosigned_sizes": dict(self.sizes or {}), "detail": self.detail}
+        return {
+            "url": self.url,
+            "name": self.name,
+            "state": self.state,
+            "cosigned_sizes": dict(self.sizes or {}),
+            "detail": self.detail,
+        }
 
 
 def _split(value: str) -> list[str]:
@@ -96,7 +102,7 @@ class Witnesses:
             note = self._store(ctx, log_name, cp.size, lines)
         return note
 
-    def _submit(
+    def _submit(  # noqa: PLR0917  (one call site, private)
         self, ctx: Context, http: httpx.Client, url: str, c: Cosigner, log_name: str, size: int, note: str
     ) -> list[str]:
         st = self.status[url]
@@ -154,17 +160,22 @@ class Witnesses:
     def _store(ctx: Context, log_name: str, size: int, lines: list[str]) -> str:
         for _ in range(5):  # compare and set: another replica may be adding its witnesses' lines meanwhile
             with ctx.db.transaction() as session:
-                row = session.query(TLogCheckpoint).filter_by(log=log_name, size=size).order_by(TLogCheckpoint.id).first()
+                row = (
+                    session.query(TLogCheckpoint).filter_by(log=log_name, size=size).order_by(TLogCheckpoint.id).first()
+                )
                 if row is None:
                     return ""
                 new = add_cosignatures(row.note, lines)
                 if new == row.note:
                     return new
-                done = session.execute(
-                    update(TLogCheckpoint)
-                    .where(TLogCheckpoint.id == row.id, TLogCheckpoint.note == row.note)
-                    .values(note=new)
-                    .execution_options(synchronize_session=False)
+                done = cast(
+                    "CursorResult[Any]",
+                    session.execute(
+                        update(TLogCheckpoint)
+                        .where(TLogCheckpoint.id == row.id, TLogCheckpoint.note == row.note)
+                        .values(note=new)
+                        .execution_options(synchronize_session=False)
+                    ),
                 ).rowcount
             if done:
                 return new

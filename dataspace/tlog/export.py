@@ -214,13 +214,23 @@ def verify_export(
                 policy.check(note)
             except CheckpointError:
                 return VerifyReport(
-                    False, log, cp.size, 0, cp.root_hash.hex(), None,
+                    False,
+                    log,
+                    cp.size,
+                    0,
+                    cp.root_hash.hex(),
+                    None,
                     f"the checkpoint lacks cosignatures from {policy.quorum} of the trusted witnesses",
                 )
         earlier = [e for e in earlier if e.origin == cp.origin]
         if earlier and earlier[-1].size > cp.size:
             return VerifyReport(
-                False, log, cp.size, 0, cp.root_hash.hex(), None,
+                False,
+                log,
+                cp.size,
+                0,
+                cp.root_hash.hex(),
+                None,
                 f"rollback: a remembered checkpoint has {earlier[-1].size} entries, this export only {cp.size}",
             )
         checks = {e.size: e.root_hash for e in earlier}

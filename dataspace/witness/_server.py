@@ -29,7 +29,7 @@ def make_server(state: WitnessState, host: str, port: int) -> ThreadingHTTPServe
         server_version = "dataspace-witness"
         sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
         def _send(self, status: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:

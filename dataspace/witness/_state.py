@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS refused (
 """
 
 
-class WitnessRefusal(Exception):  # noqa: N818  (a protocol answer, not a bug)
+class WitnessRefusal(Exception):
     """A submission the witness does not cosign; ``status`` is the tlog-witness HTTP status."""
 
     def __init__(self, status: int, reason: str, size: int | None = None) -> None:
@@ -90,7 +90,8 @@ class WitnessState:
             open_checkpoint_key_check(k)
         with self._conn() as db:
             db.execute(
-                "INSERT INTO logs (origin, vkeys) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET vkeys = excluded.vkeys",
+                "INSERT INTO logs (origin, vkeys) VALUES (?, ?)"
+                " ON CONFLICT (origin) DO UPDATE SET vkeys = excluded.vkeys",
                 (origin, "\n".join(vkeys)),
             )
 
@@ -181,7 +182,9 @@ class WitnessState:
             return Verdict("unknown-log")
         cp = open_checkpoint(note, logs[origin])  # CheckpointError: not the log's
         with self._conn() as db:
-            row = db.execute("SELECT root, note FROM cosigned WHERE origin = ? AND size = ?", (origin, cp.size)).fetchone()
+            row = db.execute(
+                "SELECT root, note FROM cosigned WHERE origin = ? AND size = ?", (origin, cp.size)
+            ).fetchone()
         if row is None:
             return Verdict("unknown-size", self.latest(origin))
         return Verdict("consistent" if bytes(row[0]) == cp.root_hash else "split-view", row[1])

@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.e2e]
 
 def _uses(ctx: Context, subject: int, n: int, tag: str) -> None:
     with ctx.db.transaction() as s:
-        record_usage(s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)])
+        record_usage(
+            s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)]
+        )
     tlog.sequence(ctx, "usage")
 
 
@@ -69,7 +71,7 @@ def test_portal_warns_when_the_remembered_ledger_is_not_a_prefix(
     # The operator rewrites the ledger (keeping its signing key) and serves a longer, different one.
     with ctx.db.transaction() as s:
         for table in ("tlog_entries", "tlog_nodes", "tlog_checkpoints", "tlog_heads"):
-            s.execute(text(f"DELETE FROM {table} WHERE log = 'usage'"))  # noqa: S608  (constant names)
+            s.execute(text(f"DELETE FROM {table} WHERE log = 'usage'"))
     _uses(ctx, subject, 11, "rewritten")
     page.reload()
     warning = page.locator("#ledger-warning")
@@ -84,5 +86,7 @@ def test_portal_warns_when_the_remembered_ledger_is_not_a_prefix(
         warning.get_by_role("button", name="Download the checkpoint shown now").click()
     old = Path(remembered.value.path()).read_text()
     new = Path(current.value.path()).read_text()
-    assert old.split("\n")[1] == "8" and new.split("\n")[1] == "11"
-    assert old.split("\n\n")[1].startswith("\u2014 ") and new.split("\n\n")[1].startswith("\u2014 ")  # both signed
+    assert old.split("\n")[1] == "8"
+    assert new.split("\n")[1] == "11"
+    assert old.split("\n\n")[1].startswith("\u2014 ")
+    assert new.split("\n\n")[1].startswith("\u2014 ")

@@ -29,7 +29,9 @@ from tests.integration.oauth_server import running_server
 
 def _uses(ctx: Context, subject: int, n: int, tag: str) -> None:
     with ctx.db.transaction() as s:
-        record_usage(s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)])
+        record_usage(
+            s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)]
+        )
     tlog.sequence(ctx, "usage")
 
 
@@ -37,7 +39,7 @@ def _rewrite_history(ctx: Context) -> None:
     """What a dishonest operator does: throw the usage log away (keeping its key) to build another one."""
     with ctx.db.transaction() as s:
         for table in ("tlog_entries", "tlog_nodes", "tlog_checkpoints", "tlog_heads"):
-            s.execute(text(f"DELETE FROM {table} WHERE log = 'usage'"))  # noqa: S608  (constant names)
+            s.execute(text(f"DELETE FROM {table} WHERE log = 'usage'"))
 
 
 def _customer(base: str, ctx: Context, subject: int, memory: CheckpointMemory) -> CustomerClient:
@@ -70,7 +72,8 @@ def test_sdk_memory_catches_a_forked_or_rolled_back_log(ctx: Context, tmp_path: 
         assert open_checkpoint(caught.value.current, second["verifier_keys"]).size == n  # signed by the operator
         assert caught.value.reason.startswith("rollback" if attack == "rollback" else "fork")
         evidence = caught.value.write_evidence(tmp_path / "evidence").read_text()
-        assert second["note"] in evidence and caught.value.current in evidence
+        assert second["note"] in evidence
+        assert caught.value.current in evidence
         # The memory keeps the honest checkpoint: asking again fails again (no "accept on second try").
         with _customer(base, served, subject, memory) as again, pytest.raises(LogInconsistent):
             again.usage_checkpoint()
@@ -92,7 +95,8 @@ def test_compliance_client_memory_and_witness_policy(ctx: Context, tmp_path: Pat
             client.checkpoints = CheckpointMemory(tmp_path / "c2.json", policy=WitnessPolicy((witness,), 1))
             with pytest.raises(CheckpointRejected):
                 client.checkpoint()
-        assert cp["witness_quorum"] == 0 and cp["witnesses"] == []
+        assert cp["witness_quorum"] == 0
+        assert cp["witnesses"] == []
 
 
 def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tmp_path: Path) -> None:
@@ -119,7 +123,7 @@ def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tm
         assert ok.exit_code == 0, ok.output
         with served.db.transaction() as s:
             for table in ("tlog_entries", "tlog_nodes", "tlog_checkpoints", "tlog_heads"):
-                s.execute(text(f"DELETE FROM {table} WHERE log = 'audit'"))  # noqa: S608  (constant names)
+                s.execute(text(f"DELETE FROM {table} WHERE log = 'audit'"))
         with served.db.transaction() as s:
             record_event(s, actor=None, action="test.cli", target="rewritten")
         bad = runner.invoke(app, ["remote", "audit", "export", "--out", str(tmp_path / "b.jsonl")], env=env)

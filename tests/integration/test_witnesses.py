@@ -16,8 +16,8 @@ from dataspace.app import create_app
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.tlog import merkle
 from dataspace.tlog import log as tlog
+from dataspace.tlog import merkle
 from dataspace.tlog.cosign import WitnessPolicy, open_cosigned, verified_cosigners
 from dataspace.tlog.note import Checkpoint, CheckpointError, key_name, sign_checkpoint
 from tests.auth_helpers import bearer, issue_token
@@ -78,18 +78,19 @@ def test_published_checkpoints_carry_both_cosignatures(
     # The stored note is the cosigned one: every later reader gets the cosignatures.
     with ctx.db.session() as s:
         stored = tlog.latest_checkpoint(s, log="audit")
-    assert stored is not None and len(verified_cosigners(stored.note, _policy(witnesses).witnesses)) == 2
+    assert stored is not None
+    assert len(verified_cosigners(stored.note, _policy(witnesses).witnesses)) == 2
     # The log grows: the next checkpoint is cosigned through a consistency proof from the last one.
     _events(ctx, 7)
     cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
     assert cp2["size"] > cp["size"]
     open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses))
-    assert [w["cosigned_sizes"]["audit"] if "audit" in w["cosigned_sizes"] else None for w in cp2["witnesses"]] == [
-        cp2["size"]
-    ] * 2
+    assert [w["cosigned_sizes"].get("audit", None) for w in cp2["witnesses"]] == [cp2["size"]] * 2
 
 
-def test_witnesses_refuse_a_fork_and_a_rollback(ctx: Context, client: TestClient, witnesses: list[WitnessProcess]) -> None:
+def test_witnesses_refuse_a_fork_and_a_rollback(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess]
+) -> None:
     _events(ctx, 6)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
@@ -143,7 +144,8 @@ def test_witness_state_survives_a_crash(ctx: Context, client: TestClient, witnes
     w1.start()
     forged = _forged(ctx, cp["size"])
     r = httpx.post(f"{w1.url}/add-checkpoint", content=f"old 0\n\n{forged}".encode())
-    assert r.status_code == 409 and r.text == f"{cp['size']}\n"
+    assert r.status_code == 409
+    assert r.text == f"{cp['size']}\n"
     assert httpx.post(f"{w1.url}/add-checkpoint", content=f"old {cp['size']}\n\n{forged}".encode()).status_code == 422
     origin = cp["note"].split("\n")[0]
     latest = httpx.get(f"{w1.url}/checkpoint", params={"origin": origin}).text
@@ -187,10 +189,14 @@ def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
     assert verify_export(export, keys, policy=_policy(witnesses), remembered=[first["note"]]).ok
     # A customer remembers the forged checkpoint a dishonest server showed them at that size: a fork.
     report = verify_export(export, keys, policy=_policy(witnesses), remembered=[_forged(ctx, first["size"])])
-    assert not report.ok and report.reason is not None and report.reason.startswith("fork")
+    assert not report.ok
+    assert report.reason is not None
+    assert report.reason.startswith("fork")
     # They remember a larger tree than the export: a rollback.
     report = verify_export(export, keys, remembered=[_forged(ctx, first["size"] + 10)])
-    assert not report.ok and report.reason is not None and report.reason.startswith("rollback")
+    assert not report.ok
+    assert report.reason is not None
+    assert report.reason.startswith("rollback")
     # An export whose checkpoint lacks the cosignatures fails a quorum policy, passes quorum 0 (as before).
     bare = tmp_path / "bare.jsonl"
     lines = export.read_text().split("\n")
@@ -201,4 +207,6 @@ def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
     bare.write_text("\n".join([json.dumps(head, separators=(",", ":")), *lines[1:]]))
     assert verify_export(bare, keys).ok
     report = verify_export(bare, keys, policy=_policy(witnesses))
-    assert not report.ok and report.reason is not None and "cosignatures" in report.reason
+    assert not report.ok
+    assert report.reason is not None
+    assert "cosignatures" in report.reason

@@ -36,7 +36,10 @@ def test_spec_signed_message_is_byte_exact() -> None:
 
 def test_spec_example_cosignature_carries_its_timestamp() -> None:
     # The spec's example cosignature line is for "time 1679315147" (key id, then the big-endian timestamp).
-    line = "\u2014 witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA=="
+    line = (
+        "\u2014 witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZ"
+        "qhf5nNo0xUe+mbIUBkBIfZ+qnA=="
+    )
     assert timestamp_of(line) == 1679315147
 
 
@@ -75,7 +78,8 @@ def test_cosignature_layout_and_quorum(log_note: tuple[str, str]) -> None:
     _, w3 = _witness("w3.example")
     line = cosign(text, name="w1.example", key=k1, timestamp=1700000000)
     raw = base64.b64decode(line.split(" ")[2])
-    assert len(raw) == 76 and raw[:4] == cosigner_key_id("w1.example", w1.public)
+    assert len(raw) == 76
+    assert raw[:4] == cosigner_key_id("w1.example", w1.public)
     assert int.from_bytes(raw[4:12], "big") == 1700000000
     one = add_cosignatures(note, [line])
     policy = WitnessPolicy((w1, w2, w3), 2)
@@ -88,7 +92,7 @@ def test_cosignature_layout_and_quorum(log_note: tuple[str, str]) -> None:
 
 
 def test_attacks_on_cosignatures(log_note: tuple[str, str]) -> None:
-    note, vkey = log_note
+    note, _vkey = log_note
     text = note.partition("\n\n")[0] + "\n"
     k1, w1 = _witness("w1.example")
     _, w2 = _witness("w2.example")
