@@ -78,6 +78,10 @@ def tasks(ctx: Context) -> list[Periodic]:
     def expire_consents() -> None:
         with ctx.db.transaction() as session:
             consents.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
+        from dataspace.linkage.service import shred_ended
+
+        with ctx.db.transaction() as session:  # partner columns go when their contract ends
+            shred_ended(session)
 
     def expire_points() -> None:
         with ctx.db.transaction() as session:

@@ -287,6 +287,23 @@ def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
         assert linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects) == ([], {})
 
 
+def test_a_contract_past_its_end_is_shredded_by_the_sweep(ctx: Context) -> None:
+    from datetime import timedelta
+
+    from dataspace.db import utcnow
+
+    subjects, _, _ = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    p = SpecPartner()
+    complete(ctx, run.id, p.reply(run.id, run.public_key, message(ctx, run.id), partner_records(len(subjects))))
+    with ctx.db.transaction() as s:
+        assert linkage.shred_ended(s) == 0  # still in force
+    with ctx.db.transaction() as s:
+        assert linkage.shred_ended(s, clock=lambda: utcnow() + timedelta(days=31)) == 1
+    assert _counts(ctx, run.id) == ("shredded", 0)
+
+
 def _counts(ctx: Context, cid: int) -> tuple[str, int]:
     with ctx.db.session() as s:
         c = s.get(Contribution, cid)
