@@ -210,3 +210,32 @@ def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
     assert not report.ok
     assert report.reason is not None
     assert "cosignatures" in report.reason
+
+
+def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
+    ctx: Context, witnesses: list[WitnessProcess], tmp_path: Path
+) -> None:
+    from clients.sdk import CheckpointMemory, CheckpointRejected, CustomerClient, StaticToken
+    from dataspace.usage import UsageEntry, record_usage
+    from dataspace.witness import WitnessState
+    from tests.auth_helpers import make_subject
+    from tests.integration.oauth_server import running_server
+
+    subject = make_subject(ctx)
+    memory = CheckpointMemory(tmp_path / "m.json", policy=_policy(witnesses, 2))
+    with running_server(ctx) as (base, served):
+        for p in witnesses:  # the served issuer names its own origins: the witnesses watch those too
+            WitnessState(p.data_dir, p.name).add_log(tlog.origin_for(base, "usage"), tlog.verifier_keys(served))
+        with served.db.transaction() as s:
+            record_usage(s, [UsageEntry(1, subject, ("income",), "acme", "insurance.offer", "x")])
+        token = StaticToken(issue_token(served, "customer", subject_id=subject))
+        with CustomerClient(base, token) as sdk:
+            sdk.checkpoints = memory
+            cp = sdk.usage_checkpoint()
+            assert cp["size"] >= 1
+            sdk.usage_proof(0)
+            witnesses[0].stop()
+            with served.db.transaction() as s:
+                record_usage(s, [UsageEntry(2, subject, ("income",), "acme", "insurance.offer", "y")])
+            with pytest.raises(CheckpointRejected):
+                sdk.usage_checkpoint()  # one cosignature of the two required

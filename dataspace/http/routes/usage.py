@@ -12,6 +12,7 @@ from dataspace.context import Context
 from dataspace.errors import Forbidden
 from dataspace.http.deps import authorize, get_context
 from dataspace.http.params import LogIndex
+from dataspace.tlog import cosigning
 from dataspace.tlog.log import sequence, verifier_keys
 from dataspace.usage import usage_for_subject, usage_proof
 from dataspace.usage.schemas import UsageProofRead, UsageRead
@@ -68,6 +69,7 @@ def my_usage_proof(
 ) -> dict[str, Any]:
     subject_id = _subject(principal)
     sequence(ctx, "usage")
+    cosigning.publish(ctx, "usage")  # the proof's checkpoint carries the witnesses' cosignatures
     with ctx.db.session() as session:
         proof, note = usage_proof(session, subject_id=subject_id, index=index)
     return {
