@@ -434,25 +434,19 @@ def rewards_redeem(
 @remote.command("link")
 @sdk_errors
 def link(
-    contract: int = typer.Option(..., "--contract", help="The approved contract the columns are for."),
+    contract: int = typer.Option(..., "--contract", help="The approved contract that declared the columns."),
     records: Path = typer.Option(..., "--records", exists=True, dir_okay=False, help="CSV of my records."),
     id_column: str = typer.Option(..., "--id-column", help="The CSV column holding the identifier."),
-    kind: str = typer.Option(..., "--kind", help="email, phone or national_id."),
-    columns: Path = typer.Option(..., "--columns", exists=True, dir_okay=False, help="JSON: the declared columns."),
     country_code: str | None = typer.Option(None, "--country-code", help="For national phone numbers, e.g. 86."),
 ) -> None:
     """Partner: link my records with the operator's consenting customers by private set intersection.
     Identifiers are hashed and blinded here and never sent; the columns are sealed for the server's sandbox."""
-    import json
-
     from clients.sdk._linkage import read_records
 
-    declared = json.loads(columns.read_text(encoding="utf-8"))
-    rows = read_records(records, id_column=id_column, columns=declared)
     with PartnerClient(_base_url(), _credentials(browser_ok=False)) as client:
-        run = client.link(
-            contract_id=contract, kind=kind, columns=declared, records=rows, default_country_code=country_code
-        )
+        declared = client.declared_columns(contract)
+        rows = read_records(records, id_column=id_column, columns=declared["columns"])
+        run = client.link(contract_id=contract, records=rows, default_country_code=country_code)
     console.print(
         f"linkage run {run['id']} {run['status']}: about {run['noisy_matched']} matches (DP count), "
         f"{run['skipped']} records skipped",

@@ -15,7 +15,7 @@ from dataspace.jobs.models import (
     PrivacyBudget,
     Release,
 )
-from dataspace.linkage.models import Contribution, Link
+from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
 from dataspace.points.models import (
     PointsAccount,
@@ -35,9 +35,10 @@ __all__ = [
     "ConsentGrant",
     "ConsentReceipt",
     "Contract",
-    "Contribution",
     "ContractApproval",
+    "Contribution",
     "Decision",
+    "Declaration",
     "Dimension",
     "Field",
     "FieldVersion",

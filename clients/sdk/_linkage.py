@@ -17,22 +17,15 @@ def run_linkage(
     client: BaseClient,
     *,
     contract_id: int,
-    kind: str,
-    columns: Sequence[Mapping[str, Any]],
     records: Sequence[tuple[str, Mapping[str, Any]]],
     default_country_code: str | None = None,
 ) -> dict[str, Any]:
-    """One full run; returns the run as the server shows it (with the DP count of matches) plus
-    ``skipped``: records whose identifier did not normalise or repeated another."""
-    run = dict(
-        client.request(
-            "POST",
-            "/v1/partner/linkage",
-            json={"contract_id": contract_id, "kind": kind, "columns": [dict(c) for c in columns]},
-        )
-    )
+    """One full run under a contract that declared partner columns; returns the run as the server shows it
+    (with the DP count of matches) plus ``skipped``: records whose identifier did not normalise or repeated
+    another. The identifier kind and the columns are the contract's declaration."""
+    run = dict(client.request("POST", "/v1/partner/linkage", json={"contract_id": contract_id}))
     message = client._send("GET", f"/v1/partner/linkage/{run['id']}/message").content
-    side = PartnerRun(kind, default_country_code=default_country_code)
+    side = PartnerRun(str(run["kind"]), default_country_code=default_country_code)
     reply, skipped = side.reply(
         contribution_id=int(run["id"]),
         public_key=base64.b64decode(run["public_key"]),

@@ -244,26 +244,26 @@ class PartnerClient(BaseClient):
             "remaining": float(left["epsilon_remaining"]) if left else None,
         }
 
+    def declare_columns(self, *, contract_id: int, kind: str, columns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Declare the columns of my own data a proposed contract brings (key, data_type, meaning,
+        transforms, values) and the identifier they are matched on; approved with the contract."""
+        body = {"contract_id": contract_id, "kind": kind, "columns": [dict(c) for c in columns]}
+        return dict(self.request("PUT", "/v1/partner/linkage/declarations", json=body))
+
+    def declared_columns(self, contract_id: int) -> dict[str, Any]:
+        return dict(self.get(f"/v1/partner/linkage/declarations/{contract_id}"))
+
     def link(
         self,
         *,
         contract_id: int,
-        kind: str,
-        columns: Sequence[Mapping[str, Any]],
         records: Sequence[tuple[str, Mapping[str, Any]]],
         default_country_code: str | None = None,
     ) -> dict[str, Any]:
         """Link my records (identifier, column values) with the operator's customers who granted linkage,
         by private set intersection: raw identifiers stay on this machine, the columns go sealed. Returns
         the run with the DP count of matches (charged to my budget); I never learn which records matched."""
-        return run_linkage(
-            self,
-            contract_id=contract_id,
-            kind=kind,
-            columns=columns,
-            records=records,
-            default_country_code=default_country_code,
-        )
+        return run_linkage(self, contract_id=contract_id, records=records, default_country_code=default_country_code)
 
 
 class StewardClient(BaseClient):

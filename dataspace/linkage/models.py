@@ -17,6 +17,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from dataspace.db import Base, UTCDateTime, utcnow
 
 
+class Declaration(Base):
+    """The partner columns a contract brings, declared while the contract is proposed, so the stewards who
+    approve the contract approve them with it (and customers read them in the data manual)."""
+
+    __tablename__ = "linkage_declarations"
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # the identifier matched on
+    columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    declared_by: Mapped[str] = mapped_column(String(200))
+    declared_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Contribution(Base):
     __tablename__ = "linkage_contributions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

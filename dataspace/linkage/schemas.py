@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataspace.db import MAX_ID
-from dataspace.linkage.models import Contribution
+from dataspace.linkage.models import Contribution, Declaration
 
 
 def _identity() -> dict[str, dict[str, Any]]:
@@ -24,11 +25,36 @@ class PartnerColumn(BaseModel):
     values: list[str] | None = None
 
 
-class LinkageCreate(BaseModel):
+class DeclarationCreate(BaseModel):
+    """The partner columns a proposed contract brings (approved with the contract)."""
+
     model_config = ConfigDict(extra="forbid")
     contract_id: int = Field(ge=1, le=MAX_ID)
     kind: Literal["email", "phone", "national_id"]
     columns: list[PartnerColumn] = Field(min_length=1, max_length=32)
+
+
+class DeclarationRead(BaseModel):
+    contract_id: int
+    kind: str
+    columns: list[dict[str, Any]]
+    declared_by: str
+    declared_at: datetime
+
+    @classmethod
+    def of(cls, row: Declaration) -> DeclarationRead:
+        return cls(
+            contract_id=row.contract_id,
+            kind=row.kind,
+            columns=list(row.columns),
+            declared_by=row.declared_by,
+            declared_at=row.declared_at,
+        )
+
+
+class LinkageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    contract_id: int = Field(ge=1, le=MAX_ID)
 
 
 class LinkageRead(BaseModel):

@@ -41,7 +41,7 @@ from dataspace.jobs import budget, contracts
 from dataspace.jobs.models import Contract
 from dataspace.keys import KeyRing
 from dataspace.linkage import grants, protocol
-from dataspace.linkage.models import Contribution, Link
+from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 from dataspace.usage.service import UsageEntry, record_usage
@@ -192,25 +192,63 @@ def _partner(session: Session, principal: Principal) -> Partner:
     return partner
 
 
+def declare(
+    session: Session,
+    *,
+    principal: Principal,
+    contract_id: int,
+    kind: str,
+    columns: Sequence[Mapping[str, Any]],
+    clock: Clock = utcnow,
+) -> Declaration:
+    """Declare (or re-declare) the partner columns of one of the partner's contracts while it is proposed:
+    the stewards approve them with the contract; after approval they are fixed."""
+    _partner(session, principal)
+    contract = contracts.get_owned(session, principal=principal, contract_id=contract_id)
+    if contract.status != "proposed":
+        raise Conflict(f"contract {contract.id} is {contract.status}; partner columns are declared before approval")
+    if kind not in KINDS:
+        raise InvalidInput(f"kind is one of {', '.join(KINDS)}")
+    declared = check_columns(list(columns))
+    row = session.get(Declaration, contract.id)
+    if row is None:
+        row = Declaration(contract_id=contract.id)
+        session.add(row)
+    row.kind, row.columns, row.declared_by, row.declared_at = kind, declared, principal.actor, clock()
+    session.flush()
+    record_event(
+        session,
+        actor=principal,
+        action="linkage.declared",
+        target=f"contract:{contract.id}",
+        details={"kind": kind, "columns": [c["key"] for c in declared]},
+    )
+    return row
+
+
+def declaration(session: Session, *, contract_id: int) -> Declaration | None:
+    return session.get(Declaration, contract_id)
+
+
 def start(
     session: Session,
     keys: KeyRing,
     *,
     principal: Principal,
     contract_id: int,
-    kind: str,
-    columns: Sequence[Mapping[str, Any]],
     identifiers: IdentifierSource,
     clock: Clock = utcnow,
 ) -> Contribution:
-    """Open a run: message 1 over the identifiers of the customers who granted linkage to this partner."""
+    """Open a run under an approved contract that declared partner columns: message 1 over the identifiers
+    of the customers who granted linkage to this partner for the contract's purpose."""
     now = clock()
     partner = _partner(session, principal)
     contract = contracts.get_owned(session, principal=principal, contract_id=contract_id)
     contracts.require_usable(contract, now)
-    if kind not in KINDS:
-        raise InvalidInput(f"kind is one of {', '.join(KINDS)}")
-    declared = check_columns(list(columns))
+    found = session.get(Declaration, contract.id)
+    if found is None:
+        raise Conflict(f"contract {contract.id} declares no partner columns")
+    kind, declared = found.kind, list(found.columns)
     subjects = linkable_subjects(session, partner_key=partner.key, purpose_key=contract.purpose_key, now=now)
     first = protocol.first_message(kind, identifiers(session, subjects, kind))
     private = PrivateKey.generate()
@@ -485,14 +523,15 @@ def partner_columns(
 
 # --- what customers are shown -----------------------------------------------------------------------------------
 def offers(session: Session) -> list[dict[str, Any]]:
-    """For the data manual: each partner contribution in force, what it brings (the declared columns and
-    their meaning) and for which purpose, so a customer knows what a linkage grant lets in."""
+    """For the data manual: each approved contract that declares partner columns, what the partner brings
+    (the columns and their meaning) and for which purpose, so a customer knows what a linkage grant lets in
+    before any linkage runs."""
     rows = session.execute(
-        select(Contribution, Partner.key, Partner.name, Contract.purpose_key)
-        .join(Partner, Partner.id == Contribution.partner_id)
-        .join(Contract, Contract.id == Contribution.contract_id)
-        .where(Contribution.status.in_(("open", "linked")))
-        .order_by(Contribution.id)
+        select(Declaration, Partner.key, Partner.name, Contract.purpose_key)
+        .join(Contract, Contract.id == Declaration.contract_id)
+        .join(Partner, Partner.id == Contract.partner_id)
+        .where(Contract.status == "approved", Contract.valid_until > utcnow())
+        .order_by(Declaration.contract_id)
     )
     return [
         {

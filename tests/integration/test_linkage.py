@@ -30,7 +30,7 @@ from dataspace.linkage.models import Contribution, Link
 from dataspace.subjects.store import store_profiles
 from dataspace.tlog.models import TLogEntry
 from tests.factories import customer_row, load_demo_catalog
-from tests.integration.jobs_support import PARTNER, PURPOSE, approved_contract, partner_principal, steward
+from tests.integration.jobs_support import PARTNER, PURPOSE, partner_principal, propose, steward
 
 COLUMNS = [
     {"key": "policy_expiry_month", "data_type": "integer", "meaning": "month your policy with us expires"},
@@ -127,6 +127,16 @@ def partner_records(n: int) -> list[tuple[str, dict[str, Any]]]:
     return known + strangers
 
 
+def approved_contract(ctx: Context, **kw: Any) -> int:
+    """A contract proposed with the partner columns declared, then approved (the columns with it)."""
+    contract_id = propose(ctx, **kw)
+    with ctx.db.transaction() as s:
+        linkage.declare(s, principal=partner_principal(ctx), contract_id=contract_id, kind="phone", columns=COLUMNS)
+    with ctx.db.transaction() as s:
+        contracts.approve(s, principal=steward("alice"), contract_id=contract_id)
+    return contract_id
+
+
 def start(ctx: Context, contract_id: int) -> Contribution:
     with ctx.db.transaction() as s:
         row = linkage.start(
@@ -134,8 +144,6 @@ def start(ctx: Context, contract_id: int) -> Contribution:
             ctx.keys,
             principal=partner_principal(ctx),
             contract_id=contract_id,
-            kind="phone",
-            columns=COLUMNS,
             identifiers=linkage.profile_identifiers(ctx.vault),
         )
         s.expunge(row)
@@ -353,6 +361,35 @@ def test_bad_replies_are_refused_whole(ctx: Context) -> None:
     assert _counts(ctx, run.id) == ("shredded", 0)
 
 
+def test_columns_are_declared_before_approval_and_shown_to_customers(ctx: Context) -> None:
+    world(ctx, n=3)
+    bare = propose(ctx)
+    with ctx.db.transaction() as s:
+        contracts.approve(s, principal=steward("alice"), contract_id=bare)
+    with ctx.db.transaction() as s, pytest.raises(Conflict):  # approved: too late to add columns
+        linkage.declare(s, principal=partner_principal(ctx), contract_id=bare, kind="phone", columns=COLUMNS)
+    with pytest.raises(Conflict):  # nothing declared: nothing to link
+        start(ctx, bare)
+    with ctx.db.transaction() as s, pytest.raises(InvalidInput):
+        linkage.declare(
+            s,
+            principal=partner_principal(ctx),
+            contract_id=propose(ctx),
+            kind="phone",
+            columns=[{"key": "x", "data_type": "integer", "meaning": ""}],  # customers must be told what it is
+        )
+    with ctx.db.session() as s:
+        assert linkage.offers(s) == []  # proposed contracts are not offered to customers
+    contract_id = approved_contract(ctx)
+    with ctx.db.session() as s:
+        (offer,) = linkage.offers(s)
+    assert offer["partner"] == PARTNER
+    assert offer["purpose"] == PURPOSE
+    assert offer["columns"][0] == {"key": "policy_expiry_month", "meaning": "month your policy with us expires"}
+    assert offer["grant"] == {"dimension": "linkage", "partner": PARTNER, "purpose": PURPOSE}
+    assert contract_id
+
+
 def test_linkage_grant_needs_one_named_partner(ctx: Context) -> None:
     subjects, _, _ = world(ctx, n=3)
     with ctx.db.transaction() as s, pytest.raises(InvalidInput):
@@ -418,7 +455,7 @@ def test_sdk_runs_the_partner_side_over_http(ctx: Context, monkeypatch: pytest.M
         running_server(ctx) as (base, _),
         PartnerClient(base, ClientCredentials(creds.client.client_id, creds.secret or "")) as client,
     ):
-        run = client.link(contract_id=contract_id, kind="phone", columns=COLUMNS, records=records)
+        run = client.link(contract_id=contract_id, records=records)
         assert run["status"] == "linked"
         assert run["skipped"] == 1
         assert set(run) == {
@@ -434,9 +471,7 @@ def test_sdk_runs_the_partner_side_over_http(ctx: Context, monkeypatch: pytest.M
         }
         assert links(ctx) == {sid for i, sid in enumerate(subjects) if i % 2 == 0 and sid in linkers}
 
-        again = client.request(
-            "POST", "/v1/partner/linkage", json={"contract_id": contract_id, "kind": "phone", "columns": COLUMNS}
-        )
+        again = client.request("POST", "/v1/partner/linkage", json={"contract_id": contract_id})
         with pytest.raises(ClientInvalidInput):
             client.request(
                 "PUT",

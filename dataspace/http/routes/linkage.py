@@ -12,11 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import Forbidden, InvalidInput
+from dataspace.errors import Forbidden, InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
 from dataspace.http.params import Id
+from dataspace.jobs import contracts
 from dataspace.linkage import service
-from dataspace.linkage.schemas import LinkageCreate, LinkageRead, MyLinkageRead
+from dataspace.linkage.schemas import DeclarationCreate, DeclarationRead, LinkageCreate, LinkageRead, MyLinkageRead
 
 router = APIRouter(tags=["linkage"])
 
@@ -24,6 +25,49 @@ router = APIRouter(tags=["linkage"])
 def _limit() -> int:
     raw = os.environ.get("DATASPACE_LINKAGE_MAX_REPLY_BYTES", "")
     return int(raw) if raw.isdigit() else service.MAX_REPLY_BYTES
+
+
+@router.put("/v1/partner/linkage/declarations", response_model=DeclarationRead)
+def declare_columns(
+    body: DeclarationCreate,
+    principal: Principal = Depends(authorize("partner.contracts", "write")),
+    session: Session = Depends(unit_of_work, scope="function"),
+) -> DeclarationRead:
+    """Declare the partner columns of a proposed contract (stewards approve them with it)."""
+    row = service.declare(
+        session,
+        principal=principal,
+        contract_id=body.contract_id,
+        kind=body.kind,
+        columns=[c.model_dump(exclude_none=True) for c in body.columns],
+    )
+    return DeclarationRead.of(row)
+
+
+@router.get("/v1/partner/linkage/declarations/{contract_id}", response_model=DeclarationRead)
+def my_declaration(
+    contract_id: Id,
+    principal: Principal = Depends(authorize("partner.contracts", "read")),
+    session: Session = Depends(read_session),
+) -> DeclarationRead:
+    contracts.get_owned(session, principal=principal, contract_id=contract_id)
+    row = service.declaration(session, contract_id=contract_id)
+    if row is None:
+        raise NotFound("this contract declares no partner columns")
+    return DeclarationRead.of(row)
+
+
+@router.get("/v1/linkage/declarations/{contract_id}", response_model=DeclarationRead)
+def contract_declaration(
+    contract_id: Id,
+    _principal: Principal = Depends(authorize("contracts", "read")),
+    session: Session = Depends(read_session),
+) -> DeclarationRead:
+    """For the stewards deciding a contract: the partner columns it would bring."""
+    row = service.declaration(session, contract_id=contract_id)
+    if row is None:
+        raise NotFound("this contract declares no partner columns")
+    return DeclarationRead.of(row)
 
 
 @router.post("/v1/partner/linkage", response_model=LinkageRead, status_code=status.HTTP_201_CREATED)
@@ -38,8 +82,6 @@ def start_linkage(
         ctx.keys,
         principal=principal,
         contract_id=body.contract_id,
-        kind=body.kind,
-        columns=[c.model_dump(exclude_none=True) for c in body.columns],
         identifiers=service.profile_identifiers(ctx.vault),
     )
     return LinkageRead.of(row)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 07:12:19.582997
+Create Date: 2026-12-01 07:26:09.419545
 """
 
 from collections.abc import Sequence
@@ -237,6 +237,36 @@ def upgrade() -> None:
     with op.batch_alter_table('contracts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contracts_partner_id'), ['partner_id'], unique=False)
 
+    op.create_table('event_contracts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_type', sa.String(length=64), nullable=False),
+    sa.Column('major', sa.Integer(), nullable=False),
+    sa.Column('minor', sa.Integer(), nullable=False),
+    sa.Column('patch', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('change', sa.String(length=16), nullable=False),
+    sa.Column('changes', sa.JSON(), nullable=False),
+    sa.Column('previous_id', sa.Integer(), nullable=True),
+    sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('producer_partner_id', sa.Integer(), nullable=True),
+    sa.Column('consumer_partner_ids', sa.JSON(), nullable=False),
+    sa.Column('purpose_key', sa.String(length=64), nullable=True),
+    sa.Column('schema', sa.JSON(), nullable=False),
+    sa.Column('latency_ms', sa.Integer(), nullable=False),
+    sa.Column('retry', sa.JSON(), nullable=False),
+    sa.Column('proposed_by', sa.String(length=200), nullable=False),
+    sa.Column('approvals', sa.JSON(), nullable=False),
+    sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['previous_id'], ['event_contracts.id'], name=op.f('fk_event_contracts_previous_id_event_contracts')),
+    sa.ForeignKeyConstraint(['producer_partner_id'], ['partners.id'], name=op.f('fk_event_contracts_producer_partner_id_partners')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_event_contracts')),
+    sa.UniqueConstraint('event_type', 'major', 'minor', 'patch', name=op.f('uq_event_contracts_event_type'))
+    )
+    with op.batch_alter_table('event_contracts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_event_contracts_event_type'), ['event_type'], unique=False)
+
     op.create_table('event_outbox',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('event_id', sa.String(length=36), nullable=False),
@@ -382,6 +412,26 @@ def upgrade() -> None:
     with op.batch_alter_table('webhook_subscriptions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_webhook_subscriptions_partner_id'), ['partner_id'], unique=False)
 
+    op.create_table('business_events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=128), nullable=False),
+    sa.Column('producer', sa.String(length=64), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('event_type', sa.String(length=64), nullable=False),
+    sa.Column('subject_id', sa.Integer(), nullable=True),
+    sa.Column('body_digest', sa.String(length=64), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('occurred_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('signature', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['contract_id'], ['event_contracts.id'], name=op.f('fk_business_events_contract_id_event_contracts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_business_events')),
+    sa.UniqueConstraint('producer', 'event_id', name=op.f('uq_business_events_producer'))
+    )
+    with op.batch_alter_table('business_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_business_events_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_business_events_subject_id'), ['subject_id'], unique=False)
+
     op.create_table('catalog_field_versions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('field_id', sa.Integer(), nullable=False),
@@ -470,6 +520,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_linkage_contributions_contract_id'), ['contract_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_linkage_contributions_partner_id'), ['partner_id'], unique=False)
 
+    op.create_table('linkage_declarations',
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('columns', sa.JSON(), nullable=False),
+    sa.Column('declared_by', sa.String(length=200), nullable=False),
+    sa.Column('declared_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_linkage_declarations_contract_id_contracts')),
+    sa.PrimaryKeyConstraint('contract_id', name=op.f('pk_linkage_declarations'))
+    )
     op.create_table('models',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('partner_id', sa.Integer(), nullable=False),
@@ -583,6 +642,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_next_attempt_at'), ['next_attempt_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_subscription_id'), ['subscription_id'], unique=False)
+
+    op.create_table('business_event_deliveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('dropped_fields', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_status', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.String(length=200), nullable=True),
+    sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', dataspace.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('latency_ms', sa.Float(), nullable=True),
+    sa.Column('within_requirement', sa.Boolean(), nullable=True),
+    sa.Column('replays', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['contract_id'], ['event_contracts.id'], name=op.f('fk_business_event_deliveries_contract_id_event_contracts')),
+    sa.ForeignKeyConstraint(['event_id'], ['business_events.id'], name=op.f('fk_business_event_deliveries_event_id_business_events')),
+    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_business_event_deliveries_partner_id_partners')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_business_event_deliveries')),
+    sa.UniqueConstraint('event_id', 'partner_id', name=op.f('uq_business_event_deliveries_event_id'))
+    )
+    with op.batch_alter_table('business_event_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_business_event_deliveries_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_business_event_deliveries_event_id'), ['event_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_business_event_deliveries_next_attempt_at'), ['next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_business_event_deliveries_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_business_event_deliveries_status'), ['status'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -717,6 +806,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_jobs_contract_id'))
 
     op.drop_table('jobs')
+    with op.batch_alter_table('business_event_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_business_event_deliveries_status'))
+        batch_op.drop_index(batch_op.f('ix_business_event_deliveries_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_business_event_deliveries_next_attempt_at'))
+        batch_op.drop_index(batch_op.f('ix_business_event_deliveries_event_id'))
+        batch_op.drop_index(batch_op.f('ix_business_event_deliveries_contract_id'))
+
+    op.drop_table('business_event_deliveries')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_subscription_id'))
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_status'))
@@ -745,6 +842,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_models_contract_id'))
 
     op.drop_table('models')
+    op.drop_table('linkage_declarations')
     with op.batch_alter_table('linkage_contributions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_linkage_contributions_partner_id'))
         batch_op.drop_index(batch_op.f('ix_linkage_contributions_contract_id'))
@@ -765,6 +863,11 @@ def downgrade() -> None:
 
     op.drop_table('consent_events')
     op.drop_table('catalog_field_versions')
+    with op.batch_alter_table('business_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_business_events_subject_id'))
+        batch_op.drop_index(batch_op.f('ix_business_events_contract_id'))
+
+    op.drop_table('business_events')
     with op.batch_alter_table('webhook_subscriptions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_webhook_subscriptions_partner_id'))
 
@@ -791,6 +894,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_event_outbox_fanned_out_at'))
 
     op.drop_table('event_outbox')
+    with op.batch_alter_table('event_contracts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_event_contracts_event_type'))
+
+    op.drop_table('event_contracts')
     with op.batch_alter_table('contracts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contracts_partner_id'))
 
