@@ -4,7 +4,8 @@
   placed into the Merkle tree in batches, with a signed checkpoint (a replica steps aside while another
   one sequences);
 - confirm remembered "token not revoked" answers against the tokens revoked since the last sweep;
-- deliver webhooks (every 1 s);
+- deliver webhooks (every 1 s) and business events under their contracts (every 0.5 s, each event is also
+  sent at once after it is published; see ``dataspace.events.delivery``);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
 - submit each log's latest checkpoint to the configured witnesses and keep their cosignatures (every 1 s;
@@ -62,6 +63,7 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.compliance.controller import receipt_policy
     from dataspace.consents import service as consents
     from dataspace.db import utcnow
+    from dataspace.events import delivery as business_events
     from dataspace.events.service import deliver_due
     from dataspace.jobs import runner as jobs
     from dataspace.jobs import shards
@@ -121,6 +123,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         job_work,
         Periodic("job-recovery", 30.0, recover_jobs),
         Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
+        Periodic("business-events", 0.5, lambda: business_events.deliver_due(ctx.db, ctx.keys)),
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
         Periodic("key-reload", 5.0, ctx.reload_keys),

@@ -5,6 +5,7 @@ from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import Base
+from dataspace.events.contract_models import BusinessEvent, EventContract, EventDelivery
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from dataspace.jobs.models import (
     Contract,
@@ -31,6 +32,7 @@ from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
 __all__ = [
     "AuthorizationCode",
     "Base",
+    "BusinessEvent",
     "ConsentEvent",
     "ConsentGrant",
     "ConsentReceipt",
@@ -40,6 +42,8 @@ __all__ = [
     "Decision",
     "Declaration",
     "Dimension",
+    "EventContract",
+    "EventDelivery",
     "Field",
     "FieldVersion",
     "IssuedToken",
