@@ -239,3 +239,32 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
                 record_usage(s, [UsageEntry(2, subject, ("income",), "acme", "insurance.offer", "y")])
             with pytest.raises(CheckpointRejected):
                 sdk.usage_checkpoint()  # one cosignature of the two required
+
+
+def test_compliance_console_gossip(ctx: Context, client: TestClient, witnesses: list[WitnessProcess]) -> None:
+    _events(ctx, 6)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    post = {**h, "content-type": "text/plain"}
+    r = client.post("/v1/audit/checkpoints/check", content=cp["note"], headers=post)
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"] == "consistent"
+    assert (
+        client.post("/v1/audit/checkpoints/check", content=_forged(ctx, cp["size"]), headers=post).json()["verdict"]
+        == "split-view"
+    )
+    assert (
+        client.post("/v1/audit/checkpoints/check", content=_forged(ctx, cp["size"] + 50), headers=post).json()[
+            "verdict"
+        ]
+        == "ahead"
+    )
+    # Not signed by this server: refused without detail; customers may not call it.
+    assert client.post("/v1/audit/checkpoints/check", content="x\n1\nAAAA\n\n", headers=post).status_code in {400, 422}
+    customer = bearer(issue_token(ctx, "customer", subject_id=None))
+    assert (
+        client.post(
+            "/v1/audit/checkpoints/check", content=cp["note"], headers={**customer, "content-type": "text/plain"}
+        ).status_code
+        == 403
+    )

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import NotFound
+from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context
 from dataspace.http.params import MAX_INDEX
 from dataspace.tlog import cosigning
 from dataspace.tlog import log as tlog
+from dataspace.tlog.note import CheckpointError, open_checkpoint
 
-router = APIRouter(prefix="/v1/me/usage", tags=["usage"])
+router = APIRouter(tags=["transparency"])
 
 
-@router.get("/checkpoint")
+@router.get("/v1/me/usage/checkpoint")
 def usage_checkpoint(
     principal: Principal = Depends(authorize("me.usage", "read")),
     ctx: Context = Depends(get_context),
@@ -40,7 +41,7 @@ def usage_checkpoint(
     }
 
 
-@router.get("/consistency")
+@router.get("/v1/me/usage/consistency")
 def usage_consistency(
     first: int = Query(..., ge=0, le=MAX_INDEX),
     second: int = Query(..., ge=0, le=MAX_INDEX),
@@ -50,3 +51,30 @@ def usage_consistency(
     with ctx.db.session() as session:
         p = tlog.consistency_proof(session, log="usage", first=first, second=second)
     return {"log": "usage", "first": first, "second": second, "hashes": [h.hex() for h in p.hashes]}
+
+
+@router.post("/v1/audit/checkpoints/check")
+def check_checkpoint(
+    note: str = Body(..., media_type="text/plain", max_length=16_384, description="A signed checkpoint (note)."),
+    principal: Principal = Depends(authorize("audit", "read")),
+    ctx: Context = Depends(get_context),
+) -> dict[str, Any]:
+    """Gossip for the compliance console: is a checkpoint someone was shown (a customer's download, an
+    auditor's copy) part of this log? ``consistent``: the log has that root at that size; ``split-view``:
+    the operator's key signed another tree at that size; ``ahead``: the log is now shorter (a rollback)."""
+    try:
+        cp = open_checkpoint(note, tlog.verifier_keys(ctx))
+    except CheckpointError:
+        raise InvalidInput("not a checkpoint signed by this server's keys") from None
+    log = cp.origin.rsplit("/", 1)[-1]
+    if log not in tlog.LOGS or cp.origin != tlog.origin_for(ctx.settings.resolved_issuer, log):
+        raise InvalidInput("not a checkpoint of this server's logs")
+    tlog.sequence(ctx, log)
+    with ctx.db.session() as session:
+        size = tlog.tree_size(session, log=log)
+        if cp.size > size:
+            verdict = "ahead"
+        else:
+            verdict = "consistent" if tlog.root_at(session, log=log, size=cp.size) == cp.root_hash else "split-view"
+        current = tlog.latest_checkpoint(session, log=log)
+    return {"log": log, "size": cp.size, "verdict": verdict, "current": current.note if current else None}
