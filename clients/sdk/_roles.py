@@ -327,6 +327,14 @@ class ComplianceClient(BaseClient):
     def consistency_proof(self, *, first: int, second: int, log: str = "audit") -> dict[str, Any]:
         return dict(self.get("/v1/audit/proofs/consistency", first=first, second=second, log=log))
 
+    def check_checkpoint(self, note: str) -> dict[str, Any]:
+        """Gossip: is a signed checkpoint someone was shown part of the log? verdict consistent / split-view / ahead."""
+        return dict(
+            self.request(
+                "POST", "/v1/audit/checkpoints/check", content=note.encode(), headers={"Content-Type": "text/plain"}
+            )
+        )
+
     def consent_statistics(self, **filters: Any) -> dict[str, Any]:
         """Authorization rate series per field x purpose x partner (filters: since, until, step_hours, field,
         purpose, partner)."""

@@ -54,6 +54,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str, str]] = {
     ("GET", "/v1/me/usage/{index}/proof"): ("me.usage", "read", "usage", "C"),
     ("GET", "/v1/me/usage/checkpoint"): ("me.usage", "read", "usage", "C"),
     ("GET", "/v1/me/usage/consistency"): ("me.usage", "read", "usage", "C"),
+    ("POST", "/v1/audit/checkpoints/check"): ("audit", "read", "audit", "A"),
     ("GET", "/v1/me/points"): ("me.points", "read", "points", "C"),
     ("GET", "/v1/me/points/postings"): ("me.points", "read", "points", "C"),
     ("GET", "/v1/rewards"): ("rewards", "read", "points", "CSA"),
