@@ -9,4 +9,5 @@ from dataspace.consents import cli as _consents_cli  # noqa: F401
 from dataspace.demo import cli as _demo_cli  # noqa: F401
 from dataspace.ingest import cli as _ingest_cli  # noqa: F401
 from dataspace.jobs import cli as _jobs_cli  # noqa: F401
+from dataspace.jobs import steward_cli as _steward_cli  # noqa: F401
 from dataspace.witness import cli as _witness_cli  # noqa: F401

@@ -23,11 +23,13 @@ WEB_CLIENTS = (
     ("steward-console", "steward", "/steward/", "Steward console"),
 )
 
-# Staff using ``dataspace remote`` or the SDK sign in as people too (authorization code + PKCE through the
-# browser, loopback redirect of ``clients.sdk.AuthorizationCode``), so approvals name the steward who gave them.
+# Stewards, compliance officers and customers using ``dataspace remote`` or the SDK sign in as themselves
+# (authorization code + PKCE through the browser, the loopback redirect of ``clients.sdk.AuthorizationCode``),
+# so an approval names the steward who gave it.
 CLI_CLIENTS = (
     ("steward-cli", "steward", "Steward command line"),
     ("compliance-cli", "compliance", "Compliance command line"),
+    ("customer-cli", "customer", "Customer command line"),
 )
 CLI_REDIRECT_URIS = ["http://127.0.0.1:8765/callback", "http://localhost:8765/callback"]
 

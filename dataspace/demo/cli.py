@@ -18,10 +18,12 @@ def demo(
     witnesses: int = typer.Option(2, min=0, max=5, help="Independent witness processes to start with the server."),
 ) -> None:
     """Build a ready-to-click demo on the configured database (embedded SQLite by default) and serve it."""
+    from dataspace.auth.web_clients import ensure_web_clients
     from dataspace.bootstrap import init
     from dataspace.compliance.controller import DEMO_ENV, ENV_PREFIX
     from dataspace.context import Context
     from dataspace.demo.build import build_demo
+    from dataspace.demo.credentials import write_credentials
 
     # The demo names its own, visibly fictitious controller unless the operator configured one; set in the
     # environment so that the server started below reads it too.
@@ -32,6 +34,8 @@ def demo(
     ctx = Context.open(settings)
     try:
         accounts = build_demo(ctx, customers=customers, progress=lambda m: console.print(f"[cyan]demo[/cyan] {m}"))
+        ensure_web_clients(ctx)  # a data dir built by an older version gets the newer sign-in clients too
+        credentials = write_credentials(ctx, accounts)
     finally:
         ctx.close()
     base = settings.resolved_issuer
@@ -46,8 +50,13 @@ def demo(
             soft_wrap=True,
         )
     console.print(
-        f"Customer portal:    {base}/portal/\nCompliance console: {base}/console/\n"
-        f"Partner view:       {base}/partner/\nAPI docs:           {base}/docs"
+        f"Start here:         {base}/\nCustomer portal:    {base}/portal/\nPartner view:       {base}/partner/\n"
+        f"Steward console:    {base}/steward/\nCompliance console: {base}/console/\nAPI docs:           {base}/docs"
+    )
+    console.print(
+        f"[bold]Every role's credentials[/bold] (browser, CLI and SDK; mode 0600): {credentials}",
+        highlight=False,
+        soft_wrap=True,
     )
     if serve:
         from dataspace.cli import serve as run_server
@@ -61,6 +70,8 @@ def demo(
             finally:
                 ctx.close()
             configure(env)  # read by the server's Settings below
-            for url, key in zip(env["DATASPACE_WITNESS_URLS"].split(","), env["DATASPACE_WITNESS_KEYS"].split(","), strict=True):
+            for url, key in zip(
+                env["DATASPACE_WITNESS_URLS"].split(","), env["DATASPACE_WITNESS_KEYS"].split(","), strict=True
+            ):
                 console.print(f"Witness:            {url}  {key}", highlight=False, soft_wrap=True)
         run_server()

@@ -221,7 +221,7 @@ const saveBudget = guard(() => $("budgets-status"), async (event) => {
   clear($("budgets-status"));
   const total = $("b-total");
   const value = Number(total.value);
-  if (total.value.trim() === "" || !Number.isFinite(value) || value < 0 || value > 100) {
+  if (total.value.trim() === "" || !Number.isFinite(value) || value < 0 || value > 1000) {
     fieldError(total, t("steward.budgets.bad"));
     return;
   }
