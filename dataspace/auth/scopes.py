@@ -79,6 +79,7 @@ OBJECT_SCOPES: dict[tuple[str, str], str] = {
     ("event_contracts", "read"): "admin",
     ("event_contracts", "write"): "admin",
     ("events", "write"): "admin",
+    ("events", "read"): "admin",
     ("event_deliveries", "read"): "admin",
     ("event_deliveries", "write"): "admin",
     ("partner.event_contracts", "read"): "partner",

@@ -61,6 +61,7 @@ CONSTRAINTS = (
     "x-granularity",
 )
 MAX_FIELDS = 200
+OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -269,13 +270,16 @@ def propose(session: Session, *, principal: Principal, proposal: Proposal) -> Ev
     major, minor, patch = map(int, m.groups())
     if not 1 <= proposal.latency_ms <= 86_400_000:
         raise InvalidInput("latency_ms: 1 .. 86400000")
-    if not proposal.consumers:
-        raise InvalidInput("name at least one consumer (a partner key)")
+    # The operator reads every stored event (``GET /v1/events``): naming it as a consumer is allowed, and
+    # implied for a partner's events; partners consume through their webhooks.
+    partner_consumers = [k for k in proposal.consumers if k != OPERATOR]
+    if not partner_consumers and proposal.producer == OPERATOR:
+        raise InvalidInput("name at least one consuming partner")
     ids = _partner_ids(
-        session, sorted({*proposal.consumers, *([proposal.producer] if proposal.producer != "operator" else [])})
+        session, sorted({*partner_consumers, *([proposal.producer] if proposal.producer != OPERATOR else [])})
     )
-    producer_id = ids[proposal.producer] if proposal.producer != "operator" else None
-    consumer_ids = sorted({ids[k] for k in proposal.consumers})
+    producer_id = ids[proposal.producer] if proposal.producer != OPERATOR else None
+    consumer_ids = sorted({ids[k] for k in partner_consumers})
     if producer_id is not None and producer_id in consumer_ids:
         raise InvalidInput("the producer cannot also be a consumer")
     if side != "steward" and principal.partner_id not in {producer_id, *consumer_ids}:

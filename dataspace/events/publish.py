@@ -12,8 +12,9 @@ What a producer and each consumer are promised:
 - Consent: a field carrying customer data (``x-catalog-field``) reaches a consumer only if that customer
   permits that consumer that catalog field for the contract's purpose at publication time, at the field's
   granularity; otherwise it is dropped from that consumer's copy and counted (names only) for the steward.
-  The customer appears to a partner only as that partner's pseudonym, and only alongside at least one
-  permitted field: an event none of whose customer data may reach a partner carries no pseudonym for it.
+  The customer (``customer_ref``, operator events only) appears to a partner only as that partner's
+  pseudonym, and only alongside at least one permitted field: an event none of whose customer data may reach
+  a partner (or that carries none) names no customer to it. Real-time decisions still see the customer.
 - The customer's own identifier (``customer_ref``) and the customer-data values are not kept with the
   stored event: only each consumer's permitted copy is, until it is delivered.
 """
@@ -126,8 +127,8 @@ def _violations(contract: EventContract, body: dict[str, Any]) -> list[dict[str,
     customer_data = catalog_fields(contract.schema)
     if ref is not None and (not isinstance(ref, str) or not 1 <= len(ref) <= 256):
         errors.append({"path": "customer_ref", "problem": "1 to 256 characters"})
-    if ref is not None and not customer_data:
-        errors.append({"path": "customer_ref", "problem": "this contract carries no customer data"})
+    if ref is not None and contract.producer_partner_id is not None:
+        errors.append({"path": "customer_ref", "problem": "a partner's events name no customer"})
     data = body.get("data")
     if not isinstance(data, dict):
         errors.append({"path": "data", "problem": "required object"})
@@ -277,3 +278,14 @@ def _consented_copy(
         else:
             dropped.append(name)
     return copy, dropped
+
+
+def list_events(
+    session: Session, *, event_type: str | None = None, after: int = 0, limit: int = 100
+) -> list[BusinessEvent]:
+    """Stored events in the order they were received, after the cursor ``after`` (the operator's feed:
+    partners' events in full, the operator's own without customer-data values)."""
+    stmt = select(BusinessEvent).where(BusinessEvent.id > after).order_by(BusinessEvent.id).limit(limit)
+    if event_type is not None:
+        stmt = stmt.where(BusinessEvent.event_type == event_type)
+    return list(session.scalars(stmt))

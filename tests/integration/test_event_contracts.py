@@ -563,3 +563,106 @@ def test_old_events_do_not_move_with_the_clock(world: World) -> None:
         publish(s, world.ctx.keys, principal=steward(), body=json.loads(json.dumps(PUBLISHED)))
     early = utcnow() - timedelta(seconds=30)
     assert delivery.deliver_due(world.ctx.db, world.ctx.keys, now=early) == {"delivered": 0, "retry": 0, "dead": 0}
+
+
+def test_a_partner_publishes_its_own_events_and_the_operator_reads_them(world: World) -> None:
+    accepted = {
+        "type": "object",
+        "required": ["offer_id", "accepted_at"],
+        "properties": {
+            "offer_id": {"type": "string", "description": "The renewal offer the operator showed."},
+            "accepted_at": {"type": "string", "format": "date-time", "description": "When it was accepted."},
+            "premium": {"type": "number", "x-unit": "CNY/year", "description": "Agreed yearly premium."},
+        },
+    }
+    body = proposal(event_type="offer.accepted", producer=INSURER, consumers=["operator"], schema=accepted)
+    r = world.client.post("/v1/partner/event-contracts", json=body, headers=world.insurer_h)
+    assert r.status_code == 201, r.text
+    assert r.json()["pending_approvals"] == ["steward"]
+    world.client.post(f"/v1/event-contracts/{r.json()['id']}/approve", headers=world.steward)
+    event = {
+        "id": "acc-1",
+        "type": "offer.accepted",
+        "occurred_at": "2026-12-01T09:00:00Z",
+        "data": {"offer_id": "o-1", "accepted_at": "2026-12-01T08:59:00Z", "premium": 3100.0},
+    }
+    assert world.client.post("/v1/partner/events", json=event, headers=world.insurer_h).status_code == 201
+    # Only its producer may publish it; an event naming a customer is refused (partners' events carry none).
+    assert world.client.post("/v1/partner/events", json=event, headers=world.charger_h).status_code == 404
+    assert world.client.post("/v1/events", json=event, headers=world.steward).status_code == 404
+    r = world.client.post(
+        "/v1/partner/events", json={**event, "id": "acc-2", "customer_ref": "c-ada"}, headers=world.insurer_h
+    )
+    assert r.status_code == 422
+    feed = world.client.get("/v1/events", params={"type": "offer.accepted"}, headers=world.steward).json()
+    assert [(e["id"], e["producer"], e["data"]["premium"]) for e in feed] == [
+        ("acc-1", f"partner:{world.insurer.id}", 3100.0)
+    ]
+    assert world.client.get("/v1/events", headers=world.insurer_h).status_code == 403
+
+
+def test_an_operator_event_triggers_the_real_time_decisions_that_name_it(ctx: Context) -> None:
+    """The hook into ``dataspace.realtime``: a data contract whose decision service names the event type is
+    asked about the event's customer; the answer goes to the operator only."""
+    from dataspace.jobs import contracts as data_contracts
+    from dataspace.jobs.contracts import ContractProposal
+    from tests.integration import jobs_support as js
+
+    ctx.settings = ctx.settings.model_copy(update={"realtime_pool_size": 1, "webhook_allow_private": True})
+    world = js.build_world(ctx, 12)
+    with ctx.db.transaction() as s:
+        decision = data_contracts.propose(
+            s,
+            principal=js.partner_principal(ctx),
+            proposal=ContractProposal(
+                purpose=js.PURPOSE,
+                features=js.FEATURES,
+                decision_schema={"labels": js.LABELS},
+                k_min=5,
+                epsilon_per_release=1.0,
+                valid_until=utcnow() + timedelta(days=30),
+                decision_service={"events": ["policy.renewal_due"]},
+            ),
+        ).id
+    with ctx.db.transaction() as s:
+        data_contracts.approve(s, principal=js.steward("alice"), contract_id=decision)
+    js.upload_onnx(ctx, decision)
+    client = TestClient(create_app(ctx))
+    steward_h = bearer(issue_token(ctx, "steward"))
+    due = {
+        "type": "object",
+        "required": ["policy_id", "expires_on"],
+        "properties": {
+            "policy_id": {"type": "string", "description": "The customer's policy."},
+            "expires_on": {"type": "string", "format": "date", "description": "Last day of cover."},
+        },
+    }
+    body = proposal(event_type="policy.renewal_due", consumers=[js.PARTNER], purpose=None, schema=due)
+    r = client.post("/v1/event-contracts", json=body, headers=steward_h)
+    assert r.status_code == 201, r.text
+    client.post(
+        f"/v1/partner/event-contracts/{r.json()['id']}/approve",
+        headers=bearer(issue_token(ctx, "partner", partner_key=js.PARTNER)),
+    )
+    event = {
+        "id": "due-1",
+        "type": "policy.renewal_due",
+        "occurred_at": "2026-12-01T09:00:00Z",
+        "customer_ref": "c00001",
+        "data": {"policy_id": "p-1", "expires_on": "2027-01-31"},
+    }
+    r = client.post("/v1/events", json=event, headers=steward_h)
+    assert r.status_code == 201, r.text
+    [answer] = r.json()["decisions"]
+    assert (answer["contract_id"], answer["outcome"]) == (decision, "decided")
+    assert answer["decision"] in js.LABELS
+    # A customer without consent for every feature: no decision (the model does not run).
+    r = client.post("/v1/events", json={**event, "id": "due-2", "customer_ref": "c00000"}, headers=steward_h)
+    assert [a["outcome"] for a in r.json()["decisions"]] == ["not_permitted"]
+    # The same event again is a duplicate: nothing decided twice.
+    again = client.post("/v1/events", json=event, headers=steward_h)
+    assert (again.status_code, "decisions" in again.json()) == (200, False)
+    # The partner's copy names no customer (the contract carries no customer data it could be paired with).
+    assert "subject" not in deliveries(ctx, "due-1")[js.partner_principal(ctx).partner_id].payload
+    assert world.consenting[0] == world.subjects[1]
+    client.app.state.decisions.close()  # type: ignore[attr-defined]

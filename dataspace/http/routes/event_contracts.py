@@ -20,7 +20,7 @@ from dataspace.context import Context
 from dataspace.errors import Forbidden
 from dataspace.events import contracts, delivery, spec
 from dataspace.events.contract_models import EventContract, EventDelivery
-from dataspace.events.publish import Published, publish
+from dataspace.events.publish import Published, list_events, publish
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
 from dataspace.http.params import Id
 
@@ -224,6 +224,33 @@ def publish_operator_event(
     201 when stored, 200 for the same id and body again, 409 for the same id with another body, 422 listing
     every violation of the contract. Decisions it triggers are in ``decisions`` (operator only)."""
     return _published(request, ctx, principal, body, background)
+
+
+@router.get("/events")
+def operator_feed(
+    *,
+    event_type: str | None = Query(None, alias="type", max_length=64),
+    after: int = Query(0, ge=0, le=2**31 - 1, description="Cursor: the last feed id seen."),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = Depends(read_session),
+    principal: Principal = Depends(authorize("events", "read")),
+) -> list[dict[str, Any]]:
+    """The operator's feed of stored business events (partners' events in full; the operator's own without
+    customer-data values), oldest first after the cursor ``after``."""
+    return [
+        {
+            "feed_id": e.id,
+            "id": e.event_id,
+            "type": e.event_type,
+            "contract_id": e.contract_id,
+            "producer": e.producer,
+            "occurred_at": e.occurred_at.isoformat(),
+            "received_at": e.received_at.isoformat(),
+            "data": e.data,
+            "signature": e.signature,
+        }
+        for e in list_events(session, event_type=event_type, after=after, limit=limit)
+    ]
 
 
 @router.post("/partner/events", status_code=201, responses={200: {"description": "The same event, already stored."}})
