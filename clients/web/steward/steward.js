@@ -291,7 +291,7 @@ const loadManual = guard(() => $("manual-status"), async () => {
   // Offers are what contracts make possible: a partner, a purpose and the fields it reads.
   const list = await api("/v1/contracts");
   const offers = new Map();
-  for (const x of list) {
+  for (const x of list.filter((y) => ["proposed", "approved"].includes(y.status))) {  // what customers are asked for
     const key = `${x.partner_key}|${x.purpose}`;
     const o = offers.get(key) || { partner: x.partner_key, purpose: x.purpose, fields: new Set(), statuses: new Set() };
     x.features.forEach((f) => o.fields.add(f.field));
