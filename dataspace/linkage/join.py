@@ -94,3 +94,19 @@ def attach(db: Database, keys: KeyRing, emission: Emission, *, job_id: int) -> E
     return replace(
         emission, schema=pa.schema(fields, metadata=emission.schema.metadata), _codes=codes, _decoders=decoders
     )
+
+
+def linked_run(session: Session, *, contract_id: int) -> int | None:
+    """The contract's linked run, if any (a real-time pool is rebuilt when it changes)."""
+    return session.scalar(
+        select(Contribution.id).where(Contribution.contract_id == contract_id, Contribution.status == "linked")
+    )
+
+
+def values_for(db: Database, keys: KeyRing, *, contract_id: int, subject_id: int) -> list[float | None]:
+    """One customer's partner columns for a real-time decision, coarsened, in ``feature_names`` order
+    (nulls when the customer is not linked or withdrew); the use goes to the ledger as for a job."""
+    with db.transaction() as session:
+        declared, values = service.partner_columns(session, keys, contract_id=contract_id, subject_ids=[subject_id])
+    row = values.get(subject_id)
+    return [coarsen(c, row.get(c["key"])) if row is not None else None for c in declared]
