@@ -99,22 +99,6 @@ def _evaluate_few(
     return subjects[ok]
 
 
-def eligible_among(
-    session: Session,
-    *,
-    partner_key: str,
-    purpose_key: str,
-    specs: list[FeatureSpec],
-    at: datetime,
-    subjects: npt.NDArray[np.int64],
-) -> npt.NDArray[np.int64]:
-    """``eligible_subjects`` for a handful of named subjects (a real-time decision's one customer): the same
-    evaluator, loading only their grants."""
-    return _evaluate_few(
-        session, partner_key=partner_key, purpose_key=purpose_key, specs=specs, at=at, subjects=subjects
-    )
-
-
 def still_eligible(
     session: Session,
     *,

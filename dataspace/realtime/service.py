@@ -25,20 +25,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import consent
+from consent import Granularity
 from dataspace.auth.principal import Principal
+from dataspace.catalog.models import Field
+from dataspace.consents.models import ConsentGrant
+from dataspace.consents.service import field_ref, partner_ref, to_domain
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.emission import Quantile, emit, parse_features
-from dataspace.emission.service import catalog_fields, quantile_cut_points
+from dataspace.emission import Identity, Quantile, emit, parse_features
+from dataspace.emission.service import quantile_cut_points
 from dataspace.emission.specs import FeatureSpec, column_name
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from dataspace.jobs import contracts
-from dataspace.jobs.eligibility import eligible_among, eligible_subjects, still_eligible
+from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
 from dataspace.jobs.runner import feature_fields
 from dataspace.partners.models import Partner
@@ -88,15 +92,19 @@ class DecisionOutcome:
 
 @dataclass
 class _Served:
-    """A contract's model kept warm, with what every request under it needs."""
+    """A contract's model kept warm, with what every request under it needs (fixed for the pool's life)."""
 
-    fingerprint: str
+    state: tuple[Any, ...]  # what the pool depends on (`_lookup`): any change discards the pool
     pool: WarmPool
     model_id: int
     partner_id: int
     partner_key: str
+    partner: consent.PartnerRef
     purpose_key: str
+    events: frozenset[str]
     specs: list[FeatureSpec]
+    # (catalog field, the granularity its transform needs): consent is evaluated for each
+    needs: list[tuple[consent.FieldRef, Granularity]]
     schema: DecisionSchema
     quantile_cuts: dict[str, list[float]]
 
@@ -110,6 +118,7 @@ class DecisionService:
         self._lock = threading.Lock()
         self._served: dict[int, _Served] = {}
         self._building: dict[int, threading.Lock] = {}
+        self._keys: dict[int, list[str]] = {}  # contract -> the catalog fields it reads (never changes)
 
     def pool(self, contract_id: int) -> WarmPool | None:
         """The live pool of a contract, if any (tests and the bench look at its runners)."""
@@ -131,100 +140,176 @@ class DecisionService:
 
     close = invalidate
 
-    def _serve(
-        self,
-        session: Session,
-        *,
-        contract: Contract,
-        partner: Partner,
-        model_id: int,
-        fingerprint: str,
-        specs: list[FeatureSpec],
-    ) -> _Served:
+    def _serve(self, session: Session, contract_id: int, state: tuple[Any, ...]) -> _Served:
         with self._lock:
-            served = self._served.get(contract.id)
-            if served is not None and served.fingerprint == fingerprint:
+            served = self._served.get(contract_id)
+            if served is not None and served.state == state:
                 return served
-            building = self._building.setdefault(contract.id, threading.Lock())
+            building = self._building.setdefault(contract_id, threading.Lock())
         with building:  # one request builds a contract's pool; the others wait for it
             with self._lock:
-                served = self._served.get(contract.id)
-                if served is not None and served.fingerprint == fingerprint:
+                served = self._served.get(contract_id)
+                if served is not None and served.state == state:
                     return served
             if served is not None:
-                log.info("contract or model changed: warm sandboxes discarded", extra={"contract_id": contract.id})
-                self.invalidate(contract.id)
-            model = session.get(PartnerModel, model_id)
-            assert model is not None
-            schema = contracts.decision_schema_of(contract.decision_schema)
-            cuts: dict[str, list[float]] = {}
-            if any(isinstance(s, Quantile) for s in specs):
-                # Quantile bins need the population's cut points: those of the customers consenting now,
-                # fixed for the life of this pool (a batch job computes them the same way).
-                population = eligible_subjects(
-                    session, partner_key=partner.key, purpose_key=contract.purpose_key, specs=specs, at=utcnow()
+                log.info(
+                    "contract, model or catalog changed: warm sandboxes discarded", extra={"contract_id": contract_id}
                 )
-                cuts = quantile_cut_points(
-                    session,
-                    self.ctx.vault,
-                    self.ctx.keys,
-                    partner_key=partner.key,
-                    features=specs,
-                    subject_ids=population,
-                    workers=1,
-                )
-            settings = self.ctx.settings
-            pool = WarmPool(
-                OnnxModel(bytes(model.data)),
-                schema,
-                [column_name(s) for s in specs],
-                limits=self.limits,
-                size=settings.realtime_pool_size,
-                max_decisions=settings.realtime_max_decisions,
-                request_seconds=settings.realtime_request_seconds,
-            )
-            pool.warm()
-            served = _Served(
-                fingerprint=fingerprint,
-                pool=pool,
-                model_id=model_id,
-                partner_id=partner.id,
-                partner_key=partner.key,
-                purpose_key=contract.purpose_key,
-                specs=specs,
-                schema=schema,
-                quantile_cuts=cuts,
-            )
+                self.invalidate(contract_id)
+            served = self._build(session, contract_id, state)
             with self._lock:
-                self._served[contract.id] = served
+                self._served[contract_id] = served
             return served
 
+    def _build(self, session: Session, contract_id: int, state: tuple[Any, ...]) -> _Served:
+        contract = session.get(Contract, contract_id)
+        assert contract is not None
+        partner = session.get(Partner, contract.partner_id)
+        assert partner is not None
+        model = session.get(PartnerModel, state[_MODEL])
+        assert model is not None
+        specs = parse_features(contract.features)
+        fields = {f.key: f for f in session.scalars(select(Field).where(Field.key.in_([s.field for s in specs])))}
+        if len(fields) != len({s.field for s in specs}):
+            raise Conflict(f"contract {contract.id} reads a field the catalog no longer has")
+        needs: list[tuple[consent.FieldRef, Granularity]] = []
+        for spec in specs:
+            level = Granularity.PSEUDONYMIZED_RAW if isinstance(spec, Identity) else Granularity.GENERALIZED
+            needs.append((field_ref(fields[spec.field]), level))
+        schema = contracts.decision_schema_of(contract.decision_schema)
+        cuts: dict[str, list[float]] = {}
+        if any(isinstance(s, Quantile) for s in specs):
+            # Quantile bins need the population's cut points: those of the customers consenting now, fixed for
+            # the life of this pool (a batch job computes them the same way, over its eligible subjects).
+            population = eligible_subjects(
+                session, partner_key=partner.key, purpose_key=contract.purpose_key, specs=specs, at=utcnow()
+            )
+            cuts = quantile_cut_points(
+                session,
+                self.ctx.vault,
+                self.ctx.keys,
+                partner_key=partner.key,
+                features=specs,
+                subject_ids=population,
+                workers=1,
+            )
+        settings = self.ctx.settings
+        pool = WarmPool(
+            OnnxModel(bytes(model.data)),
+            schema,
+            [column_name(s) for s in specs],
+            limits=self.limits,
+            size=settings.realtime_pool_size,
+            max_decisions=settings.realtime_max_decisions,
+            request_seconds=settings.realtime_request_seconds,
+        )
+        pool.warm()
+        return _Served(
+            state=state,
+            pool=pool,
+            model_id=model.id,
+            partner_id=partner.id,
+            partner_key=partner.key,
+            partner=partner_ref(partner),
+            purpose_key=contract.purpose_key,
+            events=frozenset((contract.decision_service or {}).get("events", [])),
+            specs=specs,
+            needs=needs,
+            schema=schema,
+            quantile_cuts=cuts,
+        )
 
-def _fingerprint(contract: Contract, partner: Partner, model: tuple[int, str], fields: dict[str, Any]) -> str:
-    """Everything a warm pool depends on: a change of any of it discards the pool."""
-    return canonical_json(
-        {
-            "contract": [contract.id, contract.status, str(contract.decided_at), contract.features],
-            "schema": contract.decision_schema,
-            "service": contract.decision_service,
-            "window": [str(contract.valid_from), str(contract.valid_until)],
-            "partner": [partner.id, partner.key, partner.status],
-            "model": list(model),
-            "fields": {k: repr(v) for k, v in sorted(fields.items())},
-        }
+
+_MODEL = 5  # index of the served model's id in a `_Lookup` state
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    state: tuple[Any, ...]  # what a warm pool depends on (see `_lookup`)
+    declared: bool  # the contract declares a decision service
+    replay: int | None  # the decision already stored for this event
+    subject_id: int | None  # the customer named, if they exist
+
+
+def _lookup(
+    session: Session, service: DecisionService, contract_id: int, event_id: str, subject: Any
+) -> _Lookup | None:
+    """Everything a request checks before any customer data is read, in one query: the contract's status and
+    decision (a revocation, an expiry), its partner's status, the newest ready ONNX model, the versions and
+    statuses of the catalog fields it reads (a tightened or retired field), an earlier answer to the same
+    event, and the customer. A contract's features, schema and decision service never change after its
+    proposal, so its field keys are looked up once."""
+    keys = service._keys.get(contract_id)
+    if keys is None:
+        features = session.scalar(select(Contract.features).where(Contract.id == contract_id))
+        if features is None:
+            return None
+        keys = service._keys[contract_id] = sorted({str(f.get("field")) for f in features})
+    newest = (
+        select(func.max(PartnerModel.id))
+        .where(PartnerModel.contract_id == Contract.id, PartnerModel.kind == "onnx", PartnerModel.status == "ready")
+        .scalar_subquery()
+    )
+    versions = select(func.sum(Field.version)).where(Field.key.in_(keys)).scalar_subquery()
+    active = (
+        select(func.count()).select_from(Field).where(Field.key.in_(keys), Field.status == "active").scalar_subquery()
+    )
+    replay = (
+        select(RealtimeDecision.id)
+        .where(RealtimeDecision.contract_id == Contract.id, RealtimeDecision.event_id == event_id)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        select(
+            Contract.status,
+            Contract.decided_at,
+            Contract.valid_from,
+            Contract.valid_until,
+            Partner.status,
+            newest,
+            versions,  # field versions only grow: their sum changes whenever one field changes
+            active,
+            Contract.decision_service,
+            replay,
+            select(Subject.id).where(subject).scalar_subquery(),
+        )
+        .join(Partner, Partner.id == Contract.partner_id)
+        .where(Contract.id == contract_id)
+    ).first()
+    if row is None:
+        return None
+    return _Lookup(state=tuple(row[:8]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
+
+
+def _permitted(session: Session, served: _Served, subject_id: int, at: datetime) -> bool:
+    """Consent at ``at`` for every field of the contract, for this partner and purpose, at the granularity
+    each transform needs (the consent domain's single-subject evaluator; default deny)."""
+    rows = session.scalars(
+        select(ConsentGrant).where(
+            ConsentGrant.subject_id == subject_id, ConsentGrant.purpose_key == served.purpose_key
+        )
+    ).all()
+    grants = [to_domain(r) for r in rows]
+    return bool(grants) and all(
+        consent.is_permitted(
+            grants,
+            subject_id=subject_id,
+            field=field,
+            partner=served.partner,
+            purpose=served.purpose_key,
+            at=at,
+            granularity=level,
+        )
+        for field, level in served.needs
     )
 
 
-def _subject_id(session: Session, ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> int:
+def _subject_condition(ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> Any:
     if (subject_id is None) == (customer_ref is None):
         raise InvalidInput("name the customer by exactly one of subject_id or customer_ref")
     if customer_ref is not None:
-        found = session.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index(customer_ref)))
-    else:
-        found = session.scalar(select(Subject.id).where(Subject.id == subject_id))
-    if found is None:
-        raise NotFound("no such customer")
-    return int(found)
+        return Subject.blind_ref == ctx.keys.blind_index(customer_ref)
+    return Subject.id == subject_id
 
 
 def _replay(session: Session, contract_id: int, event_id: str) -> RealtimeDecision | None:
@@ -252,55 +337,35 @@ def decide(
     if not event_id or len(event_id) > 128:
         raise InvalidInput("event_id must be 1 to 128 characters")
     ctx = service.ctx
+    subject = _subject_condition(ctx, subject_id=subject_id, customer_ref=customer_ref)
     now = utcnow()
     with ctx.db.session() as session:
-        earlier = _replay(session, contract_id, event_id)
-        if earlier is not None:
-            return DecisionOutcome.of(earlier, replayed=True)
-        contract = session.get(Contract, contract_id)
-        if contract is None:
+        found = _lookup(session, service, contract_id, event_id, subject)
+        if found is None:
             raise NotFound("no such contract")
-        if not contract.decision_service:
-            raise Conflict(f"contract {contract.id} declares no decision service")
-        if event_type not in contract.decision_service.get("events", []):
-            raise InvalidInput(f"event type {event_type!r} does not trigger decisions under this contract")
-        partner = session.get(Partner, contract.partner_id)
-        try:
-            contracts.require_usable(contract, now)
-            if partner is None or partner.status != "active":
-                raise Conflict("the contract's partner is not active")
-        except Conflict:
-            service.invalidate(contract.id)  # revoked, expired or suspended: its sandboxes go at once
-            raise
-        model = session.execute(
-            select(PartnerModel.id, PartnerModel.sha256)
-            .where(
-                PartnerModel.contract_id == contract.id,
-                PartnerModel.kind == "onnx",
-                PartnerModel.status == "ready",
+        if found.replay is not None:
+            earlier = session.get(RealtimeDecision, found.replay)
+            assert earlier is not None
+            return DecisionOutcome.of(earlier, replayed=True)
+        status, _decided_at, valid_from, valid_until, partner_status, model_id = found.state[:6]
+        if not found.declared:
+            raise Conflict(f"contract {contract_id} declares no decision service")
+        usable = status == "approved" and valid_from <= now < valid_until and partner_status == "active"
+        if not usable or model_id is None:
+            service.invalidate(contract_id)  # revoked, expired, suspended or no model: its sandboxes go at once
+            if model_id is None and usable:
+                raise Conflict(f"contract {contract_id} has no approved ONNX model to serve decisions")
+            raise Conflict(
+                f"contract {contract_id} is not usable now (not approved, outside its window, or partner inactive)"
             )
-            .order_by(PartnerModel.id.desc())
-            .limit(1)
-        ).first()
-        if model is None:
-            raise Conflict(f"contract {contract.id} has no approved ONNX model to serve decisions")
-        sid = _subject_id(session, ctx, subject_id=subject_id, customer_ref=customer_ref)
-        specs = parse_features(contract.features)
-        fields = catalog_fields(session, [s.field for s in specs])
-        fingerprint = _fingerprint(contract, partner, (int(model[0]), str(model[1])), fields)
-        served = service._serve(
-            session, contract=contract, partner=partner, model_id=int(model[0]), fingerprint=fingerprint, specs=specs
-        )
-        permitted = eligible_among(
-            session,
-            partner_key=served.partner_key,
-            purpose_key=served.purpose_key,
-            specs=served.specs,
-            at=now,
-            subjects=np.asarray([sid], dtype=np.int64),
-        )
+        served = service._serve(session, contract_id, found.state)
+        if event_type not in served.events:
+            raise InvalidInput(f"event type {event_type!r} does not trigger decisions under this contract")
+        if found.subject_id is None:
+            raise NotFound("no such customer")
+        sid = int(found.subject_id)
         features: tuple[str, list[Any]] | None = None
-        if permitted.size:
+        if _permitted(session, served, sid, now):
             emission = emit(
                 session,
                 ctx.vault,
@@ -308,8 +373,8 @@ def decide(
                 partner_key=served.partner_key,
                 features=served.specs,
                 k=1,  # one customer's row goes to the sandbox, never out of it; k applies to releases
-                eligible_subject_ids=permitted,
-                pseudonym_scope=f"realtime:{contract.id}",
+                eligible_subject_ids=[sid],
+                pseudonym_scope=f"realtime:{contract_id}",
                 workers=1,
                 quantile_cuts=served.quantile_cuts,
             )
@@ -334,22 +399,10 @@ def decide(
             raise Unavailable(exc.reason) from None
 
     def store(session: Session) -> DecisionOutcome:
-        earlier = _replay(session, contract_id, event_id)
-        if earlier is not None:
-            return DecisionOutcome.of(earlier, replayed=True)
+        # A concurrent request for the same event: the unique (contract, event) constraint refuses the second.
         at = utcnow()
-        outcome = NOT_PERMITTED
-        if decision is not None:
-            keep = still_eligible(
-                session,
-                partner_key=served.partner_key,
-                purpose_key=served.purpose_key,
-                specs=served.specs,
-                since=now,
-                at=at,
-                subjects=np.asarray([sid], dtype=np.int64),
-            )
-            outcome = DECIDED if bool(keep[0]) else NOT_PERMITTED
+        # Consent again, at the moment of storing: a withdrawal while the model ran wins.
+        outcome = DECIDED if decision is not None and _permitted(session, served, sid, at) else NOT_PERMITTED
         row = RealtimeDecision(
             contract_id=contract_id,
             partner_id=served.partner_id,
