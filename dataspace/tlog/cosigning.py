@@ -182,17 +182,18 @@ class Witnesses:
         return ""
 
 
-_BY_CONTEXT: dict[int, Witnesses] = {}
-_BY_CONTEXT_LOCK = threading.Lock()
+# Keyed by the settings object's id, holding the object itself: an id is never reused while its entry lives.
+_BY_SETTINGS: dict[int, tuple[Settings, Witnesses]] = {}
+_BY_SETTINGS_LOCK = threading.Lock()
 
 
 def witnesses_for(ctx: Context) -> Witnesses:
-    """The process's ``Witnesses`` for this context (status is kept across calls)."""
-    with _BY_CONTEXT_LOCK:
-        w = _BY_CONTEXT.get(id(ctx.settings))
-        if w is None:
-            w = _BY_CONTEXT[id(ctx.settings)] = Witnesses(ctx.settings)
-        return w
+    """The process's ``Witnesses`` for this context's settings (status is kept across calls)."""
+    with _BY_SETTINGS_LOCK:
+        got = _BY_SETTINGS.get(id(ctx.settings))
+        if got is None or got[0] is not ctx.settings:
+            got = _BY_SETTINGS[id(ctx.settings)] = (ctx.settings, Witnesses(ctx.settings))
+        return got[1]
 
 
 def publish(ctx: Context, log_name: str) -> dict[str, Any]:
