@@ -144,27 +144,27 @@ class ReleaseRead(BaseModel):
     mechanism: str
     epsilon: float
     result: dict[str, Any]
-    created_at: datetime
-
-    @classmethod
-    def of(cls, r: Release) -> ReleaseRead:
-        return cls(
-            job_id=r.job_id,
     noise: dict[str, float] = Field(
         default_factory=dict,
         description="Half-widths of each released number's 95% noise interval (count, mean) and the confidence.",
     )
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: Release) -> ReleaseRead:
+        epsilon = r.micro_epsilon / 1_000_000
+        return cls(
+            job_id=r.job_id,
             mechanism=r.mechanism,
             epsilon=epsilon,
             result=r.result,
+            noise=noise_interval(epsilon, r.result),
             created_at=r.created_at,
-        epsilon = r.micro_epsilon / 1_000_000
         )
 
 
 class BudgetRead(BaseModel):
     purpose: str
-            noise=noise_interval(epsilon, r.result),
     epsilon_total: float
     epsilon_spent: float
     epsilon_remaining: float
