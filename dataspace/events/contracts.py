@@ -112,6 +112,29 @@ def _walk(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any], 
     return out
 
 
+REFERENCES = ("$ref", "$dynamicRef", "$anchor", "$dynamicAnchor", "$id")
+COMBINATORS = ("anyOf", "oneOf", "allOf", "not", "if", "then", "else", "patternProperties", "dependentSchemas")
+
+
+def _hidden_fields(node: Any, path: str, *, inside: bool = False) -> list[dict[str, str]]:
+    """References (the schema must be self-contained: nothing is fetched, every field is visible) and fields
+    declared inside combinators (their meaning would escape the description check)."""
+    errors: list[dict[str, str]] = []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            errors += _hidden_fields(item, f"{path}[{i}]", inside=inside)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}/{key}" if path else key
+            if key in REFERENCES:
+                errors.append({"path": here, "problem": f"{key} is not allowed: a contract is self-contained"})
+            elif key == "properties" and inside:
+                errors.append({"path": here, "problem": "declare fields as plain properties, not in combinators"})
+            else:
+                errors += _hidden_fields(value, here, inside=inside or key in COMBINATORS)
+    return errors
+
+
 def catalog_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Top-level properties carrying customer data: name -> {"field": catalog key, "granularity": ...}."""
     return {
@@ -132,6 +155,7 @@ def check_schema(session: Session, schema: dict[str, Any], *, producer_is_partne
         raise InvalidInput("the event schema is not valid JSON Schema", extra={"errors": errors}) from None
     if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict) or not schema["properties"]:
         errors.append({"path": "(root)", "problem": "the schema must be an object with properties"})
+    errors += _hidden_fields(schema, "")
     props = _walk(schema, "")
     if len(props) > MAX_FIELDS:
         errors.append({"path": "(root)", "problem": f"at most {MAX_FIELDS} fields"})

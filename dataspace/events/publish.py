@@ -51,13 +51,15 @@ ENVELOPE_KEYS = {"id", "type", "version", "occurred_at", "customer_ref", "data"}
 FORMATS = FormatChecker()
 
 
-@FORMATS.checks("date-time", raises=ValueError)
 def _date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
     if "T" not in value.upper():
         raise ValueError("not an RFC 3339 date-time")
     return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+
+
+FORMATS.checks("date-time", raises=ValueError)(_date_time)
 
 
 @dataclass

@@ -10,6 +10,7 @@ code is reported beside the others.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +19,8 @@ from dataspace.auth.principal import Principal
 from dataspace.errors import DataspaceError
 from dataspace.jobs.models import Contract
 from dataspace.realtime import DecisionService, decide
+
+log = logging.getLogger("dataspace.events")
 
 
 def decision_contracts(service: DecisionService, event_type: str) -> list[int]:
@@ -46,6 +49,10 @@ def decide_on(
             )
         except DataspaceError as exc:
             answers.append({"contract_id": contract_id, "error": exc.code})
+            continue
+        except Exception:  # the event is stored and acknowledged whatever a decision service does
+            log.exception("real-time decision failed", extra={"contract_id": contract_id, "event_type": event_type})
+            answers.append({"contract_id": contract_id, "error": "internal"})
             continue
         answers.append(
             {

@@ -239,6 +239,16 @@ def test_contract_schemas_are_checked_and_every_problem_listed(world: World) -> 
     assert ("nested.inner", "every field needs a description (its meaning)") in problems
     assert ("secret", "unknown catalog field 'no_such_field'") in problems
     assert ("age", "a customer-data field cannot be required (consent drops it)") in problems
+    # A schema that would fetch something, or hide fields from the description check, is refused.
+    remote = schema(extra={"x": {"$ref": "http://169.254.169.254/latest/meta-data", "description": "Bait."}})
+    hidden = schema()
+    hidden["anyOf"] = [{"properties": {"undocumented": {"type": "string"}}}]
+    for bad_schema in (remote, hidden):
+        r = world.client.post("/v1/event-contracts", json=proposal(schema=bad_schema), headers=world.steward)
+        assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [
+        {"path": "anyOf[0]/properties", "problem": "declare fields as plain properties, not in combinators"}
+    ]
     # Not JSON Schema at all.
     r = world.client.post("/v1/event-contracts", json=proposal(schema={"type": "objekt"}), headers=world.steward)
     assert r.status_code == 422
@@ -666,3 +676,35 @@ def test_an_operator_event_triggers_the_real_time_decisions_that_name_it(ctx: Co
     assert "subject" not in deliveries(ctx, "due-1")[js.partner_principal(ctx).partner_id].payload
     assert world.consenting[0] == world.subjects[1]
     client.app.state.decisions.close()  # type: ignore[attr-defined]
+
+
+def test_concurrent_dispatchers_send_each_delivery_once(world: World) -> None:
+    """Several replicas' dispatchers share the outbox: a claimed delivery is not claimed again (row locks with
+    SKIP LOCKED on PostgreSQL, the write lock on SQLite), so without failures each event arrives once."""
+    from dataspace.events.publish import publish
+    from tests.integration.jobs_support import steward
+
+    world.approved_contract()
+    receiver = Receiver(world.ctx)
+    receiver.fail = False
+    try:
+        world.client.post(
+            "/v1/partner/event-subscriptions", json={"url": receiver.url, "events": [TYPE]}, headers=world.insurer_h
+        )
+        with world.ctx.db.transaction() as s:
+            for i in range(30):
+                publish(s, world.ctx.keys, principal=steward(), body={**PUBLISHED, "id": f"evt-{i}"})
+
+        def dispatcher() -> None:
+            # Until a round finds nothing due (the charger, without an endpoint, is retried then dead-lettered).
+            while sum(delivery.deliver_due(world.ctx.db, world.ctx.keys, limit=4).values()):
+                pass
+
+        threads = [threading.Thread(target=dispatcher) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert receiver.seen == {f"evt-{i}": 1 for i in range(30)}
+    finally:
+        receiver.close()

@@ -28,10 +28,10 @@ router = APIRouter(prefix="/v1", tags=["event contracts"])
 
 
 class RetryIn(BaseModel):
-    backoff_seconds: float = Field(2.0, description="Delay before the first retry.")
-    multiplier: float = Field(2.0, description="Each next delay is the previous one times this.")
-    max_backoff_seconds: float = Field(3600.0, description="Longest delay between two attempts.")
-    max_attempts: int = Field(8, description="Attempts before the delivery is dead-lettered.")
+    backoff_seconds: float = Field(default=2.0, description="Delay before the first retry.")
+    multiplier: float = Field(default=2.0, description="Each next delay is the previous one times this.")
+    max_backoff_seconds: float = Field(default=3600.0, description="Longest delay between two attempts.")
+    max_attempts: int = Field(default=8, description="Attempts before the delivery is dead-lettered.")
     dead_letter: bool = True
 
 
