@@ -268,3 +268,51 @@ def test_compliance_console_gossip(ctx: Context, client: TestClient, witnesses: 
         ).status_code
         == 403
     )
+
+
+def test_a_rolled_back_server_is_reported_by_its_witnesses(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy import text
+
+    _events(ctx, 8)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    with ctx.db.transaction() as s:  # the operator restores an older state of its log
+        for table in ("tlog_entries", "tlog_nodes", "tlog_checkpoints", "tlog_heads"):
+            s.execute(text(f"DELETE FROM {table} WHERE log = 'audit'"))
+    _events(ctx, 2)
+    with caplog.at_level("WARNING", logger="dataspace.tlog.witnesses"):
+        after = client.get("/v1/audit/checkpoint", headers=h).json()
+    assert after["size"] < cp["size"]
+    assert [w["state"] for w in after["witnesses"]] == ["ahead-of-log", "ahead-of-log"]
+    assert "ahead-of-log" in caplog.text
+    with pytest.raises(CheckpointError):  # no witness cosigned the rolled-back log
+        open_cosigned(after["note"], after["verifier_keys"], _policy(witnesses, 1))
+
+
+def test_offline_verify_command_with_witness_policy(
+    ctx: Context, client: TestClient, witnesses: list[WitnessProcess], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+    from dataspace.cli import app
+
+    _events(ctx, 5)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    export = tmp_path / "audit.jsonl"
+    export.write_bytes(client.get("/v1/audit/export", headers=h).content)
+    (tmp_path / "seen.txt").write_text(cp["note"])
+    (tmp_path / "forged.txt").write_text(_forged(ctx, cp["size"]))
+    args = ["audit", "verify", str(export), *[a for k in cp["verifier_keys"] for a in ("--key", k)]]
+    args += [a for w in witnesses for a in ("--witness-key", w.vkey)]
+    runner = CliRunner()
+    ok = runner.invoke(app, [*args, "--quorum", "2", "--remembered", str(tmp_path / "seen.txt")])
+    assert ok.exit_code == 0, ok.output
+    fork = runner.invoke(app, [*args, "--quorum", "2", "--remembered", str(tmp_path / "forged.txt")])
+    assert fork.exit_code == 1
+    assert "fork" in fork.output
+    too_many = runner.invoke(app, [*args, "--quorum", "3"])
+    assert too_many.exit_code == 2
