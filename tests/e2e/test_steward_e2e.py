@@ -98,6 +98,7 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
     page.get_by_role("button", name="Set budget").click()
     page.get_by_text("Budget saved.").wait_for()
     page.locator("#budgets").get_by_role("cell", name="7.5", exact=True).wait_for()
+    page.get_by_text("Now: 7.5 in total").wait_for()
     with world.ctx.db.session() as s:
         budget = (
             s.query(PrivacyBudget)
@@ -119,6 +120,18 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
         assert city.i18n["zh-CN"]["description"] == "您居住的城市（已修改）。"
         assert city.version >= 2
     page.locator("#offers").get_by_role("cell", name="Personalised insurance offers").first.wait_for()
+    page.locator("#partner-add summary").click()
+    page.get_by_label("Short name (letters, digits, _)").fill("Bad Key")
+    page.locator("#p-name").fill("Sunrise Payments")
+    page.get_by_label("Kind (insurer, charging, payments …)").fill("payments")
+    page.locator("#partner-form").get_by_role("button", name="Add a partner").click()
+    page.get_by_text("Use lower-case letters, digits and _ (start with a letter).").wait_for()
+    page.get_by_label("Short name (letters, digits, _)").fill("sunrise_pay")
+    page.locator("#partner-form").get_by_role("button", name="Add a partner").click()
+    page.get_by_text("Partner added.").wait_for()
+    page.locator("#partners summary", has_text="Sunrise Payments · payments").wait_for()
+    with world.ctx.db.session() as s:
+        assert catalog.get_partner(s, "sunrise_pay").name == "Sunrise Payments"
     shot(page, "steward-manual")
 
     page.get_by_role("tab", name="Job queue").click()

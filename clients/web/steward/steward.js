@@ -10,7 +10,7 @@ const SCOPE = "catalog admin audit";
 const LANGS = [["en", "English"], ["zh-CN", "简体中文"]];
 const TEXTS = ["label", "description", "collection_purpose", "storage_location", "sharing_scope"];
 const $ = (id) => document.getElementById(id);
-const state = { tab: "contracts", catalog: null };
+const state = { tab: "contracts", catalog: null, budgets: [] };
 
 // A translated label for a code, or the code itself when no text exists (never an empty cell).
 function label(prefix, code) {
@@ -210,11 +210,21 @@ const loadBudgets = guard(() => $("budgets-status"), async () => {
   fill($("b-partner"), c.partners, (p) => p.name);
   fill($("b-purpose"), c.purposes, (p) => pick(p, "label"));
   const list = await api("/v1/privacy-budgets");
+  state.budgets = list;
+  showCurrentBudget();
   $("budgets").replaceChildren(table(
     [t("steward.col.partner"), t("steward.col.purpose"), t("steward.budgets.total"), t("steward.budgets.spent"), t("steward.budgets.remaining"), t("steward.budgets.updated")],
     list.map((b) => [partnerName(c, b.partner_key), purposeName(c, b.purpose), fmtNumber(b.epsilon_total), fmtNumber(b.epsilon_spent), fmtNumber(b.epsilon_remaining), fmtTime(b.updated_at)]),
     t("steward.budgets.none")));
 });
+
+// What the chosen partner and purpose have now, so the steward sees what a new total replaces.
+function showCurrentBudget() {
+  const b = (state.budgets || []).find((x) => x.partner_key === $("b-partner").value && x.purpose === $("b-purpose").value);
+  $("budget-current").textContent = b
+    ? t("steward.budgets.current", { total: fmtNumber(b.epsilon_total), remaining: fmtNumber(b.epsilon_remaining) })
+    : t("steward.budgets.noneYet");
+}
 
 const saveBudget = guard(() => $("budgets-status"), async (event) => {
   event.preventDefault();
@@ -333,6 +343,31 @@ const loadRequests = guard(() => $("requests-status"), async () => {
     t("steward.requests.none")));
 });
 
+const addPartner = guard(() => $("partner-status"), async (event) => {
+  event.preventDefault();
+  clear($("partner-status"));
+  const key = $("p-key");
+  const required = [$("p-name"), $("p-category")];
+  let valid = true;
+  fieldError(key, /^[a-z][a-z0-9_]{0,63}$/.test(key.value.trim()) ? null : t("steward.partners.badKey"));
+  if (key.getAttribute("aria-invalid")) valid = false;
+  for (const input of required) {
+    fieldError(input, input.value.trim() ? null : t("steward.required"));
+    if (!input.value.trim()) valid = false;
+  }
+  if (!/^[a-z][a-z0-9_]{0,63}$/.test($("p-category").value.trim()) && $("p-category").value.trim()) {
+    fieldError($("p-category"), t("steward.partners.badKey"));
+    valid = false;
+  }
+  if (!valid) return;
+  await api("/v1/partners", { method: "POST", body: {
+    key: key.value.trim(), name: $("p-name").value.trim(), category: $("p-category").value.trim(), description: $("p-description").value.trim(),
+  } });
+  $("partner-form").reset();
+  await loadManual();
+  $("partner-status").replaceChildren(h("p", { class: "ok", role: "status" }, t("steward.partners.added")));
+});
+
 const loaders = { contracts: loadContracts, models: loadModels, budgets: loadBudgets, manual: loadManual, jobs: loadJobs, requests: loadRequests };
 
 function view(signedIn, message) {
@@ -351,6 +386,9 @@ async function main() {
   $("j-status").addEventListener("change", loadJobs);
   $("jobs-refresh").addEventListener("click", loadJobs);
   $("budget-form").addEventListener("submit", saveBudget);
+  $("b-partner").addEventListener("change", showCurrentBudget);
+  $("b-purpose").addEventListener("change", showCurrentBudget);
+  $("partner-form").addEventListener("submit", addPartner);
   document.addEventListener("signedout", () => view(false, t("error.signedOut")));
   $("lang").addEventListener("langchange", () => { if (currentSession()) { view(true); loaders[state.tab](); } });
   const select = setupTabs($("tabs"), (name) => { state.tab = name; clear($("review")); loaders[name](); });
