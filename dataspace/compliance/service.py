@@ -25,6 +25,7 @@ from dataspace.consents import service as consents
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
+from dataspace.events.publish import erase_subject as erase_from_events
 from dataspace.jobs.models import Contract, Decision
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
@@ -131,6 +132,7 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
     if user_ids:
         session.execute(update(User).where(User.id.in_(user_ids)).values(disabled=True))
         tokens.revoke_user_tokens(session, user_ids)
+    erase_from_events(session, subject_id)  # business events' stored copies
     outcome = {"grants_withdrawn": withdrawn, "decisions_deleted": decisions, "accounts_disabled": len(user_ids)}
     _log_request(session, subject_id, "erasure", actor, outcome)
     record_event(session, actor=actor, action="subject.erased", target=f"subject:{subject_id}", details=outcome)

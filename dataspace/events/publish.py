@@ -291,3 +291,19 @@ def list_events(
     if event_type is not None:
         stmt = stmt.where(BusinessEvent.event_type == event_type)
     return list(session.scalars(stmt))
+
+
+def erase_subject(session: Session, subject_id: int) -> int:
+    """On the customer's erasure (caller's transaction): their customer-data values and pseudonym leave every
+    stored copy of their events (a pending delivery then carries only the business facts), and the events
+    no longer name them. Returns the number of events touched."""
+    events = list(session.scalars(select(BusinessEvent).where(BusinessEvent.subject_id == subject_id)))
+    for event in events:
+        contract = session.get(EventContract, event.contract_id)
+        customer_data = catalog_fields(contract.schema) if contract is not None else {}
+        for d in session.scalars(select(EventDelivery).where(EventDelivery.event_id == event.id)):
+            payload = {k: v for k, v in d.payload.items() if k != "subject"}
+            payload["data"] = {k: v for k, v in payload["data"].items() if k not in customer_data}
+            d.payload = payload
+        event.subject_id = None
+    return len(events)

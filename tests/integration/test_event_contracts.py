@@ -708,3 +708,21 @@ def test_concurrent_dispatchers_send_each_delivery_once(world: World) -> None:
         assert receiver.seen == {f"evt-{i}": 1 for i in range(30)}
     finally:
         receiver.close()
+
+
+def test_erasure_removes_the_customer_from_stored_event_copies(world: World) -> None:
+    from dataspace.compliance.service import erase_subject
+    from tests.integration.jobs_support import steward
+
+    world.approved_contract()
+    assert world.publish("evt-erase").status_code == 201
+    before = deliveries(world.ctx, "evt-erase")[world.insurer.id].payload
+    assert ("age" in before["data"], "subject" in before) == (True, True)
+    with world.ctx.db.transaction() as s:
+        erase_subject(world.ctx, s, subject_id=world.ada, actor=steward())
+    after = deliveries(world.ctx, "evt-erase")[world.insurer.id].payload
+    assert "age" not in after["data"]
+    assert "subject" not in after
+    assert after["data"]["booking_id"] == "b-1"  # the business facts stay
+    with world.ctx.db.session() as s:
+        assert s.scalar(select(BusinessEvent.subject_id).where(BusinessEvent.event_id == "evt-erase")) is None
