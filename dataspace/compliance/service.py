@@ -127,12 +127,12 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
         withdrawn += int(change.changed)
     result: CursorResult[Any] = session.execute(delete(Decision).where(Decision.subject_id == subject_id))  # type: ignore[assignment]
     decisions = result.rowcount or 0
+    erase_from_events(session, subject_id)  # business events' stored copies
     shred(session, subject_id)
     user_ids = list(session.scalars(select(User.id).where(User.subject_id == subject_id)))
     if user_ids:
         session.execute(update(User).where(User.id.in_(user_ids)).values(disabled=True))
         tokens.revoke_user_tokens(session, user_ids)
-    erase_from_events(session, subject_id)  # business events' stored copies
     outcome = {"grants_withdrawn": withdrawn, "decisions_deleted": decisions, "accounts_disabled": len(user_ids)}
     _log_request(session, subject_id, "erasure", actor, outcome)
     record_event(session, actor=actor, action="subject.erased", target=f"subject:{subject_id}", details=outcome)
