@@ -143,7 +143,7 @@ def _row_fits(columns: Sequence[Mapping[str, Any]], row: Mapping[str, Any]) -> b
 
 
 # --- who may be linked ------------------------------------------------------------------------------------------
-def _linkable(partner_key: str, purpose_key: str, now: datetime) -> Any:
+def _linkable(partner_key: Any, purpose_key: Any, now: datetime) -> Any:
     return (
         select(ConsentGrant.subject_id)
         .join(Subject, Subject.id == ConsentGrant.subject_id)
@@ -463,8 +463,33 @@ def shred_contract(session: Session, *, contract_id: int, clock: Clock = utcnow)
     return len(rows)
 
 
+def prune_links(session: Session, *, clock: Clock = utcnow) -> int:
+    """Delete the links of customers whose linkage grant is no longer active (expired, or withdrawn by a path
+    that did not unlink, such as an erasure of an already-ended grant); returns how many."""
+    now = clock()
+    stale = [
+        (cid, sid)
+        for cid, sid in session.execute(
+            select(Link.contribution_id, Link.subject_id)
+            .join(Contribution, Contribution.id == Link.contribution_id)
+            .join(Partner, Partner.id == Contribution.partner_id)
+            .join(Contract, Contract.id == Contribution.contract_id)
+            .where(
+                ~_linkable(Partner.key, Contract.purpose_key, now)
+                .where(ConsentGrant.subject_id == Link.subject_id)
+                .exists()
+            )
+        )
+    ]
+    for cid, sid in stale:
+        session.execute(delete(Link).where(Link.contribution_id == cid, Link.subject_id == sid))
+    return len(stale)
+
+
 def shred_ended(session: Session, *, clock: Clock = utcnow) -> int:
-    """Shred the contributions of contracts past their validity or no longer approved (a periodic sweep)."""
+    """Shred the contributions of contracts past their validity or no longer approved, and prune the links of
+    customers whose grant ended (a periodic sweep)."""
+    prune_links(session, clock=clock)
     now = clock()
     ended = select(Contract.id).where(or_(Contract.valid_until <= now, Contract.status.in_(("revoked", "rejected"))))
     ids = set(

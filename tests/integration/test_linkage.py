@@ -312,6 +312,39 @@ def test_a_contract_past_its_end_is_shredded_by_the_sweep(ctx: Context) -> None:
     assert _counts(ctx, run.id) == ("shredded", 0)
 
 
+def test_links_of_ended_grants_are_pruned_and_erasure_unlinks(ctx: Context) -> None:
+    from datetime import timedelta
+
+    from dataspace.compliance.service import erase_subject
+    from dataspace.db import utcnow
+
+    subjects, _, grant_ids = world(ctx)
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    p = SpecPartner()
+    complete(ctx, run.id, p.reply(run.id, run.public_key, message(ctx, run.id), partner_records(len(subjects))))
+    linked = sorted(links(ctx))
+    with ctx.db.transaction() as s:
+        assert linkage.prune_links(s) == 0
+    erased = linked[0]  # erasure withdraws the grant, which unlinks
+    with ctx.db.transaction() as s:
+        erase_subject(ctx, s, subject_id=erased, actor=steward("alice"))
+    assert erased not in links(ctx)
+    assert set(linked[1:]) == links(ctx)
+    later = linked[1]  # a grant that runs out: the sweep prunes its link
+    with ctx.db.transaction() as s:
+        consents.renew(
+            s,
+            subject_id=later,
+            grant_id=grant_ids[later],
+            valid_until=utcnow() + timedelta(hours=1),
+            signer=ctx.keys.signing_key,
+        )
+    with ctx.db.transaction() as s:
+        assert linkage.prune_links(s, clock=lambda: utcnow() + timedelta(hours=2)) >= 1
+    assert later not in links(ctx)
+
+
 def _counts(ctx: Context, cid: int) -> tuple[str, int]:
     with ctx.db.session() as s:
         c = s.get(Contribution, cid)
