@@ -1,56 +1,136 @@
-"""A compliance officer signs in to the console, searches the audit trail (with an inline message for a
-bad filter), exports the log and sees it verified in the browser, then the consent statistics chart and
-the records of processing."""
+"""A compliance officer in the console: the action picker and a bad filter the server refuses (shown, not
+ignored), system actions named after the process, an entry's detail with its inclusion proof verified in
+the browser, the export verified with the key and the offline command beside it, access/erasure requests,
+the dashboards and trend charts, the records of processing with controller and DPO, exported as CSV. English
+at desktop width, Chinese at a 390 px phone width, never wider than the screen."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dataspace.auth.principal import Principal
+from dataspace.compliance import service as compliance
+from dataspace.tlog.log import sequence
 from tests.e2e.conftest import World, shot, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+NO_OVERFLOW = "() => document.documentElement.scrollWidth <= window.innerWidth"
 
-def test_compliance_officer_searches_exports_and_verifies(world: World, page: Any) -> None:
+
+def _access_request(world: World) -> None:
+    customer = Principal(subject=world.customer, role="customer", client_id="portal", subject_id=world.subject_id)
+    with world.ctx.db.transaction() as s:
+        compliance.log_access_request(s, subject_id=world.subject_id, actor=customer, export_format="jsonl")
+    sequence(world.ctx, "audit")
+
+
+def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any) -> None:
     world.run_job()
+    _access_request(world)
     sign_in(page, world.base + "/console/", world.auditor)
     page.locator("#audit-results table").wait_for()
-    page.get_by_label("Subject id").fill("abc")
+
+    # A bad filter value: the server answers 422 and the page says so next to the field.
+    page.get_by_label("Actor").fill("alice")
     page.get_by_role("button", name="Search").click()
-    page.get_by_text("A subject id is a whole number.").wait_for()
-    page.get_by_label("Subject id").fill("")
-    page.get_by_label("Action").fill("job.*")
+    page.locator("#filter-error").wait_for()
+    assert "not applied" in page.locator("#filter-error").inner_text()
+    assert page.locator("#f-actor").get_attribute("aria-invalid") == "true"
+    assert page.locator("#audit-results table").count() == 0
+    shot(page, "console-bad-filter")
+
+    # The action picker offers the recorded actions; system work is named after the process.
+    page.get_by_label("Actor").fill("")
+    page.locator('#f-action option[value="job.succeeded"]').wait_for(state="attached")
+    page.locator("#f-action").select_option("job.succeeded")
     page.get_by_role("button", name="Search").click()
-    # Wait for the filtered results to replace the unfiltered first page (which also lists job.* rows).
     page.wait_for_function(
         "() => { const cells = [...document.querySelectorAll('#audit-results tbody tr td:nth-child(4)')];"
-        " return cells.length > 0 && cells.every(td => td.innerText.startsWith('job.')); }"
+        " return cells.length > 0 && cells.every(td => td.innerText.startsWith('Job succeeded')); }"
     )
-    page.locator("#audit-results").get_by_role("cell", name="job.succeeded").wait_for()
-    actions = page.locator("#audit-results tbody tr td:nth-child(4)").all_inner_texts()
-    assert actions
-    assert all(a.startswith("job.") for a in actions), actions
+    assert "System: job runner" in page.locator("#audit-results tbody").inner_text()
+    assert "anonymous" not in page.locator("#audit-results tbody").inner_text()
+    assert page.locator("#f-actor").get_attribute("aria-invalid") is None
     shot(page, "console-audit")
+
+    # Entry detail: the signed entry and its inclusion proof, verified here.
+    page.locator("#audit-results tbody tr").first.locator("button").click()
+    verdict = page.locator("#proof-verdict")
+    verdict.wait_for()
+    assert verdict.inner_text().startswith("Verified in this browser"), verdict.inner_text()
+    assert '"action": "job.succeeded"' in page.locator("#entry-body").inner_text()
+    assert "✗" not in page.locator("#entry-body").inner_text()
+    shot(page, "console-entry")
+    page.get_by_role("button", name="Close").click()
 
     page.get_by_role("tab", name="Export & verify").click()
     page.get_by_role("button", name="Export and verify").click()
-    result = page.locator("#verify-result")
-    result.wait_for()
-    assert result.inner_text().startswith("Verified"), result.inner_text()
-    page.get_by_text("Checkpoint signature verified with the operator's key.").wait_for()  # Ed25519 in WebCrypto
+    page.locator("#verify-result").wait_for()
+    assert page.locator("#verify-result").inner_text().startswith("Verified")
+    box = page.locator("#panel-export .verify-box")
+    box.wait_for()
+    assert "dataspace audit verify audit-export.jsonl --key '" in box.inner_text()
+    assert page.locator("#panel-export .verify-key").count() >= 1
     shot(page, "console-export")
 
+    page.get_by_role("tab", name="Requests").click()
+    page.locator("#requests table").wait_for()
+    requests = page.locator("#requests").inner_text()
+    assert "Access (copy of data)" in requests
+    assert f"#{world.subject_id}" in requests
+    shot(page, "console-requests")
+
+    page.get_by_role("tab", name="Dashboards").click()
+    page.locator("#dash-jobs canvas").wait_for()
+    page.locator("#dash-budgets canvas").wait_for()
+    page.locator("#dash-requests canvas").wait_for()
+    assert "Succeeded" in page.locator("#dash-jobs").inner_text()
+    shot(page, "console-dashboards")
+
     page.get_by_role("tab", name="Consent statistics").click()
-    page.locator("#stats-chart svg").wait_for()
-    assert page.locator("#stats-chart rect.bar").count() >= 3
+    page.locator("#stats-trend canvas").wait_for()
+    page.locator("#stats-chart canvas").wait_for()
+    assert (
+        page.evaluate("() => window.Chart.getChart(document.querySelector('#stats-trend canvas')).data.datasets.length")
+        >= 1
+    )
+    assert "age" not in page.locator("#stats-table").inner_text().split()  # catalog labels, not keys
     shot(page, "console-stats")
 
     page.get_by_role("tab", name="Records of processing").click()
-    page.locator("#records table").wait_for()
-    assert page.locator("#records").get_by_text("Personalised insurance offers").count() >= 1
+    page.locator("#controller").wait_for()
+    records = page.locator("#records").inner_text()
+    assert "Data protection officer" in records
+    assert "Security measures" in records
+    assert "Transfers to other countries" in records
+    assert "dataspace audit verify" in page.locator("#panel-records .verify-box").inner_text()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    csv_text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    header = csv_text.splitlines()[0].split(",")
+    assert {"controller", "dpo", "international_transfers", "safeguards", "legal_basis"} <= set(header)
+    assert len(csv_text.splitlines()) >= 2
+    page.emulate_media(media="print")
+    assert page.locator("nav[role=tablist]").is_hidden()  # the print layout shows the records only
+    page.emulate_media(media="screen")
     shot(page, "console-records")
+
+    # Chinese, at a phone's width: every tab fits the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#lang").select_option("zh-CN")
+    page.get_by_role("tab", name="审计查询").wait_for()
+    tabs = [("审计查询", "audit"), ("导出与验证", "export"), ("客户请求", "requests")]
+    tabs += [("仪表板", "dash"), ("授权统计", "stats"), ("处理活动记录", "records")]
+    for tab, name in tabs:
+        page.get_by_role("tab", name=tab, exact=True).click()
+        page.wait_for_timeout(300)
+        assert page.evaluate(NO_OVERFLOW), name
+        shot(page, f"console-{name}-zh-phone")
+    assert "个人信息保护负责人" in page.locator("#records").inner_text()
 
 
 def test_a_customer_cannot_use_the_console(world: World, page: Any) -> None:

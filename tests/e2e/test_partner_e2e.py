@@ -100,7 +100,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
     assert (_count(world, Job), _spent(world)) == (jobs_before, spent_before)
     page.get_by_role("button", name="Submit a job…").click()
     dialog.get_by_role("button", name="Spend ε 1 and submit").click()
-    page.get_by_text("submitted; ε 1 spent.", exact=False).wait_for()
+    page.locator("#job-status").get_by_text("submitted; ε 1 spent.", exact=False).wait_for()
     assert _count(world, Job) == jobs_before + 1
     assert _spent(world) == spent_before + 1_000_000
     with world.ctx.db.session() as s:

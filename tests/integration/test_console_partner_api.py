@@ -4,6 +4,8 @@ after the process that did them, and a release's noise interval."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -79,6 +81,19 @@ def test_good_filters_actions_and_named_system_actors(ctx: Context, client: Test
     assert [e["action"] for e in by_actor] == ["consent.expired"]
     prefix = client.get("/v1/audit/events", params={"action": "consent.*"}, headers=h).json()["items"]
     assert {e["action"] for e in prefix} == {"consent.expired"}
+
+
+def test_inclusion_proof_carries_the_signed_entry_bytes(ctx: Context, client: TestClient) -> None:
+    """The console hashes these bytes itself: they must be exactly what the leaf commits to."""
+    _seed(ctx)
+    h = bearer(issue_token(ctx, "compliance"))
+    cp = client.get("/v1/audit/checkpoint", headers=h).json()
+    found = client.get("/v1/audit/events", params={"action": "consent.expired"}, headers=h).json()["items"][0]
+    proof = client.get(
+        "/v1/audit/proofs/inclusion", params={"index": found["index"], "tree_size": cp["size"]}, headers=h
+    ).json()
+    assert hashlib.sha256(b"\x00" + proof["entry"].encode()).hexdigest() == proof["leaf_hash"]
+    assert json.loads(proof["entry"])["actor"] == "system:expiry-sweep"
 
 
 def test_system_actor_names() -> None:

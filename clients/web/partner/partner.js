@@ -67,7 +67,7 @@ const showContracts = guard(() => $("contracts"), async () => {
   await loadCatalog();
   await loadMine();
   const rows = state.contracts.map((c) => [
-    h("span", {}, h("strong", {}, c.title || `#${c.id}`), h("div", { class: "muted" }, `#${c.id}`)),
+    h("span", {}, h("strong", {}, c.title || purposeLabel(c.purpose)), h("div", { class: "muted" }, `#${c.id}`)),
     purposeLabel(c.purpose),
     h("span", { class: `badge status-${c.status}` }, statusWord("contract", c.status)),
     h("ul", { class: "plain" }, c.features.map((f) => h("li", {}, featureText(f)))),

@@ -70,7 +70,7 @@ export function trendLines(container, labels, series, { label, percent = true })
         spanGaps: true,
       })),
     },
-    options: { ...base(), scales: { y: { beginAtZero: true, ...(percent ? { max: 100, ticks: { callback: (v) => `${v}%` } } : {}) } } },
+    options: { ...base(), scales: { y: { beginAtZero: true, ...(percent ? { suggestedMax: 10, ticks: { callback: (v) => `${v}%` } } : {}) } } },
   }));
 }
 
@@ -85,7 +85,7 @@ export function bars(container, labels, stacks, { label, horizontal = false, sta
       labels,
       datasets: stacks.map((s, i) => ({
         label: s.name,
-        data: s.values,
+        data: s.values.map((v) => (v === 0 ? null : v)),  // no bar for nothing, even with minBarLength
         backgroundColor: s.color || COLORS[i % COLORS.length],
         minBarLength: 3,  // a 0.4% rate stays visible
       })),

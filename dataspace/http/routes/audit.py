@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
@@ -20,6 +21,7 @@ from dataspace.http.params import MAX_INDEX, SubjectFilter
 from dataspace.tlog import cosigning
 from dataspace.tlog import export as tlog_export
 from dataspace.tlog import log as tlog
+from dataspace.tlog.models import TLogEntry
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -167,12 +169,15 @@ def inclusion(
     session: Session = Depends(read_session),
 ) -> dict[str, Any]:
     p = tlog.inclusion_proof(session, log=log, index=index, size=tree_size)
+    # The entry's exact bytes (canonical JSON), so a verifier hashes what was signed, not a re-encoding.
+    entry = session.scalar(select(TLogEntry.entry).where(TLogEntry.log == log, TLogEntry.idx == index))
     return {
         "log": log,
         "index": index,
         "tree_size": tree_size,
         "leaf_hash": p.leaf_hash.hex(),
         "hashes": [h.hex() for h in p.hashes],
+        "entry": entry,
     }
 
 
