@@ -5,9 +5,10 @@
 Set-up (in this process, through the package's services): a fresh database (PostgreSQL on 127.0.0.1 by
 default, dropped afterwards; ``--database-url sqlite:///...`` for the embedded one), the demo catalog, ``--n``
 customers of whom two in three grant every field of the insurer's contract, that contract with a decision
-service (``policy.renewal_due``), approved, and the demo's ONNX renewal model uploaded. Then one ``dataspace
-serve`` process (uvicorn) is started, the operator's CRM client gets a real access token from ``/oauth/token``
-(client credentials), and decisions are sent OPEN LOOP at ``--rate`` per second for ``--seconds``: each request
+service (``policy.renewal_due``), approved, and the demo's ONNX renewal model uploaded. Then ``--replicas``
+``dataspace serve`` processes (uvicorn; default 2, one per core, each with its own warm pool) are started, the
+operator's CRM client gets a real access token from ``/oauth/token`` (client credentials), and decisions are
+sent OPEN LOOP at ``--rate`` per second for ``--seconds``: each request
 leaves at its scheduled time whatever the earlier ones are doing, and its latency counts from that time, so a
 server that falls behind shows it. Customers are picked at random: a third are ``not_permitted`` (no consent;
 the model does not run). Every decision is consent-checked, stored and (when decided) in the usage ledger: the
@@ -39,7 +40,7 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/ (the script's directory): bench/consent.py is not the package
 
-from load import Http, bench_database, free_port, own_cpu, postgres_cpu, start_servers, stop_servers  # noqa: E402
+from load import Http, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
 
 from dataspace.auth import service as auth  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
@@ -137,12 +138,13 @@ def oauth_token(base: str, client_id: str, secret: str) -> str:
 
 
 async def drive(
-    base: str, token: str, contract_id: int, subjects: list[int], rate: float, seconds: float, connections: int
+    bases: list[str], token: str, contract_id: int, subjects: list[int], rate: float, seconds: float, connections: int
 ) -> tuple[list[float], list[float], dict[str, int], float]:
-    """Open loop: request i leaves at start + i / rate on a free connection; latency from that time."""
+    """Open loop: request i leaves at start + i / rate on a free connection (connections alternate between the
+    server processes); latency from that time."""
     pool: asyncio.Queue[Http] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(Http(base))
+    for i in range(connections):
+        pool.put_nowait(Http(bases[i % len(bases)]))
     headers = {"Authorization": f"Bearer {token}"}
     decided: list[float] = []
     refused: list[float] = []
@@ -172,15 +174,16 @@ async def drive(
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         (decided if outcome == "decided" else refused).append(latency)
 
-    # Warm-up (not counted): the first request builds the pool and its sandboxes.
-    warm = Http(base)
-    await warm.request(
-        "POST",
-        f"/v1/decisions/{contract_id}",
-        headers,
-        json.dumps({"event_id": "bench-warmup", "event_type": EVENT, "subject_id": subjects[1]}).encode(),
-    )
-    warm.close()
+    # Warm-up (not counted): the first request to each server builds its pool and sandboxes.
+    for n, base in enumerate(bases):
+        warm = Http(base)
+        await warm.request(
+            "POST",
+            f"/v1/decisions/{contract_id}",
+            headers,
+            json.dumps({"event_id": f"bench-warmup-{n}", "event_type": EVENT, "subject_id": subjects[1]}).encode(),
+        )
+        warm.close()
     await asyncio.sleep(2.0)  # let the pool's other runners finish starting
     start = loop.time() + 0.05
     tasks = []
@@ -256,6 +259,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="decisions per second (open loop)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (requests in flight)")
+    parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes (one per core)")
     parser.add_argument("--cold-runs", type=int, default=15)
     parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
     args = parser.parse_args()
@@ -275,13 +279,14 @@ def main() -> None:
             finally:
                 ctx.close()
             print(f"setup: {args.n} customers, contract {contract_id} in {time.perf_counter() - t0:.1f}s", flush=True)
-            servers = start_servers(tmp, url, 1, issuer, port)
+            servers = start_servers(tmp, url, args.replicas, issuer, port)
             token = oauth_token(servers[0].base, client_id, secret)
-            cpu = (servers[0].cpu_seconds(), postgres_cpu(), own_cpu())
+            bases = [s.base for s in servers]
+            cpu = (sum(s.cpu_seconds() for s in servers), own_cpu())
             decided, refused, outcomes, elapsed = asyncio.run(
-                drive(servers[0].base, token, contract_id, subjects, args.rate, args.seconds, args.connections)
+                drive(bases, token, contract_id, subjects, args.rate, args.seconds, args.connections)
             )
-            cpu = (servers[0].cpu_seconds() - cpu[0], postgres_cpu() - cpu[1], own_cpu() - cpu[2])
+            cpu = (sum(s.cpu_seconds() for s in servers) - cpu[0], own_cpu() - cpu[1])
             ctx = Context.open(settings)
             try:
                 with ctx.db.session() as s:
@@ -302,13 +307,16 @@ def main() -> None:
 
     both = decided + refused
     backend = "sqlite" if url.startswith("sqlite") else "postgresql"
-    print(f"\nwarm path through HTTP ({backend}, one uvicorn server, open loop at {args.rate:g}/s for {elapsed:.1f}s)")
+    print(
+        f"\nwarm path through HTTP ({backend}, {args.replicas} uvicorn server process(es), open loop at "
+        f"{args.rate:g}/s for {elapsed:.1f}s)"
+    )
     print(f"  sent {int(args.rate * args.seconds)}, answered {len(both)} = {len(both) / elapsed:.0f}/s; {outcomes}")
-    print(f"  stored {stored} decisions (incl. warm-up), {ledger} usage-ledger entries of real-time decisions")
+    print(f"  stored {stored} decisions (incl. warm-ups), {ledger} usage-ledger entries of real-time decisions")
     n = max(len(both), 1)
     print(
-        f"  CPU per decision: server {cpu[0] / n * 1e3:.2f} ms (its sandboxes not included), "
-        f"PostgreSQL {cpu[1] / n * 1e3:.2f} ms, this client {cpu[2] / n * 1e3:.2f} ms"
+        f"  CPU per decision: servers {cpu[0] / n * 1e3:.2f} ms (their sandboxes and PostgreSQL not included), "
+        f"this client {cpu[1] / n * 1e3:.2f} ms"
     )
     for name, values in (("all", both), ("decided", decided), ("not_permitted", refused)):
         print(f"  {name:14s} p50 {pct(values, 0.5) * 1e3:7.2f} ms   p99 {pct(values, 0.99) * 1e3:7.2f} ms")
