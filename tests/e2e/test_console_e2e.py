@@ -14,6 +14,7 @@ import pytest
 from dataspace.auth.principal import Principal
 from dataspace.compliance import service as compliance
 from dataspace.tlog.log import sequence
+from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -55,6 +56,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     assert "System: job runner" in page.locator("#audit-results tbody").inner_text()
     assert "anonymous" not in page.locator("#audit-results tbody").inner_text()
     assert page.locator("#f-actor").get_attribute("aria-invalid") is None
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-audit")
 
     # Entry detail: the signed entry and its inclusion proof, verified here.
@@ -64,6 +66,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     assert verdict.inner_text().startswith("Verified in this browser"), verdict.inner_text()
     assert '"action": "job.succeeded"' in page.locator("#entry-body").inner_text()
     assert "✗" not in page.locator("#entry-body").inner_text()
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-entry")
     page.get_by_role("button", name="Close").click()
 
@@ -75,6 +78,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     box.wait_for()
     assert "dataspace audit verify audit-export.jsonl --key '" in box.inner_text()
     assert page.locator("#panel-export .verify-key").count() >= 1
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-export")
 
     page.get_by_role("tab", name="Requests").click()
@@ -82,6 +86,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     requests = page.locator("#requests").inner_text()
     assert "Access (copy of data)" in requests
     assert f"#{world.subject_id}" in requests
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-requests")
 
     page.get_by_role("tab", name="Dashboards").click()
@@ -89,6 +94,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     page.locator("#dash-budgets canvas").wait_for()
     page.locator("#dash-requests canvas").wait_for()
     assert "Succeeded" in page.locator("#dash-jobs").inner_text()
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-dashboards")
 
     page.get_by_role("tab", name="Consent statistics").click()
@@ -99,6 +105,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
         >= 1
     )
     assert "age" not in page.locator("#stats-table").inner_text().split()  # catalog labels, not keys
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-stats")
 
     page.get_by_role("tab", name="Records of processing").click()
@@ -117,6 +124,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
     page.emulate_media(media="print")
     assert page.locator("nav[role=tablist]").is_hidden()  # the print layout shows the records only
     page.emulate_media(media="screen")
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "console-records")
 
     # Chinese, at a phone's width: every tab fits the screen.
@@ -129,6 +137,7 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
         page.get_by_role("tab", name=tab, exact=True).click()
         page.wait_for_timeout(300)
         assert page.evaluate(NO_OVERFLOW), name
+        assert not serious_violations(page), serious_violations(page)
         shot(page, f"console-{name}-zh-phone")
     assert "个人信息保护负责人" in page.locator("#records").inner_text()
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from dataspace.jobs import runner
 from dataspace.jobs.models import Contract, Job, PrivacyBudget
 from dataspace.tlog.log import sequence
+from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
 from tests.integration import jobs_support as js
 
@@ -43,6 +44,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
     assert "epsilon_per_release" not in text
     assert "{" not in text  # no JSON in cells
     assert page.evaluate(NO_OVERFLOW)
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "partner-contracts")
 
     # Propose: only the transforms the catalog allows; a finer one than promised is refused in place.
@@ -68,6 +70,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
         assert (proposed.status, proposed.title) == ("proposed", "Renewal bundle by age")
         assert proposed.features == [{"field": "age", "transform": "bin", "edges": [30, 45, 60]}]
     assert page.evaluate(NO_OVERFLOW)
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "partner-propose")
 
     # Upload a model: its signature check shows.
@@ -95,6 +98,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
     said = dialog.inner_text()
     assert "spends ε 1 of your" in said
     assert "Left now: ε 10. After this job: ε 9." in said
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "partner-confirm")
     dialog.get_by_role("button", name="Cancel").click()
     assert (_count(world, Job), _spent(world)) == (jobs_before, spent_before)
@@ -121,11 +125,13 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
     assert "standard" in panel
     assert _spent(world) == spent_before + 1_000_000  # reading the result spends nothing more
     assert page.evaluate(NO_OVERFLOW)
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "partner-result")
 
     page.get_by_role("tab", name="Privacy budget").click()
     page.locator("#budget meter").wait_for()
     assert "ε 9 of 10 left (1 spent)" in page.locator("#budget").inner_text()
+    assert not serious_violations(page), serious_violations(page)
     shot(page, "partner-budget")
 
     # Chinese, at a phone's width: every tab fits the screen.
@@ -138,5 +144,6 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
         page.get_by_role("tab", name=tab, exact=True).click()
         page.locator(f"#panel-{name} table, #panel-{name} fieldset, #panel-{name} meter").first.wait_for()
         assert page.evaluate(NO_OVERFLOW), name
+        assert not serious_violations(page), serious_violations(page)
         shot(page, f"partner-{name}-zh-phone")
     assert "剩余 ε 9，共 10（已用 1）" in page.locator("#budget").inner_text()
