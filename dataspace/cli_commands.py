@@ -1,6 +1,7 @@
 """Imports every module that adds commands to the CLI (one line per module)."""
 
 from clients import cli as _remote_cli  # noqa: F401
+from clients import steward_cli as _remote_steward_cli  # noqa: F401
 from dataspace.audit import cli as _audit_cli  # noqa: F401
 from dataspace.auth import cli as _auth_cli  # noqa: F401
 from dataspace.backup import cli as _backup_cli  # noqa: F401

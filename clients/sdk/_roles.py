@@ -296,6 +296,38 @@ class StewardClient(BaseClient):
     def approve_model(self, model_id: int | str) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/models/{model_id}/approve"))
 
+    def reject_contract(self, contract_id: int | str, *, reason: str = "") -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/contracts/{contract_id}/reject", json={"reason": reason}))
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/models"))
+
+    def model_review(self, model_id: int | str) -> dict[str, Any]:
+        """A model for review: the checks it passed at upload, its approvals and, for Python, its source."""
+        return dict(self.get(f"/v1/models/{model_id}/review"))
+
+    def reject_model(self, model_id: int | str, *, reason: str = "") -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/models/{model_id}/reject", json={"reason": reason}))
+
+    def budgets(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/privacy-budgets"))
+
+    def set_budget(self, *, partner: str, purpose: str, epsilon_total: float) -> dict[str, Any]:
+        body = {"partner_key": partner, "purpose": purpose, "epsilon_total": float(epsilon_total)}
+        return dict(self.request("PUT", "/v1/privacy-budgets", json=body))
+
+    def jobs(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The job queue, newest first (all partners; the true state and failure details)."""
+        return list(self.get("/v1/jobs", status=status, limit=limit))
+
+    def requests_log(self, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """Access and erasure requests."""
+        return list(self.get("/v1/compliance/requests", kind=kind))
+
+    def update_field(self, key: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a catalog field (its texts in every language via ``i18n``; each change is versioned)."""
+        return dict(self.request("PATCH", f"/v1/catalog/fields/{key}", json=changes))
+
 
 class ComplianceClient(BaseClient):
     """A compliance officer (read-only)."""

@@ -67,15 +67,16 @@ def test_two_stewards_and_the_steward_routes(ctx: Context) -> None:
             assert waiting[sensitive]["required_approvals"] == 2
             first = ann.approve_contract(sensitive)
             assert (first["status"], first["approvals"]) == ("proposed", ["steward:ann"])
-            review = ann.get(f"/v1/models/{model_id}/review")
+            review = ann.model_review(model_id)
             assert "def score(rows):" in review["source"]
             assert {c["check"] for c in review["checks"]} == {"size", "utf8_compiles", "feature_names"}
-            rejected = ann.request("POST", f"/v1/models/{model_id}/reject", json={"reason": "reads too much"})
+            rejected = ann.reject_model(model_id, reason="reads too much")
             assert rejected["model"]["status"] == "rejected"
-            budgets = ann.get("/v1/privacy-budgets")
+            assert ann.set_budget(partner=js.PARTNER, purpose=js.PURPOSE, epsilon_total=12)["epsilon_total"] == 12
+            budgets = ann.budgets()
             assert any(b["partner_key"] == js.PARTNER and b["purpose"] == js.PURPOSE for b in budgets)
-            assert ann.get("/v1/jobs") == []
-            assert ann.get("/v1/compliance/requests") == []
+            assert ann.jobs() == []
+            assert ann.requests_log() == []
         with steward("ben") as ben:
             second = ben.approve_contract(sensitive)
             assert second["status"] == "approved"
@@ -120,3 +121,57 @@ def test_a_customer_cannot_sign_in_through_the_steward_client(ctx: Context) -> N
         assert answer.status_code == 403
         assert "This account cannot sign in to this application." in answer.text
         assert "location" not in answer.headers
+
+
+def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dataspace remote steward ...`` with DATASPACE_CLIENT_ID=steward-cli: the browser sign-in (here the login
+    form posted by a function), then the same two-person rule: the first approval leaves the contract waiting."""
+    from functools import partial
+
+    from typer.testing import CliRunner
+
+    import clients.cli
+    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
+    from dataspace.cli import app, console
+
+    js.build_world(ctx, n=30)
+    sensitive = js.propose(
+        ctx,
+        features=[
+            *js.FEATURES,
+            {"field": "health_condition", "transform": "group", "groups": {"c": ["asthma", "other"]}},
+        ],
+    )
+    for name in ("ann", "ben"):
+        make_user(ctx, "steward", username=name)
+    port = _free_port()
+    monkeypatch.setattr(console, "width", 200)
+    runner = CliRunner()
+    with running_server(ctx) as (base, served):
+        ensure_web_clients(served)
+        _cli_client_on(served, "steward-cli", port)
+        monkeypatch.setenv("DATASPACE_URL", base)
+        monkeypatch.setenv("DATASPACE_CLIENT_ID", "steward-cli")
+        monkeypatch.delenv("DATASPACE_CLIENT_SECRET", raising=False)
+        monkeypatch.setenv("DATASPACE_REDIRECT_PORT", str(port))
+
+        def as_steward(name: str, *args: str) -> str:
+            monkeypatch.setattr(
+                clients.cli, "AuthorizationCode", partial(AuthorizationCode, open_browser=_login_as(name), timeout=20)
+            )
+            result = runner.invoke(app, ["remote", "steward", *args])
+            assert result.exit_code == 0, result.output
+            return " ".join(result.output.split())
+
+        listed = as_steward("ann", "contracts", "--status", "proposed")
+        assert f"{sensitive} {js.PARTNER} / {js.PURPOSE} SENSITIVE" in listed
+        assert "still needs 2 more" in listed
+        first = as_steward("ann", "approve", str(sensitive))
+        assert (
+            f"contract {sensitive}: awaiting approval: approved by ann; still needs 1 more from a different steward"
+            in first
+        )
+        second = as_steward("ben", "approve", str(sensitive))
+        assert f"contract {sensitive}: approved; approved by ann, ben" in second
+        assert "of 3 left" in as_steward("ben", "set-budget", js.PARTNER, js.PURPOSE, "3")
+        assert js.PARTNER in as_steward("ben", "budgets")
