@@ -6,8 +6,9 @@ Invariants (every function runs in the caller's transaction; services never comm
 - at the reply, matches are kept only for subjects whose grant is STILL active (a withdrawal between the
   two messages excludes the customer), and a reply is stored whole or not at all (any bad row, a contract
   no longer approved, a budget too small: nothing is stored and the run stays open or shredded as it was);
-- the partner's rows are opened only for matched subjects (to check them against the declaration, and in
-  ``partner_columns``); an unmatched record is dropped unopened;
+- every row of a reply is opened once, to check it against the declaration (so whether a reply is refused
+  does not depend on which records matched); only matched rows of consenting subjects are kept, and they are
+  opened again only in ``partner_columns`` (the emission of the partner's own jobs, real-time decisions);
 - after ``shred_contract`` no key that opens a contribution's rows exists in the database.
 """
 
@@ -345,6 +346,15 @@ def complete(
         data_key = SealedBox(private).decrypt(parsed.sealed_data_key)
     except CryptoError:
         raise InvalidInput("the data key is not sealed to this run's public key") from None
+    # Every row is checked, matched or not: a refusal that depended on which rows matched would tell the
+    # partner which of its records are customers. An unmatched row's values are dropped right here.
+    for blinded, sealed in parsed.records:
+        try:
+            values = open_row(data_key, row.id, blinded, sealed)
+        except (CryptoError, ValueError):
+            raise InvalidInput("a sealed row does not open under the contribution's data key") from None
+        if not _row_fits(row.columns, values):
+            raise InvalidInput("a row does not match the declared partner columns")
     # Withdrawal between message 1 and now: only subjects whose grant is still active are linked.
     still = set(linkable_subjects(session, partner_key=partner.key, purpose_key=contract.purpose_key, now=now))
     links: list[dict[str, Any]] = []
@@ -352,12 +362,6 @@ def complete(
         if sid not in still:
             continue
         blinded, sealed = parsed.records[i]
-        try:
-            values = open_row(data_key, row.id, blinded, sealed)
-        except (CryptoError, ValueError):
-            raise InvalidInput("a sealed row does not open under the contribution's data key") from None
-        if not _row_fits(row.columns, values):
-            raise InvalidInput("a row does not match the declared partner columns")
         links.append(
             {
                 "contribution_id": row.id,

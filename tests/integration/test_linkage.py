@@ -423,6 +423,28 @@ def test_columns_are_declared_before_approval_and_shown_to_customers(ctx: Contex
     assert contract_id
 
 
+def test_a_refusal_does_not_depend_on_which_records_matched(ctx: Context) -> None:
+    """The oracle a partner would try: put a bad row on one record and see whether the reply is refused. A
+    bad row is refused whether its record is a consenting customer (phone 2) or not (a stranger, or a
+    customer without the grant: phone 0), with the same problem."""
+    subjects, linkers, _ = world(ctx)
+    assert subjects[2] in linkers
+    assert subjects[0] not in linkers
+    contract_id = approved_contract(ctx)
+    run = start(ctx, contract_id)
+    msg = message(ctx, run.id)
+    good = {"policy_expiry_month": 1, "claims_band": "none"}
+    bad = {"policy_expiry_month": "soon", "claims_band": "none"}
+    details = []
+    for target in (phone(2), phone(0), "+493000000001"):
+        recs = [(ph, bad if ph == target else good) for ph in (phone(2), phone(0), phone(4), "+493000000001")]
+        with pytest.raises(InvalidInput) as refused:
+            complete(ctx, run.id, SpecPartner().reply(run.id, run.public_key, msg, recs))
+        details.append(refused.value.detail)
+        assert _counts(ctx, run.id) == ("open", 0)
+    assert len(set(details)) == 1
+
+
 def test_linkage_grant_needs_one_named_partner(ctx: Context) -> None:
     subjects, _, _ = world(ctx, n=3)
     with ctx.db.transaction() as s, pytest.raises(InvalidInput):
