@@ -590,3 +590,43 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
         }
     assert decided
     assert used == decided & linked_ok
+
+
+def test_customer_grants_reads_and_withdraws_linkage_over_http(ctx: Context) -> None:
+    """The customer's side through the API: the offer in the data manual, the grant with its signed receipt,
+    the link shown after a run, and withdrawal removing it."""
+    from fastapi.testclient import TestClient
+
+    from dataspace.app import create_app
+    from tests.auth_helpers import bearer, issue_token
+
+    subjects, _, _ = world(ctx, n=6)
+    contract_id = approved_contract(ctx)
+    me = subjects[3]  # not a linker in `world`
+    client = TestClient(create_app(ctx))
+    headers = bearer(issue_token(ctx, "customer", subject_id=me))
+    (offer,) = client.get("/v1/me/linkage", headers=headers).json()["offers"]
+    assert offer["columns"][1]["meaning"] == "how many claims"
+    r = client.post("/v1/me/consents", json={"purpose": PURPOSE, **offer["grant"]}, headers=headers)
+    assert r.status_code in (200, 201), r.text
+    change = r.json()
+    receipt = client.get(f"/v1/me/receipts/{change['receipt_id']}", headers=headers)
+    assert receipt.status_code == 200
+    assert receipt.json()["signature"]
+
+    run = start(ctx, contract_id)
+    p = SpecPartner()
+    complete(ctx, run.id, p.reply(run.id, run.public_key, message(ctx, run.id), partner_records(6)))
+    # phone(3) is odd: the partner does not know customer 3; link customer 3 through a second run that does.
+    run = start(ctx, contract_id)
+    records = [(phone(3), {"policy_expiry_month": 4, "claims_band": "none"})]
+    complete(ctx, run.id, SpecPartner().reply(run.id, run.public_key, message(ctx, run.id), records))
+    (link,) = client.get("/v1/me/linkage", headers=headers).json()["links"]
+    assert link["partner"] == PARTNER
+    assert link["partner_columns"] == ["policy_expiry_month", "claims_band"]
+    # The partner's values are never shown through any API, the customer's own view included.
+    assert set(link) == {"partner", "partner_name", "purpose", "matched_on", "linked_at", "partner_columns"}
+
+    gone = client.delete(f"/v1/me/consents/{change['grant']['id']}", headers=headers)
+    assert gone.status_code == 200, gone.text
+    assert client.get("/v1/me/linkage", headers=headers).json()["links"] == []
