@@ -165,6 +165,9 @@ def check_schema(session: Session, schema: dict[str, Any], *, producer_is_partne
         if "x-unit" in prop and (not isinstance(prop["x-unit"], str) or not prop["x-unit"].strip()):
             errors.append({"path": path, "problem": "x-unit must be a non-empty string"})
         if "x-catalog-field" in prop:
+            if not isinstance(prop["x-catalog-field"], str):
+                errors.append({"path": path, "problem": "x-catalog-field names a catalog field (a string)"})
+                continue
             if "." in path or "[" in path:
                 errors.append({"path": path, "problem": "customer-data fields must be top-level properties"})
             if required:
@@ -173,10 +176,10 @@ def check_schema(session: Session, schema: dict[str, Any], *, producer_is_partne
                 errors.append({"path": path, "problem": "only the operator produces events with customer data"})
             if prop.get("x-granularity", "pseudonymized-raw") not in GRANULARITIES:
                 errors.append({"path": path, "problem": f"x-granularity must be one of {list(GRANULARITIES)}"})
-    wanted = {spec["field"] for spec in catalog_fields(schema).values()}
+    wanted = {spec["field"] for spec in catalog_fields(schema).values() if isinstance(spec["field"], str)}
     known = set(session.scalars(select(Field.key).where(Field.key.in_(sorted(map(str, wanted)))))) if wanted else set()
     for name, spec in catalog_fields(schema).items():
-        if spec["field"] not in known:
+        if isinstance(spec["field"], str) and spec["field"] not in known:
             errors.append({"path": name, "problem": f"unknown catalog field {spec['field']!r}"})
     if errors:
         raise InvalidInput(f"{len(errors)} problem(s) in the event schema", extra={"errors": errors})

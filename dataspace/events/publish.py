@@ -22,6 +22,7 @@ What a producer and each consumer are promised:
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,9 @@ def _violations(contract: EventContract, body: dict[str, Any]) -> list[dict[str,
     if not isinstance(data, dict):
         errors.append({"path": "data", "problem": "required object"})
         return errors
+    errors += [
+        {"path": p, "problem": "not a finite number (JSON has no NaN or Infinity)"} for p in _non_finite(body, "")
+    ]
     if ref is None and any(name in data for name in customer_data):
         errors.append({"path": "customer_ref", "problem": "required when the event carries customer data"})
     validator = Draft202012Validator(contract.schema, format_checker=FORMATS)
@@ -142,6 +146,16 @@ def _violations(contract: EventContract, body: dict[str, Any]) -> list[dict[str,
         path = "/".join(str(p) for p in error.absolute_path)
         errors.append({"path": "data" + ("/" + path if path else ""), "problem": error.message[:300]})
     return errors
+
+
+def _non_finite(node: Any, path: str) -> list[str]:
+    if isinstance(node, float) and not math.isfinite(node):
+        return [path or "(root)"]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _non_finite(v, f"{path}/{k}" if path else str(k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _non_finite(v, f"{path}/{i}")]
+    return []
 
 
 def publish(

@@ -228,6 +228,7 @@ def test_contract_schemas_are_checked_and_every_problem_listed(world: World) -> 
             "no_meaning": {"type": "string"},
             "nested": {"type": "object", "description": "x", "properties": {"inner": {"type": "integer"}}},
             "secret": {"type": "string", "x-catalog-field": "no_such_field", "description": "Made up."},
+            "odd": {"type": "string", "x-catalog-field": {"key": "age"}, "description": "Not a name."},
         }
     )
     bad["required"] = [*bad["required"], "age"]
@@ -238,6 +239,7 @@ def test_contract_schemas_are_checked_and_every_problem_listed(world: World) -> 
     assert ("no_meaning", "every field needs a description (its meaning)") in problems
     assert ("nested.inner", "every field needs a description (its meaning)") in problems
     assert ("secret", "unknown catalog field 'no_such_field'") in problems
+    assert ("odd", "x-catalog-field names a catalog field (a string)") in problems
     assert ("age", "a customer-data field cannot be required (consent drops it)") in problems
     # A schema that would fetch something, or hide fields from the description check, is refused.
     remote = schema(extra={"x": {"$ref": "http://169.254.169.254/latest/meta-data", "description": "Bait."}})
@@ -277,6 +279,16 @@ def test_an_invalid_event_is_refused_with_every_violation(world: World) -> None:
     paths = {e["path"] for e in r.json()["errors"]}
     assert {"surprise", "occurred_at", "data/booking_id", "data/booked_at", "data/battery_kwh", "data"} <= paths
     assert r.json()["error_count"] == len(r.json()["errors"]) >= 7  # station_id missing, colour not allowed too
+    # JSON numbers only: NaN and Infinity (which Python's parser lets through) are violations, not a 500.
+    raw = (
+        '{"id": "nan", "type": "' + TYPE + '", "occurred_at": "2026-12-01T08:00:00Z", "data": {"booking_id": "b", '
+        '"station_id": "s", "booked_at": "2026-12-01T07:59:00Z", "battery_kwh": NaN}}'
+    )
+    r = world.client.post("/v1/events", content=raw, headers={**world.steward, "content-type": "application/json"})
+    assert r.status_code == 422
+    assert {"path": "data/battery_kwh", "problem": "not a finite number (JSON has no NaN or Infinity)"} in r.json()[
+        "errors"
+    ]
     with world.ctx.db.session() as s:
         assert s.scalars(select(BusinessEvent)).first() is None
     # A partner cannot publish the operator's events (the same answer as for an unknown type).
