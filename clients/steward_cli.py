@@ -68,6 +68,15 @@ def reject(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     console.print(f"contract {c['id']} {c['status']}", highlight=False)
 
 
+@steward_app.command("revoke")
+@sdk_errors
+def revoke(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
+    """Revoke an approved contract: no new job starts under it."""
+    with _client() as client:
+        c = client.request("POST", f"/v1/contracts/{contract_id}/revoke", json={"reason": reason})
+    console.print(f"contract {c['id']} {c['status']}", highlight=False)
+
+
 @steward_app.command("models")
 @sdk_errors
 def models() -> None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from dataspace.cli import app, console, one_line_errors
 from dataspace.settings import Settings
 
-contracts_app = typer.Typer(no_args_is_help=True, help="Partner data contracts: list, approve, reject.")
+contracts_app = typer.Typer(no_args_is_help=True, help="Partner data contracts: list, approve, reject, revoke.")
 models_app = typer.Typer(no_args_is_help=True, help="Partner models: list, review Python code, approve, reject.")
 budgets_app = typer.Typer(no_args_is_help=True, help="Partners' privacy budgets (epsilon per purpose).")
 jobs_app = typer.Typer(no_args_is_help=True, help="The job queue.")
@@ -115,6 +115,19 @@ def contracts_reject(contract_id: int, steward: str = STEWARD, reason: str = typ
         return f"contract {c.id} rejected"
 
     console.print(_write(reject, steward), highlight=False)
+
+
+@contracts_app.command("revoke")
+@one_line_errors
+def contracts_revoke(contract_id: int, steward: str = STEWARD, reason: str = typer.Option("", max=1000)) -> None:
+    """Revoke an approved contract: no new job starts under it, and its offer leaves the consent screens."""
+    from dataspace.jobs import contracts
+
+    def revoke(session: Any, principal: Any) -> str:
+        c = contracts.revoke(session, principal=principal, contract_id=contract_id, reason=reason)
+        return f"contract {c.id} revoked"
+
+    console.print(_write(revoke, steward), highlight=False)
 
 
 @models_app.command("list")

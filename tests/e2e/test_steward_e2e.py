@@ -12,7 +12,7 @@ import pytest
 
 from dataspace.catalog import service as catalog
 from dataspace.jobs import uploads
-from dataspace.jobs.models import PrivacyBudget
+from dataspace.jobs.models import Contract, PrivacyBudget
 from dataspace.partners.models import Partner
 from tests.auth_helpers import make_user
 from tests.e2e.conftest import World, shot, sign_in
@@ -137,6 +137,16 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
     page.get_by_role("tab", name="Job queue").click()
     page.locator("#jobs tbody tr td:first-child", has_text=f"#{job_id}").first.wait_for()
     page.locator("#jobs").get_by_role("cell", name="Done").first.wait_for()
+    # Revoking ends an offer; it takes two clicks.
+    page.get_by_role("tab", name="Contracts").click()
+    page.get_by_label("Show").first.select_option("")
+    card = page.locator(f"[data-contract='{contract_id}']")
+    card.get_by_role("button", name="Revoke…").click()
+    card.get_by_text("No new job may start under this contract").wait_for()
+    card.get_by_role("button", name="Yes, revoke").click()
+    page.locator(f"[data-contract='{contract_id}']").get_by_text("Revoked", exact=True).wait_for()
+    with world.ctx.db.session() as s:
+        assert s.get(Contract, contract_id).status == "revoked"  # type: ignore[union-attr]
     page.get_by_role("tab", name="Access & erasure").click()
     page.locator("#requests p, #requests table").first.wait_for()
     shot(page, "steward-jobs-desktop")

@@ -122,6 +122,9 @@ def test_reject_contract_and_review_models_and_budgets(ctx: Context, cli: Any) -
 
     with ctx.db.transaction() as s:
         assert contracts.get(s, contract_id=contract_id).status == "approved"
+    spare = js.approved_contract(ctx)
+    assert f"contract {spare} revoked" in cli("contracts", "revoke", str(spare), "--steward", "ann")
+    assert "only an approved contract" in cli("contracts", "revoke", str(spare), "--steward", "ann", code=1)
     model_id = js.upload_onnx(ctx, contract_id)
     with ctx.db.transaction() as s:
         job_id = jobs.submit(s, principal=js.partner_principal(ctx), model_id=model_id).id

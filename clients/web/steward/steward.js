@@ -98,6 +98,24 @@ function contractCard(c, contract) {
     announce(t("steward.contracts.rejected"));
     await loadContracts();
   }));
+  // Revoking ends the offer: no new job starts under the contract. Two steps, so one click cannot do it.
+  let revoke = null;
+  if (contract.status === "approved") {
+    const confirmBox = h("div", { class: "actions", hidden: true },
+      h("span", {}, t("steward.contracts.revokeWarning")));
+    const yes = h("button", { type: "button", class: "danger" }, t("steward.contracts.revokeConfirm"));
+    const no = h("button", { type: "button", class: "secondary" }, t("steward.cancel"));
+    confirmBox.append(yes, no);
+    const ask = h("button", { type: "button", class: "secondary" }, t("steward.contracts.revoke"));
+    ask.addEventListener("click", () => { confirmBox.hidden = false; ask.hidden = true; yes.focus(); });
+    no.addEventListener("click", () => { confirmBox.hidden = true; ask.hidden = false; ask.focus(); });
+    yes.addEventListener("click", guard(() => $("contracts-status"), async () => {
+      await api(`/v1/contracts/${contract.id}/revoke`, { method: "POST", body: { reason: "" } });
+      announce(t("steward.contracts.revoked"));
+      await loadContracts();
+    }));
+    revoke = h("div", {}, h("div", { class: "actions" }, ask), confirmBox);
+  }
   return h("article", { class: "card", "data-contract": contract.id },
     h("h3", {}, contract.title || t("steward.contracts.untitled", { id: contract.id })),
     h("p", {}, h("span", { class: "badge" }, label("steward.status", contract.status)), " ",
@@ -116,7 +134,7 @@ function contractCard(c, contract) {
     h("p", {}, t("steward.contracts.features")),
     h("ul", { class: "plain" }, contract.features.map((f) => h("li", {}, featureText(c, f)))),
     twoPerson(contract),
-    contract.status === "proposed" ? h("div", { class: "actions" }, approve, reason, reject) : null);
+    contract.status === "proposed" ? h("div", { class: "actions" }, approve, reason, reject) : revoke);
 }
 
 const loadContracts = guard(() => $("contracts-status"), async () => {
