@@ -239,6 +239,7 @@ def emit(
     pseudonym_scope: str = "",
     workers: int | None = None,
     quantile_cuts: Mapping[str, Sequence[float]] | None = None,
+    catalog: Mapping[str, CatalogField] | None = None,
 ) -> Emission:
     """Desensitized features of the eligible subjects for one partner.
 
@@ -250,6 +251,8 @@ def emit(
     open the same key store (``vault.spec()``). ``quantile_cuts`` fixes the inner cut points of quantile features
     (by column name, as ``quantile_cut_points`` computes them over a whole population) instead of computing
     them over the subjects given: a job split into shards bins every shard with the same cut points.
+    ``catalog`` passes the features' catalog fields (``catalog_fields``) read earlier in the same state, for a
+    caller that emits one subject many times (real-time decisions); they are still checked against the specs.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidInput("k must be a positive integer")
@@ -261,7 +264,7 @@ def emit(
     names = [column_name(s) for s in specs]
     if PSEUDONYM_COLUMN in names or len(set(names)) != len(names):
         raise InvalidInput("feature column names must be unique and not 'pseudonym'")
-    fields = catalog_fields(session, [s.field for s in specs])
+    fields = dict(catalog) if catalog is not None else catalog_fields(session, [s.field for s in specs])
     check_against_catalog(specs, fields)
     schema = _schema(specs, fields, k)
 

@@ -19,13 +19,14 @@ What the customer and the operator are promised:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Integer, Select, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,14 +39,13 @@ from dataspace.consents.service import field_ref, partner_ref, to_domain
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features
-from dataspace.emission.service import quantile_cut_points
-from dataspace.emission.specs import FeatureSpec, column_name
+from dataspace.emission.service import catalog_fields, quantile_cut_points
+from dataspace.emission.specs import CatalogField, FeatureSpec, column_name
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from dataspace.jobs import contracts
 from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
 from dataspace.jobs.runner import feature_fields
-from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 from dataspace.tlog.canonical import canonical_json
@@ -108,6 +108,7 @@ class _Served:
     needs: list[tuple[consent.FieldRef, Granularity]]
     schema: DecisionSchema
     quantile_cuts: dict[str, list[float]]
+    catalog: dict[str, CatalogField]  # the features' catalog fields, at the versions in `state`
 
 
 class DecisionService:
@@ -198,7 +199,7 @@ class DecisionService:
         pool = WarmPool(
             OnnxModel(bytes(model.data)),
             schema,
-            [column_name(s) for s in specs] + linkage_join.feature_names(session, contract_id=contract.id),
+            [column_name(s) for s in specs],
             limits=self.limits,
             size=settings.realtime_pool_size,
             max_decisions=settings.realtime_max_decisions,
@@ -218,6 +219,7 @@ class DecisionService:
             needs=needs,
             schema=schema,
             quantile_cuts=cuts,
+            catalog=catalog_fields(session, [s.field for s in specs]),
         )
 
 
@@ -232,8 +234,46 @@ class _Lookup:
     subject_id: int | None  # the customer named, if they exist
 
 
+@functools.cache
+def _lookup_statement(by_ref: bool) -> Select[Any]:
+    """`_lookup`'s query, built once (bound parameters: contract_id, keys, event_id, subject)."""
+    newest = (
+        select(func.max(PartnerModel.id))
+        .where(PartnerModel.contract_id == Contract.id, PartnerModel.kind == "onnx", PartnerModel.status == "ready")
+        .scalar_subquery()
+    )
+    keys: BindParameter[list[str]] = bindparam("keys", expanding=True)
+    versions = select(func.sum(Field.version)).where(Field.key.in_(keys)).scalar_subquery()
+    active = select(func.count()).select_from(Field).where(Field.key.in_(keys), Field.status == "active")
+    replay = select(RealtimeDecision.id).where(
+        RealtimeDecision.contract_id == Contract.id, RealtimeDecision.event_id == bindparam("event_id", type_=String)
+    )
+    subject = (
+        Subject.blind_ref == bindparam("subject", type_=String)
+        if by_ref
+        else Subject.id == bindparam("subject", type_=Integer)
+    )
+    return (
+        select(
+            Contract.status,
+            Contract.decided_at,
+            Contract.valid_from,
+            Contract.valid_until,
+            Partner.status,
+            newest,
+            versions,  # field versions only grow: their sum changes whenever one field changes
+            active.scalar_subquery(),
+            Contract.decision_service,
+            replay.scalar_subquery(),
+            select(Subject.id).where(subject).scalar_subquery(),
+        )
+        .join(Partner, Partner.id == Contract.partner_id)
+        .where(Contract.id == bindparam("contract_id", type_=Integer))
+    )
+
+
 def _lookup(
-    session: Session, service: DecisionService, contract_id: int, event_id: str, subject: Any
+    session: Session, service: DecisionService, contract_id: int, event_id: str, subject: tuple[bool, Any]
 ) -> _Lookup | None:
     """Everything a request checks before any customer data is read, in one query: the contract's status and
     decision (a revocation, an expiry), its partner's status, the newest ready ONNX model, the versions and
@@ -246,52 +286,30 @@ def _lookup(
         if features is None:
             return None
         keys = service._keys[contract_id] = sorted({str(f.get("field")) for f in features})
-    newest = (
-        select(func.max(PartnerModel.id))
-        .where(PartnerModel.contract_id == Contract.id, PartnerModel.kind == "onnx", PartnerModel.status == "ready")
-        .scalar_subquery()
-    )
-    versions = select(func.sum(Field.version)).where(Field.key.in_(keys)).scalar_subquery()
-    active = (
-        select(func.count()).select_from(Field).where(Field.key.in_(keys), Field.status == "active").scalar_subquery()
-    )
-    replay = (
-        select(RealtimeDecision.id)
-        .where(RealtimeDecision.contract_id == Contract.id, RealtimeDecision.event_id == event_id)
-        .scalar_subquery()
-    )
-    row = session.execute(
-        select(
-            Contract.status,
-            Contract.decided_at,
-            Contract.valid_from,
-            Contract.valid_until,
-            Partner.status,
-            newest,
-            versions,  # field versions only grow: their sum changes whenever one field changes
-            active,
-            Contract.decision_service,
-            replay,
-            select(Subject.id).where(subject).scalar_subquery(),
+    by_ref, value = subject
+    row = (
+        session.connection()
+        .execute(
+            _lookup_statement(by_ref),
+            {"contract_id": contract_id, "keys": keys, "event_id": event_id, "subject": value},
         )
-        .join(Partner, Partner.id == Contract.partner_id)
-        .where(Contract.id == contract_id)
-    ).first()
+        .first()
+    )
     if row is None:
         return None
-    # The partner's own linked columns (dataspace.linkage.join): a new or shredded run changes the pool.
-    linked = linkage_join.linked_run(session, contract_id=contract_id)
-    return _Lookup(state=(*row[:8], linked), declared=row[8] is not None, replay=row[9], subject_id=row[10])
+    return _Lookup(state=tuple(row[:8]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
+
+
+_GRANTS = select(ConsentGrant).where(
+    ConsentGrant.subject_id == bindparam("subject_id", type_=Integer),
+    ConsentGrant.purpose_key == bindparam("purpose", type_=String),
+)
 
 
 def _permitted(session: Session, served: _Served, subject_id: int, at: datetime) -> bool:
     """Consent at ``at`` for every field of the contract, for this partner and purpose, at the granularity
     each transform needs (the consent domain's single-subject evaluator; default deny)."""
-    rows = session.scalars(
-        select(ConsentGrant).where(
-            ConsentGrant.subject_id == subject_id, ConsentGrant.purpose_key == served.purpose_key
-        )
-    ).all()
+    rows = session.scalars(_GRANTS, {"subject_id": subject_id, "purpose": served.purpose_key}).all()
     grants = [to_domain(r) for r in rows]
     return bool(grants) and all(
         consent.is_permitted(
@@ -307,12 +325,13 @@ def _permitted(session: Session, served: _Served, subject_id: int, at: datetime)
     )
 
 
-def _subject_condition(ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> Any:
+def _subject_condition(ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> tuple[bool, Any]:
+    """How the request names the customer: (by the operator's reference, its blind index) or (by id, the id)."""
     if (subject_id is None) == (customer_ref is None):
         raise InvalidInput("name the customer by exactly one of subject_id or customer_ref")
     if customer_ref is not None:
-        return Subject.blind_ref == ctx.keys.blind_index(customer_ref)
-    return Subject.id == subject_id
+        return True, ctx.keys.blind_index(customer_ref)
+    return False, subject_id
 
 
 def _replay(session: Session, contract_id: int, event_id: str) -> RealtimeDecision | None:
@@ -380,14 +399,12 @@ def decide(
                 pseudonym_scope=f"realtime:{contract_id}",
                 workers=1,
                 quantile_cuts=served.quantile_cuts,
+                catalog=served.catalog,
             )
             for batch in emission.batches():
                 if batch.num_rows == 1:
                     row = batch.to_pylist()[0]
                     features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
-            if features is not None and served.pool.feature_names[len(served.specs) :]:
-                extra = linkage_join.values_for(ctx.db, ctx.keys, contract_id=contract_id, subject_id=sid)
-                features = (features[0], features[1] + extra)
     decision: str | float | None = None
     if features is not None:
         pseudonym, values = features
