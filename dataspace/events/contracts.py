@@ -28,6 +28,7 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field, Purpose
 from dataspace.db import utcnow
@@ -389,7 +390,23 @@ def propose(session: Session, *, principal: Principal, proposal: Proposal) -> Ev
     _settle(contract, now)
     session.add(contract)
     session.flush()
+    _audit(session, principal, "event_contract.proposed", contract)
     return contract
+
+
+def _audit(session: Session, principal: Principal, action: str, contract: EventContract) -> None:
+    record_event(
+        session,
+        actor=principal,
+        action=action,
+        target=f"event_contract:{contract.id}",
+        details={
+            "type": contract.event_type,
+            "version": contract.version,
+            "status": contract.status,
+            "change": contract.change,
+        },
+    )
 
 
 def _pending_sides(contract: EventContract) -> list[str]:
@@ -427,6 +444,7 @@ def approve(session: Session, *, principal: Principal, contract_id: int) -> Even
         raise Conflict("your side has already approved this version")
     contract.approvals = {**contract.approvals, side: {"by": principal.actor, "at": utcnow().isoformat()}}
     _settle(contract, utcnow())
+    _audit(session, principal, "event_contract.approved", contract)
     return contract
 
 
@@ -438,6 +456,7 @@ def reject(session: Session, *, principal: Principal, contract_id: int) -> Event
     if contract.status != "proposed":
         raise Conflict(f"the contract is {contract.status}")
     contract.status, contract.decided_at = "rejected", utcnow()
+    _audit(session, principal, "event_contract.rejected", contract)
     return contract
 
 

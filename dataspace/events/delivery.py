@@ -27,6 +27,8 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dataspace.audit import record_event
+from dataspace.auth.principal import Principal
 from dataspace.db import Database, utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.events.contract_models import EventContract, EventDelivery
@@ -169,7 +171,9 @@ def list_deliveries(
     return list(session.scalars(stmt))
 
 
-def replay(session: Session, *, delivery_id: int, now: datetime | None = None) -> EventDelivery:
+def replay(
+    session: Session, *, delivery_id: int, principal: Principal | None = None, now: datetime | None = None
+) -> EventDelivery:
     """Send a dead-lettered (or delivered) event again, with the same id and the same consented copy."""
     delivery = session.get(EventDelivery, delivery_id, with_for_update=True)
     if delivery is None:
@@ -178,6 +182,13 @@ def replay(session: Session, *, delivery_id: int, now: datetime | None = None) -
         raise Conflict("the delivery is still pending")
     delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, now or utcnow()
     delivery.last_error, delivery.replays = None, delivery.replays + 1
+    record_event(
+        session,
+        actor=principal,
+        action="event_delivery.replayed",
+        target=f"event_delivery:{delivery.id}",
+        details={"contract_id": delivery.contract_id, "partner_id": delivery.partner_id, "replays": delivery.replays},
+    )
     return delivery
 
 

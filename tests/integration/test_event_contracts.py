@@ -176,6 +176,11 @@ def test_a_contract_is_usable_only_when_both_sides_approved(world: World) -> Non
     assert r.json()["status"] == "approved"
     assert set(r.json()["approvals"]) == {"steward", f"partner:{world.insurer.id}", f"partner:{world.charger.id}"}
     assert world.publish().status_code == 201
+    # Each side's decision is in the audit trail.
+    from dataspace.audit.search import list_actions
+
+    with world.ctx.db.session() as s:
+        assert {"event_contract.proposed", "event_contract.approved"} <= set(list_actions(s))
 
 
 def test_versions_compatible_minor_accepted_breaking_minor_refused_major_reapproved(world: World) -> None:

@@ -333,7 +333,7 @@ def replay_delivery(
     principal: Principal = Depends(authorize("event_deliveries", "write")),
 ) -> dict[str, Any]:
     """Queue a dead-lettered (or delivered) event for this consumer again: same id, same consented copy."""
-    return _delivery(delivery.replay(session, delivery_id=delivery_id))
+    return _delivery(delivery.replay(session, delivery_id=delivery_id, principal=principal))
 
 
 @router.get("/event-contracts/{contract_id}/deliveries")
