@@ -113,12 +113,17 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
     field = page.locator("form[data-edit='field:city']")
     page.locator("details", has=field).locator("summary").click()
     field.locator("#field-city-description-zh-CN").fill("您居住的城市（已修改）。")
+    field.get_by_label("Points a customer earns for sharing it").fill("-5")
+    field.get_by_role("button", name="Save").click()
+    field.get_by_text("Enter a whole number from 0 to 1,000,000.").wait_for()
+    field.get_by_label("Points a customer earns for sharing it").fill("75")
     field.get_by_role("button", name="Save").click()
     field.get_by_text("Saved.").wait_for()
     with world.ctx.db.session() as s:
         city = catalog.get_field(s, "city")
         assert city.i18n["zh-CN"]["description"] == "您居住的城市（已修改）。"
         assert city.version >= 2
+        assert city.points_value == 75
     page.locator("#offers").get_by_role("cell", name="Personalised insurance offers").first.wait_for()
     page.locator("#partner-add summary").click()
     page.get_by_label("Short name (letters, digits, _)").fill("Bad Key")

@@ -288,8 +288,14 @@ function readTexts(form, obj) {
   return { base, i18n };
 }
 
-function editor(kind, obj, title, names, save) {
-  const form = h("form", { novalidate: true, "data-edit": `${kind}:${obj.key}` }, textInputs(`${kind}-${obj.key}`, obj, names));
+// ``numbers``: whole-number settings edited beside the texts, as [name, min, max].
+function editor(kind, obj, title, names, save, numbers = []) {
+  const prefix = `${kind}-${obj.key}`;
+  const numberInputs = numbers.map(([n, min, max]) => h("div", {},
+    h("label", { for: `${prefix}-${n}` }, t(`steward.number.${n}`)),
+    h("input", { id: `${prefix}-${n}`, type: "number", min, max, step: "1", inputmode: "numeric", value: obj[n], dataset: { number: n, min, max } })));
+  const form = h("form", { novalidate: true, "data-edit": `${kind}:${obj.key}` },
+    numbers.length ? h("div", { class: "grid-form" }, numberInputs) : null, textInputs(prefix, obj, names));
   const status = h("div", {});
   form.append(h("div", { class: "actions" }, h("button", { type: "submit" }, t("steward.save"))), status);
   form.addEventListener("submit", guard(() => status, async (event) => {
@@ -298,6 +304,15 @@ function editor(kind, obj, title, names, save) {
     const missing = form.querySelector('[data-lang="en"][data-name="label"], [data-lang="en"][data-name="name"]');
     if (missing && !missing.value.trim()) { fieldError(missing, t("steward.required")); return; }
     if (missing) fieldError(missing, null);
+    let valid = true;
+    for (const input of form.querySelectorAll("[data-number]")) {
+      const value = Number(input.value);
+      const ok = input.value.trim() !== "" && Number.isInteger(value) && value >= Number(input.dataset.min) && value <= Number(input.dataset.max);
+      fieldError(input, ok ? null : t("steward.number.bad", { min: fmtNumber(input.dataset.min), max: fmtNumber(input.dataset.max) }));
+      if (ok) base[input.dataset.number] = value;
+      else valid = false;
+    }
+    if (!valid) return;
     await save(base, i18n);
     status.replaceChildren(h("p", { class: "ok", role: "status" }, t("steward.saved")));
     announce(t("steward.saved"));
@@ -309,7 +324,8 @@ function editor(kind, obj, title, names, save) {
 const loadManual = guard(() => $("manual-status"), async () => {
   const c = await catalog(true);
   $("fields").replaceChildren(...c.fields.map((f) => editor("field", f, `${pick(f, "label")} · ${label("steward.sensitivity", f.sensitivity)} · v${f.version}`, TEXTS,
-    (base, i18n) => api(`/v1/catalog/fields/${encodeURIComponent(f.key)}`, { method: "PATCH", body: { ...base, i18n } }))));
+    (base, i18n) => api(`/v1/catalog/fields/${encodeURIComponent(f.key)}`, { method: "PATCH", body: { ...base, i18n } }),
+    [["points_value", 0, 1000000], ["retention_days", 1, 36500]])));
   $("purposes").replaceChildren(...c.purposes.map((p) => editor("purpose", p, pick(p, "label"), ["label", "description"],
     (base, i18n) => api("/v1/catalog/purposes", { method: "POST", body: {
       key: p.key, label: base.label, description: base.description, dpv_term: p.dpv_term, lawful_basis: p.lawful_basis, parent: p.parent, i18n,
