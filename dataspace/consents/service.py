@@ -761,7 +761,7 @@ def withdraw(
         session, row, EventKind.WITHDRAWN, now, signer=signer, actor=actor, policy=policy, catalog=catalog, prior=prior
     )
     if row.dimension_key == linkage_grants.DIMENSION and row.partner_key is not None:
-        from dataspace.linkage.service import unlink  # noqa: PLC0415 - only linkage grants pay for the import
+        from dataspace.linkage.service import unlink  # here: only linkage grants pay for the import
 
         unlink(session, subject_id=row.subject_id, partner_key=row.partner_key, purpose_key=row.purpose_key)
     return Change(row, rid, changed=True)

@@ -302,7 +302,7 @@ def revoke(session: Session, *, principal: Principal, contract_id: int, reason: 
     contract.decided_by = principal.actor
     contract.decision_reason = reason[:1000]
     session.flush()
-    from dataspace.linkage.service import shred_contract  # noqa: PLC0415 - linkage imports this module
+    from dataspace.linkage.service import shred_contract  # here: linkage imports this module
 
     shred_contract(session, contract_id=contract.id)  # the partner's own columns go with the contract
     record_event(session, actor=principal, action="contract.revoked", target=f"contract:{contract.id}")

@@ -30,7 +30,6 @@ from dataspace.context import Context
 from dataspace.db import bulk_insert, flush_deferred, utcnow
 from dataspace.emission import emit, parse_features
 from dataspace.emission.service import Emission, PseudonymMap
-from dataspace.linkage import join as linkage_join
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.events import service as events
 from dataspace.events.models import OutboxEvent, WebhookDelivery
@@ -39,6 +38,7 @@ from dataspace.jobs.eligibility import eligible_subjects, still_eligible
 from dataspace.jobs.ledger import append_job_usage
 from dataspace.jobs.models import Contract, Decision, Job, PartnerModel
 from dataspace.jobs.outcomes import REASONS, ReleaseSchedule, reason_of_sandbox
+from dataspace.linkage import join as linkage_join
 from dataspace.observability import metrics
 from dataspace.partners.models import Partner
 from dataspace.points.service import award_usage, usage_points

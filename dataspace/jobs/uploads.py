@@ -78,7 +78,7 @@ def feature_columns(session: Session, contract: Contract) -> list[tuple[str, boo
             raise Conflict(f"contract field {spec.field!r} is no longer in the catalog")
         t = output_type(spec, field.data_type)
         out.append((column_name(spec), str(t) == "double"))
-    from dataspace.linkage import join  # noqa: PLC0415 - linkage imports the jobs package
+    from dataspace.linkage import join  # here: linkage imports the jobs package
 
     return out + [(name, True) for name in join.feature_names(session, contract_id=contract.id)]
 
