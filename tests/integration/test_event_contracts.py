@@ -743,3 +743,33 @@ def test_erasure_removes_the_customer_from_stored_event_copies(world: World) -> 
     assert after["data"]["booking_id"] == "b-1"  # the business facts stay
     with world.ctx.db.session() as s:
         assert s.scalar(select(BusinessEvent.subject_id).where(BusinessEvent.event_id == "evt-erase")) is None
+
+
+def test_the_same_event_published_concurrently_is_stored_once(world: World) -> None:
+    """A producer retrying while its first request is still running: one event, one delivery per consumer;
+    the loser answers the stored event or a retryable conflict, never a second copy."""
+    from dataspace.errors import ConcurrentChange
+    from dataspace.events.publish import publish
+    from tests.integration.jobs_support import steward
+
+    world.approved_contract()
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def producer() -> None:
+        barrier.wait()
+        try:
+            with world.ctx.db.transaction() as s:
+                result = publish(s, world.ctx.keys, principal=steward(), body={**PUBLISHED, "id": "evt-race"})
+                outcomes.append("duplicate" if result.duplicate else "stored")
+        except ConcurrentChange:
+            outcomes.append("retry")
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count("stored") == 1
+    assert len(outcomes) == 4
+    assert len(deliveries(world.ctx, "evt-race")) == 2
