@@ -141,6 +141,21 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
         shot(page, f"console-{name}-zh-phone")
     assert "个人信息保护负责人" in page.locator("#records").inner_text()
 
+    # The other two combinations: Chinese at desktop width, English on the phone.
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.get_by_role("tab", name="审计查询", exact=True).click()
+    page.locator("#audit-results table").wait_for()
+    assert "系统：任务执行器" in page.locator("#audit-results").inner_text() or page.locator("#audit-more").is_visible()
+    assert page.evaluate(NO_OVERFLOW)
+    shot(page, "console-audit-zh")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#lang").select_option("en")
+    for name in ("audit", "requests", "dash", "records"):
+        page.locator(f"#tab-{name}").click()
+        page.wait_for_timeout(300)
+        assert page.evaluate(NO_OVERFLOW), name
+        shot(page, f"console-{name}-phone")
+
 
 def test_a_customer_cannot_use_the_console(world: World, page: Any) -> None:
     page.goto(world.base + "/console/")

@@ -147,3 +147,19 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
         assert not serious_violations(page), serious_violations(page)
         shot(page, f"partner-{name}-zh-phone")
     assert "剩余 ε 9，共 10（已用 1）" in page.locator("#budget").inner_text()
+
+    # The other two combinations: Chinese at desktop width, English on the phone (with the result chart).
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.get_by_role("tab", name="任务", exact=True).click()
+    page.locator(f'#jobs button[data-job="{job_id}"]').click()
+    page.locator("#result").get_by_text("95% 区间").first.wait_for()
+    page.locator("#result-chart canvas").wait_for()
+    assert page.evaluate(NO_OVERFLOW)
+    shot(page, "partner-result-zh")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#lang").select_option("en")
+    for name in ("contracts", "jobs", "budget"):
+        page.locator(f"#tab-{name}").click()
+        page.locator(f"#panel-{name} table, #panel-{name} meter").first.wait_for()
+        assert page.evaluate(NO_OVERFLOW), name
+        shot(page, f"partner-{name}-phone")

@@ -451,6 +451,8 @@ async function main() {
   document.addEventListener("langchange", () => {
     $("p-fields").replaceChildren();  // rebuilt in the new language on the next visit
     $("p-purpose").replaceChildren();
+    $("result").hidden = true;  // shown again, in the new language, when asked for
+    $("result").replaceChildren();
     if (currentSession()) loaders[state.tab]();
   });
   try {
