@@ -109,8 +109,11 @@ def log_access_request(session: Session, *, subject_id: int, actor: Principal, e
     _log_request(session, subject_id, "access", actor, {"format": export_format})
 
 
-def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Principal) -> dict[str, int]:
-    """Erase the subject (see module doc). Runs in the caller's transaction: all of it or none."""
+def erase_subject(
+    ctx: Context, session: Session, *, subject_id: int, actor: Principal, receipts: list[str] | None = None
+) -> dict[str, int]:
+    """Erase the subject (see module doc). Runs in the caller's transaction: all of it or none. ``receipts``,
+    if given, gets the id of each withdrawal's signed receipt (for the customer to keep)."""
     subject = _subject(session, subject_id)
     if subject.erased_at is not None:
         raise Conflict("this account has already been erased")
@@ -125,6 +128,8 @@ def erase_subject(ctx: Context, session: Session, *, subject_id: int, actor: Pri
             policy=receipt_policy(ctx.settings),
         )
         withdrawn += int(change.changed)
+        if receipts is not None and change.changed:
+            receipts.append(change.receipt_id)
     result: CursorResult[Any] = session.execute(delete(Decision).where(Decision.subject_id == subject_id))  # type: ignore[assignment]
     decisions = result.rowcount or 0
     erase_from_events(session, subject_id)  # business events' stored copies

@@ -140,3 +140,17 @@ class StatsRead(BaseModel):
     until: datetime
     step_seconds: int
     series: list[StatsPoint]
+
+
+class OfferRead(BaseModel):
+    """A partner x purpose a customer may be asked to share fields for: a proposed or approved contract."""
+
+    partner: str
+    partner_name: str
+    partner_category: str
+    partner_description: str
+    purpose: str
+    fields: list[str] = Field(description="The catalog fields the partner's contracts for this purpose read.")
+    titles: list[str] = Field(description="The contracts' titles, as the partner named them.")
+    approved: bool = Field(description="False while every contract behind this offer is still only proposed.")
+    valid_until: datetime

@@ -29,6 +29,7 @@ from dataspace.subjects.models import Subject
 
 MODEL = Path(__file__).with_name("renewal_offer.onnx")
 PARTNER, PURPOSE = "harbor_insurance", "insurance_offer"
+CHARGING_PARTNER = "voltgrid"
 FEATURES: list[dict[str, Any]] = [
     {"field": "age", "transform": "bin", "edges": [30, 45, 60]},
     {"field": "app_sessions_30d", "transform": "quantile", "q": 4},
@@ -49,6 +50,8 @@ def build(ctx: Context, accounts: Any, progress: Callable[[str], None]) -> None:
     progress(f"consents: {granted} grants by customers (each with a signed receipt and points)")
     job_id = _contract_and_job(ctx)
     progress(f"partner job {job_id} submitted (the server's worker runs it in the sandbox)")
+    _charging_offer(ctx)
+    progress("VoltGrid proposed a charging-suggestions contract (awaiting a steward's approval)")
 
 
 def _rewards(ctx: Context) -> None:
@@ -94,6 +97,7 @@ def _contract_and_job(ctx: Context) -> int:
                 k_min=5,
                 epsilon_per_release=1.0,
                 valid_until=utcnow() + timedelta(days=90),
+                title="Renewal bundle for your car and health policies",
             ),
         )
         contract_id = contract.id
@@ -106,3 +110,36 @@ def _contract_and_job(ctx: Context) -> int:
         model_id = model.id
     with ctx.db.transaction() as s:
         return jobs.submit(s, principal=partner, model_id=model_id).id
+
+
+def _charging_offer(ctx: Context) -> None:
+    """A second partner's offer, only proposed: the consent centre shows it (marked as not yet approved) and
+    the steward console has a contract to review."""
+    with ctx.db.session() as s:
+        partner_id = s.scalar(select(Partner.id).where(Partner.key == CHARGING_PARTNER))
+    if partner_id is None:
+        return
+    partner = Principal(
+        subject=CHARGING_PARTNER,
+        role="partner",
+        client_id=CHARGING_PARTNER,
+        partner_id=partner_id,
+        partner_key=CHARGING_PARTNER,
+    )
+    with ctx.db.transaction() as s:
+        contracts.propose(
+            s,
+            principal=partner,
+            proposal=ContractProposal(
+                purpose="charging_booking",
+                features=[
+                    {"field": "ev_owner", "transform": "identity"},
+                    {"field": "app_sessions_30d", "transform": "quantile", "q": 4},
+                ],
+                decision_schema={"labels": ["suggest_slot", "no_suggestion"]},
+                k_min=10,
+                epsilon_per_release=0.5,
+                valid_until=utcnow() + timedelta(days=180),
+                title="Charging-slot suggestions near you",
+            ),
+        )

@@ -41,10 +41,16 @@ class TierRead(BaseModel):
     points_to_next_tier: int | None
 
 
+class TierLevel(BaseModel):
+    name: str
+    lifetime_points: int = Field(description="Points earned in total (spending never lowers it) to reach it.")
+
+
 class PointsSummary(BaseModel):
     balance: int
     lifetime_earned: int
     tier: TierRead
+    tiers: list[TierLevel] = Field(default_factory=list, description="Every tier, lowest first.")
     recent: list[PostingRead]
     expiring_soon: list[ExpiringLot]
 
@@ -101,3 +107,6 @@ class RedemptionRead(BaseModel):
     transaction_id: int
     balance_after: int
     created_at: datetime
+    voucher_code: str | None = Field(
+        default=None, description="The code to show where the reward is claimed; random, one per redemption."
+    )

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -52,6 +53,7 @@ from dataspace.points.schemas import (
     RewardCreate,
     RewardRead,
     RewardUpdate,
+    TierLevel,
     TierRead,
 )
 
@@ -739,6 +741,16 @@ _SET_REDEMPTION_RESPONSE = (
 )
 
 
+# Crockford's base32 without I, L, O, U: easy to read out and type. 16 symbols = 80 random bits.
+_VOUCHER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def voucher_code() -> str:
+    """A fresh voucher code, ``XXXX-XXXX-XXXX-XXXX``; unguessable, so holding it is proof of the redemption."""
+    symbols = "".join(secrets.choice(_VOUCHER_ALPHABET) for _ in range(16))
+    return "-".join(symbols[i : i + 4] for i in range(0, 16, 4))
+
+
 def redeem(
     session: Session,
     *,
@@ -836,6 +848,7 @@ def redeem(
         transaction_id=tx_id,
         balance_after=balance - cost,
         created_at=now,
+        voucher_code=voucher_code(),
     )
     conn.execute(_SET_REDEMPTION_RESPONSE, {"b_id": redemption_id, "b_response": read.model_dump(mode="json")})
     record_event(
@@ -936,6 +949,10 @@ def tier_for(lifetime_earned: int) -> TierRead:
     raise AssertionError("the lowest tier starts at 0")  # pragma: no cover
 
 
+def tier_levels() -> list[TierLevel]:
+    return [TierLevel(name=name, lifetime_points=needed) for name, needed in reversed(TIERS)]
+
+
 def _account(session: Session, subject_id: int) -> PointsAccount | None:
     return session.scalars(
         select(PointsAccount).where(PointsAccount.subject_id == subject_id).execution_options(populate_existing=True)
@@ -976,7 +993,9 @@ def list_postings(session: Session, *, subject_id: int, limit: int = 50, before:
 def get_summary(session: Session, *, subject_id: int, now: datetime, recent: int = 10) -> PointsSummary:
     account = _account(session, subject_id)
     if account is None:
-        return PointsSummary(balance=0, lifetime_earned=0, tier=tier_for(0), recent=[], expiring_soon=[])
+        return PointsSummary(
+            balance=0, lifetime_earned=0, tier=tier_for(0), tiers=tier_levels(), recent=[], expiring_soon=[]
+        )
     lots = session.scalars(
         select(PointsLot)
         .where(
@@ -1000,6 +1019,7 @@ def get_summary(session: Session, *, subject_id: int, now: datetime, recent: int
         balance=account.balance - int(unswept),
         lifetime_earned=account.lifetime_earned,
         tier=tier_for(account.lifetime_earned),
+        tiers=tier_levels(),
         recent=list_postings(session, subject_id=subject_id, limit=recent).items,
         expiring_soon=[
             ExpiringLot(remaining=lot.remaining, expires_at=lot.expires_at)

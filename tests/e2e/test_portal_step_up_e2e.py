@@ -59,12 +59,14 @@ def test_redemption_after_an_old_sign_in_asks_for_the_password_and_charges_once(
     page.locator("[data-reward=coffee]").wait_for()
     before = int(page.locator("#balance").inner_text().replace(",", ""))
     page.get_by_role("button", name="Redeem Coffee voucher").click()
+    page.get_by_role("dialog").get_by_role("button", name="Redeem for 2 points").click()  # confirmed before sign-in
     _sign_in_again(page, world)
     page.get_by_text("Redeemed Coffee voucher").wait_for()
     page.wait_for_function(f"() => document.querySelector('#balance').textContent.replace(',', '') === '{before - 2}'")
     with world.ctx.db.session() as s:
         assert points.get_summary(s, subject_id=world.subject_id, now=utcnow()).balance == before - 2
     assert page.locator("#redemptions").get_by_text("Coffee voucher").count() == 1
+    assert page.locator("#voucher-code").inner_text()  # the voucher of the one redemption, after the sign-in
     shot(page, "portal-step-up-redeemed")
 
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.compliance import export, service
 from dataspace.compliance.controller import receipt_policy
+from dataspace.compliance.models import SubjectRequest
+from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
-from dataspace.errors import Forbidden, InvalidInput
+from dataspace.errors import Forbidden, InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.subjects.models import SubjectProfile
+from dataspace.subjects.store import read_profile
+from dataspace.vault import DecryptionError
 
 router = APIRouter(prefix="/v1", tags=["compliance"])
 CONFIRMATION = "erase my data"
@@ -46,6 +55,34 @@ def export_my_data(
     )
 
 
+class HeldValue(BaseModel):
+    field: str
+    value: Any
+
+
+class ProfileRead(BaseModel):
+    """The values the operator holds about the signed-in customer, decrypted for them alone."""
+
+    values: list[HeldValue]
+    updated_at: datetime | None = Field(description="When these values last changed; null if none are held.")
+
+
+@router.get("/me/profile", response_model=ProfileRead)
+def my_profile(
+    session: Session = Depends(read_session),
+    ctx: Context = Depends(get_context),
+    principal: Principal = Depends(authorize("me.export", "read")),
+) -> ProfileRead:
+    """What we hold about me: my own values, field by field (the same values the export carries)."""
+    subject_id = _me(principal)
+    try:
+        values = read_profile(session, ctx.vault, subject_id)
+    except (NotFound, DecryptionError):  # erased (shredded) or never ingested: nothing is held
+        return ProfileRead(values=[], updated_at=None)
+    updated = session.scalar(select(SubjectProfile.updated_at).where(SubjectProfile.subject_id == subject_id))
+    return ProfileRead(values=[HeldValue(field=k, value=v) for k, v in sorted(values.items())], updated_at=updated)
+
+
 @router.delete("/me")
 def erase_me(
     confirm: str = Query(..., description=f"must be exactly '{CONFIRMATION}'"),
@@ -56,8 +93,25 @@ def erase_me(
     """Erase my account: withdraw every consent, crypto-shred my data, disable my sign-in."""
     if confirm != CONFIRMATION:
         raise InvalidInput(f"to erase your account, confirm with '{CONFIRMATION}'")
-    outcome = service.erase_subject(ctx, session, subject_id=_me(principal), actor=principal)
-    return {"erased": True, **outcome}
+    subject_id = _me(principal)
+    receipts: list[str] = []
+    outcome = service.erase_subject(ctx, session, subject_id=subject_id, actor=principal, receipts=receipts)
+    request = session.scalars(
+        select(SubjectRequest)
+        .where(SubjectRequest.subject_id == subject_id, SubjectRequest.kind == "erasure")
+        .order_by(SubjectRequest.id.desc())
+    ).first()
+    # The customer's sign-in ends with the erasure: hand back what they need to prove it happened, the
+    # request's reference and the signed receipt of every withdrawal (their only copy from now on).
+    rows = session.execute(select(ConsentReceipt.id, ConsentReceipt.body).where(ConsentReceipt.id.in_(receipts)))
+    bodies: dict[str, str] = dict(rows.all())
+    return {
+        "erased": True,
+        **outcome,
+        "reference": f"ER-{request.id:06d}" if request is not None else None,
+        "completed_at": request.completed_at.isoformat() if request is not None and request.completed_at else None,
+        "receipts": [{"id": r, "receipt": json.loads(bodies[r])} for r in receipts if r in bodies],
+    }
 
 
 @router.get("/compliance/records-of-processing")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 import consent
 from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
-from dataspace.consents import service
+from dataspace.consents import offers, service
 from dataspace.consents.models import ConsentGrant
 from dataspace.consents.schemas import (
     ChangeRead,
@@ -24,6 +24,7 @@ from dataspace.consents.schemas import (
     GrantRead,
     GrantRenew,
     MatrixRead,
+    OfferRead,
     StatsRead,
 )
 from dataspace.context import Context
@@ -89,6 +90,16 @@ async def grant_consent(
     out = await ctx.writes.run(change)
     response.status_code = status.HTTP_201_CREATED if out.changed else status.HTTP_200_OK
     return out
+
+
+@router.get("/v1/me/offers", response_model=list[OfferRead])
+def my_offers(
+    _: Principal = Depends(authorize("me.consents", "read")),
+    session: Session = Depends(read_session),
+) -> list[dict[str, Any]]:
+    """The partner x purpose offers that exist (proposed or approved contracts in force) and the fields each
+    reads: what the consent screen asks the customer about."""
+    return offers.list_offers(session, now=utcnow())
 
 
 @router.get("/v1/me/consents/history", response_model=list[EventRead])
