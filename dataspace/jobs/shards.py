@@ -62,6 +62,7 @@ from dataspace.jobs.runner import (
 )
 from dataspace.jobs.runner import _claim as claim_job
 from dataspace.jobs.runner import _fail as fail_job
+from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.points.service import usage_points
 from sandbox import (
@@ -370,6 +371,7 @@ def run_shard(
                     pseudonym_scope=f"job:{job_id}",
                     quantile_cuts=claim.cuts,
                 )
+            emission = linkage_join.attach(ctx.db, ctx.keys, emission, job_id=job_id)  # partner's own columns
             decisions, subject_ids = score(claim.model, emission, claim.schema, limits)
             stats = {k: v for k, v in emission.stats.as_dict().items() if k != "eligible"}
             del emission

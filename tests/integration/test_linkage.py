@@ -591,6 +591,22 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
     assert decided
     assert used == decided & linked_ok
 
+    # The same job run in shards (each shard joins the columns of its own subjects).
+    from dataspace.jobs import shards
+
+    with ctx.db.transaction() as s:
+        sharded = jobs.submit(s, principal=partner_principal(ctx), model_id=model_id).id
+    assert shards.run_sharded(ctx, sharded, shard_subjects=15) == "succeeded"
+    with ctx.db.session() as s:
+        decided = set(s.scalars(select(Decision.subject_id).where(Decision.job_id == sharded)))
+        used = {
+            json.loads(e)["subject_id"]
+            for e in s.scalars(select(TLogEntry.entry).where(TLogEntry.log == "usage"))
+            if '"partner:policy_expiry_month"' in e and json.loads(e)["job_id"] == sharded
+        }
+    assert decided
+    assert used == decided & linked_ok
+
 
 def test_customer_grants_reads_and_withdraws_linkage_over_http(ctx: Context) -> None:
     """The customer's side through the API: the offer in the data manual, the grant with its signed receipt,
