@@ -49,6 +49,8 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
 
     # Propose: only the transforms the catalog allows; a finer one than promised is refused in place.
     page.get_by_role("tab", name="Propose a contract").click()
+    assert page.locator("#pf-age-edges").count() == 0 or page.locator("#pf-age-edges").is_hidden()
+    assert page.locator("#p-min").is_hidden()  # the range inputs only for "a number in a range"
     page.locator("#pf-age").check()
     transforms = page.locator("#pf-age-transform option").all_inner_texts()
     assert transforms

@@ -452,6 +452,7 @@ async function main() {
     $("p-fields").replaceChildren();  // rebuilt in the new language on the next visit
     $("p-purpose").replaceChildren();
     $("result").hidden = true;  // shown again, in the new language, when asked for
+    for (const id of ["propose-status", "upload-status", "job-status"]) clear($(id));
     $("result").replaceChildren();
     if (currentSession()) loaders[state.tab]();
   });
