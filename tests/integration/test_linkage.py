@@ -646,3 +646,33 @@ def test_customer_grants_reads_and_withdraws_linkage_over_http(ctx: Context) -> 
     gone = client.delete(f"/v1/me/consents/{change['grant']['id']}", headers=headers)
     assert gone.status_code == 200, gone.text
     assert client.get("/v1/me/linkage", headers=headers).json()["links"] == []
+
+
+def test_dataspace_remote_link_runs_the_partner_side_from_a_csv(ctx: Context, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from dataspace import cli_commands  # noqa: F401  (registers the commands)
+    from dataspace.cli import app
+    from tests.auth_helpers import make_client
+    from tests.integration.oauth_server import running_server
+
+    subjects, linkers, _ = world(ctx, n=12)
+    contract_id = approved_contract(ctx)
+    creds = make_client(ctx, "partner", partner_key=PARTNER)
+    csv_file = tmp_path / "mine.csv"
+    lines = ["mobile,policy_expiry_month,claims_band"]
+    lines += [f"{phone(i).replace('+86', '0')},{1 + i % 12},none" for i in range(12)]  # national numbers
+    lines += ["not a number,3,some"]
+    csv_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with running_server(ctx) as (base, _):
+        env = {
+            "DATASPACE_URL": base,
+            "DATASPACE_CLIENT_ID": creds.client.client_id,
+            "DATASPACE_CLIENT_SECRET": creds.secret or "",
+        }
+        args = ["remote", "link", "--contract", str(contract_id), "--records", str(csv_file)]
+        result = CliRunner().invoke(app, [*args, "--id-column", "mobile", "--country-code", "86"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "linked" in result.output
+    assert "1 records skipped" in result.output
+    assert links(ctx) == set(linkers) & set(subjects)
