@@ -32,6 +32,14 @@ export function actorName(actor) {
 
 const actionName = (action) => tr(`console.action.${action}`, action);
 
+// "job:12" -> "Job #12", "grant:4" -> "Consent #4"; anything else as recorded.
+function targetName(target) {
+  if (!target) return "";
+  const cut = target.indexOf(":");
+  if (cut < 0) return target;
+  return tr(`console.target.${target.slice(0, cut)}`, target, { id: target.slice(cut + 1) });
+}
+
 function table(columns, rows, empty, rowAttrs = () => ({})) {
   if (!rows.length) return h("p", { class: "muted" }, t(empty));
   return h("table", { class: "stack" },
@@ -152,7 +160,7 @@ const searchAudit = guard(() => $("audit-status"), async (more = false) => {
     h("td", { "data-label": t("console.audit.col.time") }, fmtTime(e.time)),
     h("td", { "data-label": t("console.audit.col.actor") }, log === "usage" ? labelOf("partner", e.partner) : actorName(e.actor)),
     h("td", { "data-label": t("console.audit.col.action") }, log === "usage" ? (e.fields || []).map((f) => labelOf("field", f)).join(", ") : actionName(e.action)),
-    h("td", { "data-label": t("console.audit.col.target") }, log === "usage" ? labelOf("purpose", e.purpose) : (e.target ?? "")),
+    h("td", { "data-label": t("console.audit.col.target") }, log === "usage" ? labelOf("purpose", e.purpose) : targetName(e.target)),
     h("td", { "data-label": t("console.audit.col.result") }, e.result ?? e.decision ?? "")));
   for (const row of rows) row.addEventListener("click", (ev) => { if (!ev.target.closest("button")) row.querySelector("button").click(); });
   let tbody = $("audit-results").querySelector("tbody");
@@ -174,7 +182,7 @@ function entryFacts(entry) {
     ["console.audit.col.time", fmtTime(entry.time)],
     ["console.audit.col.actor", entry.actor ? actorName(entry.actor) : ""],
     ["console.audit.col.action", entry.action ? actionName(entry.action) : ""],
-    ["console.audit.col.target", entry.target],
+    ["console.audit.col.target", targetName(entry.target)],
     ["console.audit.col.result", entry.result ?? entry.decision],
     ["console.entry.request", entry.request_id],
   ].filter(([, v]) => v !== undefined && v !== null && v !== "");
