@@ -41,6 +41,8 @@ def _seed(ctx: Context) -> None:
     [
         {"action": "Consent Grant"},  # not an action's shape
         {"action": "consent.*.x"},
+        {"action": "consent.%"},  # a LIKE wildcard smuggled into an exact match
+        {"action": "_%*"},
         {"actor": "alice"},  # an actor is role:name
         {"partner": "acme corp"},
         {"subject_id": "abc"},
