@@ -293,3 +293,60 @@ def test_requests_outside_the_declared_service_are_refused(served) -> None:
                 decision_service={"events": ["not an event; drop table"]},
             ),
         )
+
+
+def test_a_catalog_change_to_a_field_it_reads_rebuilds_the_pool(served) -> None:
+    from dataspace.catalog import service as catalog
+    from dataspace.catalog.schemas import FieldUpdate
+
+    ctx, world, contract_id, client = served
+    operator = bearer(issue_token(ctx, "steward"))
+    service: DecisionService = client.app.state.decisions  # type: ignore[attr-defined]
+    ask(client, operator, contract_id, "c1", subject_id=world.consenting[0])
+    before = service.pool(contract_id)
+    assert before is not None
+    old = before.pids()
+    with ctx.db.transaction() as s:
+        catalog.update_field(s, "age", FieldUpdate(description="Age in whole years, as of the last update."))
+    ask(client, operator, contract_id, "c2", subject_id=world.consenting[0])
+    after = service.pool(contract_id)
+    assert after is not None
+    assert after is not before
+    assert before.closed
+    assert not any(alive(pid) for pid in old)
+
+
+def test_a_failing_model_answers_503_without_its_text_and_its_sandbox_is_replaced(ctx: Context) -> None:
+    from tests.unit.sandbox import onnx_factory
+
+    ctx.settings = ctx.settings.model_copy(update={"realtime_pool_size": 1})
+    world = js.build_world(ctx, 30)
+    contract_id = decision_contract(ctx)
+    # label = int(age band): bands 2 and 3 index past the two labels, so the runner fails for older customers.
+    js.upload_onnx(ctx, contract_id, onnx_factory.label_of_first_feature(3))
+    client = TestClient(create_app(ctx))
+    service: DecisionService = client.app.state.decisions  # type: ignore[attr-defined]
+    operator = bearer(issue_token(ctx, "steward"))
+    ages = {sid: 20 + (i * 7) % 60 for i, sid in enumerate(world.subjects)}
+    young = next(s for s in world.consenting if ages[s] < 30)
+    old = next(s for s in world.consenting if ages[s] >= 45)
+    assert ask(client, operator, contract_id, "ok-1", subject_id=young)["decision"] == "standard"
+    pool = service.pool(contract_id)
+    assert pool is not None
+    (sandbox,) = pool.pids()
+    r = client.post(
+        f"/v1/decisions/{contract_id}",
+        json={"event_id": "bad-1", "event_type": EVENT, "subject_id": old},
+        headers=operator,
+    )
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["detail"] == "the partner's model failed: model output does not match the decision schema"
+    assert not alive(sandbox)
+    with ctx.db.session() as s:
+        assert (
+            s.scalar(select(func.count()).select_from(RealtimeDecision).where(RealtimeDecision.event_id == "bad-1"))
+            == 0
+        )
+    assert ask(client, operator, contract_id, "ok-2", subject_id=young)["decision"] == "standard"
+    assert sandbox not in pool.pids()
