@@ -24,6 +24,7 @@ from dataspace.jobs.contracts import ContractProposal
 from dataspace.points.models import Redemption
 from dataspace.subjects.store import read_profile
 from dataspace.usage import usage_for_subject
+from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
 from tests.integration import jobs_support as js
 
@@ -111,6 +112,7 @@ def test_customer_withdraws_sees_the_receipt_and_the_next_job_does_not_use_the_f
         dialog.get_by_role("button", name="Download receipt").click()
     receipt = json.loads(Path(download.value.path()).read_text())
     assert receipt["state"] == "dpv:ConsentWithdrawn"
+    assert serious_violations(page) == []  # the dialog and the confirmation too
     shot(page, "portal-receipt-dialog")
     page.keyboard.press("Escape")
     assert not dialog.is_visible()
@@ -185,6 +187,7 @@ def test_only_offers_that_exist_by_partner_and_purpose_and_withdraw_all(world: W
     dialog = page.get_by_role("dialog", name="Withdraw everything from Harbor Insurance?")
     dialog.wait_for()
     assert "3 permissions end now" in dialog.inner_text()
+    assert serious_violations(page) == []
     shot(page, "portal-withdraw-all-dialog")
     dialog.get_by_role("button", name="Cancel").click()  # asked first: cancelling changes nothing
     assert _grant_states(world)["age", js.PARTNER] == "active"
@@ -242,6 +245,7 @@ def test_points_tiers_earnings_and_a_confirmed_redemption_with_a_voucher(world: 
     dialog = page.get_by_role("dialog", name="Redeem Coffee voucher?")
     dialog.wait_for()
     assert f"Your balance after redeeming: {before - 2:,} points" in dialog.inner_text()
+    assert serious_violations(page) == []
     dialog.get_by_role("button", name="Cancel").click()  # nothing charged without the confirmation
     with world.ctx.db.session() as s:
         assert s.scalars(select(Redemption)).first() is None
@@ -367,10 +371,12 @@ def test_every_tab_in_both_languages_fits_desktop_and_a_390px_phone(world: World
                         "document.querySelectorAll('#manual details.field').forEach((d) => { d.open = true; })"
                     )
                     _fits(page, f"{lang} {name} manual by {view}")
+                    assert serious_violations(page) == [], f"{lang} {name} manual by {view}"
                     shot(page, f"portal-{lang}-{name}-manual-{view}")
                 page.locator("input[name=view][value=field]").check()
             else:
                 _fits(page, f"{lang} {name} {tab_name}")
+                assert serious_violations(page) == [], f"{lang} {name} {tab_name}"
                 shot(page, f"portal-{lang}-{name}-{tab_name}")
     if lang == "zh-CN":
         page.get_by_role("tab", name="积分与奖励").or_(page.locator("#tab-points")).first.click()
