@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     metrics_tls_cert: Path | None = None
     metrics_tls_key: Path | None = None
     metrics_client_ca: Path | None = None
-    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL, e.g. http://otel:4318/v1/traces.")
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces URL, e.g. http://otel:4318/v1/traces."
+    )
     otlp_service_name: str = "dataspace"
     # Where the last signed checkpoint of each log is copied when it is published (outside the database, so a
     # restored backup can be checked against it); default: <data_dir>/checkpoints.

@@ -46,6 +46,7 @@ from dataspace.jobs import contracts
 from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
 from dataspace.jobs.runner import feature_fields
+from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 from dataspace.tlog.canonical import canonical_json
@@ -199,7 +200,7 @@ class DecisionService:
         pool = WarmPool(
             OnnxModel(bytes(model.data)),
             schema,
-            [column_name(s) for s in specs],
+            [column_name(s) for s in specs] + linkage_join.feature_names(session, contract_id=contract.id),
             limits=self.limits,
             size=settings.realtime_pool_size,
             max_decisions=settings.realtime_max_decisions,
@@ -297,7 +298,9 @@ def _lookup(
     )
     if row is None:
         return None
-    return _Lookup(state=tuple(row[:8]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
+    # The partner's own linked columns (dataspace.linkage.join): a new or shredded run changes the pool.
+    linked = linkage_join.linked_run(session, contract_id=contract_id)
+    return _Lookup(state=(*row[:8], linked), declared=row[8] is not None, replay=row[9], subject_id=row[10])
 
 
 _GRANTS = select(ConsentGrant).where(
@@ -405,6 +408,9 @@ def decide(
                 if batch.num_rows == 1:
                     row = batch.to_pylist()[0]
                     features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
+            if features is not None and served.pool.feature_names[len(served.specs) :]:
+                extra = linkage_join.values_for(ctx.db, ctx.keys, contract_id=contract_id, subject_id=sid)
+                features = (features[0], features[1] + extra)
     decision: str | float | None = None
     if features is not None:
         pseudonym, values = features
