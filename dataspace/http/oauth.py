@@ -28,6 +28,7 @@ OAUTH_PARAMS = (
     "code_challenge_method",
     "max_age",  # OIDC / RFC 9470 step-up: carried through the sign-in form (see auth.server)
     "prompt",
+    "ui_locales",  # OIDC: the language of the sign-in page (see http/signin_i18n)
 )
 
 

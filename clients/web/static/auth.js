@@ -63,6 +63,7 @@ export async function signIn(clientId, scope, { prompt, maxAge, resume } = {}) {
   if (scope) params.set("scope", scope);
   if (prompt) params.set("prompt", prompt);
   if (maxAge !== undefined && maxAge !== null) params.set("max_age", String(maxAge));
+  params.set("ui_locales", document.documentElement.lang || "en");  // OIDC: the sign-in page speaks our language
   location.assign("/oauth/authorize?" + params.toString());
 }
 

@@ -6,6 +6,7 @@ import hmac
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
 from fastapi import APIRouter, Depends, Request
@@ -27,6 +28,7 @@ from dataspace.http.oauth import (
     FormData,
     read_form,
 )
+from dataspace.http.signin_i18n import LANGS, TEXTS, choose_lang
 
 router = APIRouter(tags=["oauth"])
 _templates = Environment(
@@ -97,7 +99,12 @@ def introspect(
     return response
 
 
+def _lang(request: Request, oauth_request: FastAPIOAuth2Request) -> str:
+    return choose_lang(oauth_request.payload.data.get("ui_locales"), request.headers.get("accept-language"))
+
+
 def _login_page(
+    request: Request,
     oauth_request: FastAPIOAuth2Request,
     client: OAuthClient | None,
     *,
@@ -110,9 +117,16 @@ def _login_page(
     params = [(name, data[name]) for name in OAUTH_PARAMS if data.get(name)]
     scope = data.get("scope")
     csrf = secrets.token_urlsafe(32)
+    lang = _lang(request, oauth_request)
+    other = next(code for code in LANGS if code != lang)
+    switch = [(name, value) for name, value in params if name != "ui_locales"] + [("ui_locales", other)]
     html = _templates.get_template("login.html").render(
+        t=TEXTS[lang],
+        lang=lang,
+        other_lang=other,
+        switch_href="/oauth/authorize?" + urlencode(switch),
         params=[*params, (CSRF_FIELD, csrf)],
-        error=error,
+        error=TEXTS[lang][error] if error else None,
         username=username,
         client_name=(client.name or client.client_id) if client is not None else None,
         scopes=scope.split() if scope else [],
@@ -144,7 +158,10 @@ def _rejected(server: FastAPIAuthorizationServer, oauth_request: FastAPIOAuth2Re
         return response
     # Unknown client or unregistered redirect URI: never redirect; show the error to the user.
     server.handle_error_response(oauth_request, error)  # records the audit event
-    html = _templates.get_template("oauth_error.html").render(error=error.error, description=error.description)
+    lang = choose_lang(oauth_request.payload.data.get("ui_locales"), oauth_request.headers.get("accept-language"))
+    html = _templates.get_template("oauth_error.html").render(
+        t=TEXTS[lang], lang=lang, error=error.error, description=error.description
+    )
     return HTMLResponse(html, status_code=400, headers=_PAGE_HEADERS)
 
 
@@ -158,7 +175,7 @@ def authorize_page(
         grant = server.get_consent_grant(oauth_request)
     except OAuth2Error as error:
         return _rejected(server, oauth_request, error)
-    return _login_page(oauth_request, grant.client)
+    return _login_page(request, oauth_request, grant.client)
 
 
 @router.post("/oauth/authorize")
@@ -180,9 +197,7 @@ def authorize_submit(
         record_event(
             session, actor=None, action="auth.login_csrf", target=f"client:{client.client_id}", result="denied"
         )
-        return _login_page(
-            oauth_request, client, status=403, error="This sign-in form has expired. Please sign in again."
-        )
+        return _login_page(request, oauth_request, client, status=403, error="expired")
     if fields.get("action") == "deny":
         denied: Response = server.create_authorization_response(oauth_request, grant_user=None, grant=grant)
         return denied
@@ -194,18 +209,19 @@ def authorize_submit(
             session, actor=None, action="auth.login_limited", target=f"client:{client.client_id}", result="denied"
         )
         return _login_page(
+            request,
             oauth_request,
             client,
             status=429,
             username=username,
-            error="Too many failed sign-ins from here. Wait a little and try again.",
+            error="limited",
             retry_after=result.retry_after,
         )
     if result.outcome is login.Outcome.INVALID or result.user is None:
         record_event(
             session, actor=None, action="auth.login_failed", target=f"client:{client.client_id}", result="denied"
         )
-        return _login_page(oauth_request, client, status=401, username=username, error="Wrong user name or password.")
+        return _login_page(request, oauth_request, client, status=401, username=username, error="invalid")
     if result.user.role != client.role:
         record_event(
             session,
@@ -216,11 +232,12 @@ def authorize_submit(
             details={"role": result.user.role},
         )
         return _login_page(
+            request,
             oauth_request,
             client,
             status=403,
             username=username,
-            error="This account cannot sign in to this application.",
+            error="wrong_app",
         )
     response: Response = server.create_authorization_response(oauth_request, grant_user=result.user, grant=grant)
     return response
