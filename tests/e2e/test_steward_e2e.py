@@ -2,7 +2,7 @@
 first steward says it still needs a second approver, and a second steward's approval makes it approved;
 Python code is reviewed (source, checks) and approved; a budget is set; a field's Chinese text is edited;
 the job queue and the request log are shown. In English and Chinese, at desktop width and at 390 px, where
-no element may make the page wider than the screen."""
+no element may make the page wider than the screen, and axe-core finds no serious WCAG 2.1 AA violation."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dataspace.jobs import uploads
 from dataspace.jobs.models import Contract, PrivacyBudget
 from dataspace.partners.models import Partner
 from tests.auth_helpers import make_user
+from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
 from tests.integration import jobs_support as js
 
@@ -84,6 +85,7 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
     page.locator(f"[data-model='{model_id}']").get_by_role("button", name="Review").click()
     page.locator("pre.source").get_by_text("def score(rows):").wait_for()
     page.get_by_text("Valid Python that compiles (checked in an isolated process)").wait_for()
+    assert serious_violations(page) == []
     page.locator("#review").get_by_role("button", name="Approve").click()
     page.locator("#review").get_by_text("Approved by e2e-steward-2 (1 of 1 needed).").wait_for()
     shot(page, "steward-model-review")
@@ -119,6 +121,7 @@ def test_two_stewards_approve_a_sensitive_contract_and_run_the_console(world: Wo
     field.get_by_label("Points a customer earns for sharing it").fill("75")
     field.get_by_role("button", name="Save").click()
     field.get_by_text("Saved.").wait_for()
+    assert serious_violations(page) == []  # the manual with a field's editor open
     with world.ctx.db.session() as s:
         city = catalog.get_field(s, "city")
         assert city.i18n["zh-CN"]["description"] == "您居住的城市（已修改）。"
@@ -171,6 +174,7 @@ def test_console_in_both_languages_and_at_phone_width(world: World, page: Any, l
     if lang == "zh-CN":
         page.get_by_text("敏感：需要两位不同的管理员批准。").wait_for()
     _no_overflow(page)
+    assert serious_violations(page) == [], f"contracts {lang} {width}"
     shot(page, f"steward-contracts-{lang}-{width}")
     for tab in ("models", "budgets", "manual", "jobs", "requests"):
         page.locator(f"#tab-{tab}").click()
@@ -180,6 +184,7 @@ def test_console_in_both_languages_and_at_phone_width(world: World, page: Any, l
             done = "已完成" if lang == "zh-CN" else "Done"
             page.locator("#jobs").get_by_role("cell", name=done, exact=True).first.wait_for()
         _no_overflow(page)
+        assert serious_violations(page) == [], f"{tab} {lang} {width}"
         shot(page, f"steward-{tab}-{lang}-{width}")
 
 
