@@ -139,7 +139,12 @@ def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any
         assert page.evaluate(NO_OVERFLOW), name
         assert not serious_violations(page), serious_violations(page)
         shot(page, f"console-{name}-zh-phone")
-    assert "个人信息保护负责人" in page.locator("#records").inner_text()
+    records = page.locator("#records").inner_text()
+    assert "个人信息保护负责人" in records
+    # Catalog words in Chinese too: data categories (dimensions), recipients' kinds, purposes' descriptions.
+    assert "身份信息" in records or "行为信息" in records or "资产信息" in records, records
+    for english in ("identity", "behaviour", "assets", "insurer", "Running your accounts"):
+        assert english not in records, english
 
     # The other two combinations: Chinese at desktop width, English on the phone.
     page.set_viewport_size({"width": 1100, "height": 900})

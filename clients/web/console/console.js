@@ -49,8 +49,9 @@ function table(columns, rows, empty, rowAttrs = () => ({})) {
 
 async function catalog() {
   if (!state.catalog) {
-    const [fields, purposes, partners] = await Promise.all([api("/v1/catalog/fields?include_retired=true"), api("/v1/catalog/purposes"), api("/v1/partners")]);
-    state.catalog = { fields, purposes, partners };
+    const [fields, purposes, partners, manual] = await Promise.all([api("/v1/catalog/fields?include_retired=true"), api("/v1/catalog/purposes"), api("/v1/partners"),
+      api("/v1/catalog/manual").catch(() => [])]);  // the manual's dimensions name the data categories
+    state.catalog = { fields, purposes, partners, dimensions: manual };
   }
   return state.catalog;
 }
@@ -60,6 +61,8 @@ function labelOf(kind, key) {
   if (!c) return key;
   if (kind === "field") return pick(c.fields.find((f) => f.key === key), "label") || key;
   if (kind === "purpose") return pick(c.purposes.find((p) => p.key === key), "label") || key;
+  if (kind === "dimension") return pick((c.dimensions || []).find((d) => d.key === key), "label") || key;
+  if (kind === "category") { const text = t(`portal.category.${key}`); return text === `portal.category.${key}` ? key : text; }
   return pick(c.partners.find((p) => p.key === key), "name") || key;
 }
 
@@ -412,11 +415,11 @@ const showRecords = guard(() => $("records-status"), async () => {
       factList([
         ["console.records.description", pick(state.catalog.purposes.find((p) => p.key === r.purpose), "description") || r.description],
         ["console.records.legal", [r.legal_basis, r.dpv_purpose].filter(Boolean).join(" · ")],
-        ["console.records.categories", (r.data_categories || []).join(", ")],
+        ["console.records.categories", (r.data_categories || []).map((k) => labelOf("dimension", k)).join(", ")],
         ["console.records.data", (r.fields || []).map((f) => `${labelOf("field", f.key)} · ${t(`console.records.sens.${f.sensitivity}`)} · ${retentionText(f.retention_days)}`)],
         ["console.records.special", (r.special_categories || []).map((k) => labelOf("field", k))],
         ["console.records.recipients", (r.recipients || []).join(", ") || t("console.records.noRecipients")],
-        ["console.records.recipientCategories", (r.recipient_categories || []).join(", ")],
+        ["console.records.recipientCategories", (r.recipient_categories || []).map((k) => labelOf("category", k)).join(", ")],
         ["console.records.storage", retentionOf(r)],
         ["console.records.transfers", String(r.international_transfers || "").startsWith("none") ? t("console.records.noTransfers") : r.international_transfers],
         ["console.records.security", (r.safeguards || []).map(safeguardText)],
