@@ -14,6 +14,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "heading": "Sign in to continue",
         "asks": "asks to access your data space account.",
         "scopes": "Access requested:",
+        "sep": ", ",
         "reauth": "Please confirm it is you: this action needs a recent sign-in.",
         "username": "User name",
         "password": "Password",
@@ -34,6 +35,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "heading": "登录以继续",
         "asks": "请求访问您的数据空间账户。",
         "scopes": "请求的权限：",
+        "sep": "、",
         "reauth": "请确认是您本人：此操作需要最近登录。",
         "username": "用户名",
         "password": "密码",
@@ -50,6 +52,42 @@ TEXTS: dict[str, dict[str, str]] = {
         "error_return": "请返回应用后重试。",
     },
 }
+
+# Chinese names of the built-in clients (auth.web_clients) and of the scopes; other clients keep their name.
+CLIENT_NAMES: dict[str, dict[str, str]] = {
+    "zh": {
+        "portal": "我的数据",
+        "console": "合规控制台",
+        "partner-view": "合作伙伴视图",
+        "steward-console": "数据管理员控制台",
+        "steward-cli": "数据管理员命令行",
+        "compliance-cli": "合规命令行",
+        "customer-cli": "客户命令行",
+    },
+}
+SCOPE_NAMES: dict[str, dict[str, str]] = {
+    "zh": {
+        "catalog": "数据说明书",
+        "consents": "授权",
+        "usage": "数据使用记录",
+        "points": "积分",
+        "redeem": "兑换积分",
+        "erase": "删除账户",
+        "partner": "合作伙伴业务",
+        "audit": "审计",
+        "admin": "数据管理",
+        "policy": "访问策略",
+    },
+}
+
+
+def client_name(lang: str, client_id: str, name: str) -> str:
+    return CLIENT_NAMES.get(lang, {}).get(client_id, name)
+
+
+def scope_names(lang: str, scopes: list[str]) -> list[str]:
+    names = SCOPE_NAMES.get(lang, {})
+    return [names.get(scope, scope) for scope in scopes]
 
 
 def _primary(tag: str) -> str | None:

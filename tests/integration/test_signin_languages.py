@@ -70,10 +70,12 @@ def _submit(base: str, page: httpx.Response, username: str, password: str) -> ht
 def test_chinese_sign_in_page_renders_chinese_and_signs_in(server: tuple[str, Context]) -> None:
     base, ctx = server
     user = make_user(ctx, "customer")
-    oauth, url, verifier = _authorize_url(base, ui_locales="zh-CN")
+    oauth, url, verifier = _authorize_url(base, ui_locales="zh-CN", scope="catalog consents")
     page = httpx.get(url)
     assert page.status_code == 200
     assert _lang(page.text) == "zh"
+    assert "<strong>我的数据</strong>" in page.text  # the built-in client's Chinese name
+    assert "数据说明书、授权" in page.text  # the scopes asked for, in words
     for label in ZH_LABELS:
         assert label in page.text
     for label in EN_LABELS:

@@ -28,7 +28,7 @@ from dataspace.http.oauth import (
     FormData,
     read_form,
 )
-from dataspace.http.signin_i18n import LANGS, TEXTS, choose_lang
+from dataspace.http.signin_i18n import LANGS, TEXTS, choose_lang, client_name, scope_names
 
 router = APIRouter(tags=["oauth"])
 _templates = Environment(
@@ -128,8 +128,10 @@ def _login_page(
         params=[*params, (CSRF_FIELD, csrf)],
         error=TEXTS[lang][error] if error else None,
         username=username,
-        client_name=(client.name or client.client_id) if client is not None else None,
-        scopes=scope.split() if scope else [],
+        client_name=client_name(lang, client.client_id, client.name or client.client_id)
+        if client is not None
+        else None,
+        scopes=scope_names(lang, scope.split()) if scope else [],
         # A step-up request (RFC 9470): say why the person is asked for the password again.
         reauth="login" in (data.get("prompt") or "").split() or data.get("max_age") is not None,
     )
