@@ -65,6 +65,7 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": SECRET_METHODS,
         "code_challenge_methods_supported": ["S256"],
+        "ui_locales_supported": ["en", "zh-CN"],  # the sign-in page's languages (http/signin_i18n)
     }
 
 

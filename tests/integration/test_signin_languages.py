@@ -100,6 +100,8 @@ def test_chinese_sign_in_page_renders_chinese_and_signs_in(server: tuple[str, Co
 
 def test_accept_language_picks_the_language_and_ui_locales_wins(server: tuple[str, Context]) -> None:
     base, _ = server
+    advertised = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
+    assert advertised["ui_locales_supported"] == ["en", "zh-CN"]
     _, url, _ = _authorize_url(base)
     cases = [
         ({}, "en"),
