@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dataspace.catalog.promise import LANGUAGES
 from policies.transforms import MAX_VALUES_CEILING, TRANSFORMS, Coarseness, promise_problems
 
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
@@ -19,6 +20,7 @@ LawfulBasis = Literal[
     "dpv:PublicTask",
     "dpv:LegitimateInterest",
 ]
+PARTNER_TEXTS = ("name", "description")  # what a partner's i18n may translate
 DataType = Literal["integer", "number", "string", "category", "boolean", "date"]
 
 
@@ -181,6 +183,24 @@ class PartnerIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     category: str = Field(pattern=KEY)
     description: str = ""
+    # The name and description in other languages; left out on an update, the stored translations stay.
+    i18n: dict[str, dict[str, str]] | None = None
+
+    @field_validator("i18n")
+    @classmethod
+    def _known_texts(cls, v: dict[str, dict[str, str]] | None) -> dict[str, dict[str, str]] | None:
+        if v is None:
+            return v
+        langs = sorted(set(v) - set(LANGUAGES[1:]))
+        if langs:
+            raise ValueError(f"unknown language(s) {langs}; allowed: {list(LANGUAGES[1:])}")
+        for lang, texts in v.items():
+            names = sorted(set(texts) - set(PARTNER_TEXTS))
+            if names:
+                raise ValueError(f"{lang}: unknown text(s) {names}; allowed: {list(PARTNER_TEXTS)}")
+            if len(texts.get("name", "")) > 200:
+                raise ValueError(f"{lang}: name is longer than 200 characters")
+        return v
 
 
 class CatalogDocument(Strict):

@@ -163,6 +163,10 @@ def upsert_partner(session: Session, spec: PartnerIn) -> Partner:
         partner = Partner(key=spec.key)
         session.add(partner)
     partner.name, partner.category, partner.description = spec.name, spec.category, spec.description
+    if spec.i18n is not None:
+        partner.i18n = spec.i18n
+    elif partner.i18n is None:
+        partner.i18n = {}
     return partner
 
 

@@ -37,6 +37,7 @@ def list_offers(session: Session, *, now: datetime) -> list[dict[str, Any]]:
                 "partner_name": partner.name,
                 "partner_category": partner.category,
                 "partner_description": partner.description,
+                "partner_i18n": partner.i18n,
                 "purpose": contract.purpose_key,
                 "fields": [],
                 "titles": [],

@@ -120,7 +120,7 @@ class MatrixRead(BaseModel):
     at: datetime
     fields: list[MatrixField]
     purposes: list[MatrixPurpose]
-    partners: list[dict[str, str]]
+    partners: list[dict[str, Any]]
     grants: list[GrantRead]
     cells: list[MatrixCell]
 
@@ -149,6 +149,7 @@ class OfferRead(BaseModel):
     partner_name: str
     partner_category: str
     partner_description: str
+    partner_i18n: dict[str, Any] = Field(description='The name and description by language: {"zh-CN": {...}}.')
     purpose: str
     fields: list[str] = Field(description="The catalog fields the partner's contracts for this purpose read.")
     titles: list[str] = Field(description="The contracts' titles, as the partner named them.")

@@ -944,7 +944,10 @@ def matrix(session: Session, *, subject_id: int, clock: Clock = utcnow) -> dict[
             }
             for p in purposes
         ],
-        "partners": [{"key": p.key, "name": p.name, "category": p.category} for p in partners],
+        "partners": [
+            {"key": p.key, "name": p.name, "category": p.category, "description": p.description, "i18n": p.i18n}
+            for p in partners
+        ],
         "grants": shown,
         "cells": cells,
     }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.db import Base, UTCDateTime, utcnow
@@ -17,5 +18,7 @@ class Partner(Base):
     name: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(64))  # insurer, charging, payments, retail, ...
     description: Mapped[str] = mapped_column(Text, default="")
+    # The name and description in other languages: {"zh-CN": {"name": ..., "description": ...}}.
+    i18n: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

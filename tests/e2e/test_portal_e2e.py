@@ -387,6 +387,12 @@ def test_every_tab_in_both_languages_fits_desktop_and_a_390px_phone(world: World
         # The catalog's own texts are Chinese too (where it is kept), not the English ones.
         page.locator("#held tr[data-field=age]").get_by_text("运营方数据中心，上海（加密）").wait_for()
         assert "Operator data centre" not in page.locator("#held").inner_text()
+        # Partners' names and descriptions are the catalog's Chinese ones as well.
+        page.get_by_role("tab", name="数据说明书").click()
+        page.locator("input[name=view][value=partner]").check()
+        harbor = page.locator(f"section[data-partner={js.PARTNER}]")
+        harbor.locator("h3").get_by_text("港湾保险").wait_for()
+        harbor.get_by_text("车险与健康险保险公司", exact=False).first.wait_for()
 
 
 def test_pages_have_a_strict_csp_and_no_stack_traces(world: World, page: Any) -> None:

@@ -66,3 +66,37 @@ def test_bulk_ingest_over_http_reports_row_errors(ctx, client):
     r = client.post("/v1/ingest", json={"rows": [{"customer_id": "x", "bogus": 1}]}, headers=steward)
     assert r.status_code == 422
     assert "bogus" in r.json()["detail"]
+
+
+def test_partner_translations_reach_customers_and_only_known_ones_are_kept(ctx, client):
+    load_demo_catalog(ctx)
+    steward = bearer(issue_token(ctx, "steward"))
+    customer = bearer(issue_token(ctx, "customer"))
+    partners = {p["key"]: p for p in client.get("/v1/partners", headers=customer).json()}
+    assert partners["harbor_insurance"]["i18n"]["zh-CN"]["name"] == "港湾保险"
+    assert "续保" in partners["harbor_insurance"]["i18n"]["zh-CN"]["description"]
+
+    # An update without i18n keeps the stored translations; one with i18n replaces them.
+    body = {"key": "voltgrid", "name": "VoltGrid", "category": "charging", "description": "EV charging."}
+    assert client.post("/v1/partners", json=body, headers=steward).status_code == 201
+    volt = next(p for p in client.get("/v1/partners", headers=customer).json() if p["key"] == "voltgrid")
+    assert volt["name"] == "VoltGrid"
+    assert volt["i18n"]["zh-CN"]["name"] == "伏特电网充电"
+    zh = {"zh-CN": {"name": "伏特充电", "description": "充电网络。"}}
+    assert client.post("/v1/partners", json={**body, "i18n": zh}, headers=steward).status_code == 201
+    volt = next(p for p in client.get("/v1/partners", headers=steward).json() if p["key"] == "voltgrid")
+    assert volt["i18n"] == zh
+
+    # Unknown languages or texts are refused (nothing stored), and only stewards write.
+    for bad in (
+        {"fr": {"name": "x"}},
+        {"zh-CN": {"motto": "x"}},
+        {"zh-CN": {"name": "x" * 201}},
+        {"en": {"name": "x"}},
+    ):
+        r = client.post("/v1/partners", json={**body, "i18n": bad}, headers=steward)
+        assert r.status_code == 422, bad
+        assert r.json()["code"] == "invalid_input"
+    assert client.post("/v1/partners", json={**body, "i18n": zh}, headers=customer).status_code == 403
+    volt = next(p for p in client.get("/v1/partners", headers=steward).json() if p["key"] == "voltgrid")
+    assert volt["i18n"] == zh

@@ -71,6 +71,7 @@ def test_offers_list_only_contracts_in_force_grouped_by_partner_and_purpose(api:
     assert harbor["fields"] == js.FIELDS
     assert harbor["approved"] is True
     assert harbor["partner_name"] == "Harbor Insurance"
+    assert harbor["partner_i18n"]["zh-CN"]["name"] == "港湾保险"  # the demo catalog's Chinese texts
     assert volt["fields"] == ["ev_owner", "age"]  # both contracts' fields, once each
     assert volt["titles"] == ["Slots"]
     assert volt["approved"] is False  # only proposed so far

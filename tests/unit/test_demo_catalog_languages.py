@@ -26,6 +26,9 @@ def test_every_demo_catalog_text_has_chinese() -> None:
         _chinese(purpose.i18n, ("label", "description"), f"purpose {purpose.key}")
     for field in doc.fields:
         _chinese(field.i18n, FIELD_TEXTS, f"field {field.key}")
+    assert doc.partners
+    for partner in doc.partners:
+        _chinese(partner.i18n or {}, ("name", "description"), f"partner {partner.key}")
 
 
 def test_every_demo_reward_has_a_chinese_name() -> None:

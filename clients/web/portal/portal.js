@@ -19,7 +19,7 @@ const state = { matrix: null, manual: null, offers: null, points: null, tab: "ma
 const names = {
   field: (k) => { const f = (state.matrix?.fields || []).find((x) => x.key === k); return f ? pick(f, "label") : k; },
   purpose: (k) => { const p = (state.matrix?.purposes || []).find((x) => x.key === k); return p ? pick(p, "label") : k; },
-  partner: (k) => { const p = (state.matrix?.partners || []).find((x) => x.key === k); return p ? p.name : k; },
+  partner: (k) => { const p = (state.matrix?.partners || []).find((x) => x.key === k); return p ? pick(p, "name") : k; },
   dimension: (k) => { const d = (state.manual || []).find((x) => x.key === k); return d ? pick(d, "label") : k; },
   category: (k) => { const text = t(`portal.category.${k}`); return text === `portal.category.${k}` ? k : text; },
 };
@@ -290,7 +290,7 @@ function partnerView() {
     const purposes = [...new Set(pairs.map((o) => o.purpose))];
     return h("section", { class: "partner-group", "aria-labelledby": `partner-${partner}`, dataset: { partner } },
       h("div", { class: "group-head" }, h("h3", { id: `partner-${partner}` }, names.partner(partner)), all),
-      h("p", { class: "muted" }, [meta.category ? names.category(meta.category) : "", info.partner_description || ""].filter(Boolean).join(" · ")),
+      h("p", { class: "muted" }, [meta.category ? names.category(meta.category) : "", pick({ description: info.partner_description || meta.description, i18n: info.partner_i18n || meta.i18n }, "description")].filter(Boolean).join(" · ")),
       h("p", {}, on ? plural("portal.offers.partnerOn", on) : t("portal.offers.partnerNone")),
       untilRow,
       purposes.map((purpose) => {

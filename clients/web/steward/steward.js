@@ -330,8 +330,8 @@ const loadManual = guard(() => $("manual-status"), async () => {
     (base, i18n) => api("/v1/catalog/purposes", { method: "POST", body: {
       key: p.key, label: base.label, description: base.description, dpv_term: p.dpv_term, lawful_basis: p.lawful_basis, parent: p.parent, i18n,
     } }))));
-  $("partners").replaceChildren(...c.partners.map((p) => editor("partner", { ...p, i18n: {} }, `${p.name} · ${p.category}`, ["name", "description"],
-    (base) => api("/v1/partners", { method: "POST", body: { key: p.key, name: base.name, category: p.category, description: base.description } }))));
+  $("partners").replaceChildren(...c.partners.map((p) => editor("partner", { ...p, i18n: p.i18n || {} }, `${pick(p, "name")} · ${p.category}`, ["name", "description"],
+    (base, i18n) => api("/v1/partners", { method: "POST", body: { key: p.key, name: base.name, category: p.category, description: base.description, i18n } }))));
   // Offers are what contracts make possible: a partner, a purpose and the fields it reads.
   const list = await api("/v1/contracts");
   const offers = new Map();

@@ -143,7 +143,14 @@ def list_partners(
 ) -> list[dict[str, Any]]:
     """Partners (name and category only), so customers know who may receive their data."""
     return [
-        {"key": p.key, "name": p.name, "category": p.category, "description": p.description, "status": p.status}
+        {
+            "key": p.key,
+            "name": p.name,
+            "category": p.category,
+            "description": p.description,
+            "i18n": p.i18n,
+            "status": p.status,
+        }
         for p in service.list_partners(session)
     ]
 
