@@ -82,6 +82,8 @@ EXTRA_STATUSES: dict[str, tuple[int, ...]] = {
     "/v1/partner/models": (404, 413, 415),
     "/v1/partner/jobs": (404,),
     "/v1/partner/contracts": (404,),
+    "/v1/partner/linkage": (404,),  # the contract named in the body
+    "/v1/partner/linkage/declarations": (404,),
     "/v1/ingest": (413,),
     "/v1/ingest/csv": (413, 415, 422),
 }

@@ -29,7 +29,7 @@ class DeclarationCreate(BaseModel):
     """The partner columns a proposed contract brings (approved with the contract)."""
 
     model_config = ConfigDict(extra="forbid")
-    contract_id: int = Field(ge=1, le=MAX_ID)
+    contract_id: int = Field(ge=1, le=MAX_ID, strict=True)
     kind: Literal["email", "phone", "national_id"]
     columns: list[PartnerColumn] = Field(min_length=1, max_length=32)
 
@@ -54,7 +54,7 @@ class DeclarationRead(BaseModel):
 
 class LinkageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    contract_id: int = Field(ge=1, le=MAX_ID)
+    contract_id: int = Field(ge=1, le=MAX_ID, strict=True)
 
 
 class LinkageRead(BaseModel):

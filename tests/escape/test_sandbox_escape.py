@@ -534,7 +534,8 @@ def test_thread_bomb_is_contained() -> None:
             Limits(**{**LIMITS.__dict__, "wall_seconds": 5}),
         )
 
-    failure = while_running(bomb, lambda: bool(sandboxes.update(own_sandbox_processes())))
+    before = own_sandbox_processes()  # e.g. warm runners an earlier test of this worker keeps: not this job's
+    failure = while_running(bomb, lambda: bool(sandboxes.update(own_sandbox_processes() - before)))
     assert failure.reason in {"model failed while scoring", "killed: memory limit", "timeout"}
     assert sandboxes
     assert gone_within(sandboxes, 5.0)
@@ -553,7 +554,8 @@ def test_killed_jobs_leave_no_process_behind() -> None:
             Limits(**{**LIMITS.__dict__, "wall_seconds": 2}),
         )
 
-    failure = while_running(sleeper, lambda: bool(sandboxes.update(own_sandbox_processes())))
+    before = own_sandbox_processes()  # e.g. warm runners an earlier test of this worker keeps: not this job's
+    failure = while_running(sleeper, lambda: bool(sandboxes.update(own_sandbox_processes() - before)))
     assert failure.reason == "timeout"
     assert sandboxes
     assert gone_within(sandboxes, 5.0)

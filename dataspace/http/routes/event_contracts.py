@@ -28,11 +28,11 @@ router = APIRouter(prefix="/v1", tags=["event contracts"])
 
 
 class RetryIn(BaseModel):
-    backoff_seconds: float = Field(default=2.0, description="Delay before the first retry.")
-    multiplier: float = Field(default=2.0, description="Each next delay is the previous one times this.")
-    max_backoff_seconds: float = Field(default=3600.0, description="Longest delay between two attempts.")
-    max_attempts: int = Field(default=8, description="Attempts before the delivery is dead-lettered.")
-    dead_letter: bool = True
+    backoff_seconds: float = Field(default=2.0, strict=True, description="Delay before the first retry.")
+    multiplier: float = Field(default=2.0, strict=True, description="Each next delay is the previous one times this.")
+    max_backoff_seconds: float = Field(default=3600.0, strict=True, description="Longest delay between two attempts.")
+    max_attempts: int = Field(default=8, strict=True, description="Attempts before the delivery is dead-lettered.")
+    dead_letter: bool = Field(default=True, strict=True)
 
 
 class EventContractIn(BaseModel):
@@ -44,7 +44,7 @@ class EventContractIn(BaseModel):
     consumers: list[str] = Field(min_length=1, max_length=50, description="Consuming partners' keys.")
     purpose: str | None = Field(None, max_length=64, description="Consent purpose for customer-data fields.")
     data_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema (2020-12) of the event data.")
-    latency_ms: int = Field(5000, ge=1, le=86_400_000, description="Delivery-latency requirement.")
+    latency_ms: int = Field(5000, strict=True, ge=1, le=86_400_000, description="Delivery-latency requirement.")
     retry: RetryIn = Field(default_factory=RetryIn)
 
 
