@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import Forbidden, InvalidInput, NotFound
+from dataspace.errors import Forbidden, NotFound
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
-from dataspace.http.params import Id
+from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts
 from dataspace.linkage import service
 from dataspace.linkage.schemas import DeclarationCreate, DeclarationRead, LinkageCreate, LinkageRead, MyLinkageRead
@@ -111,20 +111,6 @@ def linkage_message(
     return Response(content=data, media_type="application/octet-stream")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidInput(f"the reply is larger than the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidInput(f"the reply is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _complete(ctx: Context, principal: Principal, contribution_id: int, data: bytes, limit: int) -> LinkageRead:
     with ctx.db.transaction() as session:
         outcome = service.complete(
@@ -142,7 +128,7 @@ async def linkage_reply(
 ) -> LinkageRead:
     """Message 2 (``application/octet-stream``, the format of ``clients.sdk._psi.encode_reply``)."""
     limit = _limit()
-    data = await _read_body(request, limit)
+    data = await read_body(request, limit, "reply")
     return await run_in_threadpool(_complete, ctx, principal, contribution_id, data, limit)
 
 

@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
-from dataspace.errors import Forbidden, InvalidInput
+from dataspace.errors import Forbidden
 from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
-from dataspace.http.params import Id
+from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
 from dataspace.jobs.outcomes import ReleaseSchedule
@@ -166,20 +166,6 @@ def set_budget(
 
 
 # --- models ---------------------------------------------------------------------------------------------
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidInput(f"the model is larger than the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidInput(f"the model is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _upload(ctx: Context, principal: Principal, contract_id: int, kind: str, data: bytes) -> ModelRead:
     with ctx.db.transaction() as session:
         model = uploads.upload(session, principal=principal, contract_id=contract_id, kind=kind, data=data)
@@ -196,7 +182,7 @@ async def upload_model(
 ) -> ModelRead:
     """The model is the raw request body (``application/octet-stream``)."""
     limit = uploads.MAX_ONNX_BYTES if kind == "onnx" else uploads.MAX_PYTHON_BYTES
-    data = await _read_body(request, limit)
+    data = await read_body(request, limit, "model")
     return await run_in_threadpool(_upload, ctx, principal, contract_id, kind, data)
 
 
