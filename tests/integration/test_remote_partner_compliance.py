@@ -90,7 +90,7 @@ def test_partner_self_service_from_the_command_line(ctx: Context, tmp_path: Path
         assert uploaded.exit_code == 0, uploaded.output
         assert " ready " in uploaded.output
         assert "feature_count: 3" in uploaded.output
-        model_id = int(uploaded.output.split()[1])
+        model_id = int(uploaded.stdout.split()[1])
         assert f"contract {contract_id}" in runner.invoke(app, ["remote", "models", "list"], env=env).output
 
         # Saying no (or nothing) spends nothing and submits nothing.
@@ -104,7 +104,7 @@ def test_partner_self_service_from_the_command_line(ctx: Context, tmp_path: Path
         submitted = runner.invoke(app, ["remote", "jobs", "submit", "--model-id", str(model_id)], env=env, input="y\n")
         assert submitted.exit_code == 0, submitted.output
         assert "queued" in submitted.output
-        job_id = int(submitted.output.split("job ")[-1].split()[0])
+        job_id = int(submitted.stdout.split("job ")[-1].split()[0])
         assert _jobs(ctx) == before + 1
         assert job_runner.run_job(ctx, job_id).status == "succeeded"
         spent_after_submit = _spent(ctx)
@@ -114,7 +114,7 @@ def test_partner_self_service_from_the_command_line(ctx: Context, tmp_path: Path
         assert "succeeded" in followed.output
         assert "+/- 3.0" in followed.output  # epsilon 1: ln(20) / 1
         results = runner.invoke(app, ["remote", "jobs", "results", str(job_id)], env=env)
-        assert results.output.split("\n", 1)[1] == followed.output.split("\n", 2)[2]  # the same stored numbers
+        assert results.stdout.split("\n", 1)[1] == followed.stdout.split("\n", 2)[2]  # the same stored numbers
         assert _spent(ctx) == spent_after_submit  # following and reading results spend nothing more
         assert f"{job_id}" in runner.invoke(app, ["remote", "jobs", "list"], env=env).output
         budget = runner.invoke(app, ["remote", "budget"], env=env)
@@ -130,7 +130,7 @@ def test_compliance_actions_requests_and_records_csv(ctx: Context, tmp_path: Pat
         env = _env(ctx, base, "compliance")
         actions = runner.invoke(app, ["remote", "audit", "actions"], env=env)
         assert actions.exit_code == 0, actions.output
-        assert "contract.approved" in actions.output.split() or "contract.proposed" in actions.output.split()
+        assert "contract.approved" in actions.stdout.split() or "contract.proposed" in actions.stdout.split()
         requests = runner.invoke(app, ["remote", "audit", "requests"], env=env)
         assert requests.exit_code == 0, requests.output
         records = runner.invoke(app, ["remote", "audit", "records", "--csv", str(out)], env=env)
