@@ -1,13 +1,19 @@
 """Sandbox bench: start overhead (median of trivial runs) and N-row logistic-regression scoring throughput.
 
 .venv/bin/python bench/sandbox.py --n 1000000
+
+Floor of the cold start, measured in the same run and interleaved with the sandbox runs (so both see the same
+machine): the bare interpreter importing what the sandbox runtime imports,
+``python -I -S -B -c "import sys; sys.path += SITES; import numpy, pyarrow, onnxruntime"`` with the same
+interpreter and the same site directories the sandbox binds. Target: cold start p50 <= 1.3x the floor's p50.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +23,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _report
+
 from sandbox import DecisionSchema, Limits, OnnxModel, PythonModule, run_job
+from sandbox._bubblewrap import _site_dirs
 from tests.unit.sandbox.onnx_factory import logistic_regression
 
 FEATURES = 8
@@ -40,15 +49,39 @@ def main() -> None:
     trivial_onnx = OnnxModel(logistic_regression([1.0]))
     run_job(trivial_python, tiny, schema)  # first run probes bubblewrap; not counted
 
-    for label, model in (("python", trivial_python), ("onnx", trivial_onnx)):
-        times = []
-        for _ in range(args.starts):
+    floor_argv = [
+        os.path.realpath(sys.executable),
+        "-I",
+        "-S",
+        "-B",
+        "-c",
+        f"import sys; sys.path += {_site_dirs()!r}; import numpy, pyarrow, onnxruntime",
+    ]
+    subprocess.run(floor_argv, check=True)  # warm the page cache as the probe run did for the sandbox
+    times: dict[str, list[float]] = {"floor": [], "python": [], "onnx": []}
+    for _ in range(args.starts):  # interleaved: a shared machine's load moves all three alike
+        started = time.perf_counter()
+        subprocess.run(floor_argv, check=True)
+        times["floor"].append(time.perf_counter() - started)
+        for label, model in (("python", trivial_python), ("onnx", trivial_onnx)):
             started = time.perf_counter()
             run_job(model, tiny, schema)
-            times.append(time.perf_counter() - started)
+            times[label].append(time.perf_counter() - started)
+    for label, values in times.items():
         print(
-            f"start overhead ({label}, 1 row, {args.starts} runs): "
-            f"p50 {statistics.median(times) * 1000:.0f} ms, p99 {percentile(times, 0.99) * 1000:.0f} ms"
+            f"start ({label}, {args.starts} runs): p50 {statistics.median(values) * 1000:.0f} ms, "
+            f"p99 {percentile(values, 0.99) * 1000:.0f} ms"
+        )
+    floor = statistics.median(times["floor"]) * 1000
+    for label in ("python", "onnx"):
+        _report.compare(
+            f"sandbox cold start p50 ({label} model, 1 row)",
+            statistics.median(times[label]) * 1000,
+            floor,
+            unit="ms",
+            better="lower",
+            target=1.3,
+            floor_name="bare python -I -S + import numpy, pyarrow, onnxruntime",
         )
 
     rng = np.random.default_rng(7)
@@ -69,8 +102,7 @@ def main() -> None:
         f"output {out.stats.output_bytes / 2**20:.1f} MiB, "
         f"{offers} offers)"
     )
-    parent_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"parent peak RSS {parent_rss:.0f} MiB")
+    _report.peak_rss()
 
 
 if __name__ == "__main__":
