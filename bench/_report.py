@@ -17,6 +17,8 @@ from pathlib import Path
 
 
 def _fmt(v: float, unit: str) -> str:
+    if unit == "s" and 0 < abs(v) < 0.1:
+        return f"{v * 1000:,.2f} ms"
     if unit in ("ms", "s", "us"):
         return f"{v:,.3f} {unit}" if abs(v) < 10 else f"{v:,.1f} {unit}"
     if unit == "x":

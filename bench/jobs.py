@@ -40,6 +40,7 @@ FEATURES = [
 ]
 FIELD_TYPES = {"age": "integer", "balance": "number", "income": "number"}
 GRANT_SHARE = 0.95
+MODEL = ([0.6, 0.4, 0.00002], -2.5)  # the logistic regression's weights and bias
 
 
 def _epoch_store(directory: Path) -> Path:
@@ -241,7 +242,7 @@ def prepare_job(directory: Path, url: str | None = None) -> int:
             principal=partner,
             contract_id=contract.id,
             kind="onnx",
-            data=logistic_regression([0.6, 0.4, 0.00002], -2.5),
+            data=logistic_regression(*MODEL),
         )
     print(f"model upload + sandboxed signature check: {time.perf_counter() - t0:.2f} s")
     with db.transaction() as s:
@@ -271,6 +272,8 @@ def run(directory: Path, job_id: int, *, points: bool) -> None:
     decisions = result.stats.get("decisions", 0)
     print(f"end to end: {total:.2f} s for {decisions} decisions ({decisions / total:,.0f} subjects/s)")
     print(f"peak RSS: server process {rss:.0f} MiB, largest child (decrypt worker / sandbox) {kids:.0f} MiB")
+    # For the parent's floors (bench/_floors.py): the job's time and phases.
+    (directory / f"job-{job_id}.json").write_text(json.dumps({"seconds": total, "timings": result.timings}))
     if points:
         t0 = time.perf_counter()
         credited = runner.credit_points(ctx, job_id)
@@ -289,6 +292,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "dataspace-bench-jobs")
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--points", action="store_true", help="also credit (and time) the usage points")
+    parser.add_argument("--no-floors", action="store_true", help="skip the floors (bench/_floors.py)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     directory = args.dir / str(args.n)
@@ -298,11 +302,23 @@ def main() -> None:
     if args.regenerate or not (directory / "bench.db").exists():
         generate(args.n, directory)
     job_id = prepare_job(directory)
+    import _floors  # bench/_floors.py: the job's floors, measured after it in this run
+    import _report
+
+    url = f"sqlite:///{directory / 'bench.db'}"
+    mark = _floors.ledger_mark(url)
     subprocess.run(
         [sys.executable, __file__, "--n", str(args.n), "--dir", str(args.dir), "--child", str(job_id)]
         + (["--points"] if args.points else []),
         check=True,
     )
+    if not args.no_floors:
+        from tests.integration.jobs_support import logistic_regression
+
+        job = json.loads((directory / f"job-{job_id}.json").read_text())
+        floors = _floors.measure(url, directory / "epochs", job_id, mark, logistic_regression(*MODEL))
+        _floors.report(job["seconds"], job["timings"], floors)
+    _report.peak_rss("peak RSS (floors in this process; the job's process is the child)")
 
 
 if __name__ == "__main__":
