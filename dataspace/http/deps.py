@@ -1,4 +1,19 @@
-"""Request-scoped dependencies: the context, the unit of work, and the authorization gate.
+"""Request-scoped dependencies: the context, the ways a route reads and writes, the caller, and the
+authorization gate.
+
+A route writes in one of two ways:
+
+- ``session: WriteSession``: the request's unit of work, one transaction committed when the route returns
+  and before the response leaves (so an acknowledged write is durable), rolled back if it raises. What
+  must happen only once the write is committed (dropping a cache, a delivery) is registered with
+  ``after_commit(session, fn)``; a route whose answer needs the committed write (another transaction reads
+  it) calls ``session.commit()`` and then uses the session no more.
+- ``writes: GroupWrites`` and ``await writes.run(fn)``: short, frequent writes (consent changes,
+  redemptions) run through the group committer, which batches concurrent requests into one COMMIT
+  (``dataspace.groupcommit``); the route gets ``fn``'s result after the commit.
+
+Reads take ``session: ReadSession`` (on SQLite it takes no write lock). A route acting for the signed-in
+customer takes ``subject_id: CurrentSubject``.
 
 Every route (except the public ones listed in ``PUBLIC_ROUTES``) must depend on ``authorize(obj, act)``;
 the route-matrix test fails for a route that does not.
@@ -7,7 +22,7 @@ the route-matrix test fails for a route that does not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
+from dataspace.errors import Forbidden
+from dataspace.groupcommit import GroupCommit
 
 
 def context_of(request: Request) -> Context:
@@ -35,11 +52,52 @@ def unit_of_work(ctx: Context = Depends(get_context)) -> Iterator[Session]:
     """
     with ctx.db.transaction() as session:
         yield session
+    for fn in session.info.pop(_AFTER_COMMIT, ()):
+        fn()
+
+
+_AFTER_COMMIT = "after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], object]) -> None:
+    """Run ``fn`` once the request's unit of work (``WriteSession``) has committed; never if it rolls back."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
 
 
 def read_session(ctx: Context = Depends(get_context)) -> Iterator[Session]:
     with ctx.db.session() as session:
         yield session
+
+
+async def get_writes(request: Request) -> GroupCommit:
+    # async: a plain attribute read (see get_context).
+    return context_of(request).writes
+
+
+# The request's unit of work. scope="function": with the default (request) scope FastAPI would commit only
+# after the response is sent, so a client could act on a response whose write is not durable.
+WriteSession = Annotated[Session, Depends(unit_of_work, scope="function")]
+ReadSession = Annotated[Session, Depends(read_session)]
+GroupWrites = Annotated[GroupCommit, Depends(get_writes)]
+
+
+def subject_of(principal: Principal) -> int:
+    """The data subject a customer's token acts for; any other caller is forbidden."""
+    if principal.subject_id is None:
+        raise Forbidden()
+    return principal.subject_id
+
+
+def current_subject(obj: str, act: str) -> Callable[..., Any]:
+    """A dependency like ``authorize(obj, act)`` that answers the caller's data subject id (403 for a token
+    that acts for no data subject). Use it as ``subject_id: int = Depends(current_subject(obj, act))``; a
+    route that also needs the principal depends on ``authorize`` and calls ``subject_of``."""
+    gate = authorize(obj, act)
+
+    async def _dep(principal: Principal = Depends(gate)) -> int:
+        return subject_of(principal)
+
+    return _dep
 
 
 def authorize(obj: str, act: str) -> Callable[..., Any]:
