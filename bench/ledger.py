@@ -24,10 +24,11 @@ from dataspace.context import Context
 from dataspace.db import Database
 from dataspace.keys import KeyRing
 from dataspace.settings import Settings
-from dataspace.tlog import merkle
-from dataspace.tlog.export import verify_export, write_export
+from dataspace.tlog.export import write_export
 from dataspace.tlog.log import inclusion_proof, latest_checkpoint, sequence, verifier_keys
 from dataspace.usage import UsageEntry, record_usage
+from transparency import merkle
+from transparency.export import verify_export
 
 FIELDS = ["income", "age", "postcode_area", "tenure", "product_count"]
 

@@ -5,8 +5,8 @@ A server that shows this client a different log than it showed before (a split v
 truncates history and re-signs it, cannot also produce a consistency proof from what the client remembers:
 ``LogInconsistent`` is raised with both signed checkpoints, the evidence to hand to a witness, an auditor or
 a regulator. The memory is a small JSON file (one entry per log origin), written atomically; nothing in it is
-secret. Verification uses the same pure code as the offline verifier (``dataspace.tlog``: RFC 9162 proofs,
-C2SP signed notes and cosignatures); no database is involved.
+secret. Verification uses the same pure code as the server and the offline verifier (``transparency``:
+RFC 9162 proofs, C2SP signed notes and cosignatures); no database is involved.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from clients.sdk._exceptions import DataspaceClientError
-from dataspace.tlog import merkle
-from dataspace.tlog.cosign import WitnessPolicy
-from dataspace.tlog.note import Checkpoint, CheckpointError, open_checkpoint
+from transparency import merkle
+from transparency.cosign import WitnessPolicy
+from transparency.note import Checkpoint, CheckpointError, open_checkpoint
 
 
 class CheckpointRejected(DataspaceClientError):

@@ -20,10 +20,11 @@ from dataspace import __version__
 from dataspace.context import Context
 from dataspace.db import Database, utcnow
 from dataspace.errors import Conflict, InvalidInput, Unavailable
-from dataspace.tlog import LOGS, merkle, witness
+from dataspace.tlog import LOGS, witness
 from dataspace.tlog.log import consistency_proof, latest_checkpoint, sequence, verifier_keys
 from dataspace.tlog.models import TLogEntry, TLogHead
-from dataspace.tlog.note import Checkpoint, CheckpointError, open_checkpoint
+from transparency import merkle
+from transparency.note import Checkpoint, CheckpointError, open_checkpoint
 
 log = logging.getLogger("dataspace.backup")
 

@@ -43,7 +43,7 @@ from dataspace.events.contracts import VERSION_PATTERN, catalog_fields
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
-from dataspace.tlog.canonical import canonical_bytes, canonical_json
+from transparency.canonical import canonical_bytes, canonical_json
 
 PSEUDONYM_SCOPE = "events"  # stable across event types: a partner links one customer's events, nothing more
 ENVELOPE_KEYS = {"id", "type", "version", "occurred_at", "customer_ref", "data"}

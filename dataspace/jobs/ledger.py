@@ -18,9 +18,9 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from dataspace.db import bulk_datetime, bulk_insert
-from dataspace.tlog.canonical import canonical_json
 from dataspace.usage import USAGE_LOG
 from dataspace.usage.service import entry_time, fields_json
+from transparency.canonical import canonical_json
 
 _COLUMNS = ("log", "idx", "entry", "leaf_hash", "created_at", "action", "actor", "subject_id", "partner")
 _CHUNK = 200_000

@@ -49,11 +49,11 @@ from dataspace.jobs.runner import feature_fields
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
-from dataspace.tlog.canonical import canonical_json
 from dataspace.tlog.log import NewEntry, append
 from dataspace.usage import USAGE_LOG
 from dataspace.usage.service import entry_time
 from sandbox import DecisionSchema, JobFailed, Limits, ModelRejected, OnnxModel, SandboxUnavailable, WarmPool
+from transparency.canonical import canonical_json
 
 __all__ = ["DecisionOutcome", "DecisionService", "decide"]
 

@@ -1,7 +1,9 @@
 """The tamper-evident log (RFC 6962 / 9162 Merkle tree, C2SP signed checkpoints) behind the audit trail
-and the data-point ledger."""
+and the data-point ledger: its storage, sequencing, proofs from the database and exports. The pure
+verification code (Merkle proofs, signed notes, cosignatures, offline export checks) is the top-level
+``transparency`` package, which partners and auditors run without the server."""
 
-from dataspace.tlog.export import VerifyReport, export_lines, verify_export
+from dataspace.tlog.export import export_lines
 from dataspace.tlog.log import (
     LOGS,
     ConsistencyProof,
@@ -15,28 +17,18 @@ from dataspace.tlog.log import (
     sequence,
     verifier_keys,
 )
-from dataspace.tlog.merkle import ProofError, verify_consistency, verify_inclusion
-from dataspace.tlog.note import Checkpoint, CheckpointError, open_checkpoint
 
 __all__ = [
     "LOGS",
-    "Checkpoint",
-    "CheckpointError",
     "ConsistencyProof",
     "InclusionProof",
     "NewEntry",
-    "ProofError",
     "StoredCheckpoint",
-    "VerifyReport",
     "append",
     "consistency_proof",
     "export_lines",
     "inclusion_proof",
     "latest_checkpoint",
-    "open_checkpoint",
     "sequence",
     "verifier_keys",
-    "verify_consistency",
-    "verify_export",
-    "verify_inclusion",
 ]

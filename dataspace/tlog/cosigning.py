@@ -24,9 +24,9 @@ import httpx
 from sqlalchemy import CursorResult, update
 
 from dataspace.tlog import log as tlog
-from dataspace.tlog.cosign import Cosigner, WitnessPolicy, add_cosignatures, verified_cosigners
 from dataspace.tlog.models import TLogCheckpoint
-from dataspace.tlog.note import CheckpointError
+from transparency.cosign import Cosigner, WitnessPolicy, add_cosignatures, verified_cosigners
+from transparency.note import CheckpointError
 
 if TYPE_CHECKING:
     from dataspace.context import Context

@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.observability import metrics
-from dataspace.tlog import merkle, witness
-from dataspace.tlog.canonical import canonical_json
+from dataspace.tlog import witness
 from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
-from dataspace.tlog.note import Checkpoint, key_name, sign_checkpoint, verifier_key
+from transparency import merkle
+from transparency.canonical import canonical_json
+from transparency.note import Checkpoint, key_name, sign_checkpoint, verifier_key
 
 if TYPE_CHECKING:
     from dataspace.context import Context

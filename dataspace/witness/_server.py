@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from dataspace.tlog.note import CheckpointError
 from dataspace.witness._state import WitnessRefusal, WitnessState
+from transparency.note import CheckpointError
 
 log = logging.getLogger("dataspace.witness")
 _MAX_BODY = 64 * 1024

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from dataspace.tlog import merkle
-from dataspace.tlog.cosign import Cosigner, cosign, split_note
-from dataspace.tlog.note import CheckpointError, open_checkpoint
+from transparency import merkle
+from transparency.cosign import Cosigner, cosign, split_note
+from transparency.note import CheckpointError, open_checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (origin TEXT PRIMARY KEY, vkeys TEXT NOT NULL);
@@ -195,9 +195,9 @@ class WitnessState:
 
 
 def open_checkpoint_key_check(vkey: str) -> None:
-    from dataspace.tlog.note import _parse_verifier
+    from transparency.note import parse_verifier
 
-    _parse_verifier(vkey)
+    parse_verifier(vkey)
 
 
 def _parse_request(body: bytes) -> tuple[int, list[bytes], str]:

@@ -26,12 +26,13 @@ from dataspace.keys import save_key_file
 from dataspace.points import service as points
 from dataspace.points.models import PointsAccount, PointsPosting, Redemption
 from dataspace.points.schemas import RewardCreate
-from dataspace.tlog import latest_checkpoint, sequence, verifier_keys, verify_export
+from dataspace.tlog import latest_checkpoint, sequence, verifier_keys
 from dataspace.tlog.export import write_export
 from dataspace.tlog.log import queued_count
 from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.conftest import controller_env
 from tests.factories import load_demo_catalog
+from transparency.export import verify_export
 
 REPO = Path(__file__).resolve().parents[2]
 REWARD = "fault-coffee"

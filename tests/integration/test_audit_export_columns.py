@@ -12,9 +12,10 @@ import pytest
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.tlog.export import CSV_COLUMNS, verify_export, write_export
+from dataspace.tlog.export import write_export
 from dataspace.tlog.log import latest_checkpoint, sequence, verifier_keys
 from dataspace.usage import UsageEntry, record_usage
+from transparency.export import CSV_COLUMNS, verify_export
 
 STEWARD = Principal(subject="alice", role="steward", client_id="console")
 

@@ -12,11 +12,11 @@ from dataspace.app import create_app
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.tlog import merkle
-from dataspace.tlog.export import verify_export
-from dataspace.tlog.note import open_checkpoint
 from dataspace.usage import UsageEntry, record_usage
 from tests.auth_helpers import bearer, issue_token, make_subject
+from transparency import merkle
+from transparency.export import verify_export
+from transparency.note import open_checkpoint
 
 
 @pytest.fixture

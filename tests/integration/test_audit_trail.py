@@ -17,11 +17,12 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import NotFound
 from dataspace.keys import Ed25519Key
-from dataspace.tlog import merkle
-from dataspace.tlog.export import verify_export, write_export
+from dataspace.tlog.export import write_export
 from dataspace.tlog.log import latest_checkpoint, sequence, verifier_keys
-from dataspace.tlog.note import key_name, verifier_key
 from dataspace.usage import UsageEntry, record_usage, usage_for_subject, usage_proof
+from transparency import merkle
+from transparency.export import verify_export
+from transparency.note import key_name, verifier_key
 
 CUSTOMER = Principal(subject="c1", role="customer", client_id="portal", subject_id=7)
 PARTNER = Principal(subject="acme-client", role="partner", client_id="acme-client", partner_id=1, partner_key="acme")
@@ -178,7 +179,6 @@ def test_rewritten_entry_and_leaf_hash_still_fail_on_the_root(ctx: Context, tmp_
 
 
 def test_cli_verify(ctx: Context, tmp_path: Path) -> None:
-    from dataspace import cli_commands  # noqa: F401
     from dataspace.cli import app
 
     _events(ctx, 5)

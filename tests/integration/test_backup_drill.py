@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
-from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
 from dataspace.auth.principal import Principal
 from dataspace.backup import backup, restore
 from dataspace.cli import app as cli_app

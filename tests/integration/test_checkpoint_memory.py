@@ -19,12 +19,12 @@ from clients.sdk import (
 )
 from dataspace.context import Context
 from dataspace.tlog import log as tlog
-from dataspace.tlog.cosign import WitnessPolicy
-from dataspace.tlog.note import open_checkpoint
 from dataspace.usage import UsageEntry, record_usage
 from dataspace.witness import load_or_create_key
 from tests.auth_helpers import issue_token, make_subject
 from tests.integration.oauth_server import running_server
+from transparency.cosign import WitnessPolicy
+from transparency.note import open_checkpoint
 
 
 def _uses(ctx: Context, subject: int, n: int, tag: str) -> None:
@@ -102,7 +102,6 @@ def test_compliance_client_memory_and_witness_policy(ctx: Context, tmp_path: Pat
 def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.audit import record_event
     from dataspace.cli import app
     from tests.auth_helpers import make_client

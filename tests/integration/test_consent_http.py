@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
 from dataspace.app import create_app
 from dataspace.cli import app as cli_app
 from dataspace.context import Context

@@ -265,7 +265,6 @@ def test_a_grant_ending_a_second_later_reads_expired_at_once(client, ctx):
 def test_dataspace_serve_refuses_to_start_with_one_line(ctx, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.cli import app as cli_app
     from dataspace.keys import save_key_file
 

@@ -66,7 +66,6 @@ def test_credentials_file_lets_every_role_in(ctx: Context) -> None:
 
 
 def test_dataspace_demo_prints_where_the_credentials_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.cli import app, console
 
     for name in list(os.environ):

@@ -245,7 +245,6 @@ def test_the_cli_retires_and_reconciles(small_ctx, tmp_path, monkeypatch):
     """``dataspace keys retire-epochs`` and ``dataspace keys reconcile`` on the configured key store."""
     from typer.testing import CliRunner
 
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.cli import app as cli_app
     from dataspace.keys import save_key_file
 

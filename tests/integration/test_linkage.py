@@ -651,7 +651,6 @@ def test_customer_grants_reads_and_withdraws_linkage_over_http(ctx: Context) -> 
 def test_dataspace_remote_link_runs_the_partner_side_from_a_csv(ctx: Context, tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
-    from dataspace import cli_commands  # noqa: F401  (registers the commands)
     from dataspace.cli import app
     from tests.auth_helpers import make_client
     from tests.integration.oauth_server import running_server

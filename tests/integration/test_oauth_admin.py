@@ -138,7 +138,6 @@ def test_external_oidc_issuer_tokens(ctx: Context, external_issuer: tuple[str, R
 
 
 def test_cli_provisioning_and_key_rotation(ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataspace.auth import cli as _auth_cli  # noqa: F401  (registers the commands)
     from dataspace.keys import create_key_file, load_key_file
 
     key_file = tmp_path / "keys.json"
@@ -168,7 +167,6 @@ def test_running_server_picks_up_rotated_keys(ctx: Context, tmp_path: Path, monk
     """``dataspace keys rotate`` on the key file a server runs on: within one reload the server issues tokens
     and signs receipts with the new keys and still accepts tokens signed with the old ones; a broken file
     keeps the keys in use."""
-    from dataspace.auth import cli as _auth_cli  # noqa: F401  (registers the commands)
     from dataspace.background import tasks
     from dataspace.keys import create_key_file
 

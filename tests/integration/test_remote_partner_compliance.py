@@ -25,8 +25,6 @@ from tests.integration.oauth_server import running_server
 
 @pytest.fixture
 def runner() -> CliRunner:
-    from dataspace import cli_commands  # noqa: F401  (registers the commands)
-
     return CliRunner()
 
 

@@ -130,9 +130,8 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
 
     from typer.testing import CliRunner
 
-    import clients.cli
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
-    from dataspace.cli import app, console
+    from clients.cli import _common as remote_cli
+    from dataspace.cli import app
 
     js.build_world(ctx, n=30)
     sensitive = js.propose(
@@ -145,7 +144,7 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
     for name in ("ann", "ben"):
         make_user(ctx, "steward", username=name)
     port = _free_port()
-    monkeypatch.setattr(console, "width", 200)
+    monkeypatch.setattr(remote_cli.console, "width", 200)
     runner = CliRunner()
     with running_server(ctx) as (base, served):
         ensure_web_clients(served)
@@ -157,7 +156,7 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
 
         def as_steward(name: str, *args: str) -> str:
             monkeypatch.setattr(
-                clients.cli, "AuthorizationCode", partial(AuthorizationCode, open_browser=_login_as(name), timeout=20)
+                remote_cli, "AuthorizationCode", partial(AuthorizationCode, open_browser=_login_as(name), timeout=20)
             )
             result = runner.invoke(app, ["remote", "steward", *args])
             assert result.exit_code == 0, result.output

@@ -25,7 +25,6 @@ PYTHON_MODULE = b"def score(rows):\n    return [{'label': 'standard', 'value': 1
 
 @pytest.fixture
 def cli(ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.cli import app, console
 
     monkeypatch.setattr(console, "width", 200)  # rich tables: one line per row

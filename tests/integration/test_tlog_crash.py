@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from dataspace.context import Context
 from dataspace.keys import save_key_file
-from dataspace.tlog import merkle
 from dataspace.tlog.log import latest_checkpoint, root_at, sequence, verifier_keys
 from dataspace.tlog.models import TLogCheckpoint, TLogEntry
-from dataspace.tlog.note import open_checkpoint
+from transparency import merkle
+from transparency.note import open_checkpoint
 
 BATCH = 300
 

@@ -13,7 +13,6 @@ from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput, NotFound
-from dataspace.tlog import merkle
 from dataspace.tlog.log import (
     NewEntry,
     append,
@@ -28,7 +27,8 @@ from dataspace.tlog.log import (
     verifier_keys,
 )
 from dataspace.tlog.models import TLogEntry
-from dataspace.tlog.note import open_checkpoint
+from transparency import merkle
+from transparency.note import open_checkpoint
 
 STEWARD = Principal(subject="alice", role="steward", client_id="console")
 

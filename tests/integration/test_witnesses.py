@@ -17,11 +17,11 @@ from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.tlog import log as tlog
-from dataspace.tlog import merkle
-from dataspace.tlog.cosign import WitnessPolicy, open_cosigned, verified_cosigners
-from dataspace.tlog.note import Checkpoint, CheckpointError, key_name, sign_checkpoint
 from tests.auth_helpers import bearer, issue_token
 from tests.witness_support import WitnessProcess
+from transparency import merkle
+from transparency.cosign import WitnessPolicy, open_cosigned, verified_cosigners
+from transparency.note import Checkpoint, CheckpointError, key_name, sign_checkpoint
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_server_keeps_working_when_a_witness_is_down(
 def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
     ctx: Context, client: TestClient, witnesses: list[WitnessProcess], tmp_path: Path
 ) -> None:
-    from dataspace.tlog.export import verify_export
+    from transparency.export import verify_export
 
     _events(ctx, 9)
     h = bearer(issue_token(ctx, "compliance"))
@@ -296,7 +296,6 @@ def test_offline_verify_command_with_witness_policy(
 ) -> None:
     from typer.testing import CliRunner
 
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
     from dataspace.cli import app
 
     _events(ctx, 5)

@@ -15,7 +15,7 @@ from dataspace.http.deps import authorize, get_context
 from dataspace.http.params import MAX_INDEX
 from dataspace.tlog import cosigning
 from dataspace.tlog import log as tlog
-from dataspace.tlog.note import CheckpointError, open_checkpoint
+from transparency.note import CheckpointError, open_checkpoint
 
 router = APIRouter(tags=["transparency"])
 

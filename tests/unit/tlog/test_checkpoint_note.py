@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataspace.keys import Ed25519Key
-from dataspace.tlog.canonical import canonical_json
-from dataspace.tlog.note import Checkpoint, CheckpointError, key_hash, open_checkpoint, sign_checkpoint, verifier_key
 from dataspace.usage.service import UsageEntry, usage_entry_json
+from transparency.canonical import canonical_json
+from transparency.note import Checkpoint, CheckpointError, key_hash, open_checkpoint, sign_checkpoint, verifier_key
 
 KEY = Ed25519Key.generate()
 NAME = "dataspace.example/k1"

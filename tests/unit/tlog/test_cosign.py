@@ -9,8 +9,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from dataspace.keys import Ed25519Key
-from dataspace.tlog import merkle
-from dataspace.tlog.cosign import (
+from transparency import merkle
+from transparency.cosign import (
     Cosigner,
     WitnessPolicy,
     add_cosignatures,
@@ -21,7 +21,7 @@ from dataspace.tlog.cosign import (
     timestamp_of,
     verified_cosigners,
 )
-from dataspace.tlog.note import Checkpoint, CheckpointError, sign_checkpoint, verifier_key
+from transparency.note import Checkpoint, CheckpointError, sign_checkpoint, verifier_key
 
 SPEC_CHECKPOINT = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
 

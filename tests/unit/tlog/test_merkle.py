@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataspace.tlog import merkle
-from dataspace.tlog.merkle import ProofError
+from transparency import merkle
+from transparency.merkle import ProofError
 
 VECTORS = json.loads((Path(__file__).parent / "rfc6962_vectors.json").read_text())
 LEAVES = [merkle.leaf_hash(bytes.fromhex(h)) for h in VECTORS["leaves_hex"]]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from dataspace.keys import Ed25519Key
-from dataspace.tlog import merkle
-from dataspace.tlog.cosign import Cosigner, verified_cosigners
-from dataspace.tlog.note import Checkpoint, sign_checkpoint, verifier_key
 from dataspace.witness import WitnessRefusal, WitnessState
+from transparency import merkle
+from transparency.cosign import Cosigner, verified_cosigners
+from transparency.note import Checkpoint, sign_checkpoint, verifier_key
 
 ORIGIN = "log.example/usage"
 LEAVES = [merkle.leaf_hash(str(i).encode()) for i in range(64)]

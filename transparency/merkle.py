@@ -11,12 +11,10 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Sequence
 
+from transparency.errors import ProofError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
-
-
-class ProofError(Exception):
-    """A proof does not verify (one uninformative error for every reason)."""
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -252,3 +250,25 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list
 
 def consistency_proof(leaf_hashes: Sequence[bytes], first: int, second: int) -> list[bytes]:
     return [_mth(leaf_hashes, lo, hi) for lo, hi in consistency_ranges(first, second)]
+
+
+__all__ = [
+    "EMPTY_ROOT",
+    "ProofError",
+    "Range",
+    "RootBuilder",
+    "consistency_proof",
+    "consistency_ranges",
+    "decompose",
+    "fold",
+    "inclusion_proof",
+    "inclusion_ranges",
+    "leaf_hash",
+    "node_hash",
+    "range_hash",
+    "root_from_inclusion_proof",
+    "root_from_leaf_hashes",
+    "split_point",
+    "verify_consistency",
+    "verify_inclusion",
+]

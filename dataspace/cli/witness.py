@@ -7,16 +7,15 @@ from pathlib import Path
 
 import typer
 
-from dataspace.cli import app, console, err, one_line_errors
+from dataspace.cli.common import console, err, one_line_errors
 
-witness_app = typer.Typer(no_args_is_help=True, help="Run an independent witness that cosigns transparency logs.")
-app.add_typer(witness_app, name="witness")
+app = typer.Typer(no_args_is_help=True, help="Run an independent witness that cosigns transparency logs.")
 
 _DATA = typer.Option(..., "--data-dir", help="The witness's own directory (key file and state).")
 _NAME = typer.Option(..., "--name", help="The witness's key name, a schema-less URL, e.g. witness.example.org/w1.")
 
 
-@witness_app.command("init")
+@app.command("init")
 @one_line_errors
 def init(data_dir: Path = _DATA, name: str = _NAME) -> None:
     """Create the witness key (kept if it exists) and print its verifier key for the log's configuration."""
@@ -25,7 +24,7 @@ def init(data_dir: Path = _DATA, name: str = _NAME) -> None:
     console.print(WitnessState(data_dir, name).cosigner.vkey, highlight=False, soft_wrap=True)
 
 
-@witness_app.command("add-log")
+@app.command("add-log")
 @one_line_errors
 def add_log(
     origin: str = typer.Argument(..., help="The log's origin line, e.g. dataspace.example/usage."),
@@ -34,8 +33,8 @@ def add_log(
     name: str = _NAME,
 ) -> None:
     """Watch a log: its origin and the operator's verifier key(s)."""
-    from dataspace.tlog.note import CheckpointError
     from dataspace.witness import WitnessState
+    from transparency.note import CheckpointError
 
     try:
         WitnessState(data_dir, name).add_log(origin, vkey)
@@ -45,7 +44,7 @@ def add_log(
     console.print(f"watching {origin}", highlight=False)
 
 
-@witness_app.command("serve")
+@app.command("serve")
 @one_line_errors
 def serve(
     data_dir: Path = _DATA,

@@ -7,14 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
 
-catalog_app = typer.Typer(no_args_is_help=True, help="The data catalog (data manual).")
-app.add_typer(catalog_app, name="catalog")
+app = typer.Typer(no_args_is_help=True, help="The data catalog (data manual).")
 
 
-@catalog_app.command("load")
+@app.command("load")
 @one_line_errors
 def load(path: Path) -> None:
     """Create or update dimensions, purposes, fields and partners from a YAML/JSON file (all or nothing)."""
@@ -31,7 +30,7 @@ def load(path: Path) -> None:
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
-@catalog_app.command("list")
+@app.command("list")
 @one_line_errors
 def list_fields(retired: bool = typer.Option(False, help="Include retired fields.")) -> None:
     """Show the catalog's fields."""

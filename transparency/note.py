@@ -17,21 +17,27 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from dataspace.keys import SigningKey25519
+from transparency.errors import CheckpointError
 
 ALG_ED25519 = b"\x01"
-_DASH = "\u2014"  # the em dash that starts every signature line
+DASH = "\u2014"  # the em dash that starts every signature line
 
 
-class CheckpointError(Exception):
-    """The checkpoint or its signature is not valid (deliberately uninformative)."""
+class NoteSigner(Protocol):
+    """An Ed25519 key that signs notes, wherever it lives (the server's key file, an HSM)."""
 
-    def __init__(self) -> None:
-        super().__init__("checkpoint signature verification failed")
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def public_bytes(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root_hash).decode()}\n"
 
 
-def key_name(origin_host: str, key: SigningKey25519) -> str:
+def key_name(origin_host: str, key: NoteSigner) -> str:
     return f"{origin_host}/{key.kid}"
 
 
@@ -57,21 +63,21 @@ def verifier_key(name: str, public: bytes) -> str:
     return f"{name}+{key_hash(name, public).hex()}+{base64.b64encode(ALG_ED25519 + public).decode()}"
 
 
-def sign_checkpoint(checkpoint: Checkpoint, *, name: str, key: SigningKey25519) -> str:
+def sign_checkpoint(checkpoint: Checkpoint, *, name: str, key: NoteSigner) -> str:
     text = checkpoint.text()
     sig = key.sign(text.encode())
     blob = base64.b64encode(key_hash(name, key.public_bytes) + sig).decode()
-    return f"{text}\n{_DASH} {name} {blob}\n"
+    return f"{text}\n{DASH} {name} {blob}\n"
 
 
 @dataclass(frozen=True)
-class _Verifier:
+class Verifier:
     name: str
     hash: bytes
     key: VerifyKey
 
 
-def _parse_verifier(vkey: str) -> _Verifier:
+def parse_verifier(vkey: str) -> Verifier:
     try:
         name, khash, b64 = vkey.strip().split("+", 2)
         raw = base64.b64decode(b64, validate=True)
@@ -80,7 +86,7 @@ def _parse_verifier(vkey: str) -> _Verifier:
         public = raw[1:]
         if not hmac.compare_digest(bytes.fromhex(khash), key_hash(name, public)):
             raise ValueError
-        return _Verifier(name, bytes.fromhex(khash), VerifyKey(public))
+        return Verifier(name, bytes.fromhex(khash), VerifyKey(public))
     except (ValueError, binascii.Error) as exc:
         raise CheckpointError from exc
 
@@ -89,7 +95,7 @@ def open_checkpoint(note: str, verifier_keys: str | Iterable[str]) -> Checkpoint
     """Verify the signed note with any of ``verifier_keys`` and parse its checkpoint; raise
     ``CheckpointError`` on any failure."""
     keys = [verifier_keys] if isinstance(verifier_keys, str) else list(verifier_keys)
-    verifiers = [_parse_verifier(k) for k in keys]
+    verifiers = [parse_verifier(k) for k in keys]
     text, sep, sigs = note.partition("\n\n")
     if not sep or not sigs.endswith("\n"):
         raise CheckpointError
@@ -101,7 +107,7 @@ def open_checkpoint(note: str, verifier_keys: str | Iterable[str]) -> Checkpoint
             raw = base64.b64decode(blob, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise CheckpointError from exc
-        if dash != _DASH:
+        if dash != DASH:
             raise CheckpointError
         # Lines from other keys (witness cosignatures, other algorithms) are ignored, as signed-note says.
         for v in verifiers:
@@ -126,3 +132,19 @@ def open_checkpoint(note: str, verifier_keys: str | Iterable[str]) -> Checkpoint
     except (IndexError, ValueError, binascii.Error) as exc:
         raise CheckpointError from exc
     return Checkpoint(origin=origin, size=int(size_s), root_hash=root)
+
+
+__all__ = [
+    "ALG_ED25519",
+    "DASH",
+    "Checkpoint",
+    "CheckpointError",
+    "NoteSigner",
+    "Verifier",
+    "key_hash",
+    "key_name",
+    "open_checkpoint",
+    "parse_verifier",
+    "sign_checkpoint",
+    "verifier_key",
+]

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataspace.cli import app, console, err, one_line_errors
+from dataspace.cli.common import console, err, one_line_errors
 from dataspace.settings import Settings
+
+app = typer.Typer()
 
 
 def _row_count(path: Path) -> int | None:

@@ -10,12 +10,11 @@ from typing import Any
 
 import typer
 
-from dataspace.cli import app, console, err, one_line_errors
+from dataspace.cli.common import console, err, one_line_errors
 from dataspace.errors import InvalidInput
 from dataspace.settings import Settings
 
-receipts_app = typer.Typer(no_args_is_help=True, help="Signed consent receipts.")
-app.add_typer(receipts_app, name="receipts")
+app = typer.Typer(no_args_is_help=True, help="Signed consent receipts.")
 
 
 def public_keys_from_json(doc: Any) -> dict[str, bytes]:
@@ -57,7 +56,7 @@ def load_public_keys(source: str | None) -> dict[str, bytes]:
         raise InvalidInput(f"could not read keys from {source}: {type(exc).__name__}") from None
 
 
-@receipts_app.command("verify")
+@app.command("verify")
 @one_line_errors
 def verify(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A receipt as GET /v1/me/receipts/{id}."),

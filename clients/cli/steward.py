@@ -8,18 +8,16 @@ from typing import Any
 
 import typer
 
-from clients.cli import _base_url, _credentials, remote, sdk_errors
+from clients.cli._common import base_url, console, credentials, sdk_errors
 from clients.sdk import StewardClient
-from dataspace.cli import console
 
-steward_app = typer.Typer(no_args_is_help=True, help="Steward: contracts, models, budgets, jobs, requests.")
-remote.add_typer(steward_app, name="steward")
+app = typer.Typer(no_args_is_help=True, help="Steward: contracts, models, budgets, jobs, requests.")
 
 SCOPE = "catalog admin audit"
 
 
 def _client() -> StewardClient:
-    return StewardClient(_base_url(), _credentials(browser_ok=True, scope=SCOPE))
+    return StewardClient(base_url(), credentials(browser_ok=True, scope=SCOPE))
 
 
 def _who(actor: str) -> str:
@@ -34,7 +32,7 @@ def _two_person(c: dict[str, Any]) -> str:
     return f"awaiting approval: approved by {names}; still needs {missing} more from a different steward"
 
 
-@steward_app.command("contracts")
+@app.command("contracts")
 @sdk_errors
 def contracts(status: str | None = typer.Option(None, help="proposed, approved, rejected or revoked.")) -> None:
     """Contracts: partner, purpose, the fields read and how, who approved and who still must."""
@@ -50,7 +48,7 @@ def contracts(status: str | None = typer.Option(None, help="proposed, approved, 
             )
 
 
-@steward_app.command("approve")
+@app.command("approve")
 @sdk_errors
 def approve(contract_id: int) -> None:
     """Approve a proposed contract as the signed-in steward."""
@@ -59,7 +57,7 @@ def approve(contract_id: int) -> None:
     console.print(f"contract {c['id']}: {_two_person(c)}", highlight=False)
 
 
-@steward_app.command("reject")
+@app.command("reject")
 @sdk_errors
 def reject(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     """Reject a proposed contract (for good)."""
@@ -68,7 +66,7 @@ def reject(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     console.print(f"contract {c['id']} {c['status']}", highlight=False)
 
 
-@steward_app.command("revoke")
+@app.command("revoke")
 @sdk_errors
 def revoke(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     """Revoke an approved contract: no new job starts under it."""
@@ -77,7 +75,7 @@ def revoke(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     console.print(f"contract {c['id']} {c['status']}", highlight=False)
 
 
-@steward_app.command("models")
+@app.command("models")
 @sdk_errors
 def models() -> None:
     """Uploaded models; Python code awaiting review is ``uploaded``."""
@@ -89,7 +87,7 @@ def models() -> None:
             )
 
 
-@steward_app.command("review")
+@app.command("review")
 @sdk_errors
 def review(model_id: int) -> None:
     """A model for review: the checks it passed, its approvals and, for Python code, its source."""
@@ -106,7 +104,7 @@ def review(model_id: int) -> None:
         console.print(r["source"], markup=False, highlight=False)
 
 
-@steward_app.command("approve-model")
+@app.command("approve-model")
 @sdk_errors
 def approve_model(model_id: int) -> None:
     """Approve Python code after reading it (``review``)."""
@@ -115,7 +113,7 @@ def approve_model(model_id: int) -> None:
     console.print(f"model {m['id']} {m['status']}", highlight=False)
 
 
-@steward_app.command("reject-model")
+@app.command("reject-model")
 @sdk_errors
 def reject_model(model_id: int, reason: str = typer.Option("", max=1000)) -> None:
     """Reject Python code: it can never run."""
@@ -124,7 +122,7 @@ def reject_model(model_id: int, reason: str = typer.Option("", max=1000)) -> Non
     console.print(f"model {r['model']['id']} {r['model']['status']}", highlight=False)
 
 
-@steward_app.command("budgets")
+@app.command("budgets")
 @sdk_errors
 def budgets() -> None:
     """Every partner's privacy budget per purpose."""
@@ -136,7 +134,7 @@ def budgets() -> None:
             )
 
 
-@steward_app.command("set-budget")
+@app.command("set-budget")
 @sdk_errors
 def set_budget(partner: str, purpose: str, epsilon: float) -> None:
     """Set a partner's total privacy budget (epsilon) for a purpose."""
@@ -147,7 +145,7 @@ def set_budget(partner: str, purpose: str, epsilon: float) -> None:
     )
 
 
-@steward_app.command("jobs")
+@app.command("jobs")
 @sdk_errors
 def jobs(status: str | None = typer.Option(None, help="queued, running, succeeded, failed or cancelled.")) -> None:
     """The job queue, newest first, with shards done and failure details."""
@@ -163,7 +161,7 @@ def jobs(status: str | None = typer.Option(None, help="queued, running, succeede
             )
 
 
-@steward_app.command("requests")
+@app.command("requests")
 @sdk_errors
 def requests(kind: str | None = typer.Option(None, help="access or erasure")) -> None:
     """Access and erasure requests."""

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
+
+app = typer.Typer()
 
 
 @app.command()

@@ -14,17 +14,13 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
 
 contracts_app = typer.Typer(no_args_is_help=True, help="Partner data contracts: list, approve, reject, revoke.")
 models_app = typer.Typer(no_args_is_help=True, help="Partner models: list, review Python code, approve, reject.")
 budgets_app = typer.Typer(no_args_is_help=True, help="Partners' privacy budgets (epsilon per purpose).")
 jobs_app = typer.Typer(no_args_is_help=True, help="The job queue.")
-app.add_typer(contracts_app, name="contracts")
-app.add_typer(models_app, name="models")
-app.add_typer(budgets_app, name="budgets")
-app.add_typer(jobs_app, name="jobs")
 
 T = TypeVar("T")
 STEWARD = typer.Option(..., "--steward", help="The steward taking the decision (an enabled steward account).")

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import typer
 
-from dataspace.cli import app, console, err, one_line_errors
+from dataspace.cli.common import console, err, one_line_errors
 from dataspace.settings import Settings
 
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail and data-point ledger.")
-app.add_typer(audit_app, name="audit")
+app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail and data-point ledger.")
 
 
-@audit_app.command("verify")
+@app.command("verify")
 @one_line_errors
 def verify(
     export: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSONL or CSV export."),
@@ -41,10 +40,10 @@ def verify(
     Exit code 0 when intact; 1 with the first bad entry when tampered, when the witness quorum is not met,
     or when a remembered checkpoint is not a prefix of the exported log (a fork or a rollback).
     """
-    from dataspace.tlog.cosign import WitnessPolicy
     from dataspace.tlog.cosigning import policy_from_settings
-    from dataspace.tlog.export import verify_export
-    from dataspace.tlog.note import CheckpointError
+    from transparency.cosign import WitnessPolicy
+    from transparency.export import verify_export
+    from transparency.note import CheckpointError
 
     configured = policy_from_settings(Settings())
     witnesses = [w.vkey for w in configured.witnesses] if not witness_key else list(witness_key)
@@ -74,7 +73,7 @@ def verify(
     raise typer.Exit(1)
 
 
-@audit_app.command("export")
+@app.command("export")
 @one_line_errors
 def export_cmd(
     output: Path = typer.Argument(..., dir_okay=False, help="File to write."),

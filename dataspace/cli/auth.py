@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import typer
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
 
 keys_app = typer.Typer(no_args_is_help=True, help="Key material.")
 clients_app = typer.Typer(no_args_is_help=True, help="OAuth clients.")
 users_app = typer.Typer(no_args_is_help=True, help="User accounts (browser sign-in).")
-app.add_typer(keys_app, name="keys")
-app.add_typer(clients_app, name="clients")
-app.add_typer(users_app, name="users")
 
 
 @keys_app.command("rotate")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.errors import InvalidInput
 from dataspace.settings import Settings
+
+app = typer.Typer()
 
 
 @app.command()

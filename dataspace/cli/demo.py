@@ -6,8 +6,10 @@ import os
 
 import typer
 
-from dataspace.cli import app, console, one_line_errors
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
+
+app = typer.Typer()
 
 
 @app.command("demo")
@@ -59,7 +61,7 @@ def demo(
         soft_wrap=True,
     )
     if serve:
-        from dataspace.cli import serve as run_server
+        from dataspace.cli.server import serve as run_server
 
         if witnesses and not settings.witness_urls:
             from dataspace.demo.witnesses import configure, start_witnesses

@@ -1,38 +1,15 @@
-"""The ``dataspace`` command line. Errors print one line and exit non-zero; keys are never printed."""
+"""``dataspace init`` and ``dataspace serve``: create the database and keys, run the HTTP server."""
 
 from __future__ import annotations
 
 import gc
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
-from dataspace.errors import DataspaceError
+from dataspace.cli.common import console, one_line_errors
 from dataspace.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Dataspace: trusted data space server.")
-console = Console()
-err = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def one_line_errors(fn: F) -> F:
-    """Turn domain errors into a one-line message and exit code 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DataspaceError as exc:
-            err.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+app = typer.Typer()
 
 
 @app.command()
@@ -78,14 +55,3 @@ def serve() -> None:
         port=int(port),
         log_level="warning",
     )
-
-
-def register(sub: typer.Typer, name: str) -> None:
-    app.add_typer(sub, name=name)
-
-
-def main() -> None:
-    from dataspace import cli_commands  # noqa: F401  (registers the sub-commands)
-
-    app()
-    sys.exit(0)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from dataspace.tlog.note import _DASH, Checkpoint, CheckpointError, open_checkpoint
+from transparency.errors import CheckpointError
+from transparency.note import DASH, Checkpoint, open_checkpoint
 
 ALG_COSIGNATURE_V1 = b"\x04"
 _MAX_TIMESTAMP = 2**63 - 1
@@ -83,7 +84,7 @@ def cosign(checkpoint_text: str, *, name: str, key: SigningKey, timestamp: int |
     sig = key.sign(signed_message(checkpoint_text, ts)).signature
     public = bytes(key.verify_key)
     blob = cosigner_key_id(name, public) + ts.to_bytes(8, "big") + sig
-    return f"{_DASH} {name} {base64.b64encode(blob).decode()}\n"
+    return f"{DASH} {name} {base64.b64encode(blob).decode()}\n"
 
 
 def split_note(note: str) -> tuple[str, list[str]]:
@@ -117,7 +118,7 @@ def verified_cosigners(note: str, cosigners: Iterable[Cosigner]) -> list[Cosigne
             raw = base64.b64decode(blob, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise CheckpointError from exc
-        if dash != _DASH:
+        if dash != DASH:
             raise CheckpointError
         for c in trusted:
             if c.name != name or len(raw) < 4 or not hmac.compare_digest(c.key_id, raw[:4]):
