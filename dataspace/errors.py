@@ -15,6 +15,22 @@
     └── ConfigurationError  500  the server is mis-configured (key file missing, ...)
 
 No web framework is imported here; ``dataspace.http.problems`` maps these to RFC 7807 responses.
+
+Failures that answer no request: no code, no status. Callers that expect one catch it by name; one that
+escapes a route is a 500 ``internal``, one that escapes a job fails it as ``internal``.
+
+    Fault
+    ├── DecryptionError      dataspace.vault: a value does not open (wrong, retired or shredded key; tampered)
+    ├── InvalidSignature     dataspace.events.service: a webhook signature does not verify (receivers' helper)
+    ├── ShardBusy            dataspace.jobs.lease: another worker holds a live lease on the shard: retry later
+    └── BrokenInvariant      also an AssertionError: a programming error the code checks for
+        ├── UnbalancedTransactionError  dataspace.points.ledger: postings that do not sum to zero
+        ├── InvariantViolationError     dataspace.points.invariants: the ledger is inconsistent
+        └── ImmutablePostingError       dataspace.points.models: code edited or deleted a posted row
+
+The offline verifiers raise ``transparency.TransparencyError`` (``ProofError``, ``CheckpointError``): that
+package is pure and shared with the SDK, so its errors derive from neither tree; the server catches them
+where it verifies (witness submissions, gossip, restores, ``dataspace audit verify``) and answers with its own.
 """
 
 from __future__ import annotations
@@ -140,3 +156,11 @@ class ConfigurationError(DataspaceError):
     code = "configuration_error"
     status = 500
     title = "Server configuration error"
+
+
+class Fault(Exception):
+    """Base of the failures that answer no request (see the module's second tree): never a problem+json by type."""
+
+
+class BrokenInvariant(Fault, AssertionError):
+    """A programming error the code checks for (an AssertionError, so it reads as a failed assertion too)."""

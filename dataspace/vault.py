@@ -66,7 +66,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dataspace.errors import ConfigurationError
+from dataspace.errors import ConfigurationError, Fault
 
 NONCE = 12
 DEFAULT_BUCKETS = 4096
@@ -75,7 +75,7 @@ DEFAULT_BUCKETS = 4096
 CACHE_SECONDS = 30.0
 
 
-class DecryptionError(Exception):
+class DecryptionError(Fault):
     """A value could not be opened (wrong key, tampered, shredded or retired). Carries no detail on purpose."""
 
 

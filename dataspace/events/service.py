@@ -27,7 +27,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database, insert_later, utcnow
-from dataspace.errors import InvalidInput, NotFound
+from dataspace.errors import Fault, InvalidInput, NotFound
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from dataspace.events.schemas import CONTRACTS, PARTNER_EVENT_TYPES, Payload
 from dataspace.keys import KeyRing
@@ -179,7 +179,7 @@ def sign(keys: KeyRing, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},kid={key.kid},sig={base64.b64encode(sig).decode()}"
 
 
-class InvalidSignature(Exception):
+class InvalidSignature(Fault):
     """The webhook signature did not verify (no detail on purpose)."""
 
 

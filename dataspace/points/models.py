@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.db import Base, UTCDateTime, utcnow
+from dataspace.errors import BrokenInvariant
 from dataspace.subjects import models as _subjects  # noqa: F401  (the FK target must be mapped too)
 
 ACCOUNT_KINDS = ("issuance", "customer", "redemption_sink", "expiry_sink")
@@ -133,7 +134,7 @@ class Redemption(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ImmutablePostingError(RuntimeError):
+class ImmutablePostingError(BrokenInvariant):
     """Raised when code tries to edit or delete a posted row; post a correction instead."""
 
 
