@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _report  # noqa: E402
+
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "bench-pin-1234"
 
@@ -118,6 +120,7 @@ def main() -> None:
         f"{f'per erasure: retire a bucket of {args.bucket:,}':44}{f['retire'] * 1e3:>10.0f}ms"
         f"{p['retire'] * 1e3:>10.0f}ms{p['retire'] / f['retire']:>7.1f}x"
     )
+    _report.peak_rss()
 
 
 if __name__ == "__main__":
