@@ -5,7 +5,7 @@ from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import Base
-from dataspace.events.contract_models import BusinessEvent, EventContract, EventDelivery
+from dataspace.events.contract_models import BusinessEvent, CollaborationRelease, EventContract, EventDelivery
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from dataspace.jobs.models import (
     Contract,
@@ -33,6 +33,7 @@ __all__ = [
     "AuthorizationCode",
     "Base",
     "BusinessEvent",
+    "CollaborationRelease",
     "ConsentEvent",
     "ConsentGrant",
     "ConsentReceipt",

@@ -85,6 +85,9 @@ OBJECT_SCOPES: dict[tuple[str, str], str] = {
     ("partner.event_contracts", "read"): "partner",
     ("partner.event_contracts", "write"): "partner",
     ("partner.events", "write"): "partner",
+    ("collaboration", "read"): "admin",
+    ("partner.collaboration", "read"): "partner",
+    ("partner.collaboration", "write"): "partner",
     ("admin.policies", "read"): "admin",
     ("admin.policies", "write"): "policy",
 }

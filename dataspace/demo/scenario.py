@@ -1,5 +1,7 @@
 """Demo scenario: rewards, customers' consents (some, not all: nothing is granted by default), an approved
-insurer contract with its ONNX model, and one submitted job, so a newcomer finds something on every page.
+insurer contract with its ONNX model (also serving real-time decisions), one submitted job, and the
+collaboration loop of ``dataspace.demo.collaboration`` (battery-swap bookings, real-time renewal offers,
+acceptances), so a newcomer finds something on every page.
 
 ``renewal_offer.onnx`` is a 4-node logistic regression (age band, app-usage quartile, card spend) built with
 the onnx helper API; the same model the tests build (``tests/integration/jobs_support.logistic_regression``).
@@ -16,14 +18,15 @@ from sqlalchemy import select
 
 from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
+from dataspace.demo import collaboration
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs import service as jobs
 from dataspace.jobs.contracts import ContractProposal
 from dataspace.partners.models import Partner
-from dataspace.points import service as points
+from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
 
@@ -48,8 +51,9 @@ def build(ctx: Context, accounts: Any, progress: Callable[[str], None]) -> None:
     _rewards(ctx)
     granted = _consents(ctx)
     progress(f"consents: {granted} grants by customers (each with a signed receipt and points)")
-    job_id = _contract_and_job(ctx)
+    contract_id, job_id = _contract_and_job(ctx)
     progress(f"partner job {job_id} submitted (the server's worker runs it in the sandbox)")
+    collaboration.play(ctx, contract_id, progress)
     _charging_offer(ctx)
     progress("VoltGrid proposed a charging-suggestions contract (awaiting a steward's approval)")
 
@@ -57,7 +61,7 @@ def build(ctx: Context, accounts: Any, progress: Callable[[str], None]) -> None:
 def _rewards(ctx: Context) -> None:
     with ctx.db.transaction() as s:
         for key, name, cost, stock, zh in REWARDS:
-            points.create_reward(
+            points_rewards.create_reward(
                 s, data=RewardCreate(key=key, name=name, cost=cost, stock=stock, i18n={"zh-CN": {"name": zh}})
             )
 
@@ -71,10 +75,10 @@ def _consents(ctx: Context) -> int:
             # alice (1st) grants all three, bob (2nd) only age, chen (3rd) nothing; then a mix.
             fields = [f["field"] for f in FEATURES] if i % 3 == 0 else (["age"] if i % 3 == 1 else [])
             for field in fields:
-                consents.grant(
+                changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
                     signer=ctx.keys.signing_key,
                     policy=receipt_policy(ctx.settings),
                 )
@@ -82,7 +86,7 @@ def _consents(ctx: Context) -> int:
     return count
 
 
-def _contract_and_job(ctx: Context) -> int:
+def _contract_and_job(ctx: Context) -> tuple[int, int]:
     with ctx.db.session() as s:
         partner_id = s.scalar(select(Partner.id).where(Partner.key == PARTNER))
     partner = Principal(subject=PARTNER, role="partner", client_id=PARTNER, partner_id=partner_id, partner_key=PARTNER)
@@ -98,6 +102,8 @@ def _contract_and_job(ctx: Context) -> int:
                 epsilon_per_release=1.0,
                 valid_until=utcnow() + timedelta(days=90),
                 title="Renewal bundle for your car and health policies",
+                # The same model also decides in real time when a customer books a battery swap.
+                decision_service={"events": [collaboration.BOOKED]},
             ),
         )
         contract_id = contract.id
@@ -109,7 +115,7 @@ def _contract_and_job(ctx: Context) -> int:
         model = uploads.upload(s, principal=partner, contract_id=contract_id, kind="onnx", data=MODEL.read_bytes())
         model_id = model.id
     with ctx.db.transaction() as s:
-        return jobs.submit(s, principal=partner, model_id=model_id).id
+        return contract_id, jobs.submit(s, principal=partner, model_id=model_id).id
 
 
 def _charging_offer(ctx: Context) -> None:

@@ -88,3 +88,24 @@ class EventDelivery(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     within_requirement: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     replays: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CollaborationRelease(Base):
+    """What a partner's collaboration dashboard shows about customers under one of its data contracts with a
+    decision service, over ``[period_start, period_end)``: customers decided and customers with a joint
+    outcome, as one differentially private release charged to the (partner, purpose) budget. Stored, so it is
+    shown again for free; the next release starts where this one ended."""
+
+    __tablename__ = "collaboration_releases"
+    __table_args__ = (UniqueConstraint("contract_id", "period_start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), index=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided: Mapped[int | None] = mapped_column(Integer, nullable=True)  # noisy; None: below k, suppressed
+    outcomes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    micro_epsilon: Mapped[int] = mapped_column(Integer)
+    mechanism: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

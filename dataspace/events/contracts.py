@@ -60,6 +60,7 @@ CONSTRAINTS = (
     "x-catalog-field",
     "x-unit",
     "x-granularity",
+    "x-decision-ref",
 )
 MAX_FIELDS = 200
 OPERATOR = "operator"
@@ -145,6 +146,17 @@ def catalog_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def decision_refs(schema: dict[str, Any]) -> list[str]:
+    """Top-level properties linking an outcome event to the real-time decision it answers (``x-decision-ref``:
+    e.g. ``offer.accepted`` naming the decision that proposed the offer). The operator's own link: kept with
+    the stored event (the collaboration dashboard counts joint outcomes from it), never sent to a partner."""
+    return [
+        name
+        for name, prop in (schema.get("properties") or {}).items()
+        if isinstance(prop, dict) and prop.get("x-decision-ref") is True
+    ]
+
+
 def check_schema(session: Session, schema: dict[str, Any], *, producer_is_partner: bool) -> None:
     """Refuse a schema that is not valid JSON Schema or breaks the contract rules (module docstring); every
     problem is listed in ``errors``."""
@@ -177,6 +189,13 @@ def check_schema(session: Session, schema: dict[str, Any], *, producer_is_partne
                 errors.append({"path": path, "problem": "only the operator produces events with customer data"})
             if prop.get("x-granularity", "pseudonymized-raw") not in GRANULARITIES:
                 errors.append({"path": path, "problem": f"x-granularity must be one of {list(GRANULARITIES)}"})
+        if "x-decision-ref" in prop:
+            if prop["x-decision-ref"] is not True or prop.get("type") != "integer" or "x-catalog-field" in prop:
+                errors.append({"path": path, "problem": "x-decision-ref is true on an integer field (a decision id)"})
+            if "." in path or "[" in path:
+                errors.append({"path": path, "problem": "a decision reference must be a top-level property"})
+            if producer_is_partner:
+                errors.append({"path": path, "problem": "only the operator links events to its decisions"})
     wanted = {spec["field"] for spec in catalog_fields(schema).values() if isinstance(spec["field"], str)}
     known = set(session.scalars(select(Field.key).where(Field.key.in_(sorted(map(str, wanted)))))) if wanted else set()
     for name, spec in catalog_fields(schema).items():

@@ -34,12 +34,13 @@ from sqlalchemy.orm import Session
 
 from consent import Granularity
 from dataspace.auth.principal import Principal
-from dataspace.consents.service import is_permitted
+from dataspace.consents.evaluation import is_permitted
 from dataspace.db import utcnow
 from dataspace.emission.transforms import pseudonym
 from dataspace.errors import ConcurrentChange, Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.events.contract_models import BusinessEvent, EventContract, EventDelivery
-from dataspace.events.contracts import VERSION_PATTERN, catalog_fields
+from dataspace.events.contracts import VERSION_PATTERN, catalog_fields, decision_refs
+from dataspace.jobs.models import RealtimeDecision
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
@@ -194,6 +195,7 @@ def publish(
             )
     customer_data = catalog_fields(contract.schema)
     data: dict[str, Any] = body["data"]
+    _check_decision_refs(session, contract, data, subject_id)
     occurred_at = datetime.fromisoformat(body["occurred_at"].replace("Z", "+00:00"))
     record = {
         "id": event_id,
@@ -259,6 +261,25 @@ def publish(
     return Published(event, contract, duplicate=False, deliveries=deliveries)
 
 
+def _check_decision_refs(
+    session: Session, contract: EventContract, data: dict[str, Any], subject_id: int | None
+) -> None:
+    """An outcome event names a decided real-time decision, about the event's customer when it names one."""
+    errors = []
+    for name in decision_refs(contract.schema):
+        if name not in data:
+            continue
+        decision = session.get(RealtimeDecision, data[name])
+        if decision is None or decision.outcome != "decided":
+            errors.append({"path": f"data/{name}", "problem": "no such decided real-time decision"})
+        elif subject_id is not None and decision.subject_id != subject_id:
+            errors.append({"path": f"data/{name}", "problem": "the decision is about another customer"})
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} violation(s) of {contract.event_type} {contract.version}", extra={"errors": errors}
+        )
+
+
 def _consented_copy(
     session: Session,
     *,
@@ -270,7 +291,8 @@ def _consented_copy(
 ) -> tuple[dict[str, Any], list[str]]:
     """The event's data as ``partner`` may see it, and the names of the fields dropped for lack of consent."""
     customer_data = catalog_fields(contract.schema)
-    copy = {k: v for k, v in data.items() if k not in customer_data}
+    internal = set(decision_refs(contract.schema))  # the operator's link to its decision: never to a partner
+    copy = {k: v for k, v in data.items() if k not in customer_data and k not in internal}
     dropped = []
     for name, spec in customer_data.items():
         if name not in data:

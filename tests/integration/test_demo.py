@@ -8,9 +8,11 @@ from dataspace.auth import login
 from dataspace.consents.models import ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.demo.build import build_demo, subject_id_for
-from dataspace.jobs import runner
-from dataspace.jobs.models import Contract, Job
-from dataspace.points import service as points
+from dataspace.events import dashboard
+from dataspace.events.contract_models import CollaborationRelease
+from dataspace.jobs.models import Contract, Job, RealtimeDecision
+from dataspace.points import queries as points_queries
+from dataspace.points import rewards as points_rewards
 
 
 def test_demo_builds_a_world_a_newcomer_can_click_through(ctx):
@@ -23,7 +25,12 @@ def test_demo_builds_a_world_a_newcomer_can_click_through(ctx):
         )
     assert alice.outcome is login.Outcome.OK
     with ctx.db.session() as s:
-        assert sorted(r.key for r in points.list_rewards(s)) == ["charging_credit", "coffee", "health_check", "lounge"]
+        assert sorted(r.key for r in points_rewards.list_rewards(s)) == [
+            "charging_credit",
+            "coffee",
+            "health_check",
+            "lounge",
+        ]
         grants = s.scalar(select(func.count()).select_from(ConsentGrant))
         assert grants == s.scalar(select(func.count()).select_from(ConsentReceipt)) > 0
         # The insurer's contract is approved; the charging network's only proposed (a steward reviews it).
@@ -32,11 +39,28 @@ def test_demo_builds_a_world_a_newcomer_can_click_through(ctx):
         # Nothing is granted by default: chen granted nothing.
         chen = subject_id_for(ctx, "C0000003")
         assert s.scalar(select(func.count()).where(ConsentGrant.subject_id == chen)) == 0
+    # The collaboration loop played: bookings, real-time offers for consenting customers only, acceptances
+    # linked to their decisions, a dead-lettered delivery, the insurer's first DP release.
+    with ctx.db.session() as s:
+        view = dashboard.steward_view(s, dashboard.window(bucket="hour"))
+        assert s.scalar(select(func.count()).select_from(CollaborationRelease)) == 1
+        decided = s.scalars(select(RealtimeDecision).where(RealtimeDecision.outcome == "decided")).all()
+        for d in decided:  # only customers consenting to every feature the model reads were scored
+            fields = set(s.scalars(select(ConsentGrant.field_key).where(ConsentGrant.subject_id == d.subject_id)))
+            assert fields == {"age", "app_sessions_30d", "monthly_card_spend"}
+    [loop] = view["decisions"]
+    assert loop["totals"]["decided"] == len(decided) > 0
+    assert loop["totals"]["not_permitted"] > 0
+    [accepted] = view["outcomes"]
+    assert 0 < accepted["totals"]["outcomes"] <= len(decided)
+    booked = next(d for d in view["deliveries"] if d["event_type"] == "battery_swap.booked")
+    assert booked["totals"]["dead"] == 1
+    assert booked["totals"]["delivered"] == booked["totals"]["events"] - 1
     # The server's worker would run the queued job; run it here the same way.
-    assert runner.run_queued(ctx) == 1
+    assert ctx.jobs.run_queued() == 1
     with ctx.db.session() as s:
         job = s.scalars(select(Job)).one()
         assert job.status == "succeeded", job.error
-        assert points.get_summary(s, subject_id=subject_id_for(ctx, "C0000001"), now=utcnow()).balance > 0
+        assert points_queries.get_summary(s, subject_id=subject_id_for(ctx, "C0000001"), now=utcnow()).balance > 0
     # Running the demo again reuses what is there.
     assert build_demo(ctx, customers=90, progress=lambda _m: None).users == accounts.users

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from dataspace.http.routes import (
     audit,
     catalog,
+    collaboration,
     compliance,
     consents,
     decisions,
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     oauth.router,
     policies.router,
     partner.router,
+    collaboration.router,
     decisions.router,
     steward.router,
     linkage.router,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 08:50:12.148590
+Create Date: 2026-12-01 10:57:18.968381
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import dataspace.db
-
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -445,6 +444,27 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_catalog_field_versions')),
     sa.UniqueConstraint('field_id', 'version', name=op.f('uq_catalog_field_versions_field_id'))
     )
+    op.create_table('collaboration_releases',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('period_start', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('period_end', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('decided', sa.Integer(), nullable=True),
+    sa.Column('outcomes', sa.Integer(), nullable=True),
+    sa.Column('micro_epsilon', sa.Integer(), nullable=False),
+    sa.Column('mechanism', sa.String(length=64), nullable=False),
+    sa.Column('requested_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', dataspace.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['contract_id'], ['contracts.id'], name=op.f('fk_collaboration_releases_contract_id_contracts')),
+    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_collaboration_releases_partner_id_partners')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_collaboration_releases')),
+    sa.UniqueConstraint('contract_id', 'period_start', name=op.f('uq_collaboration_releases_contract_id'))
+    )
+    with op.batch_alter_table('collaboration_releases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_collaboration_releases_contract_id'), ['contract_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_collaboration_releases_partner_id'), ['partner_id'], unique=False)
+
     op.create_table('consent_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('grant_id', sa.Integer(), nullable=False),
@@ -863,6 +883,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_consent_events_grant_id'))
 
     op.drop_table('consent_events')
+    with op.batch_alter_table('collaboration_releases', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_collaboration_releases_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_collaboration_releases_contract_id'))
+
+    op.drop_table('collaboration_releases')
     op.drop_table('catalog_field_versions')
     with op.batch_alter_table('business_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_business_events_subject_id'))
