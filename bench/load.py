@@ -14,8 +14,14 @@ The client (a minimal asyncio HTTP/1.1 keep-alive client, ``--concurrency`` requ
 in-flight slot its own customers, so toggles never race each other. ``--mix`` weighs toggles (a grant, then
 its withdrawal: two consent changes), usage reads and redemptions (default 60,25,15). Prints throughput,
 p50/p95/p99 per operation, errors (any non-2xx except 409 insufficient funds), and the CPU time the servers,
-PostgreSQL (every postgres process on the machine) and the client spent during the load, per request.
+PostgreSQL (the backends serving the bench database; every postgres process is printed too, which on a shared
+machine includes other people's queries) and the client spent during the load, per request.
 Bounded by ``--seconds`` and ``--max-requests``.
+
+Then, unless ``--no-floor``, the floor (``bench/floor.py``: uvicorn + FastAPI, the same bearer check, one
+INSERT + COMMIT through the same pool) is loaded the same way (same database, tokens, replicas, client,
+concurrency, duration) and the consent path is printed beside it: consent changes/s against the floor's
+requests/s (target >= 0.5x), p99 (target < 100 ms) and CPU per request against the floor's.
 """
 
 from __future__ import annotations
@@ -41,12 +47,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy import create_engine, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import _report  # noqa: E402
+
+if TYPE_CHECKING:
+    import floor as floor_bench
 
 from dataspace.auth import service as auth  # noqa: E402
 from dataspace.auth import tokens  # noqa: E402
@@ -189,7 +201,10 @@ class Server:
         return 0.0
 
 
-def start_servers(data_dir: Path, url: str, replicas: int, issuer: str, port0: int) -> list[Server]:
+def start_servers(
+    data_dir: Path, url: str, replicas: int, issuer: str, port0: int, *, command: list[str] | None = None
+) -> list[Server]:
+    """``replicas`` server processes (``dataspace serve``, or ``command``) configured through the environment."""
     servers = []
     for i in range(replicas):
         port = port0 if i == 0 else free_port()
@@ -206,7 +221,7 @@ def start_servers(data_dir: Path, url: str, replicas: int, issuer: str, port0: i
             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from dataspace.cli import main; main()", "serve"],
+            command or [sys.executable, "-c", "from dataspace.cli import main; main()", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -406,9 +421,8 @@ def own_cpu() -> float:
     return own.ru_utime + own.ru_stime
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every process named postgres on this machine (0 where /proc cannot tell)."""
-    total = 0.0
+def _postgres_cpu_by_pid() -> dict[int, float]:
+    out: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             head, rest = stat.read_text().rsplit(")", 1)
@@ -416,8 +430,40 @@ def postgres_cpu() -> float:
             continue
         if head.split("(", 1)[-1].startswith("postgres"):
             fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every process named postgres on this machine (0 where /proc cannot tell)."""
+    return sum(_postgres_cpu_by_pid().values())
+
+
+class PostgresCpu:
+    """PostgreSQL CPU during a measurement: of the backends connected to the bench database (the work the
+    bench caused; other users of a shared server excluded) and of every postgres process (which includes the
+    WAL writer and checkpointer, and anyone else's queries). Call ``seconds`` while the servers still run:
+    their pooled backends are found by database in ``pg_stat_activity``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.before = _postgres_cpu_by_pid()
+
+    def seconds(self) -> tuple[float, float]:
+        after = _postgres_cpu_by_pid()
+        everything = sum(after.values()) - sum(v for p, v in self.before.items() if p in after)
+        if self.url.startswith("sqlite"):
+            return 0.0, max(everything, 0.0)
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                pids = set(
+                    conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()
+                )
+        finally:
+            engine.dispose()
+        mine = sum(after[p] - self.before.get(p, 0.0) for p in pids if p in after)
+        return mine, max(everything, 0.0)
 
 
 def report(
@@ -428,7 +474,8 @@ def report(
     backend: str,
     client_cpu: float,
     pg_cpu: float,
-) -> None:
+) -> dict[str, float]:
+    """Print the load's figures; return the ones compared with the floor."""
     print(f"\nbackend {backend}, replicas {len(servers)}, {elapsed:.1f}s, {stats.requests} requests")
     print(f"{'operation':<18}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for op in ("consent.grant", "consent.withdraw", "usage.read", "redeem"):
@@ -456,11 +503,36 @@ def report(
     own = resource.getrusage(resource.RUSAGE_SELF)
     print(
         f"client (same machine): CPU {client_cpu:.1f}s during the load, peak RSS {own.ru_maxrss / 1024:.0f} MB; "
-        f"PostgreSQL (all its processes): CPU {pg_cpu:.1f}s during the load"
+        f"PostgreSQL (backends of the bench database): CPU {pg_cpu:.1f}s during the load"
     )
     if total:
         per = (sum(cpu) + client_cpu + pg_cpu) / total * 1000
         print(f"CPU per request (servers + PostgreSQL + client): {per:.2f} ms")
+    return {
+        "changes_per_s": len(changes) / elapsed,
+        "changes_p99_ms": pct(changes, 0.99),
+        "all_per_s": total / elapsed,
+        "cpu_per_request_ms": (sum(cpu) + client_cpu + pg_cpu) / total * 1000 if total else float("nan"),
+    }
+
+
+def compare_with_floor(load: dict[str, float], floor: floor_bench.FloorResult) -> None:
+    """The issue-18 comparison: the consent path beside the thinnest authenticated write of the same stack."""
+    print("\nagainst the floor (same stack, database, tokens, replicas, client, concurrency and duration):")
+    _report.compare(
+        "consent changes/s", load["changes_per_s"], floor.per_second, unit="req/s", better="higher", target=0.5
+    )
+    _report.compare("all requests/s (the mix)", load["all_per_s"], floor.per_second, unit="req/s", better="higher")
+    _report.compare("consent change p99", load["changes_p99_ms"], floor.p99_ms, unit="ms", better="lower")
+    met = "met" if load["changes_p99_ms"] < 100 else "NOT met"
+    print(f"consent change p99 absolute: {load['changes_p99_ms']:.1f} ms (target < 100 ms: {met})")
+    _report.compare(
+        "CPU per request (servers + PostgreSQL + client)",
+        load["cpu_per_request_ms"],
+        floor.cpu_per_request_ms,
+        unit="ms",
+        better="lower",
+    )
 
 
 # --- main --------------------------------------------------------------------------------------------
@@ -472,6 +544,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=24, help="requests in flight")
     parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes on one database")
     parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor run (bench/floor.py)")
     parser.add_argument(
         "--mix",
         default="60,25,15",
@@ -498,7 +571,7 @@ def main() -> None:
                 ctx.close()
             servers = start_servers(tmp, url, args.replicas, issuer, port0)
             cpu_before = [s.cpu_seconds() for s in servers]
-            client_before, pg_before = own_cpu(), postgres_cpu()
+            client_before, pg = own_cpu(), PostgresCpu(url)
             stats, elapsed = asyncio.run(
                 drive(
                     [s.base for s in servers],
@@ -510,9 +583,28 @@ def main() -> None:
                     mix=mix,
                 )
             )
-            client_cpu, pg_cpu = own_cpu() - client_before, postgres_cpu() - pg_before
+            client_cpu = own_cpu() - client_before
+            pg_cpu, pg_all = pg.seconds()
+            print(f"PostgreSQL CPU: bench database's backends {pg_cpu:.1f}s, every postgres process {pg_all:.1f}s")
             backend = "sqlite" if url.startswith("sqlite") else "postgresql"
-            report(stats, elapsed, servers, cpu_before, backend, client_cpu, pg_cpu)
+            figures = report(stats, elapsed, servers, cpu_before, backend, client_cpu, pg_cpu)
+            stop_servers(servers)
+            if not args.no_floor:
+                import floor as floor_bench  # imports this module: not at the top (realtime.py imports it too)
+
+                print("\nfloor: same database, customers and tokens; same replicas, client, concurrency, duration")
+                floor = floor_bench.run_floor(
+                    tmp,
+                    url,
+                    issuer,
+                    customers,
+                    replicas=args.replicas,
+                    seconds=args.seconds,
+                    concurrency=args.concurrency,
+                    max_requests=args.max_requests,
+                )
+                floor_bench.print_floor(floor)
+                compare_with_floor(figures, floor)
         finally:
             stop_servers(servers)
             shutil.rmtree(tmp, ignore_errors=True)
