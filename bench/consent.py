@@ -122,7 +122,7 @@ def bench_database(n: int, f: int) -> None:
     from sqlalchemy import insert
 
     from dataspace.catalog.models import Dimension, Field, Purpose
-    from dataspace.consents import service
+    from dataspace.consents import evaluation as consent_evaluation
     from dataspace.consents.models import ConsentGrant
     from dataspace.db import Database
     from dataspace.models import Base
@@ -180,7 +180,7 @@ def bench_database(n: int, f: int) -> None:
         setup_s = time.perf_counter() - t0
         with db.session() as s:
             t0 = time.perf_counter()
-            chosen = service.permitted_subjects(
+            chosen = consent_evaluation.permitted_subjects(
                 s, partner_key="target", purpose_key="underwriting", field_keys=[f"field{j}" for j in range(f)], at=now
             )
             load_s = time.perf_counter() - t0

@@ -75,7 +75,7 @@ from dataspace.demo.build import CATALOG  # noqa: E402
 from dataspace.demo.population import generate  # noqa: E402
 from dataspace.ingest.service import ingest_batches  # noqa: E402
 from dataspace.partners.models import Partner  # noqa: E402
-from dataspace.points import service as points  # noqa: E402
+from dataspace.points import corrections, rewards  # noqa: E402
 from dataspace.points.schemas import RewardCreate  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 from dataspace.subjects.models import Subject  # noqa: E402
@@ -146,7 +146,7 @@ def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, st
             redirect_uris=["http://127.0.0.1/callback"],
         ).client
         reward = RewardCreate(key=REWARD, name="Bench coffee", cost=1, stock=100_000_000)
-        points.create_reward(session, data=reward)
+        rewards.create_reward(session, data=reward)
     for start in range(0, len(subject_ids), 500):
         with ctx.db.transaction() as session:
             client = session.merge(client)
@@ -164,7 +164,7 @@ def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, st
                     ttl=3600,
                     auth_time=utcnow(),  # as if signed in now: redemptions need a recent sign-in
                 )
-                points.post_correction(
+                corrections.post_correction(
                     session,
                     subject_id=sid,
                     amount=1_000_000,

@@ -22,7 +22,8 @@ from sqlalchemy import create_engine, text
 from dataspace import migrations
 from dataspace.db import Database, utcnow
 from dataspace.errors import InsufficientFunds
-from dataspace.points import service as points
+from dataspace.points import earning, invariants, rewards
+from dataspace.points import redemption as points_redemption
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
 
@@ -38,11 +39,11 @@ def run(db: Database, n: int, workers: int) -> None:
         session.add_all(subjects)
         session.flush()
         ids = [s.id for s in subjects]
-        points.create_reward(session, data=RewardCreate(key="coffee", name="Coffee", cost=5, stock=10 * n))
+        rewards.create_reward(session, data=RewardCreate(key="coffee", name="Coffee", cost=5, stock=10 * n))
 
     t = time.perf_counter()
     with db.transaction() as session:
-        credited = points.award_usage(session, job_id="bench-1", credits=[(s, 100) for s in ids], now=now)
+        credited = earning.award_usage(session, job_id="bench-1", credits=[(s, 100) for s in ids], now=now)
     dt = time.perf_counter() - t
     print(f"award_usage bulk: {credited} customers in {dt:.2f}s = {credited / dt:,.0f} credits/s")
 
@@ -52,7 +53,9 @@ def run(db: Database, n: int, workers: int) -> None:
     for i in range(count):
         s = time.perf_counter()
         with db.transaction() as session:
-            points.redeem(session, subject_id=ids[i], reward_key="coffee", idempotency_key=f"seq{i}", now=now)
+            points_redemption.redeem(
+                session, subject_id=ids[i], reward_key="coffee", idempotency_key=f"seq{i}", now=now
+            )
         lat.append((time.perf_counter() - s) * 1000)
     dt = time.perf_counter() - t
     print(
@@ -64,7 +67,7 @@ def run(db: Database, n: int, workers: int) -> None:
         s = time.perf_counter()
         try:
             with db.transaction() as session:
-                points.redeem(
+                points_redemption.redeem(
                     session, subject_id=ids[i % len(ids)], reward_key="coffee", idempotency_key=f"par{i}", now=now
                 )
         except InsufficientFunds:
@@ -82,7 +85,7 @@ def run(db: Database, n: int, workers: int) -> None:
 
     t = time.perf_counter()
     with db.session() as session:
-        points.check_invariants(session)
+        invariants.check_invariants(session)
     print(f"check_invariants: {time.perf_counter() - t:.2f}s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -61,13 +61,13 @@ class Periodic:
 def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.auth.tokens import RevocationWatch
     from dataspace.compliance.controller import receipt_policy
-    from dataspace.consents import service as consents
+    from dataspace.consents import changes
     from dataspace.db import utcnow
     from dataspace.events import delivery as business_events
     from dataspace.events.service import deliver_due
     from dataspace.jobs import runner as jobs
     from dataspace.jobs import shards
-    from dataspace.points import service as points
+    from dataspace.points import ledger
     from dataspace.tlog import LOGS
     from dataspace.tlog.log import sequence_unless_busy
 
@@ -79,7 +79,7 @@ def tasks(ctx: Context) -> list[Periodic]:
 
     def expire_consents() -> None:
         with ctx.db.transaction() as session:
-            consents.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
+            changes.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
         from dataspace.linkage.service import shred_ended
 
         with ctx.db.transaction() as session:  # partner columns go when their contract ends
@@ -87,7 +87,7 @@ def tasks(ctx: Context) -> list[Periodic]:
 
     def expire_points() -> None:
         with ctx.db.transaction() as session:
-            points.expire_points(session, now=utcnow())
+            ledger.expire_points(session, now=utcnow())
 
     def retire_epochs() -> None:
         from dataspace.subjects.epochs import retire

@@ -48,7 +48,7 @@ def _write_batch(session: Session) -> Iterator[None]:
     audit entries appended together, plain inserts held back to one multi-row INSERT per table. Left in
     that order: the bonuses add audit entries and inserts."""
     from dataspace.audit import batched  # the audit package imports models that import this module
-    from dataspace.points.service import bonuses_batched
+    from dataspace.points.earning import bonuses_batched
 
     with deferred_inserts(session), batched(session), bonuses_batched(session):
         yield

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from consent import ReceiptParty
-from dataspace.consents.service import ReceiptPolicy
+from dataspace.consents.receipts import ReceiptPolicy
 from dataspace.errors import ConfigurationError
 from dataspace.settings import Settings
 

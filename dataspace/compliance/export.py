@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import controller_of
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents import service as consents
+from dataspace.consents.convert import current_state
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -38,7 +38,7 @@ from dataspace.errors import NotFound
 from dataspace.jobs.models import Contract, Decision, Job
 from dataspace.linkage.service import links_of as linkage_links_of
 from dataspace.partners.models import Partner
-from dataspace.points import service as points
+from dataspace.points import queries as points_queries
 from dataspace.points.models import PointsAccount, PointsPosting, PointsTransaction, Redemption
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import read_profile
@@ -106,7 +106,6 @@ def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) ->
 
     def grant(row: Any) -> dict[str, Any]:
         g = row[1]
-        view = consents.grant_view(g, now)  # the state as of now, not as of the last expiry sweep
         return {
             "id": g.id,
             "field": g.field_key,
@@ -115,7 +114,7 @@ def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) ->
             "partner": g.partner_key,
             "partner_category": g.partner_category,
             "granularity": g.granularity,
-            "state": view["state"],
+            "state": current_state(g, now),  # as of now, not as of the last expiry sweep
             "valid_from": _iso(g.valid_from),
             "valid_until": _iso(g.valid_until),
             "withdrawn_at": _iso(g.withdrawn_at),
@@ -213,7 +212,7 @@ def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) ->
             },
         ),
     )
-    yield "points_summary", [points.get_summary(session, subject_id=sid, now=now).model_dump(mode="json")]
+    yield "points_summary", [points_queries.get_summary(session, subject_id=sid, now=now).model_dump(mode="json")]
     account_id = session.scalar(select(PointsAccount.id).where(PointsAccount.subject_id == sid))
     yield (
         "points_postings",

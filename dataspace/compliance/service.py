@@ -21,7 +21,8 @@ from dataspace.auth.principal import Principal
 from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents import service as consents
+from dataspace.consents import changes
+from dataspace.consents import queries as consent_queries
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
@@ -118,8 +119,8 @@ def erase_subject(
     if subject.erased_at is not None:
         raise Conflict("this account has already been erased")
     withdrawn = 0
-    for grant in consents.list_grants(session, subject_id=subject_id):
-        change = consents.withdraw(
+    for grant in consent_queries.list_grants(session, subject_id=subject_id):
+        change = changes.withdraw(
             session,
             subject_id=subject_id,
             grant_id=grant.id,

@@ -41,7 +41,7 @@ from dataspace.jobs.outcomes import REASONS, ReleaseSchedule, reason_of_sandbox
 from dataspace.linkage import join as linkage_join
 from dataspace.observability import metrics
 from dataspace.partners.models import Partner
-from dataspace.points.service import award_usage, usage_points
+from dataspace.points.earning import award_usage, usage_points
 from sandbox import (
     DecisionSchema,
     JobFailed,

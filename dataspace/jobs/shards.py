@@ -64,7 +64,7 @@ from dataspace.jobs.runner import _claim as claim_job
 from dataspace.jobs.runner import _fail as fail_job
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
-from dataspace.points.service import usage_points
+from dataspace.points.earning import usage_points
 from sandbox import (
     DecisionSchema,
     JobFailed,

@@ -34,8 +34,8 @@ import consent
 from consent import Granularity
 from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
+from dataspace.consents.convert import field_ref, partner_ref, to_domain
 from dataspace.consents.models import ConsentGrant
-from dataspace.consents.service import field_ref, partner_ref, to_domain
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features

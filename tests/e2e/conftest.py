@@ -16,7 +16,7 @@ from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
 from dataspace.jobs import runner
 from dataspace.jobs import service as jobs
-from dataspace.points import service as points
+from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.tlog.log import sequence
 from tests.auth_helpers import TEST_PASSWORD, make_user
@@ -81,13 +81,15 @@ def world(ctx: Context) -> Iterator[World]:
     auditor = make_user(ctx, "compliance", username="e2e-auditor").username
     analyst = make_user(ctx, "partner", username="e2e-analyst", partner_key=js.PARTNER).username
     with ctx.db.transaction() as s:
-        points.create_reward(
+        points_rewards.create_reward(
             s,
             data=RewardCreate(
                 key="coffee", name="Coffee voucher", cost=2, stock=100, i18n={"zh-CN": {"name": "咖啡券"}}
             ),
         )
-        points.create_reward(s, data=RewardCreate(key="lounge", name="Airport lounge", cost=10_000_000, stock=5))
+        points_rewards.create_reward(
+            s, data=RewardCreate(key="lounge", name="Airport lounge", cost=10_000_000, stock=5)
+        )
     with running_server(ctx) as (base, served):
         ensure_web_clients(served)
         yield World(

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from dataspace.auth.models import AuthorizationCode
 from dataspace.db import utcnow
-from dataspace.points import service as points
+from dataspace.points import queries as points_queries
 from tests.auth_helpers import TEST_PASSWORD
 from tests.e2e.conftest import World, shot, sign_in
 
@@ -64,7 +64,7 @@ def test_redemption_after_an_old_sign_in_asks_for_the_password_and_charges_once(
     page.get_by_text("Redeemed Coffee voucher").wait_for()
     page.wait_for_function(f"() => document.querySelector('#balance').textContent.replace(',', '') === '{before - 2}'")
     with world.ctx.db.session() as s:
-        assert points.get_summary(s, subject_id=world.subject_id, now=utcnow()).balance == before - 2
+        assert points_queries.get_summary(s, subject_id=world.subject_id, now=utcnow()).balance == before - 2
     assert page.locator("#redemptions").get_by_text("Coffee voucher").count() == 1
     assert page.locator("#voucher-code").inner_text()  # the voucher of the one redemption, after the sign-in
     shot(page, "portal-step-up-redeemed")

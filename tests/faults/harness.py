@@ -23,7 +23,7 @@ from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.keys import save_key_file
-from dataspace.points import service as points
+from dataspace.points import corrections, invariants, rewards
 from dataspace.points.models import PointsAccount, PointsPosting, Redemption
 from dataspace.points.schemas import RewardCreate
 from dataspace.tlog import latest_checkpoint, sequence, verifier_keys
@@ -139,12 +139,12 @@ def prepare(ctx: Context, customers: int) -> list[Customer]:
     """Demo catalog, a reward, and customers with points and a real stored access token."""
     load_demo_catalog(ctx)
     with ctx.db.transaction() as session:
-        points.create_reward(session, data=RewardCreate(key=REWARD, name="Fault coffee", cost=COST, stock=1_000_000))
+        rewards.create_reward(session, data=RewardCreate(key=REWARD, name="Fault coffee", cost=COST, stock=1_000_000))
     out = []
     for _ in range(customers):
         sid = make_subject(ctx)
         with ctx.db.transaction() as session:
-            points.post_correction(
+            corrections.post_correction(
                 session,
                 subject_id=sid,
                 amount=100_000,
@@ -311,7 +311,7 @@ def assert_redemptions_exactly_once(ctx: Context, base: str, customers: list[Cus
                 .where(Redemption.subject_id == subject, Redemption.idempotency_key == key)
             )
             assert count == 1, key
-        points.check_invariants(session)
+        invariants.check_invariants(session)
 
 
 def assert_audit_log_verifies(ctx: Context, tmp: Path, acks: Acks) -> int:

@@ -37,12 +37,13 @@ from sqlalchemy import select
 
 from dataspace.app import create_app
 from dataspace.auth.principal import Principal
-from dataspace.consents import service as consents
-from dataspace.consents.service import GrantRequest
+from dataspace.consents import changes as consent_changes
+from dataspace.consents.changes import GrantRequest
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.ingest.service import ingest_rows
-from dataspace.points import service as points
+from dataspace.points import earning, redemption
+from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
 from tests.auth_helpers import bearer, issue_token
@@ -89,7 +90,7 @@ class World:
         now = utcnow()
         with ctx.db.transaction() as session:
             changes = [
-                consents.grant(
+                consent_changes.grant(
                     session,
                     subject_id=subject,
                     request=GrantRequest(purpose="insurance_offer", field=field, partner=PARTNER),
@@ -98,7 +99,7 @@ class World:
                 )
                 for field in ("age", "city", "ev_owner")
             ]
-            consents.grant(
+            consent_changes.grant(
                 session,
                 subject_id=subject,
                 request=GrantRequest(
@@ -111,10 +112,12 @@ class World:
                 actor=actor,
             )
             for field in ("age", "city", "ev_owner"):
-                points.award_authorization_bonus(session, subject_id=subject, field_key=field, now=now)
-            points.create_reward(session, data=RewardCreate(key="lounge", name="Lounge", cost=50, stock=20))
-            points.create_reward(session, data=RewardCreate(key="checkup", name="Health check", cost=500, stock=1))
-            points.redeem(session, subject_id=subject, reward_key="lounge", idempotency_key="seed-1", now=now)
+                earning.award_authorization_bonus(session, subject_id=subject, field_key=field, now=now)
+            points_rewards.create_reward(session, data=RewardCreate(key="lounge", name="Lounge", cost=50, stock=20))
+            points_rewards.create_reward(
+                session, data=RewardCreate(key="checkup", name="Health check", cost=500, stock=1)
+            )
+            redemption.redeem(session, subject_id=subject, reward_key="lounge", idempotency_key="seed-1", now=now)
             self.grant_id = changes[0].grant.id
             self.receipt_id = changes[0].receipt_id
         self.tokens: dict[str, str | None] = {

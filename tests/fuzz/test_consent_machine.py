@@ -20,9 +20,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import func, select
 
 import consent
-from dataspace.consents import service as svc
+from dataspace.consents import changes, evaluation
+from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.consents.service import GrantRequest
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
@@ -130,7 +130,9 @@ def test_consent_state_machine(ctx: Context) -> None:
                 live = None
             try:
                 with database.transaction() as session:
-                    change = svc.grant(session, subject_id=subject, request=request, signer=signer, clock=self.clock)
+                    change = changes.grant(
+                        session, subject_id=subject, request=request, signer=signer, clock=self.clock
+                    )
                     grant_id, changed = change.grant.id, change.changed
             except Conflict:
                 assert live is not None, "a conflict needs a running grant of the same scope"
@@ -152,7 +154,9 @@ def test_consent_state_machine(ctx: Context) -> None:
             subject = g.subject if not as_other else next(s for s in self.subjects if s != g.subject)
             try:
                 with database.transaction() as session:
-                    change = svc.withdraw(session, subject_id=subject, grant_id=g.id, signer=signer, clock=self.clock)
+                    change = changes.withdraw(
+                        session, subject_id=subject, grant_id=g.id, signer=signer, clock=self.clock
+                    )
                     changed = change.changed
             except NotFound:
                 assert as_other, "a customer's own grant is always found"
@@ -174,7 +178,7 @@ def test_consent_state_machine(ctx: Context) -> None:
             valid_until = self.now + until if until else None
             try:
                 with database.transaction() as session:
-                    change = svc.renew(
+                    change = changes.renew(
                         session,
                         subject_id=g.subject,
                         grant_id=g.id,
@@ -195,7 +199,7 @@ def test_consent_state_machine(ctx: Context) -> None:
             self.now += timedelta(minutes=minutes)
             if sweep:
                 with database.transaction() as session:
-                    expired = svc.expire_due(session, signer=signer, clock=self.clock)
+                    expired = changes.expire_due(session, signer=signer, clock=self.clock)
                 due = [
                     g
                     for g in self.grants.values()
@@ -213,8 +217,8 @@ def test_consent_state_machine(ctx: Context) -> None:
                 for partner in PARTNERS:
                     for purpose in PURPOSES:
                         # The bulk evaluator, as ``permitted_subjects`` runs it, one column per field.
-                        partner_ref, refs = svc._refs(session, partner, purpose, fields)
-                        table = svc.load_grant_table(
+                        partner_ref, refs = evaluation._refs(session, partner, purpose, fields)
+                        table = evaluation.load_grant_table(
                             session, purpose=purpose, partner=partner_ref, fields=refs, at=self.now
                         )
                         bulk = consent.evaluate(
@@ -226,13 +230,13 @@ def test_consent_state_machine(ctx: Context) -> None:
                             at=self.now,
                         )
                         everything = set(
-                            svc.permitted_subjects(
+                            evaluation.permitted_subjects(
                                 session, partner_key=partner, purpose_key=purpose, field_keys=fields, at=self.now
                             ).tolist()
                         )
                         for i, subject in enumerate(self.subjects):
                             for j, field in enumerate(fields):
-                                single = svc.is_permitted(
+                                single = evaluation.is_permitted(
                                     session,
                                     subject_id=subject,
                                     field_key=field,

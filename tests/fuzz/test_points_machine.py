@@ -19,7 +19,11 @@ from sqlalchemy import select
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InsufficientFunds, InvalidInput
-from dataspace.points import service as points
+from dataspace.points import corrections as points_corrections
+from dataspace.points import earning, redemption, rewards
+from dataspace.points import invariants as points_invariants
+from dataspace.points import ledger as points_ledger
+from dataspace.points import queries as points_queries
 from dataspace.points.models import PointsAccount, Reward
 from dataspace.points.schemas import RewardCreate
 from tests.auth_helpers import make_subject
@@ -93,14 +97,14 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
             self.corrections: dict[str, tuple[int, int]] = {}
             with database.transaction() as session:
                 for key, (cost, stock) in REWARDS.items():
-                    points.create_reward(session, data=RewardCreate(key=key, name=key, cost=cost, stock=stock))
+                    rewards.create_reward(session, data=RewardCreate(key=key, name=key, cost=cost, stock=stock))
 
         # --- rules --------------------------------------------------------------------------------------
         @rule(who=st.integers(0, 1), field_key=st.sampled_from(FIELDS), amount=st.integers(1, 120), valid=VALIDITY)
         def award_bonus(self, who: int, field_key: str, amount: int, valid: timedelta | None) -> None:
             subject = self.subjects[who]
             with database.transaction() as session:
-                got = points.award_authorization_bonus(
+                got = earning.award_authorization_bonus(
                     session, subject_id=subject, field_key=field_key, now=self.now, points=amount, valid_for=valid
                 )
             customer = self.model[subject]
@@ -115,12 +119,12 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
         def award_usage(self, job: int, amounts: list[int]) -> None:
             credits = list(zip(self.subjects, amounts, strict=True))
             with database.transaction() as session:
-                credited = points.award_usage(session, job_id=job, credits=credits, now=self.now)
+                credited = earning.award_usage(session, job_id=job, credits=credits, now=self.now)
             expected = 0
             for subject, amount in credits:
                 if amount > 0 and (job, subject) not in self.usage_done:
                     self.usage_done.add((job, subject))
-                    self.model[subject].lots.append(Lot(amount, self.now + points.DEFAULT_VALIDITY))
+                    self.model[subject].lots.append(Lot(amount, self.now + earning.DEFAULT_VALIDITY))
                     expected += 1
             assert credited == expected, "usage is credited once per (job, customer)"
 
@@ -130,7 +134,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
             customer = self.model[subject]
             try:
                 with database.transaction() as session:
-                    result = points.redeem(
+                    result = redemption.redeem(
                         session,
                         subject_id=subject,
                         reward_key=reward,
@@ -179,7 +183,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
             customer = self.model[subject]
             try:
                 with database.transaction() as session:
-                    points.post_correction(
+                    points_corrections.post_correction(
                         session,
                         subject_id=subject,
                         amount=amount,
@@ -211,13 +215,13 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
         def advance_and_expire(self, days: int) -> None:
             self.now += timedelta(days=days)
             with database.transaction() as session:
-                result = points.expire_points(session, now=self.now)
+                result = points_ledger.expire_points(session, now=self.now)
             before = sum(c.balance for c in self.model.values())
             for customer in self.model.values():
                 customer.expire(self.now)
             assert result.points == before - sum(c.balance for c in self.model.values())
             with database.transaction() as session:
-                again = points.expire_points(session, now=self.now)
+                again = points_ledger.expire_points(session, now=self.now)
             assert (again.lots, again.points) == (0, 0), "expiry runs once"
 
         @precondition(lambda self: bool(self.redemptions))
@@ -227,7 +231,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
             subject, key = data.draw(st.sampled_from(sorted(self.redemptions)))
             (reward, quantity), stored = self.redemptions[(subject, key)]
             with database.transaction() as session:
-                result = points.redeem(
+                result = redemption.redeem(
                     session, subject_id=subject, reward_key=reward, idempotency_key=key, quantity=quantity, now=self.now
                 )
             assert result.replayed
@@ -242,7 +246,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
                 return
             try:
                 with database.transaction() as session:
-                    points.redeem(
+                    redemption.redeem(
                         session, subject_id=subject, reward_key=reward, idempotency_key=key, quantity=99, now=self.now
                     )
             except Conflict:
@@ -253,7 +257,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
         @invariant()
         def ledger_is_consistent(self) -> None:
             with database.session() as session:
-                points.check_invariants(session)
+                points_invariants.check_invariants(session)
                 balances = dict(
                     session.execute(select(PointsAccount.subject_id, PointsAccount.balance).where(
                         PointsAccount.kind == "customer"
@@ -269,7 +273,7 @@ def test_points_ledger_state_machine(ctx: Context) -> None:
         def summary_matches(self) -> None:
             with database.session() as session:
                 for subject, customer in self.model.items():
-                    summary = points.get_summary(session, subject_id=subject, now=self.now)
+                    summary = points_queries.get_summary(session, subject_id=subject, now=self.now)
                     assert summary.balance == customer.balance
 
     run_state_machine_as_test(PointsLedger, settings=MACHINE_SETTINGS)

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import select
 
 from dataspace.auth.principal import Principal
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.ingest.service import ingest_rows
@@ -105,10 +105,10 @@ def build_world(ctx: Context, n: int = 300) -> World:
         for i, sid in enumerate(subjects):
             wanted = FIELDS if i % 3 else ["age"]
             for field in wanted:
-                change = consents.grant(
+                change = changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
                 grants.setdefault(sid, []).append(change.grant.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from dataspace.db import Database, utcnow
-from dataspace.points import service
+from dataspace.points import redemption as points_redemption
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     for i in range(100_000):  # bounded; the test kills it long before
         key = f"kill-{i}"
         with db.transaction() as session:
-            result = service.redeem(
+            result = points_redemption.redeem(
                 session, subject_id=subject_id, reward_key=reward_key, idempotency_key=key, now=utcnow()
             )
         print(f"{key} {result.redemption.id}", flush=True)

@@ -18,11 +18,11 @@ from clients.sdk import read_access_export as read_export
 from dataspace.app import create_app
 from dataspace.compliance import export
 from dataspace.compliance.export import stream_export
-from dataspace.consents import service as consents
+from dataspace.consents import changes as consent_changes
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.points import service as points
+from dataspace.points import rewards
 from dataspace.points.models import PointsAccount, PointsPosting, PointsTransaction, Redemption, Reward
 from dataspace.points.schemas import RewardCreate
 from dataspace.tlog.models import TLogEntry
@@ -57,7 +57,7 @@ def _big_account(ctx: Context) -> int:
             ],
         )
     with ctx.db.transaction() as s:
-        points.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=10, stock=1_000_000))
+        rewards.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=10, stock=1_000_000))
         reward_id = s.scalar(select(Reward.id).where(Reward.key == "lounge"))
         account = s.scalar(
             insert(PointsAccount)
@@ -100,13 +100,13 @@ def _big_account(ctx: Context) -> int:
         )
     with ctx.db.transaction() as s:
         for _ in range(TOGGLES):
-            change = consents.grant(
+            change = consent_changes.grant(
                 s,
                 subject_id=sid,
-                request=consents.GrantRequest(purpose="marketing", field="age", partner="harbor_insurance"),
+                request=consent_changes.GrantRequest(purpose="marketing", field="age", partner="harbor_insurance"),
                 signer=ctx.keys.signing_key,
             )
-            consents.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
+            consent_changes.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
     return sid
 
 

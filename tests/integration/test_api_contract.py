@@ -19,7 +19,7 @@ from dataspace.context import Context
 from dataspace.http.openapi import OWN_FORMAT_PREFIXES, api_routes, route_policy
 from dataspace.http.problems import PROBLEM
 from dataspace.http.security import PUBLIC_PATHS, PUBLIC_PREFIXES
-from dataspace.points import service as points
+from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from tests.auth_helpers import bearer, issue_token
 from tests.factories import load_demo_catalog
@@ -149,7 +149,7 @@ def test_request_bodies_take_booleans_and_numbers_only_as_such(app: FastAPI) -> 
 
 def test_active_zero_is_not_a_boolean(ctx: Context, app: FastAPI) -> None:
     with ctx.db.transaction() as s:
-        points.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=50, stock=5))
+        points_rewards.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=50, stock=5))
     token = issue_token(ctx, "steward")
     with TestClient(app) as client:
         refused = client.patch("/v1/rewards/lounge", json={"active": 0}, headers=bearer(token))

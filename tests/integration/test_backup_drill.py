@@ -22,7 +22,8 @@ from dataspace.auth.principal import Principal
 from dataspace.backup import backup, restore
 from dataspace.cli import app as cli_app
 from dataspace.compliance import service as compliance
-from dataspace.consents import service as consents
+from dataspace.consents import changes
+from dataspace.consents import queries as consent_queries
 from dataspace.context import Context
 from dataspace.db import Database
 from dataspace.errors import Conflict, InvalidInput, NotFound
@@ -108,10 +109,10 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
     ages = _people(source)
     erased = sorted(ages)[5]
     with source.db.transaction() as s:
-        consents.grant(
+        changes.grant(
             s,
             subject_id=erased,
-            request=consents.GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance"),
+            request=changes.GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance"),
             signer=source.keys.signing_key,
         )
     as_backed_up = _sealed(source, erased)
@@ -177,8 +178,8 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
         open_profile(target.vault, erased, *as_backed_up)
     # ... and the rest of the erasure is done again: the consent the backup still had is withdrawn.
     with target.db.session() as s:
-        assert consents.list_grants(s, subject_id=erased) == []
-        assert consents.list_grants(s, subject_id=erased, include_ended=True)
+        assert consent_queries.list_grants(s, subject_id=erased) == []
+        assert consent_queries.list_grants(s, subject_id=erased, include_ended=True)
 
     # The next drill from the restored database needs no override: its logs extend the kept checkpoints.
     manifest2 = backup(target, tmp_path / "b2")

@@ -10,7 +10,8 @@ from dataspace.auth.models import IssuedToken, User
 from dataspace.auth.principal import Principal
 from dataspace.compliance import service as compliance
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents import service as consents
+from dataspace.consents import changes
+from dataspace.consents import queries as consent_queries
 from dataspace.errors import Conflict, NotFound
 from dataspace.ingest.service import ingest_rows
 from dataspace.subjects.models import Subject
@@ -30,10 +31,10 @@ def _customer(ctx, ref="E1"):
     sid = _subject(ctx, ref)
     with ctx.db.transaction() as s:
         for field in ("city", "age"):
-            consents.grant(
+            changes.grant(
                 s,
                 subject_id=sid,
-                request=consents.GrantRequest(purpose="insurance_offer", field=field, partner="harbor_insurance"),
+                request=changes.GrantRequest(purpose="insurance_offer", field=field, partner="harbor_insurance"),
                 signer=ctx.keys.signing_key,
             )
     return sid
@@ -78,8 +79,8 @@ def test_erasure_shreds_withdraws_disables_and_is_logged(ctx, client):
     with ctx.db.session() as s:
         with pytest.raises(NotFound):
             read_profile(s, ctx.vault, sid)
-        assert consents.list_grants(s, subject_id=sid) == []
-        assert all(g.state == "withdrawn" for g in consents.list_grants(s, subject_id=sid, include_ended=True))
+        assert consent_queries.list_grants(s, subject_id=sid) == []
+        assert all(g.state == "withdrawn" for g in consent_queries.list_grants(s, subject_id=sid, include_ended=True))
         assert s.scalar(select(User.disabled).where(User.subject_id == sid)) is True
         assert all(
             t.revoked_at is not None

@@ -19,12 +19,12 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from dataspace.consents import service as svc
+from dataspace.consents import changes
+from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant
-from dataspace.consents.service import GrantRequest
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.errors import ConcurrentChange
+from dataspace.errors import ConcurrentChange, Conflict
 from dataspace.groupcommit import GroupCommit
 from tests.auth_helpers import make_subject
 from tests.factories import load_demo_catalog
@@ -56,12 +56,12 @@ def between_statements(
 
 def _grant(ctx: Context, sid: int, request: GrantRequest = AGE) -> int:
     with ctx.db.transaction() as s:
-        return svc.grant(s, subject_id=sid, request=request, signer=ctx.keys.signing_key).grant.id
+        return changes.grant(s, subject_id=sid, request=request, signer=ctx.keys.signing_key).grant.id
 
 
 def _withdraw(ctx: Context, sid: int, gid: int) -> None:
     with ctx.db.transaction() as s:
-        svc.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key)
 
 
 def _inserts_grant(statement: str) -> bool:
@@ -89,7 +89,7 @@ def test_a_grant_overtaken_by_a_grant_then_a_withdrawal_is_made_not_refused(ctx:
             between_statements(ctx, s, _inserts_grant, lambda: other.append(_grant(ctx, sid)), after=False),
             between_statements(ctx, s, _inserts_grant, lambda: _withdraw(ctx, sid, other[0]), after=True) as ran,
         ):
-            change = svc.grant(s, subject_id=sid, request=AGE, signer=ctx.keys.signing_key)
+            change = changes.grant(s, subject_id=sid, request=AGE, signer=ctx.keys.signing_key)
         assert ran
     assert change.changed
     assert change.grant.id != other[0]
@@ -107,14 +107,14 @@ def test_a_renewal_overtaken_by_another_renewal_is_decided_again(ctx: Context, p
 
     def other_renewal() -> None:
         with ctx.db.transaction() as s:
-            svc.renew(
+            changes.renew(
                 s, subject_id=sid, grant_id=gid, valid_until=now + timedelta(days=20), signer=ctx.keys.signing_key
             )
 
     mine = now + timedelta(days=30)
     with ctx.db.transaction() as s:
         with between_statements(ctx, s, _updates_grant, other_renewal, after=False) as ran:
-            change = svc.renew(s, subject_id=sid, grant_id=gid, valid_until=mine, signer=ctx.keys.signing_key)
+            change = changes.renew(s, subject_id=sid, grant_id=gid, valid_until=mine, signer=ctx.keys.signing_key)
         assert ran
     assert change.changed
     with ctx.db.session() as s:
@@ -133,9 +133,9 @@ def test_a_renewal_overtaken_by_a_withdrawal_is_refused_for_what_it_is(ctx: Cont
     with (
         ctx.db.transaction() as s,
         between_statements(ctx, s, _updates_grant, lambda: _withdraw(ctx, sid, gid), after=False),
-        pytest.raises(svc.Conflict) as refused,
+        pytest.raises(Conflict) as refused,
     ):
-        svc.renew(s, subject_id=sid, grant_id=gid, valid_until=None, signer=ctx.keys.signing_key)
+        changes.renew(s, subject_id=sid, grant_id=gid, valid_until=None, signer=ctx.keys.signing_key)
     assert not isinstance(refused.value, ConcurrentChange)
     assert "only a running grant" in refused.value.detail
 
@@ -157,7 +157,7 @@ def _concurrent_change(_session: Session) -> None:
 
 
 def test_group_commit_runs_a_write_again_after_a_retryable_error(ctx: Context) -> None:
-    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(svc.Conflict,))
+    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(Conflict,))
     try:
         fn, runs = _flaky(3, _concurrent_change)
         assert writes.call(fn) == "done"
@@ -179,7 +179,7 @@ def test_group_commit_retries_a_postgresql_serialization_failure(ctx: Context, p
     def deadlock(session: Session) -> None:
         session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$"))
 
-    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(svc.Conflict,))
+    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(Conflict,))
     try:
         for error in (serialization_failure, deadlock):
             fn, runs = _flaky(2, error)
@@ -190,7 +190,7 @@ def test_group_commit_retries_a_postgresql_serialization_failure(ctx: Context, p
 
 
 def test_a_batch_with_a_retryable_error_answers_everyone(ctx: Context) -> None:
-    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(svc.Conflict,))
+    writes = GroupCommit(ctx.db, retry_pause=0.001, own_errors=(Conflict,))
     started, release = threading.Event(), threading.Event()
 
     def block(_session: Session) -> None:

@@ -6,9 +6,9 @@ import threading
 
 from sqlalchemy import func, select
 
-from dataspace.consents import service as svc
+from dataspace.consents import changes
+from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.consents.service import GrantRequest
 from tests.auth_helpers import make_subject
 from tests.factories import load_demo_catalog
 
@@ -41,7 +41,7 @@ def test_concurrent_grants_of_one_scope_yield_one_active_grant(ctx):
 
     def grant():
         with ctx.db.transaction() as s:
-            change = svc.grant(
+            change = changes.grant(
                 s,
                 subject_id=sid,
                 request=GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance"),
@@ -65,7 +65,7 @@ def test_concurrent_withdrawals_record_one_withdrawal(ctx):
     load_demo_catalog(ctx)
     sid = make_subject(ctx)
     with ctx.db.transaction() as s:
-        gid = svc.grant(
+        gid = changes.grant(
             s,
             subject_id=sid,
             request=GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance"),
@@ -74,7 +74,7 @@ def test_concurrent_withdrawals_record_one_withdrawal(ctx):
 
     def withdraw():
         with ctx.db.transaction() as s:
-            return svc.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key).changed
+            return changes.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key).changed
 
     results, errors = race(withdraw)
     assert errors == []
@@ -95,9 +95,9 @@ def test_concurrent_grant_and_withdraw_toggles_stay_consistent(ctx):
     def toggle():
         for _ in range(3):
             with ctx.db.transaction() as s:
-                gid = svc.grant(s, subject_id=sid, request=request, signer=ctx.keys.signing_key).grant.id
+                gid = changes.grant(s, subject_id=sid, request=request, signer=ctx.keys.signing_key).grant.id
             with ctx.db.transaction() as s:
-                svc.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key)
+                changes.withdraw(s, subject_id=sid, grant_id=gid, signer=ctx.keys.signing_key)
         return True
 
     _, errors = race(toggle)

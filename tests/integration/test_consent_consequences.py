@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.db import utcnow
 from dataspace.events.models import OutboxEvent
 from dataspace.ingest.service import ingest_rows
-from dataspace.points import service as points
+from dataspace.points import invariants
+from dataspace.points import queries as points_queries
 from dataspace.subjects.models import Subject
 from tests.factories import customer_row, load_demo_catalog
 
@@ -22,17 +23,17 @@ def _setup(ctx):
 
 def _grant(ctx, sid, **kw):
     with ctx.db.transaction() as s:
-        return consents.grant(
+        return changes.grant(
             s,
             subject_id=sid,
-            request=consents.GrantRequest(purpose="insurance_offer", **kw),
+            request=changes.GrantRequest(purpose="insurance_offer", **kw),
             signer=ctx.keys.signing_key,
         )
 
 
 def _balance(ctx, sid):
     with ctx.db.session() as s:
-        return points.get_summary(s, subject_id=sid, now=utcnow()).balance
+        return points_queries.get_summary(s, subject_id=sid, now=utcnow()).balance
 
 
 def test_bonus_is_earned_once_per_field_even_after_toggling(ctx):
@@ -40,7 +41,7 @@ def test_bonus_is_earned_once_per_field_even_after_toggling(ctx):
     change = _grant(ctx, sid, field="app_sessions_30d", partner="harbor_insurance")
     assert _balance(ctx, sid) == 100  # the catalog's points value
     with ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
     _grant(ctx, sid, field="app_sessions_30d", partner="harbor_insurance")
     _grant(ctx, sid, field="app_sessions_30d", partner="voltgrid")
     assert _balance(ctx, sid) == 100
@@ -48,14 +49,14 @@ def test_bonus_is_earned_once_per_field_even_after_toggling(ctx):
     _grant(ctx, sid, dimension="identity", partner_category="insurer")
     assert _balance(ctx, sid) == 100 + 50 + 20 + 50  # age, gender, city; not health_condition
     with ctx.db.session() as s:
-        points.check_invariants(s)
+        invariants.check_invariants(s)
 
 
 def test_partner_named_in_a_grant_gets_an_event_without_customer_identifiers(ctx):
     sid = _setup(ctx)
     change = _grant(ctx, sid, field="city", partner="voltgrid")
     with ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=sid, grant_id=change.grant.id, signer=ctx.keys.signing_key)
     _grant(ctx, sid, field="age", partner_category="insurer")  # no partner named: no event
     with ctx.db.session() as s:
         events = s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()

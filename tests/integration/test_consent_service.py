@@ -10,9 +10,11 @@ from sqlalchemy import func, select
 
 from consent import InvalidReceipt, verify_receipt
 from dataspace.auth.principal import Principal
-from dataspace.consents import service as svc
+from dataspace.consents import changes as consent_changes
+from dataspace.consents import evaluation, stats
+from dataspace.consents import queries as consent_queries
+from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.consents.service import GrantRequest
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from tests.auth_helpers import make_partner, make_subject
@@ -47,7 +49,7 @@ def do_grant(ctx, subject_id, clock=None, **kw):
     if "partner_category" not in kw:
         kw.setdefault("partner", "harbor_insurance")
     with ctx.db.transaction() as s:
-        return svc.grant(
+        return consent_changes.grant(
             s,
             subject_id=subject_id,
             request=GrantRequest(**kw),
@@ -59,7 +61,7 @@ def do_grant(ctx, subject_id, clock=None, **kw):
 
 def do_withdraw(ctx, subject_id, grant_id, clock=None):
     with ctx.db.transaction() as s:
-        return svc.withdraw(
+        return consent_changes.withdraw(
             s,
             subject_id=subject_id,
             grant_id=grant_id,
@@ -71,7 +73,7 @@ def do_withdraw(ctx, subject_id, grant_id, clock=None):
 
 def permitted(ctx, subject_id, field="age", partner="harbor_insurance", purpose="insurance_offer", at=None):
     with ctx.db.session() as s:
-        return svc.is_permitted(
+        return evaluation.is_permitted(
             s, subject_id=subject_id, field_key=field, partner_key=partner, purpose_key=purpose, at=at
         )
 
@@ -99,7 +101,7 @@ def test_grant_is_idempotent_and_receipted(world):
     assert counts(world) == (1, 1, 1)
     assert permitted(world, sid)
     with world.db.session() as s:
-        body = svc.get_receipt(s, subject_id=sid, receipt_id=first.receipt_id).body
+        body = consent_queries.get_receipt(s, subject_id=sid, receipt_id=first.receipt_id).body
     receipt = verify_receipt(body, public_keys(world))
     assert receipt["state"] == "dpv:ConsentGiven"
     assert receipt["pii_principal_id"] == f"subject:{sid}"
@@ -127,8 +129,8 @@ def test_withdrawal_is_immediate_and_idempotent(world):
     assert not again.changed
     assert again.receipt_id == w.receipt_id
     with world.db.session() as s:
-        events = svc.history(s, subject_id=sid)
-        body = svc.get_receipt(s, subject_id=sid, receipt_id=w.receipt_id).body
+        events = consent_queries.history(s, subject_id=sid)
+        body = consent_queries.get_receipt(s, subject_id=sid, receipt_id=w.receipt_id).body
     assert [e.kind for e in events] == ["withdrawn", "granted"]
     receipt = verify_receipt(body, public_keys(world))
     assert receipt["state"] == "dpv:ConsentWithdrawn"
@@ -146,9 +148,9 @@ def test_another_customers_grant_and_receipt_are_not_found(world):
     with pytest.raises(NotFound):
         do_withdraw(world, bob, g.grant.id)
     with pytest.raises(NotFound), world.db.session() as s:
-        svc.get_receipt(s, subject_id=bob, receipt_id=g.receipt_id)
+        consent_queries.get_receipt(s, subject_id=bob, receipt_id=g.receipt_id)
     with pytest.raises(NotFound), world.db.transaction() as s:
-        svc.renew(s, subject_id=bob, grant_id=g.grant.id, valid_until=None, signer=world.keys.signing_key)
+        consent_changes.renew(s, subject_id=bob, grant_id=g.grant.id, valid_until=None, signer=world.keys.signing_key)
     assert permitted(world, alice)
 
 
@@ -186,7 +188,7 @@ def test_expiry_renewal_and_the_sweep(world):
     clock = Clock()
     g = do_grant(world, sid, clock=clock, valid_until=clock.now + timedelta(hours=1)).grant
     with world.db.transaction() as s:
-        r = svc.renew(
+        r = consent_changes.renew(
             s,
             subject_id=sid,
             grant_id=g.id,
@@ -200,13 +202,15 @@ def test_expiry_renewal_and_the_sweep(world):
     clock.advance(hours=1)
     assert not permitted(world, sid, at=clock.now)  # expired by itself, before any sweep
     with pytest.raises(Conflict), world.db.transaction() as s:
-        svc.renew(s, subject_id=sid, grant_id=g.id, valid_until=None, signer=world.keys.signing_key, clock=clock)
+        consent_changes.renew(
+            s, subject_id=sid, grant_id=g.id, valid_until=None, signer=world.keys.signing_key, clock=clock
+        )
     with world.db.transaction() as s:
-        assert svc.expire_due(s, signer=world.keys.signing_key, clock=clock) == 1
+        assert consent_changes.expire_due(s, signer=world.keys.signing_key, clock=clock) == 1
     with world.db.transaction() as s:
-        assert svc.expire_due(s, signer=world.keys.signing_key, clock=clock) == 0
+        assert consent_changes.expire_due(s, signer=world.keys.signing_key, clock=clock) == 0
     with world.db.session() as s:
-        kinds = [e.kind for e in svc.history(s, subject_id=sid)]
+        kinds = [e.kind for e in consent_queries.history(s, subject_id=sid)]
         last = s.scalar(select(ConsentReceipt).order_by(ConsentReceipt.created_at.desc()).limit(1))
     assert kinds == ["expired", "renewed", "granted"]
     assert verify_receipt(last.body, public_keys(world))["state"] == "dpv:ConsentExpired"
@@ -249,14 +253,14 @@ def test_bulk_selection_matches_single_checks(world):
     fields = ["age", "city"]
     for partner in ("harbor_insurance", "shield"):
         with world.db.session() as s:
-            chosen = svc.permitted_subjects(
+            chosen = evaluation.permitted_subjects(
                 s, partner_key=partner, purpose_key="insurance_offer", field_keys=fields, subjects=subjects
             )
         single = [sid for sid in subjects if all(permitted(world, sid, field=f, partner=partner) for f in fields)]
         assert chosen.tolist() == single
     assert single == [b]  # for "shield" only the category grant counts
     with world.db.session() as s:
-        chosen = svc.permitted_subjects(
+        chosen = evaluation.permitted_subjects(
             s, partner_key="harbor_insurance", purpose_key="insurance_offer", field_keys=fields
         )
     assert chosen.tolist() == [a, b]
@@ -267,13 +271,13 @@ def test_matrix_shows_manual_points_and_cells(world):
     sid = make_subject(world)
     g = do_grant(world, sid, field="health_condition").grant
     with world.db.session() as s:
-        m = svc.matrix(s, subject_id=sid)
-    health = next(f for f in m["fields"] if f["key"] == "health_condition")
-    assert health["points_value"] == 300
-    assert health["sensitivity"] == "sensitive"
-    assert health["description"]
-    assert health["storage_location"]
-    on = [c for c in m["cells"] if c["permitted"]]
+        m = consent_queries.matrix(s, subject_id=sid)
+    health = next(f for f in m.fields if f.key == "health_condition")
+    assert health.points_value == 300
+    assert health.sensitivity == "sensitive"
+    assert health.description
+    assert health.storage_location
+    on = [c.model_dump() for c in m.cells if c.permitted]
     assert on == [
         {
             "field": "health_condition",
@@ -283,7 +287,7 @@ def test_matrix_shows_manual_points_and_cells(world):
             "grant_ids": [g.id],
         }
     ]
-    assert len(m["cells"]) == len(m["fields"]) * len(m["purposes"]) * len(m["partners"])
+    assert len(m.cells) == len(m.fields) * len(m.purposes) * len(m.partners)
 
 
 def test_stats_authorization_rate_over_time(world):
@@ -294,10 +298,10 @@ def test_stats_authorization_rate_over_time(world):
         do_grant(world, sid, clock=clock)
     clock.advance(days=1)
     with world.db.session() as s:
-        first = svc.list_grants(s, subject_id=subjects[0])[0]
+        first = consent_queries.list_grants(s, subject_id=subjects[0])[0]
     do_withdraw(world, subjects[0], first.id, clock=clock)
     with world.db.session() as s:
-        out = svc.stats(
+        out = stats.stats(
             s,
             since=start + timedelta(hours=1),
             until=start + timedelta(days=1, hours=1),
@@ -305,9 +309,9 @@ def test_stats_authorization_rate_over_time(world):
             purpose_keys=["insurance_offer"],
             partner_keys=["harbor_insurance"],
         )
-    assert [(r["permitted"], r["subjects"], r["rate"]) for r in out["series"]] == [(3, 4, 0.75), (2, 4, 0.5)]
+    assert [(r.permitted, r.subjects, r.rate) for r in out.series] == [(3, 4, 0.75), (2, 4, 0.5)]
     with pytest.raises(InvalidInput), world.db.session() as s:
-        svc.stats(s, since=start, until=start - timedelta(days=1))
+        stats.stats(s, since=start, until=start - timedelta(days=1))
 
 
 def test_history_and_receipts_are_append_only(world):
@@ -330,7 +334,7 @@ def test_receipts_do_not_verify_under_another_key(world):
     sid = make_subject(world)
     g = do_grant(world, sid)
     with world.db.session() as s:
-        body = svc.get_receipt(s, subject_id=sid, receipt_id=g.receipt_id).body
+        body = consent_queries.get_receipt(s, subject_id=sid, receipt_id=g.receipt_id).body
     with pytest.raises(InvalidReceipt):
         verify_receipt(body.replace("ConsentGiven", "ConsentWithdrawn"), public_keys(world))
 
@@ -348,7 +352,7 @@ def test_what_a_change_returns_and_signs_is_what_is_stored(world):
     granted = do_grant(world, sid, clock=clock, valid_until=clock.now + timedelta(days=3)).grant
     clock.advance(minutes=1)
     with world.db.transaction() as s:
-        svc.renew(
+        consent_changes.renew(
             s,
             subject_id=sid,
             grant_id=granted.id,
@@ -363,7 +367,7 @@ def test_what_a_change_returns_and_signs_is_what_is_stored(world):
         events = list(
             s.scalars(select(ConsentEvent).where(ConsentEvent.grant_id == granted.id).order_by(ConsentEvent.id))
         )
-        body = svc.get_receipt(s, subject_id=sid, receipt_id=withdrawn.receipt_id).body
+        body = consent_queries.get_receipt(s, subject_id=sid, receipt_id=withdrawn.receipt_id).body
     assert stored is not None
     for name in ("id", "state", "version", "valid_from", "valid_until", "withdrawn_at", "created_at", "updated_at"):
         assert getattr(withdrawn.grant, name) == getattr(stored, name), name

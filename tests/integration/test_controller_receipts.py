@@ -17,7 +17,9 @@ import consent
 from clients.sdk import read_access_export
 from dataspace.app import create_app
 from dataspace.compliance.controller import DEMO_CONTROLLER, DEMO_ENV, controller_of
-from dataspace.consents import service as consents
+from dataspace.consents import changes as consent_changes
+from dataspace.consents import queries as consent_queries
+from dataspace.consents import receipts as consent_receipts
 from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -187,13 +189,13 @@ def test_erasure_and_expiry_receipts_name_the_controller(client, ctx):
     sid = make_subject(ctx)
     now = utcnow()
     with ctx.db.transaction() as s:
-        consents.grant(
+        consent_changes.grant(
             s,
             subject_id=sid,
-            request=consents.GrantRequest(**AGE, valid_until=now - timedelta(hours=1)),
+            request=consent_changes.GrantRequest(**AGE, valid_until=now - timedelta(hours=1)),
             signer=ctx.keys.signing_key,
             clock=lambda: now - timedelta(hours=2),
-            policy=consents.ReceiptPolicy(),
+            policy=consent_receipts.ReceiptPolicy(),
         )
     from dataspace.background import tasks
 
@@ -222,10 +224,10 @@ def _lapsed_grant(ctx: Context, sid: int) -> int:
     """A grant whose window ended an hour ago, which the expiry sweep has not materialized yet."""
     now = utcnow()
     with ctx.db.transaction() as s:
-        change = consents.grant(
+        change = consent_changes.grant(
             s,
             subject_id=sid,
-            request=consents.GrantRequest(**AGE, valid_until=now - timedelta(hours=1)),
+            request=consent_changes.GrantRequest(**AGE, valid_until=now - timedelta(hours=1)),
             signer=ctx.keys.signing_key,
             clock=lambda: now - timedelta(hours=2),
         )
@@ -255,11 +257,11 @@ def test_a_grant_ending_a_second_later_reads_expired_at_once(client, ctx):
     r = client.post("/v1/me/consents", json={**AGE, "valid_until": until.isoformat()}, headers=me)
     assert r.status_code == 201, r.text
     with ctx.db.session() as s:
-        m = consents.matrix(s, subject_id=sid, clock=lambda: until + timedelta(microseconds=1))
-    assert [g["state"] for g in m["grants"]] == ["expired"]
+        m = consent_queries.matrix(s, subject_id=sid, clock=lambda: until + timedelta(microseconds=1))
+    assert [g.state for g in m.grants] == ["expired"]
     with ctx.db.session() as s:
-        m = consents.matrix(s, subject_id=sid, clock=lambda: until - timedelta(microseconds=1))
-    assert [g["state"] for g in m["grants"]] == ["active"]
+        m = consent_queries.matrix(s, subject_id=sid, clock=lambda: until - timedelta(microseconds=1))
+    assert [g.state for g in m.grants] == ["active"]
 
 
 def test_dataspace_serve_refuses_to_start_with_one_line(ctx, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from dataspace.app import create_app
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.emission.transforms import pseudonym
@@ -95,10 +95,10 @@ class World:
             self.ada = s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("c-ada")))
         # Ada lets the insurer have her raw age for offers; nothing else, nobody else.
         with ctx.db.transaction() as s:
-            self.age_grant = consents.grant(
+            self.age_grant = changes.grant(
                 s,
                 subject_id=self.ada,
-                request=consents.GrantRequest(
+                request=changes.GrantRequest(
                     purpose=PURPOSE, field="age", partner=INSURER, granularity="pseudonymized-raw"
                 ),
                 signer=ctx.keys.signing_key,
@@ -356,7 +356,7 @@ def test_customer_fields_reach_a_partner_only_with_consent_and_pseudonymised(wor
 
     # Withdrawn consent takes effect at the next event.
     with world.ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=world.ada, grant_id=world.age_grant, signer=world.ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=world.ada, grant_id=world.age_grant, signer=world.ctx.keys.signing_key)
     assert world.publish("evt-c2").status_code == 201
     after = deliveries(world.ctx, "evt-c2")[world.insurer.id]
     assert "age" not in after.payload["data"]

@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session
 
 import consent
 from dataspace.audit import batched
-from dataspace.consents import service as svc
+from dataspace.consents import changes as consent_changes
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InsufficientFunds, InvalidInput
 from dataspace.events.models import OutboxEvent
 from dataspace.groupcommit import GroupCommit
-from dataspace.points import service as points
+from dataspace.points import corrections, invariants, redemption, rewards
+from dataspace.points import queries as points_queries
 from dataspace.points.models import Reward
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
@@ -65,9 +66,9 @@ def count(ctx: Context, model: type) -> int:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def grant_fn(ctx: Context, sid: int, field: str) -> Callable[[Session], svc.Change]:
-    req = svc.GrantRequest(purpose="insurance_offer", field=field, partner="harbor_insurance")
-    return lambda s: svc.grant(s, subject_id=sid, request=req, signer=ctx.keys.signing_key)
+def grant_fn(ctx: Context, sid: int, field: str) -> Callable[[Session], consent_changes.Change]:
+    req = consent_changes.GrantRequest(purpose="insurance_offer", field=field, partner="harbor_insurance")
+    return lambda s: consent_changes.grant(s, subject_id=sid, request=req, signer=ctx.keys.signing_key)
 
 
 @pytest.fixture
@@ -118,17 +119,19 @@ def test_bonuses_of_one_batch_are_credited_together_once_each(ctx: Context) -> N
     assert writes.reruns == 0
     now = utcnow()
     with ctx.db.session() as s:
-        assert points.get_summary(s, subject_id=a, now=now).balance == 70
-        assert points.get_summary(s, subject_id=b, now=now).balance == 50
-        points.check_invariants(s)
+        assert points_queries.get_summary(s, subject_id=a, now=now).balance == 70
+        assert points_queries.get_summary(s, subject_id=b, now=now).balance == 50
+        invariants.check_invariants(s)
         awarded = list(s.scalars(select(TLogEntry.action).where(TLogEntry.action == "points.bonus_awarded")))
     assert len(awarded) == 3
     # Withdrawn and granted again in a later batch: never earned twice.
-    ctx.writes.call(lambda s: svc.withdraw(s, subject_id=b, grant_id=changes[2].grant.id, signer=ctx.keys.signing_key))
+    ctx.writes.call(
+        lambda s: consent_changes.withdraw(s, subject_id=b, grant_id=changes[2].grant.id, signer=ctx.keys.signing_key)
+    )
     assert ctx.writes.call(grant_fn(ctx, b, "age")).changed
     with ctx.db.session() as s:
-        assert points.get_summary(s, subject_id=b, now=now).balance == 50
-        points.check_invariants(s)
+        assert points_queries.get_summary(s, subject_id=b, now=now).balance == 50
+        invariants.check_invariants(s)
 
 
 def test_a_failing_change_fails_alone_and_the_others_commit(ctx: Context) -> None:
@@ -193,8 +196,8 @@ def test_two_withdrawals_of_one_grant_in_one_batch_answer_with_the_withdrawal_re
     sid = make_subject(ctx)
     granted = ctx.writes.call(grant_fn(ctx, sid, "age"))
 
-    def withdraw(s: Session) -> svc.Change:
-        return svc.withdraw(s, subject_id=sid, grant_id=granted.grant.id, signer=ctx.keys.signing_key)
+    def withdraw(s: Session) -> consent_changes.Change:
+        return consent_changes.withdraw(s, subject_id=sid, grant_id=granted.grant.id, signer=ctx.keys.signing_key)
 
     with held(ctx.writes):
         futures = [ctx.writes.submit(withdraw) for _ in range(2)]
@@ -213,24 +216,26 @@ def test_redemptions_in_one_batch_never_oversell_and_the_one_too_many_fails_alon
     subjects = [make_subject(ctx) for _ in range(3)]
     now = utcnow()
     with ctx.db.transaction() as s:
-        points.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=100, stock=2))
+        rewards.create_reward(s, data=RewardCreate(key="lounge", name="Lounge", cost=100, stock=2))
         for sid in subjects:
-            points.post_correction(s, subject_id=sid, amount=250, reason="start", idempotency_key=f"s{sid}", now=now)
+            corrections.post_correction(
+                s, subject_id=sid, amount=250, reason="start", idempotency_key=f"s{sid}", now=now
+            )
 
-    def redeem(sid: int) -> Callable[[Session], points.RedemptionResult]:
-        return lambda s: points.redeem(s, subject_id=sid, reward_key="lounge", idempotency_key=f"k{sid}", now=now)
+    def redeem(sid: int) -> Callable[[Session], redemption.RedemptionResult]:
+        return lambda s: redemption.redeem(s, subject_id=sid, reward_key="lounge", idempotency_key=f"k{sid}", now=now)
 
     with held(ctx.writes):
         futures = [ctx.writes.submit(redeem(sid)) for sid in subjects]
     results = [outcome(f) for f in futures]
-    assert [type(r) for r in results] == [points.RedemptionResult, points.RedemptionResult, InsufficientFunds]
+    assert [type(r) for r in results] == [redemption.RedemptionResult, redemption.RedemptionResult, InsufficientFunds]
     assert "out of stock" in str(results[2])
     assert [r.redemption.balance_after for r in results[:2]] == [150, 150]
     assert ctx.writes.reruns == 1
     with ctx.db.session() as s:
         assert s.scalar(select(Reward.stock)) == 0
-        assert points.get_summary(s, subject_id=subjects[2], now=now).balance == 250
-        points.check_invariants(s)
+        assert points_queries.get_summary(s, subject_id=subjects[2], now=now).balance == 250
+        invariants.check_invariants(s)
     # The same key again replays the stored answer and spends nothing.
     again = ctx.writes.call(redeem(subjects[0]))
     assert again.replayed

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import BudgetExceeded, Conflict, InvalidInput
@@ -40,7 +40,7 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
         with c.db.session() as s:
             assert s.get(Job, jid).status == "running"  # type: ignore[union-attr]
         with c.db.transaction() as s:
-            consents.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=c.keys.signing_key)
+            changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=c.keys.signing_key)
 
     result = runner.run_job(ctx, job_id, before_store=withdraw_while_running)
     assert result.status == "succeeded", result.error

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from dataspace.consents import service as consents
+from dataspace.consents import changes as consent_changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.jobs import runner, service, shards
@@ -119,7 +119,7 @@ def test_withdrawal_after_the_plan_is_dropped_by_the_shard(ctx: Context, world: 
     shards.plan_job(ctx, job_id, shard_subjects=1000)
     leaver = world.consenting[3]
     with ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
+        consent_changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
     assert shards.run_shard(ctx, job_id, 0).job_status == "succeeded"
     assert set(decided(ctx, job_id)) == set(world.consenting) - {leaver}
     with ctx.db.session() as s:

@@ -20,7 +20,8 @@ from nacl.exceptions import CryptoError
 from nacl.public import PublicKey, SealedBox
 from sqlalchemy import func, select
 
-from dataspace.consents import service as consents
+from dataspace.consents import changes
+from dataspace.consents import queries as consent_queries
 from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
 from dataspace.jobs import contracts
@@ -109,10 +110,10 @@ def world(ctx: Context, n: int = 30) -> tuple[list[int], list[int], dict[int, in
     with ctx.db.transaction() as s:
         for i, sid in enumerate(subjects):
             if i % 3:
-                change = consents.grant(
+                change = changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
                 linkers.append(sid)
@@ -237,21 +238,21 @@ def test_withdrawal_mid_protocol_and_after(ctx: Context) -> None:
     known = [sid for i, sid in enumerate(subjects) if i % 2 == 0 and sid in linkers]
     quitter, later = known[0], known[1]
     with ctx.db.transaction() as s:  # between message 1 and the reply
-        consents.withdraw(s, subject_id=quitter, grant_id=grant_ids[quitter], signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=quitter, grant_id=grant_ids[quitter], signer=ctx.keys.signing_key)
     partner = SpecPartner()
     complete(ctx, run.id, partner.reply(run.id, run.public_key, msg, partner_records(len(subjects))))
     assert quitter not in links(ctx)
     assert later in links(ctx)
 
     with ctx.db.transaction() as s:  # after linking: the link goes, and so does every later join
-        change = consents.withdraw(s, subject_id=later, grant_id=grant_ids[later], signer=ctx.keys.signing_key)
+        change = changes.withdraw(s, subject_id=later, grant_id=grant_ids[later], signer=ctx.keys.signing_key)
         receipt_id = change.receipt_id
     assert later not in links(ctx)
     with ctx.db.transaction() as s:
         _, values = linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects)
         assert later not in values
         assert quitter not in values
-        assert consents.get_receipt(s, subject_id=later, receipt_id=receipt_id) is not None  # signed like any
+        assert consent_queries.get_receipt(s, subject_id=later, receipt_id=receipt_id) is not None  # signed like any
 
 
 def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
@@ -333,7 +334,7 @@ def test_links_of_ended_grants_are_pruned_and_erasure_unlinks(ctx: Context) -> N
     assert set(linked[1:]) == links(ctx)
     later = linked[1]  # a grant that runs out: the sweep prunes its link
     with ctx.db.transaction() as s:
-        consents.renew(
+        changes.renew(
             s,
             subject_id=later,
             grant_id=grant_ids[later],
@@ -448,10 +449,10 @@ def test_a_refusal_does_not_depend_on_which_records_matched(ctx: Context) -> Non
 def test_linkage_grant_needs_one_named_partner(ctx: Context) -> None:
     subjects, _, _ = world(ctx, n=3)
     with ctx.db.transaction() as s, pytest.raises(InvalidInput):
-        consents.grant(
+        changes.grant(
             s,
             subject_id=subjects[0],
-            request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner_category="insurer"),
+            request=changes.GrantRequest(purpose=PURPOSE, dimension="linkage", partner_category="insurer"),
             signer=ctx.keys.signing_key,
         )
 
@@ -561,10 +562,10 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
         linked_ok = set()
         for i, sid in enumerate(w.subjects):
             if i % 2 == 0:
-                consents.grant(
+                changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
                 linked_ok.add(sid)

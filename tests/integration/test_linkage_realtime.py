@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.jobs import contracts
 from dataspace.linkage import service as linkage
@@ -34,10 +34,10 @@ def test_real_time_decisions_see_the_partner_columns_of_linked_customers(ctx: Co
         store_profiles(s, ctx.vault, [(f"c{i:05d}", {"phone": phone(i)}) for i in range(30)], ctx.keys.blind_index)
         for i, sid in enumerate(w.subjects):
             if i % 2 == 0:
-                consents.grant(
+                changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, dimension="linkage", partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
     with ctx.db.transaction() as s:

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.events import service as events
@@ -205,14 +205,14 @@ def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, rece
     # Neighbour 1: one consenting subject withdraws.
     leaver = world.consenting[0]
     with ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
     fewer = _observe(ctx, client, headers, receiver, models)
     # Neighbour 2: back to the first population, with one customer's value changed.
     with ctx.db.transaction() as s:
-        consents.grant(
+        changes.grant(
             s,
             subject_id=leaver,
-            request=consents.GrantRequest(purpose=js.PURPOSE, field=js.FIELDS[0], partner=js.PARTNER),
+            request=changes.GrantRequest(purpose=js.PURPOSE, field=js.FIELDS[0], partner=js.PARTNER),
             signer=ctx.keys.signing_key,
         )
     assert ingest_rows(ctx, [customer_row("c00001", age=88, app_sessions_30d=89, monthly_card_spend=8999.0)]).updated
@@ -306,7 +306,7 @@ def test_partners_get_no_consent_events(ctx: Context, receiver: Receiver) -> Non
         s.add(WebhookSubscription(partner_id=partner_id, url=receiver.url, event_types=["consent.withdrawn"]))
     sid = world.consenting[0]
     with ctx.db.transaction() as s:
-        consents.withdraw(s, subject_id=sid, grant_id=world.grant_ids[sid][0], signer=ctx.keys.signing_key)
+        changes.withdraw(s, subject_id=sid, grant_id=world.grant_ids[sid][0], signer=ctx.keys.signing_key)
     events.deliver_due(ctx.db, ctx.keys, now=utcnow())
     assert receiver.bodies == []
     assert client.get("/v1/partner/webhooks/deliveries", headers=headers).json() == []

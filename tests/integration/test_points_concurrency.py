@@ -14,7 +14,9 @@ from sqlalchemy import func, select
 
 from dataspace.context import Context
 from dataspace.errors import DataspaceError, InsufficientFunds
-from dataspace.points import service as points
+from dataspace.points import invariants
+from dataspace.points import queries as points_queries
+from dataspace.points import redemption as points_redemption
 from dataspace.points.models import PointsPosting, PointsTransaction, Redemption, Reward
 from tests.integration.test_points_service import NOW, give, make_reward, make_subjects
 
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _redeem(ctx: Context, subject_id: int, reward_key: str, key: str) -> str | int:
     try:
         with ctx.db.transaction() as session:
-            return points.redeem(
+            return points_redemption.redeem(
                 session, subject_id=subject_id, reward_key=reward_key, idempotency_key=key, now=NOW
             ).redemption.id
     except DataspaceError as exc:
@@ -44,9 +46,9 @@ def test_200_concurrent_redemptions_against_a_balance_for_10(ctx: Context) -> No
     outcomes = Counter("ok" if isinstance(r, int) else r for r in results)
     assert outcomes == {"ok": 10, InsufficientFunds.__name__: 190}
     with ctx.db.session() as session:
-        assert points.get_summary(session, subject_id=alice, now=NOW).balance == 29
+        assert points_queries.get_summary(session, subject_id=alice, now=NOW).balance == 29
         assert session.scalar(select(Reward.stock)) == 990
-        points.check_invariants(session)
+        invariants.check_invariants(session)
 
 
 def test_concurrent_redemptions_never_oversell_stock(ctx: Context) -> None:
@@ -59,7 +61,7 @@ def test_concurrent_redemptions_never_oversell_stock(ctx: Context) -> None:
     assert all(r == InsufficientFunds.__name__ for r in results if not isinstance(r, int))
     with ctx.db.session() as session:
         assert session.scalar(select(Reward.stock)) == 0
-        points.check_invariants(session)
+        invariants.check_invariants(session)
 
 
 def test_a_race_on_one_idempotency_key_redeems_once(ctx: Context) -> None:
@@ -71,8 +73,8 @@ def test_a_race_on_one_idempotency_key_redeems_once(ctx: Context) -> None:
     assert isinstance(results[0], int)
     with ctx.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Redemption)) == 1
-        assert points.get_summary(session, subject_id=alice, now=NOW).balance == 990
-        points.check_invariants(session)
+        assert points_queries.get_summary(session, subject_id=alice, now=NOW).balance == 990
+        invariants.check_invariants(session)
 
 
 def test_kill_9_during_redemptions_loses_and_duplicates_nothing(ctx: Context) -> None:
@@ -126,13 +128,15 @@ def test_kill_9_during_redemptions_loses_and_duplicates_nothing(ctx: Context) ->
         )
         assert set(per_tx) == {tx for _, _, tx in rows}
         assert set(per_tx.values()) == {2}
-        points.check_invariants(session)
+        invariants.check_invariants(session)
         stock = session.scalar(select(Reward.stock))
         assert stock == 1_000_000 - len(rows)
     # A client that retries an acknowledged key gets the same redemption back and pays nothing.
     some_key = sorted(acked)[0]
     with ctx.db.transaction() as session:
-        again = points.redeem(session, subject_id=alice, reward_key="sticker", idempotency_key=some_key, now=NOW)
+        again = points_redemption.redeem(
+            session, subject_id=alice, reward_key="sticker", idempotency_key=some_key, now=NOW
+        )
     assert again.replayed
     assert again.redemption.id == acked[some_key]
     with ctx.db.session() as session:

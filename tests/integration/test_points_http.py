@@ -9,7 +9,7 @@ import pytest
 
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.points import service as points
+from dataspace.points import earning, invariants
 from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.integration.oauth_server import running_server
 
@@ -23,7 +23,7 @@ def api(ctx: Context) -> Iterator[tuple[httpx.Client, Context]]:
 
 def _earn(ctx: Context, subject_id: int, amount: int, field: str = "income") -> None:
     with ctx.db.transaction() as session:
-        points.award_authorization_bonus(session, subject_id=subject_id, field_key=field, points=amount, now=utcnow())
+        earning.award_authorization_bonus(session, subject_id=subject_id, field_key=field, points=amount, now=utcnow())
 
 
 def test_customer_sees_balance_statement_and_redeems_idempotently(api: tuple[httpx.Client, Context]) -> None:
@@ -79,7 +79,7 @@ def test_customer_sees_balance_statement_and_redeems_idempotently(api: tuple[htt
     assert len(rest["items"]) == 1
     assert rest["next_before"] is None
     with ctx.db.session() as session:
-        points.check_invariants(session)
+        invariants.check_invariants(session)
 
 
 def test_idempotency_key_is_required_and_validated(api: tuple[httpx.Client, Context]) -> None:

@@ -19,7 +19,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.jobs import contracts
 from dataspace.jobs.contracts import ContractProposal
-from dataspace.points import service as points
+from dataspace.points import earning, rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
 from tests.auth_helpers import bearer, issue_token
@@ -109,8 +109,8 @@ def test_redemption_carries_a_fresh_voucher_code_kept_for_replays_and_the_list(
     world = js.build_world(ctx, n=1)
     sid = world.subjects[0]
     with ctx.db.transaction() as s:
-        points.create_reward(s, data=RewardCreate(key="coffee", name="Coffee", cost=5, stock=10))
-        points.award_authorization_bonus(s, subject_id=sid, field_key="income", points=50, now=utcnow())
+        rewards.create_reward(s, data=RewardCreate(key="coffee", name="Coffee", cost=5, stock=10))
+        earning.award_authorization_bonus(s, subject_id=sid, field_key="income", points=50, now=utcnow())
     me = bearer(issue_token(ctx, "customer", subject_id=sid))
     first = client.post("/v1/me/redemptions", json={"reward_key": "coffee"}, headers={**me, "Idempotency-Key": "v-1"})
     assert first.status_code == 201, first.text

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from dataspace.app import create_app
-from dataspace.consents import service as consents
+from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
@@ -129,9 +129,7 @@ def test_consent_decides_who_gets_a_decision_and_the_customer_sees_it(served) ->
 
     # Withdrawal takes effect at the very next request.
     with ctx.db.transaction() as s:
-        consents.withdraw(
-            s, subject_id=consenting, grant_id=world.grant_ids[consenting][1], signer=ctx.keys.signing_key
-        )
+        changes.withdraw(s, subject_id=consenting, grant_id=world.grant_ids[consenting][1], signer=ctx.keys.signing_key)
     after = ask(client, operator, contract_id, "evt-3", subject_id=consenting)
     assert after["outcome"] == "not_permitted"
     assert pool.stats().served == 1

@@ -80,7 +80,9 @@ def test_rewards_redeem_signs_the_customer_in_through_the_browser(
     import webbrowser
 
     from dataspace.db import utcnow
-    from dataspace.points import service as points
+    from dataspace.points import corrections
+    from dataspace.points import queries as points_queries
+    from dataspace.points import rewards as points_rewards
     from dataspace.points.schemas import RewardCreate
     from tests.auth_helpers import TEST_PASSWORD, make_user
 
@@ -90,8 +92,8 @@ def test_rewards_redeem_signs_the_customer_in_through_the_browser(
     user = make_user(ctx, "customer")
     client = make_client(ctx, "customer", public=True, redirect_uris=[f"http://127.0.0.1:{port}/callback"])
     with ctx.db.transaction() as s:
-        points.create_reward(s, data=RewardCreate(key="coffee", name="Coffee voucher", cost=30, stock=5))
-        points.post_correction(
+        points_rewards.create_reward(s, data=RewardCreate(key="coffee", name="Coffee voucher", cost=30, stock=5))
+        corrections.post_correction(
             s, subject_id=user.subject_id, amount=100, reason="welcome", idempotency_key="welcome-1", now=utcnow()
         )
     script = Path(__file__).with_name("scripted_browser.py")
@@ -110,7 +112,7 @@ def test_rewards_redeem_signs_the_customer_in_through_the_browser(
     assert result.exit_code == 0, result.output
     assert "balance 70" in result.output
     with ctx.db.session() as s:
-        assert points.get_summary(s, subject_id=user.subject_id, now=utcnow()).balance == 70
+        assert points_queries.get_summary(s, subject_id=user.subject_id, now=utcnow()).balance == 70
 
 
 def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(

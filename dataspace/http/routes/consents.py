@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 import consent
 from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
-from dataspace.consents import offers, service
+from dataspace.consents import changes, offers, queries, stats
+from dataspace.consents.convert import current_state
 from dataspace.consents.models import ConsentGrant
 from dataspace.consents.schemas import (
     ChangeRead,
@@ -29,20 +30,14 @@ from dataspace.consents.schemas import (
 )
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
-from dataspace.errors import Forbidden, InvalidInput
-from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.errors import InvalidInput
+from dataspace.http.deps import GroupWrites, ReadSession, authorize, current_subject, get_context, subject_of
 from dataspace.http.params import Id
 
 router = APIRouter(tags=["consents"])
 
 
-def _subject(principal: Principal) -> int:
-    if principal.subject_id is None:
-        raise Forbidden()
-    return principal.subject_id
-
-
-def _change(change: service.Change) -> ChangeRead:
+def _change(change: changes.Change) -> ChangeRead:
     return ChangeRead(
         grant=GrantRead.model_validate(change.grant), receipt_id=change.receipt_id, changed=change.changed
     )
@@ -56,10 +51,11 @@ def receipt_keys(ctx: Context = Depends(get_context)) -> dict[str, str]:
 
 @router.get("/v1/me/consents", response_model=MatrixRead)
 def my_matrix(
-    principal: Principal = Depends(authorize("me.consents", "read")),
-    session: Session = Depends(read_session),
-) -> dict[str, Any]:
-    return service.matrix(session, subject_id=_subject(principal))
+    *,
+    subject_id: int = Depends(current_subject("me.consents", "read")),
+    session: ReadSession,
+) -> MatrixRead:
+    return queries.matrix(session, subject_id=subject_id)
 
 
 # Consent changes run through the context's group committer: concurrent changes share one transaction and
@@ -72,30 +68,33 @@ def my_matrix(
     responses={200: {"model": ChangeRead, "description": "This grant was already in force: nothing changed"}},
 )
 async def grant_consent(
+    *,
     body: GrantCreate,
     response: Response,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
+    writes: GroupWrites,
 ) -> ChangeRead:
-    subject_id, request, signer = _subject(principal), service.GrantRequest(**body.model_dump()), ctx.keys.signing_key
+    subject_id, request, signer = subject_of(principal), changes.GrantRequest(**body.model_dump()), ctx.keys.signing_key
     policy = receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
         return _change(
-            service.grant(
+            changes.grant(
                 session, subject_id=subject_id, request=request, signer=signer, actor=principal, policy=policy
             )
         )
 
-    out = await ctx.writes.run(change)
+    out = await writes.run(change)
     response.status_code = status.HTTP_201_CREATED if out.changed else status.HTTP_200_OK
     return out
 
 
 @router.get("/v1/me/offers", response_model=list[OfferRead])
 def my_offers(
+    *,
     _: Principal = Depends(authorize("me.consents", "read")),
-    session: Session = Depends(read_session),
+    session: ReadSession,
 ) -> list[dict[str, Any]]:
     """The partner x purpose offers that exist (proposed or approved contracts in force) and the fields each
     reads: what the consent screen asks the customer about."""
@@ -104,46 +103,50 @@ def my_offers(
 
 @router.get("/v1/me/consents/history", response_model=list[EventRead])
 def my_history(
+    *,
     limit: int = Query(default=100, ge=1, le=500),
     before: int | None = Query(default=None, ge=1, le=MAX_ID, description="Events with a smaller id (paging)."),
-    principal: Principal = Depends(authorize("me.consents", "read")),
-    session: Session = Depends(read_session),
+    subject_id: int = Depends(current_subject("me.consents", "read")),
+    session: ReadSession,
 ) -> list[EventRead]:
-    rows = service.history_view(session, subject_id=_subject(principal), limit=limit, before_id=before)
-    return [EventRead.model_validate(r) for r in rows]
+    return queries.history_view(session, subject_id=subject_id, limit=limit, before_id=before)
 
 
 @router.delete("/v1/me/consents/{grant_id}", response_model=ChangeRead)
 async def withdraw_consent(
+    *,
     grant_id: Id,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
+    writes: GroupWrites,
 ) -> ChangeRead:
-    subject_id, signer, policy = _subject(principal), ctx.keys.signing_key, receipt_policy(ctx.settings)
+    subject_id, signer, policy = subject_of(principal), ctx.keys.signing_key, receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
         return _change(
-            service.withdraw(
+            changes.withdraw(
                 session, subject_id=subject_id, grant_id=grant_id, signer=signer, actor=principal, policy=policy
             )
         )
 
-    return await ctx.writes.run(change)
+    return await writes.run(change)
 
 
 @router.post("/v1/me/consents/{grant_id}/renew", response_model=ChangeRead)
 async def renew_consent(
+    *,
     grant_id: Id,
     body: GrantRenew,
     principal: Principal = Depends(authorize("me.consents", "write")),
     ctx: Context = Depends(get_context),
+    writes: GroupWrites,
 ) -> ChangeRead:
-    subject_id, signer, until = _subject(principal), ctx.keys.signing_key, body.valid_until
+    subject_id, signer, until = subject_of(principal), ctx.keys.signing_key, body.valid_until
     policy = receipt_policy(ctx.settings)
 
     def change(session: Session) -> ChangeRead:
         return _change(
-            service.renew(
+            changes.renew(
                 session,
                 subject_id=subject_id,
                 grant_id=grant_id,
@@ -154,31 +157,33 @@ async def renew_consent(
             )
         )
 
-    return await ctx.writes.run(change)
+    return await writes.run(change)
 
 
 @router.get("/v1/me/receipts/{receipt_id}")
 def my_receipt(
+    *,
     receipt_id: str,
-    principal: Principal = Depends(authorize("me.receipts", "read")),
-    session: Session = Depends(read_session),
+    subject_id: int = Depends(current_subject("me.receipts", "read")),
+    session: ReadSession,
 ) -> Response:
     """The signed receipt exactly as stored (canonical JSON), ready for offline verification."""
-    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
+    row = queries.get_receipt(session, subject_id=subject_id, receipt_id=receipt_id)
     return Response(row.body, media_type="application/json")
 
 
 @router.get("/v1/me/receipts/{receipt_id}/kantara")
 def my_receipt_kantara(
+    *,
     receipt_id: str,
-    principal: Principal = Depends(authorize("me.receipts", "read")),
-    session: Session = Depends(read_session),
+    subject_id: int = Depends(current_subject("me.receipts", "read")),
+    session: ReadSession,
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    row = service.get_receipt(session, subject_id=_subject(principal), receipt_id=receipt_id)
+    row = queries.get_receipt(session, subject_id=subject_id, receipt_id=receipt_id)
     doc: dict[str, Any] = json.loads(row.body)
     grant = session.get(ConsentGrant, row.grant_id)
-    status = service.current_state(grant, utcnow()) if grant is not None else None
+    status = current_state(grant, utcnow()) if grant is not None else None
     kid = doc["signature"]["kid"]
     public = next((base64.b64encode(k.public_bytes).decode() for k in ctx.keys.signing_keys if k.kid == kid), "")
     # The notice the receipt names (older receipts without one: the controller's notice as configured now).
@@ -199,8 +204,8 @@ def consent_stats(
     purpose: list[str] | None = Query(default=None),
     partner: list[str] | None = Query(default=None),
     principal: Principal = Depends(authorize("consents.stats", "read")),
-    session: Session = Depends(read_session),
-) -> dict[str, Any]:
+    session: ReadSession,
+) -> StatsRead:
     end: datetime = until or utcnow()
     start: datetime = since or end - timedelta(days=30)
     if end - start > timedelta(days=3660):
@@ -208,7 +213,7 @@ def consent_stats(
     # Each time point costs one evaluation per purpose x partner: bound the work one request can ask for.
     if (end - start) / timedelta(hours=step_hours) > MAX_STAT_POINTS:
         raise InvalidInput(f"at most {MAX_STAT_POINTS} time points per request; use a larger step_hours")
-    return service.stats(
+    return stats.stats(
         session,
         since=start,
         until=end,

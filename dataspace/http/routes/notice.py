@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import NOTICE_PATH, controller_of
-from dataspace.consents.service import processing_operations
+from dataspace.consents.receipts import processing_operations
 from dataspace.context import Context
 from dataspace.http.deps import get_context, read_session
 from dataspace.http.routes.pages import HEADERS

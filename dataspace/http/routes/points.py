@@ -1,7 +1,7 @@
 """Points and rewards: the customer's balance and statement, the rewards catalog, idempotent redemptions.
 
-Write routes commit inside the handler (not in a yield dependency), so a redemption is durable before
-its response leaves the server: an acknowledged redemption is never lost.
+Writes commit before the response leaves the server (the unit of work, or the group committer for
+redemptions): an acknowledged redemption is never lost.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
-from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
-from dataspace.errors import Forbidden
-from dataspace.http.deps import authorize, get_context, read_session
-from dataspace.points import service as points
+from dataspace.http.deps import GroupWrites, ReadSession, WriteSession, authorize, current_subject, subject_of
+from dataspace.points import queries as points_queries
+from dataspace.points import redemption as points_redemption
+from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import (
     PointsSummary,
     PostingPage,
@@ -41,74 +41,72 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _subject(principal: Principal) -> int:
-    if principal.subject_id is None:
-        raise Forbidden()
-    return principal.subject_id
-
-
 @router.get("/v1/me/points", response_model=PointsSummary)
 def my_points(
-    principal: Principal = Depends(authorize("me.points", "read")),
-    session: Session = Depends(read_session),
+    *,
+    subject_id: int = Depends(current_subject("me.points", "read")),
+    session: ReadSession,
 ) -> PointsSummary:
-    return points.get_summary(session, subject_id=_subject(principal), now=utcnow())
+    return points_queries.get_summary(session, subject_id=subject_id, now=utcnow())
 
 
 @router.get("/v1/me/points/postings", response_model=PostingPage)
 def my_postings(
+    *,
     limit: int = Query(default=50, ge=1, le=200),
     before: int | None = Query(default=None, ge=1, le=MAX_ID, description="The next_before of the previous page."),
-    principal: Principal = Depends(authorize("me.points", "read")),
-    session: Session = Depends(read_session),
+    subject_id: int = Depends(current_subject("me.points", "read")),
+    session: ReadSession,
 ) -> PostingPage:
-    return points.list_postings(session, subject_id=_subject(principal), limit=limit, before=before)
+    return points_queries.list_postings(session, subject_id=subject_id, limit=limit, before=before)
 
 
 @router.get("/v1/rewards", response_model=list[RewardRead])
 def rewards(
+    *,
     include_inactive: bool = Query(default=False, description="Stewards only: also list retired rewards."),
     principal: Principal = Depends(authorize("rewards", "read")),
-    session: Session = Depends(read_session),
+    session: ReadSession,
 ) -> list[RewardRead]:
-    return points.list_rewards(session, include_inactive=include_inactive and principal.role == "steward")
+    return points_rewards.list_rewards(session, include_inactive=include_inactive and principal.role == "steward")
 
 
 @router.post("/v1/rewards", response_model=RewardRead, status_code=status.HTTP_201_CREATED)
 def create_reward(
+    *,
     body: RewardCreate,
     principal: Principal = Depends(authorize("rewards", "write")),
-    ctx: Context = Depends(get_context),
+    session: WriteSession,
 ) -> RewardRead:
-    with ctx.db.transaction() as session:
-        return points.create_reward(session, data=body, actor=principal)
+    return points_rewards.create_reward(session, data=body, actor=principal)
 
 
 @router.patch("/v1/rewards/{key}", response_model=RewardRead)
 def update_reward(
+    *,
     key: str,
     body: RewardUpdate,
     principal: Principal = Depends(authorize("rewards", "write")),
-    ctx: Context = Depends(get_context),
+    session: WriteSession,
 ) -> RewardRead:
-    with ctx.db.transaction() as session:
-        return points.update_reward(session, key=key, data=body, actor=principal)
+    return points_rewards.update_reward(session, key=key, data=body, actor=principal)
 
 
 @router.post("/v1/me/redemptions", response_model=RedemptionRead, status_code=status.HTTP_201_CREATED)
 async def redeem(
+    *,
     body: RedemptionCreate,
     response: Response,
     idempotency_key: IdempotencyKey,
     principal: Principal = Depends(authorize("me.redemptions", "write")),
-    ctx: Context = Depends(get_context),
+    writes: GroupWrites,
 ) -> RedemptionRead:
-    subject_id = _subject(principal)
+    subject_id = subject_of(principal)
 
     # Through the group committer, like consent changes: concurrent redemptions share a COMMIT, and the
     # reward's row lock is taken once per batch.
-    def spend(session: Session) -> points.RedemptionResult:
-        return points.redeem(
+    def spend(session: Session) -> points_redemption.RedemptionResult:
+        return points_redemption.redeem(
             session,
             subject_id=subject_id,
             reward_key=body.reward_key,
@@ -118,7 +116,7 @@ async def redeem(
             actor=principal,
         )
 
-    result = await ctx.writes.run(spend)
+    result = await writes.run(spend)
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return result.redemption
@@ -126,8 +124,9 @@ async def redeem(
 
 @router.get("/v1/me/redemptions", response_model=list[RedemptionRead])
 def my_redemptions(
+    *,
     limit: int = Query(default=50, ge=1, le=200),
-    principal: Principal = Depends(authorize("me.points", "read")),
-    session: Session = Depends(read_session),
+    subject_id: int = Depends(current_subject("me.points", "read")),
+    session: ReadSession,
 ) -> list[RedemptionRead]:
-    return points.list_redemptions(session, subject_id=_subject(principal), limit=limit)
+    return points_queries.list_redemptions(session, subject_id=subject_id, limit=limit)

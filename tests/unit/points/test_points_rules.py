@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dataspace.errors import InvalidInput
-from dataspace.points import service as points
+from dataspace.points import ledger as points_ledger
+from dataspace.points import queries as points_queries
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 AMOUNTS = st.integers(min_value=-(10**12), max_value=10**12)
@@ -26,14 +27,14 @@ class _NoSession:
 def test_postings_that_do_not_sum_to_zero_are_refused(legs: list[tuple[int, int]]) -> None:
     if sum(a for _, a in legs) == 0 and all(a != 0 for _, a in legs):
         return  # balanced: covered by the database tests
-    with pytest.raises(points.UnbalancedTransactionError):
-        points._record(_NoSession(), kind="correction", key="k", legs=legs, reason="", now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(points_ledger.UnbalancedTransactionError):
+        points_ledger.record_transaction(_NoSession(), kind="correction", key="k", legs=legs, reason="", now=NOW)  # type: ignore[arg-type]
 
 
 @given(st.integers(0, 10**9))
 def test_tiers_follow_lifetime_points(earned: int) -> None:
-    tier = points.tier_for(earned)
-    thresholds = dict(points.TIERS)
+    tier = points_queries.tier_for(earned)
+    thresholds = dict(points_queries.TIERS)
     assert earned >= thresholds[tier.name]
     if tier.next_tier is None:
         assert tier.name == "gold"
@@ -42,7 +43,7 @@ def test_tiers_follow_lifetime_points(earned: int) -> None:
 
 
 def test_tier_boundaries() -> None:
-    assert [points.tier_for(n).name for n in (0, 999, 1000, 4999, 5000)] == [
+    assert [points_queries.tier_for(n).name for n in (0, 999, 1000, 4999, 5000)] == [
         "bronze",
         "bronze",
         "silver",
@@ -54,16 +55,16 @@ def test_tier_boundaries() -> None:
 @pytest.mark.parametrize("key", ["", "a b", "é", "x" * 129, "a/b", "k\n"])
 def test_bad_idempotency_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidInput):
-        points._check_idempotency_key(key)
+        points_ledger.check_idempotency_key(key)
 
 
 @given(st.from_regex(r"[A-Za-z0-9_-]{1,128}", fullmatch=True))
 def test_good_idempotency_keys_pass(key: str) -> None:
-    points._check_idempotency_key(key)
+    points_ledger.check_idempotency_key(key)
 
 
 @given(st.text(max_size=20), st.integers(1, 100), st.text(max_size=20), st.integers(1, 100))
 def test_request_hash_identifies_the_body(k1: str, q1: int, k2: str, q2: int) -> None:
-    h1 = points._request_hash({"reward_key": k1, "quantity": q1})
-    h2 = points._request_hash({"quantity": q2, "reward_key": k2})
+    h1 = points_ledger.request_digest({"reward_key": k1, "quantity": q1})
+    h2 = points_ledger.request_digest({"quantity": q2, "reward_key": k2})
     assert (h1 == h2) == ((k1, q1) == (k2, q2))
