@@ -40,12 +40,13 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/ (the script's directory): bench/consent.py is not the package
 
+import _report  # noqa: E402
 from load import Http, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
 
 from dataspace.auth import service as auth  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
 from dataspace.catalog import service as catalog  # noqa: E402
-from dataspace.consents import changes  # noqa: E402
+from dataspace.consents import service as consents  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.db import utcnow  # noqa: E402
 from dataspace.demo.build import CATALOG  # noqa: E402
@@ -85,10 +86,10 @@ def setup(ctx: Context, n: int) -> tuple[int, list[int], str, str]:
             if i % 3 == 0:
                 continue  # a third never consent: their requests are not_permitted
             for field in fields:
-                changes.grant(
+                consents.grant(
                     s,
                     subject_id=sid,
-                    request=changes.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
+                    request=consents.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
     insurer = Principal(
@@ -268,6 +269,7 @@ def main() -> None:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     servers = []
+    server_peaks: list[float] = []
     with bench_database(args.database_url, "dataspace_realtime") as url:
         try:
             settings = Settings(data_dir=tmp, database_url=url, issuer=issuer)
@@ -302,6 +304,7 @@ def main() -> None:
             finally:
                 ctx.close()
         finally:
+            server_peaks = [s.peak_rss_mb() * 1024 for s in servers]
             stop_servers(servers)
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -342,6 +345,23 @@ def main() -> None:
     print(f"  cold sandbox / warm pool round trip         {pct(cold, 0.5) / pct(warm, 0.5):6.0f}x")
     print(f"  warm pool round trip / bare onnxruntime     {pct(warm, 0.5) / pct(floor, 0.5):6.0f}x")
     print(f"  warm end-to-end decision / bare onnxruntime {e2e / pct(floor, 0.5):6.0f}x")
+    print("\nagainst the floor (bare onnxruntime session.run on the same input, p50 per decision):")
+    _report.difference(
+        "warm path per decision (WarmPool.decide round trip)",
+        pct(warm, 0.5) * 1e3,
+        pct(floor, 0.5) * 1e3,
+        unit="ms",
+        target=2.0,
+        floor_name="bare session.run",
+    )
+    _report.difference(
+        "warm decision end to end (HTTP, consent, storage, ledger)",
+        e2e * 1e3,
+        pct(floor, 0.5) * 1e3,
+        unit="ms",
+        floor_name="bare session.run",
+    )
+    _report.peak_rss(**{f"server {i}": kib for i, kib in enumerate(server_peaks)})
 
 
 if __name__ == "__main__":
