@@ -59,6 +59,8 @@ from sqlalchemy import create_engine, func, select, text, update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import _report  # noqa: E402
+
 from bench.jobs import GRANT_SHARE, PARTNER, generate, prepare_job  # noqa: E402
 from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.context import Context  # noqa: E402
@@ -332,8 +334,8 @@ def _mib(kib: int) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
 
-def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> bool:
-    """Workers, dispatch, wait, report. Returns whether every check passed."""
+def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> tuple[bool, float]:
+    """Workers, dispatch, wait, report. Returns whether every check passed, and the job's end-to-end seconds."""
     queue_name = f"dataspace-bench-{uuid.uuid4().hex[:12]}"
     log_dir = directory / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -530,12 +532,12 @@ def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> boo
     db.dispose()
     if problems:
         print("FAILED: " + "; ".join(problems) + f" (worker logs in {log_dir})")
-        return False
+        return False, end_to_end
     exact = "decisions == eligible" if decisions == eligible else f"decisions == eligible - {suppressed} k-suppressed"
     print(
         f"OK: job and its {len(shards)} shards succeeded; shards partition the eligible; {exact}; 1 ledger entry each"
     )
-    return True
+    return True, end_to_end
 
 
 def main() -> None:
@@ -551,6 +553,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds from dispatch to the job's end")
     parser.add_argument("--points", action="store_true", help="also wait for (and time) the usage-point credits")
     parser.add_argument("--k", type=int, help="the contract's k_min (default: bench/jobs.py's, 10)")
+    parser.add_argument(
+        "--no-speedup",
+        action="store_true",
+        help="skip the baseline: by default the same job first runs on 1 worker, for the speed-up of --workers",
+    )
     args = parser.parse_args()
     print(
         f"{args.n:,} subjects ({GRANT_SHARE:.0%} consenting), {args.workers} workers, shards of "
@@ -591,14 +598,41 @@ def main() -> None:
             t = time.perf_counter()
             vacuum_analyze(url)
             timings["vacuum analyze"] = time.perf_counter() - t
+
+        def new_job() -> int:
+            job_id = prepare_job(directory, url)
+            if args.k is not None:
+                set_k(url, job_id, args.k)
+            return job_id
+
         t = time.perf_counter()
-        job_id = prepare_job(directory, url)
-        if args.k is not None:
-            set_k(url, job_id, args.k)
+        job_id = new_job()
         timings["contract + model + job"] = time.perf_counter() - t
         setup = time.perf_counter() - t_setup
         print(f"setup: {setup:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
-        ok = run(args, url, directory, job_id)
+        baseline: float | None = None
+        one_ok = True
+        if args.workers > 1 and not args.no_speedup:
+            # First (so the database it grows slows the measured run, not the baseline): the same job, 1 worker.
+            print(f"\n--- baseline: a job of the same contract terms on 1 worker (then {args.workers} workers) ---")
+            one_ok, baseline = run(argparse.Namespace(**{**vars(args), "workers": 1}), url, directory, job_id)
+            job_id = new_job()
+            print(f"\n--- the job on {args.workers} workers ---")
+        ok, seconds = run(args, url, directory, job_id)
+        ok = ok and one_ok
+        if baseline is not None and ok:
+            print()
+            _report.compare(
+                f"job end to end on {args.workers} workers (subjects/s)",
+                args.n / seconds,
+                args.n / baseline,
+                unit="subjects/s",
+                better="higher",
+                target=1.6 if args.workers == 2 else None,
+                floor_name="on 1 worker",
+            )
+            _report.value(f"speed-up of {args.workers} workers over 1", baseline / seconds, unit="x", target=">= 1.6x")
+        _report.peak_rss("peak RSS (this process; workers' above)")
     finally:
         if created is not None:
             _admin(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
