@@ -7,6 +7,7 @@ import { accessToken, completeSignIn, currentSession, signIn, signOut } from "/s
 import { intervalBars } from "/static/charts.js";
 import { currentLang, fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs } from "/static/ui.js";
+import { rangeQuery, renderDeliveries, renderReleases } from "/steward/collab.js";
 
 const CLIENT_ID = "partner-view";
 const $ = (id) => document.getElementById(id);
@@ -421,8 +422,36 @@ const showBudget = guard(() => $("budget"), async () => {
   })));
 });
 
+// --- collaboration dashboard ------------------------------------------------------------------------------
+const releaseNumbers = guard(() => $("collab-status"), async (contractId, button) => {
+  const group = state.collab.customer_numbers.find((g) => g.contract_id === contractId);
+  const left = group.epsilon_remaining;
+  const enough = left === null || left + 1e-9 >= group.release_epsilon;
+  const ok = await confirmSpend(
+    t("collab.confirm", { eps: eps(group.release_epsilon) }),
+    left === null ? "" : enough ? t("partner.confirm.left", { left: eps(left), after: eps(Math.max(0, left - group.release_epsilon)) }) : t("partner.confirm.short", { left: eps(left) }),
+    t("collab.release", { eps: eps(group.release_epsilon) }),
+    enough);
+  if (!ok) return;
+  button.disabled = true;
+  await api(`/v1/partner/collaboration/${contractId}/releases`, { method: "POST" });
+  await showCollab();
+  announce(t("collab.released"));
+});
+
+const showCollab = guard(() => $("collab-status"), async () => {
+  clear($("collab-status"));
+  const data = await api(`/v1/partner/collaboration?${rangeQuery($("collab-range").value)}`);
+  state.collab = data;
+  $("collab-deliveries").replaceChildren();
+  $("collab-releases").replaceChildren();
+  renderDeliveries($("collab-deliveries"), data, { showPartner: false });
+  if (!data.customer_numbers.length) $("collab-releases").append(h("p", { class: "muted" }, t("collab.noDecisionContracts")));
+  for (const group of data.customer_numbers) renderReleases($("collab-releases"), group, releaseNumbers);
+});
+
 // --- wiring ---------------------------------------------------------------------------------------------
-const loaders = { contracts: showContracts, propose: showPropose, models: showModels, jobs: showJobs, budget: showBudget };
+const loaders = { contracts: showContracts, propose: showPropose, models: showModels, jobs: showJobs, budget: showBudget, collab: showCollab };
 
 function view(signedIn, message) {
   $("signin").hidden = signedIn;
@@ -445,6 +474,7 @@ async function main() {
   $("propose-form").addEventListener("submit", propose);
   $("upload-form").addEventListener("submit", upload);
   $("job-form").addEventListener("submit", submitJob);
+  $("collab-range").addEventListener("change", showCollab);
   for (const radio of document.querySelectorAll("input[name=p-kind]")) radio.addEventListener("change", toggleDecisionKind);
   document.addEventListener("signedout", () => view(false, t("error.signedOut")));
   const select = setupTabs($("tabs"), (name) => { state.tab = name; loaders[name](); });

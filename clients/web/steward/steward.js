@@ -4,6 +4,7 @@ import { api } from "/static/api.js";
 import { completeSignIn, currentSession, signIn, signOut } from "/static/auth.js";
 import { currentLang, fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs } from "/static/ui.js";
+import { rangeQuery, renderDeliveries, renderLoop } from "/steward/collab.js";
 
 const CLIENT_ID = "steward-console";
 const SCOPE = "catalog admin audit";
@@ -402,7 +403,18 @@ const addPartner = guard(() => $("partner-status"), async (event) => {
   $("partner-status").replaceChildren(h("p", { class: "ok", role: "status" }, t("steward.partners.added")));
 });
 
-const loaders = { contracts: loadContracts, models: loadModels, budgets: loadBudgets, manual: loadManual, jobs: loadJobs, requests: loadRequests };
+// --- collaboration dashboard ------------------------------------------------------------------------------
+const loadCollab = guard(() => $("collab-status"), async () => {
+  clear($("collab-status"));
+  const data = await api(`/v1/steward/collaboration?${rangeQuery($("collab-range").value)}`);
+  $("collab-deliveries").replaceChildren();
+  $("collab-loop").replaceChildren();
+  renderDeliveries($("collab-deliveries"), data);
+  renderLoop($("collab-loop"), data);
+  announce(t("collab.loaded"));
+});
+
+const loaders = { contracts: loadContracts, models: loadModels, budgets: loadBudgets, manual: loadManual, jobs: loadJobs, requests: loadRequests, collab: loadCollab };
 
 function view(signedIn, message) {
   $("signin").hidden = signedIn;
@@ -419,6 +431,8 @@ async function main() {
   $("c-status").addEventListener("change", loadContracts);
   $("j-status").addEventListener("change", loadJobs);
   $("jobs-refresh").addEventListener("click", loadJobs);
+  $("collab-range").addEventListener("change", loadCollab);
+  $("collab-refresh").addEventListener("click", loadCollab);
   $("budget-form").addEventListener("submit", saveBudget);
   $("b-partner").addEventListener("change", showCurrentBudget);
   $("b-purpose").addEventListener("change", showCurrentBudget);
