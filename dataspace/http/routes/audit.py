@@ -16,7 +16,7 @@ from dataspace.audit.search import list_actions, search_events
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
-from dataspace.http.deps import authorize, get_context, read_session
+from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import MAX_INDEX, SubjectFilter
 from dataspace.tlog import cosigning
 from dataspace.tlog import export as tlog_export
@@ -105,24 +105,25 @@ def actions(
     },
 )
 def export(
+    *,
     request: Request,
     format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
     log: str = Query("audit", pattern=LOG_PATTERN),
     principal: Principal = Depends(authorize("audit", "read")),
     ctx: Context = Depends(get_context),
+    session: WriteSession,
 ) -> StreamingResponse:
     tlog.sequence(ctx, log)
     cosigning.publish(ctx, log)  # the export's checkpoint carries the witnesses' cosignatures
-    with ctx.db.transaction() as session:
-        cp = tlog.latest_checkpoint(session, log=log)
-        record_event(
-            session,
-            actor=principal,
-            action="audit.export",
-            target=f"log:{log}",
-            request_id=getattr(request.state, "request_id", None),
-            details={"format": format, "size": cp.size if cp else 0},
-        )
+    cp = tlog.latest_checkpoint(session, log=log)
+    record_event(
+        session,
+        actor=principal,
+        action="audit.export",
+        target=f"log:{log}",
+        request_id=getattr(request.state, "request_id", None),
+        details={"format": format, "size": cp.size if cp else 0},
+    )
     if cp is None:
         raise NotFound(f"the {log} log is empty")
 

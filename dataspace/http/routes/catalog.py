@@ -12,7 +12,7 @@ from dataspace.catalog import service
 from dataspace.catalog.models import Field
 from dataspace.catalog.promise import declared, shared_as
 from dataspace.catalog.schemas import CatalogDocument, FieldIn, FieldRead, FieldUpdate, PartnerIn, PurposeIn
-from dataspace.http.deps import authorize, read_session, unit_of_work
+from dataspace.http.deps import WriteSession, authorize, read_session
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -73,7 +73,7 @@ def field_history(
 @router.post("/catalog/fields", response_model=FieldRead, status_code=201)
 def create_field(
     spec: FieldIn,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     return _field(service.create_field(session, spec, actor=principal))
@@ -83,7 +83,7 @@ def create_field(
 def update_field(
     key: str,
     changes: FieldUpdate,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     return _field(service.update_field(session, key, changes, actor=principal))
@@ -92,7 +92,7 @@ def update_field(
 @router.delete("/catalog/fields/{key}", response_model=FieldRead)
 def retire_field(
     key: str,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> FieldRead:
     """Retire a field: it takes no new data and leaves the manual, but keeps its history."""
@@ -120,7 +120,7 @@ def list_purposes(
 @router.post("/catalog/purposes", status_code=201)
 def upsert_purpose(
     spec: PurposeIn,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> dict[str, str]:
     purpose = service.upsert_purpose(session, spec)
@@ -130,7 +130,7 @@ def upsert_purpose(
 @router.post("/catalog/load")
 def load_catalog(
     doc: CatalogDocument,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("catalog", "write")),
 ) -> dict[str, int]:
     """Load a whole catalog document (all or nothing)."""
@@ -158,7 +158,7 @@ def list_partners(
 @router.post("/partners", status_code=201)
 def upsert_partner(
     spec: PartnerIn,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("partners", "write")),
 ) -> dict[str, str]:
     partner = service.upsert_partner(session, spec)

@@ -18,8 +18,8 @@ from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
-from dataspace.errors import Forbidden, InvalidInput, NotFound
-from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.errors import InvalidInput, NotFound
+from dataspace.http.deps import WriteSession, authorize, get_context, read_session, subject_of
 from dataspace.subjects.models import SubjectProfile
 from dataspace.subjects.store import read_profile
 from dataspace.vault import DecryptionError
@@ -28,25 +28,19 @@ router = APIRouter(prefix="/v1", tags=["compliance"])
 CONFIRMATION = "erase my data"
 
 
-def _me(principal: Principal) -> int:
-    if principal.subject_id is None:
-        raise Forbidden()
-    return principal.subject_id
-
-
 @router.get(
     "/me/export",
     response_class=StreamingResponse,
     responses={200: {"content": {export.MEDIA_TYPE: {}}, "description": "JSON Lines; see the README."}},
 )
 def export_my_data(
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("me.export", "read")),
 ) -> StreamingResponse:
     """Everything held about me (GDPR art. 15/20), streamed as JSON Lines: a header line, one line per
     record tagged with its section, and a manifest line with each section's count and SHA-256."""
-    subject_id = _me(principal)
+    subject_id = subject_of(principal)
     service.log_access_request(session, subject_id=subject_id, actor=principal, export_format=export.FORMAT)
     return StreamingResponse(
         export.stream_export(ctx, subject_id),
@@ -74,7 +68,7 @@ def my_profile(
     principal: Principal = Depends(authorize("me.export", "read")),
 ) -> ProfileRead:
     """What we hold about me: my own values, field by field (the same values the export carries)."""
-    subject_id = _me(principal)
+    subject_id = subject_of(principal)
     try:
         values = read_profile(session, ctx.vault, subject_id)
     except (NotFound, DecryptionError):  # erased (shredded) or never ingested: nothing is held
@@ -85,15 +79,16 @@ def my_profile(
 
 @router.delete("/me")
 def erase_me(
+    *,
     confirm: str = Query(..., description=f"must be exactly '{CONFIRMATION}'"),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("me.erasure", "write")),
 ) -> dict[str, Any]:
     """Erase my account: withdraw every consent, crypto-shred my data, disable my sign-in."""
     if confirm != CONFIRMATION:
         raise InvalidInput(f"to erase your account, confirm with '{CONFIRMATION}'")
-    subject_id = _me(principal)
+    subject_id = subject_of(principal)
     receipts: list[str] = []
     outcome = service.erase_subject(ctx, session, subject_id=subject_id, actor=principal, receipts=receipts)
     request = session.scalars(

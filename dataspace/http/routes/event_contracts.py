@@ -21,7 +21,7 @@ from dataspace.errors import Forbidden
 from dataspace.events import contracts, delivery, spec
 from dataspace.events.contract_models import EventContract, EventDelivery
 from dataspace.events.publish import Published, list_events, publish
-from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import Id
 
 router = APIRouter(prefix="/v1", tags=["event contracts"])
@@ -124,7 +124,7 @@ def _add_registry(prefix: str, obj: str) -> None:
     @router.post(f"{prefix}/event-contracts", status_code=201, name=f"propose_event_contract{prefix}")
     def propose_contract(
         body: EventContractIn,
-        session: Session = Depends(unit_of_work, scope="function"),
+        session: WriteSession,
         principal: Principal = Depends(authorize(obj, "write")),
     ) -> dict[str, Any]:
         """Propose a contract version; the first of a type is N.0.0; a compatible change of an approved
@@ -148,7 +148,7 @@ def _add_registry(prefix: str, obj: str) -> None:
     @router.post(f"{prefix}/event-contracts/{{contract_id}}/approve", name=f"approve_event_contract{prefix}")
     def approve_contract(
         contract_id: Id,
-        session: Session = Depends(unit_of_work, scope="function"),
+        session: WriteSession,
         principal: Principal = Depends(authorize(obj, "write")),
     ) -> dict[str, Any]:
         return _read(contracts.approve(session, principal=principal, contract_id=contract_id))
@@ -156,7 +156,7 @@ def _add_registry(prefix: str, obj: str) -> None:
     @router.post(f"{prefix}/event-contracts/{{contract_id}}/reject", name=f"reject_event_contract{prefix}")
     def reject_contract(
         contract_id: Id,
-        session: Session = Depends(unit_of_work, scope="function"),
+        session: WriteSession,
         principal: Principal = Depends(authorize(obj, "write")),
     ) -> dict[str, Any]:
         return _read(contracts.reject(session, principal=principal, contract_id=contract_id))
@@ -189,13 +189,19 @@ _add_registry("/partner", "partner.event_contracts")
 
 
 def _published(
-    request: Request, ctx: Context, principal: Principal, body: dict[str, Any], background: BackgroundTasks
+    request: Request,
+    ctx: Context,
+    session: Session,
+    *,
+    principal: Principal,
+    body: dict[str, Any],
+    background: BackgroundTasks,
 ) -> JSONResponse:
-    with ctx.db.transaction() as session:
-        result: Published = publish(session, ctx.keys, principal=principal, body=body)
-        answer = result.as_dict()
-        delivery_ids = [d.id for d in result.deliveries]
-        subject_id = result.event.subject_id
+    result: Published = publish(session, ctx.keys, principal=principal, body=body)
+    answer = result.as_dict()
+    delivery_ids = [d.id for d in result.deliveries]
+    subject_id = result.event.subject_id
+    session.commit()  # the decisions below read the stored event
     # Committed: acknowledged now. Deliver at once (the periodic dispatcher picks up whatever this misses).
     if delivery_ids:
         background.add_task(delivery.deliver_due, ctx.db, ctx.keys, delivery_ids=delivery_ids)
@@ -214,16 +220,18 @@ def _published(
 
 @router.post("/events", status_code=201, responses={200: {"description": "The same event, already stored."}})
 def publish_operator_event(
+    *,
     request: Request,
     background: BackgroundTasks,
     body: dict[str, Any] = Body(...),
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("events", "write")),
+    session: WriteSession,
 ) -> JSONResponse:
     """Publish one business event as the operator: ``{id, type, version?, occurred_at, customer_ref?, data}``.
     201 when stored, 200 for the same id and body again, 409 for the same id with another body, 422 listing
     every violation of the contract. Decisions it triggers are in ``decisions`` (operator only)."""
-    return _published(request, ctx, principal, body, background)
+    return _published(request, ctx, session, principal=principal, body=body, background=background)
 
 
 @router.get("/events")
@@ -255,20 +263,22 @@ def operator_feed(
 
 @router.post("/partner/events", status_code=201, responses={200: {"description": "The same event, already stored."}})
 def publish_partner_event(
+    *,
     request: Request,
     background: BackgroundTasks,
     body: dict[str, Any] = Body(...),
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("partner.events", "write")),
+    session: WriteSession,
 ) -> JSONResponse:
     """Publish one business event the partner produces under an approved contract (no customer data)."""
-    return _published(request, ctx, principal, body, background)
+    return _published(request, ctx, session, principal=principal, body=body, background=background)
 
 
 @router.post("/partner/event-subscriptions", status_code=201)
 def subscribe(
     body: SubscriptionIn,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> dict[str, Any]:
@@ -329,7 +339,7 @@ def list_deliveries(
 @router.post("/event-deliveries/{delivery_id}/replay")
 def replay_delivery(
     delivery_id: Id,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("event_deliveries", "write")),
 ) -> dict[str, Any]:
     """Queue a dead-lettered (or delivered) event for this consumer again: same id, same consented copy."""

@@ -13,7 +13,7 @@ from dataspace.context import Context
 from dataspace.errors import Forbidden, NotFound
 from dataspace.events import service
 from dataspace.events.schemas import DELIVERY, all_schemas
-from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import Id, Version
 from dataspace.jobs.outcomes import ReleaseSchedule
 
@@ -48,7 +48,7 @@ def _partner(principal: Principal) -> int:
 @router.post("/partner/webhooks", status_code=201)
 def subscribe(
     body: SubscriptionIn,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def subscriptions(
 @router.delete("/partner/webhooks/{subscription_id}", status_code=204)
 def unsubscribe(
     subscription_id: Id,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> None:
     service.unsubscribe(session, partner_id=_partner(principal), subscription_id=subscription_id)
@@ -110,7 +110,7 @@ def deliveries(
 @router.post("/partner/webhooks/deliveries/{delivery_id}/replay")
 def replay(
     delivery_id: Id,
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> dict[str, Any]:
     d = service.replay(session, partner_id=_partner(principal), delivery_id=delivery_id)

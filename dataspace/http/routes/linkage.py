@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import Forbidden, NotFound
-from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.errors import NotFound
+from dataspace.http.deps import WriteSession, authorize, current_subject, get_context, read_session
 from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts
 from dataspace.linkage import service
@@ -29,9 +29,10 @@ def _limit() -> int:
 
 @router.put("/v1/partner/linkage/declarations", response_model=DeclarationRead)
 def declare_columns(
+    *,
     body: DeclarationCreate,
     principal: Principal = Depends(authorize("partner.contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> DeclarationRead:
     """Declare the partner columns of a proposed contract (stewards approve them with it)."""
     row = service.declare(
@@ -72,10 +73,11 @@ def contract_declaration(
 
 @router.post("/v1/partner/linkage", response_model=LinkageRead, status_code=status.HTTP_201_CREATED)
 def start_linkage(
+    *,
     body: LinkageCreate,
     principal: Principal = Depends(authorize("partner.contracts", "write")),
     ctx: Context = Depends(get_context),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> LinkageRead:
     row = service.start(
         session,
@@ -111,34 +113,35 @@ def linkage_message(
     return Response(content=data, media_type="application/octet-stream")
 
 
-def _complete(ctx: Context, principal: Principal, contribution_id: int, data: bytes, limit: int) -> LinkageRead:
-    with ctx.db.transaction() as session:
-        outcome = service.complete(
-            session, ctx.keys, principal=principal, contribution_id=contribution_id, reply=data, max_bytes=limit
-        )
-        return LinkageRead.of(outcome.contribution)
+def _complete(
+    ctx: Context, session: Session, *, principal: Principal, contribution_id: int, data: bytes, limit: int
+) -> LinkageRead:
+    outcome = service.complete(
+        session, ctx.keys, principal=principal, contribution_id=contribution_id, reply=data, max_bytes=limit
+    )
+    return LinkageRead.of(outcome.contribution)
 
 
 @router.put("/v1/partner/linkage/{contribution_id}/reply", response_model=LinkageRead)
 async def linkage_reply(
+    *,
     contribution_id: Id,
     request: Request,
     principal: Principal = Depends(authorize("partner.contracts", "write")),
     ctx: Context = Depends(get_context),
+    session: WriteSession,
 ) -> LinkageRead:
     """Message 2 (``application/octet-stream``, the format of ``clients.sdk._psi.encode_reply``)."""
     limit = _limit()
     data = await read_body(request, limit, "reply")
-    return await run_in_threadpool(_complete, ctx, principal, contribution_id, data, limit)
+    return await run_in_threadpool(
+        _complete, ctx, session, principal=principal, contribution_id=contribution_id, data=data, limit=limit
+    )
 
 
 @router.get("/v1/me/linkage", response_model=MyLinkageRead)
 def my_links(
-    principal: Principal = Depends(authorize("me.consents", "read")),
+    subject_id: int = Depends(current_subject("me.consents", "read")),
     session: Session = Depends(read_session),
 ) -> MyLinkageRead:
-    if principal.subject_id is None:
-        raise Forbidden()
-    return MyLinkageRead(
-        offers=service.offers(session), links=service.links_of(session, subject_id=principal.subject_id)
-    )
+    return MyLinkageRead(offers=service.offers(session), links=service.links_of(session, subject_id=subject_id))

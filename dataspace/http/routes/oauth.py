@@ -20,7 +20,7 @@ from dataspace.auth.models import OAuthClient
 from dataspace.auth.server import metadata
 from dataspace.auth.tokens import jwks
 from dataspace.context import Context
-from dataspace.http.deps import get_context, unit_of_work
+from dataspace.http.deps import WriteSession, get_context
 from dataspace.http.oauth import (
     OAUTH_PARAMS,
     FastAPIAuthorizationServer,
@@ -64,10 +64,11 @@ def json_web_key_set(ctx: Context = Depends(get_context)) -> JSONResponse:
 
 @router.post("/oauth/token")
 def token(
+    *,
     request: Request,
     form: FormData = Depends(read_form),
     ctx: Context = Depends(get_context),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> Response:
     response: Response = _server(ctx, session).create_token_response(_oauth_request(request, form, ctx))
     return response
@@ -75,10 +76,11 @@ def token(
 
 @router.post("/oauth/revoke")
 def revoke(
+    *,
     request: Request,
     form: FormData = Depends(read_form),
     ctx: Context = Depends(get_context),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> Response:
     response: Response = _server(ctx, session).create_endpoint_response(
         "revocation", _oauth_request(request, form, ctx)
@@ -88,10 +90,11 @@ def revoke(
 
 @router.post("/oauth/introspect")
 def introspect(
+    *,
     request: Request,
     form: FormData = Depends(read_form),
     ctx: Context = Depends(get_context),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> Response:
     response: Response = _server(ctx, session).create_endpoint_response(
         "introspection", _oauth_request(request, form, ctx)
@@ -168,9 +171,7 @@ def _rejected(server: FastAPIAuthorizationServer, oauth_request: FastAPIOAuth2Re
 
 
 @router.get("/oauth/authorize")
-def authorize_page(
-    request: Request, ctx: Context = Depends(get_context), session: Session = Depends(unit_of_work, scope="function")
-) -> Response:
+def authorize_page(*, request: Request, ctx: Context = Depends(get_context), session: WriteSession) -> Response:
     server = _server(ctx, session)
     oauth_request = _oauth_request(request, {}, ctx)
     try:
@@ -182,10 +183,11 @@ def authorize_page(
 
 @router.post("/oauth/authorize")
 def authorize_submit(
+    *,
     request: Request,
     form: FormData = Depends(read_form),
     ctx: Context = Depends(get_context),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> Response:
     server = _server(ctx, session)
     oauth_request = _oauth_request(request, form, ctx)

@@ -15,7 +15,7 @@ from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
 from dataspace.errors import Forbidden
-from dataspace.http.deps import authorize, get_context, read_session, unit_of_work
+from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
@@ -48,9 +48,10 @@ def _partner(principal: Principal) -> int:
 # --- contracts ------------------------------------------------------------------------------------------
 @router.post("/v1/partner/contracts", response_model=ContractRead, status_code=status.HTTP_201_CREATED)
 def propose_contract(
+    *,
     body: ContractCreate,
     principal: Principal = Depends(authorize("partner.contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ContractRead:
     contract = contracts.propose(
         session,
@@ -113,9 +114,10 @@ def all_contracts(
 
 @router.post("/v1/contracts/{contract_id}/approve", response_model=ContractStewardRead)
 def approve_contract(
+    *,
     contract_id: Id,
     principal: Principal = Depends(authorize("contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ContractStewardRead:
     contracts.approve(session, principal=principal, contract_id=contract_id)
     return _steward_view(session, contract_id)
@@ -123,10 +125,11 @@ def approve_contract(
 
 @router.post("/v1/contracts/{contract_id}/reject", response_model=ContractStewardRead)
 def reject_contract(
+    *,
     contract_id: Id,
     body: ContractDecision | None = None,
     principal: Principal = Depends(authorize("contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ContractStewardRead:
     contracts.reject(session, principal=principal, contract_id=contract_id, reason=body.reason if body else "")
     return _steward_view(session, contract_id)
@@ -134,10 +137,11 @@ def reject_contract(
 
 @router.post("/v1/contracts/{contract_id}/revoke", response_model=ContractStewardRead)
 def revoke_contract(
+    *,
     contract_id: Id,
     body: ContractDecision | None = None,
     principal: Principal = Depends(authorize("contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ContractStewardRead:
     contracts.revoke(session, principal=principal, contract_id=contract_id, reason=body.reason if body else "")
     return _steward_view(session, contract_id)
@@ -145,9 +149,10 @@ def revoke_contract(
 
 @router.put("/v1/privacy-budgets", response_model=BudgetRead)
 def set_budget(
+    *,
     body: BudgetUpdate,
     principal: Principal = Depends(authorize("contracts", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> BudgetRead:
     b = contracts.set_budget(
         session,
@@ -166,24 +171,24 @@ def set_budget(
 
 
 # --- models ---------------------------------------------------------------------------------------------
-def _upload(ctx: Context, principal: Principal, contract_id: int, kind: str, data: bytes) -> ModelRead:
-    with ctx.db.transaction() as session:
-        model = uploads.upload(session, principal=principal, contract_id=contract_id, kind=kind, data=data)
-        return ModelRead.of(model)
+def _upload(session: Session, principal: Principal, contract_id: int, kind: str, data: bytes) -> ModelRead:
+    model = uploads.upload(session, principal=principal, contract_id=contract_id, kind=kind, data=data)
+    return ModelRead.of(model)
 
 
 @router.post("/v1/partner/models", response_model=ModelRead, status_code=status.HTTP_201_CREATED)
 async def upload_model(
+    *,
     request: Request,
     contract_id: int = Query(ge=1, le=MAX_ID),
     kind: str = Query(default="onnx", pattern="^(onnx|python)$"),
     principal: Principal = Depends(authorize("partner.models", "write")),
-    ctx: Context = Depends(get_context),
+    session: WriteSession,
 ) -> ModelRead:
     """The model is the raw request body (``application/octet-stream``)."""
     limit = uploads.MAX_ONNX_BYTES if kind == "onnx" else uploads.MAX_PYTHON_BYTES
     data = await read_body(request, limit, "model")
-    return await run_in_threadpool(_upload, ctx, principal, contract_id, kind, data)
+    return await run_in_threadpool(_upload, session, principal, contract_id, kind, data)
 
 
 @router.get("/v1/partner/models", response_model=list[ModelRead])
@@ -204,9 +209,10 @@ def all_models(
 
 @router.post("/v1/models/{model_id}/approve", response_model=ModelRead)
 def approve_model(
+    *,
     model_id: Id,
     principal: Principal = Depends(authorize("models", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ModelRead:
     return ModelRead.of(uploads.approve(session, principal=principal, model_id=model_id))
 
@@ -214,9 +220,10 @@ def approve_model(
 # --- jobs -----------------------------------------------------------------------------------------------
 @router.post("/v1/partner/jobs", response_model=JobRead, status_code=status.HTTP_202_ACCEPTED)
 def submit_job(
+    *,
     body: JobCreate,
     principal: Principal = Depends(authorize("partner.jobs", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
 ) -> JobRead:
     """Queue a job; it pays its contract's ``epsilon_per_release`` now, whatever its outcome."""
@@ -248,9 +255,10 @@ def my_job(
 
 @router.post("/v1/partner/jobs/{job_id}/cancel", response_model=JobRead)
 def cancel_job(
+    *,
     job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
 ) -> JobRead:
     schedule = ReleaseSchedule.of(ctx.settings)
@@ -260,9 +268,10 @@ def cancel_job(
 
 @router.get("/v1/partner/jobs/{job_id}/results", response_model=ReleaseRead)
 def job_results(
+    *,
     job_id: Id,
     principal: Principal = Depends(authorize("partner.jobs", "read")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
     ctx: Context = Depends(get_context),
 ) -> ReleaseRead:
     """The DP aggregate (paid when the job was submitted): computed once, the same numbers afterwards."""

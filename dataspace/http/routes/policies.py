@@ -9,7 +9,7 @@ from dataspace.audit import record_event
 from dataspace.auth import policy
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.http.deps import authorize, get_context
+from dataspace.http.deps import WriteSession, after_commit, authorize, get_context
 
 router = APIRouter(prefix="/v1/admin/policies", tags=["admin"])
 
@@ -29,31 +29,33 @@ class PolicyRuleCreate(BaseModel):
 
 @router.get("")
 def list_policy_rules(
-    ctx: Context = Depends(get_context), principal: Principal = Depends(authorize("admin.policies", "read"))
+    *,
+    principal: Principal = Depends(authorize("admin.policies", "read")),
+    session: WriteSession,  # the first read stores the default policy
 ) -> list[PolicyRuleRead]:
-    with ctx.db.transaction() as session:
-        rules = policy.list_rules(session=session)
+    rules = policy.list_rules(session=session)
     return [PolicyRuleRead(ptype=p, role=a, obj=b, act=c) for p, a, b, c in rules]
 
 
 @router.post("", status_code=201)
 def add_policy_rule(
+    *,
     body: PolicyRuleCreate,
     request: Request,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("admin.policies", "write")),
+    session: WriteSession,
 ) -> PolicyRuleRead:
-    with ctx.db.transaction() as session:
-        policy.add_rule(session=session, role=body.role, obj=body.obj, act=body.act)
-        record_event(
-            session,
-            actor=principal,
-            action="policy.rule_added",
-            target=f"{body.obj}:{body.act}",
-            request_id=getattr(request.state, "request_id", None),
-            details={"role": body.role},
-        )
-    policy.authorizer_for(ctx, ctx.db).invalidate()
+    policy.add_rule(session=session, role=body.role, obj=body.obj, act=body.act)
+    record_event(
+        session,
+        actor=principal,
+        action="policy.rule_added",
+        target=f"{body.obj}:{body.act}",
+        request_id=getattr(request.state, "request_id", None),
+        details={"role": body.role},
+    )
+    after_commit(session, policy.authorizer_for(ctx, ctx.db).invalidate)  # the next check reads the new rules
     return PolicyRuleRead(ptype="p", role=body.role, obj=body.obj, act=body.act)
 
 
@@ -66,15 +68,15 @@ def remove_policy_rule(
     request: Request,
     ctx: Context = Depends(get_context),
     principal: Principal = Depends(authorize("admin.policies", "write")),
+    session: WriteSession,
 ) -> None:
-    with ctx.db.transaction() as session:
-        policy.remove_rule(session=session, role=role, obj=obj, act=act)
-        record_event(
-            session,
-            actor=principal,
-            action="policy.rule_removed",
-            target=f"{obj}:{act}",
-            request_id=getattr(request.state, "request_id", None),
-            details={"role": role},
-        )
-    policy.authorizer_for(ctx, ctx.db).invalidate()
+    policy.remove_rule(session=session, role=role, obj=obj, act=act)
+    record_event(
+        session,
+        actor=principal,
+        action="policy.rule_removed",
+        target=f"{obj}:{act}",
+        request_id=getattr(request.state, "request_id", None),
+        details={"role": role},
+    )
+    after_commit(session, policy.authorizer_for(ctx, ctx.db).invalidate)  # the next check reads the new rules

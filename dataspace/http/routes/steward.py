@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.errors import NotFound
-from dataspace.http.deps import authorize, read_session, unit_of_work
+from dataspace.http.deps import WriteSession, authorize, read_session
 from dataspace.http.params import Id
 from dataspace.jobs import contracts, uploads
 from dataspace.jobs.models import Job, JobShard, PartnerModel, PrivacyBudget
@@ -138,10 +138,11 @@ def model_review(
 
 @router.post("/v1/models/{model_id}/reject", response_model=ModelReview)
 def reject_model(
+    *,
     model_id: Id,
     body: ContractDecision | None = None,
     principal: Principal = Depends(authorize("models", "write")),
-    session: Session = Depends(unit_of_work, scope="function"),
+    session: WriteSession,
 ) -> ModelReview:
     model = uploads.reject(session, principal=principal, model_id=model_id, reason=body.reason if body else "")
     return _review(session, model)

@@ -7,10 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import Forbidden
-from dataspace.http.deps import authorize, get_context
+from dataspace.http.deps import current_subject, get_context
 from dataspace.http.params import LogIndex
 from dataspace.tlog import cosigning
 from dataspace.tlog.log import sequence, verifier_keys
@@ -18,12 +16,6 @@ from dataspace.usage import usage_for_subject, usage_proof
 from dataspace.usage.schemas import UsageProofRead, UsageRead
 
 router = APIRouter(prefix="/v1/me/usage", tags=["usage"])
-
-
-def _subject(principal: Principal) -> int:
-    if principal.subject_id is None:
-        raise Forbidden()
-    return principal.subject_id
 
 
 def _usage(ctx: Context, subject_id: int) -> dict[str, Any]:
@@ -55,19 +47,18 @@ def _usage(ctx: Context, subject_id: int) -> dict[str, Any]:
 # hops to a worker thread three times (open the session, run, close it).
 @router.get("", response_model=UsageRead)
 async def my_usage(
-    principal: Principal = Depends(authorize("me.usage", "read")),
+    subject_id: int = Depends(current_subject("me.usage", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    return await run_in_threadpool(_usage, ctx, _subject(principal))
+    return await run_in_threadpool(_usage, ctx, subject_id)
 
 
 @router.get("/{index}/proof", response_model=UsageProofRead)
 def my_usage_proof(
     index: LogIndex,
-    principal: Principal = Depends(authorize("me.usage", "read")),
+    subject_id: int = Depends(current_subject("me.usage", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    subject_id = _subject(principal)
     sequence(ctx, "usage")
     cosigning.publish(ctx, "usage")  # the proof's checkpoint carries the witnesses' cosignatures
     with ctx.db.session() as session:
