@@ -254,7 +254,6 @@ def prepare_job(directory: Path, url: str | None = None) -> int:
 def run(directory: Path, job_id: int, *, points: bool) -> None:
     from dataspace.context import Context
     from dataspace.db import Database
-    from dataspace.jobs import runner
     from dataspace.keys import load_key_file
     from dataspace.settings import Settings
 
@@ -262,7 +261,7 @@ def run(directory: Path, job_id: int, *, points: bool) -> None:
     settings = Settings(database_url=url, data_dir=directory)
     ctx = Context(settings=settings, db=Database(url), keys=load_key_file(directory / "keys.json"))
     t0 = time.perf_counter()
-    result = runner.run_job(ctx, job_id, credit_inline=False)
+    result = ctx.jobs.run_job(job_id, credit_inline=False)
     total = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -276,7 +275,7 @@ def run(directory: Path, job_id: int, *, points: bool) -> None:
     (directory / f"job-{job_id}.json").write_text(json.dumps({"seconds": total, "timings": result.timings}))
     if points:
         t0 = time.perf_counter()
-        credited = runner.credit_points(ctx, job_id)
+        credited = sum(ctx.jobs.credit_shard(job_id, i) for i in range(int(result.stats.get("shards", 0))))
         seconds = time.perf_counter() - t0
         print(
             f"usage points (after the job, idempotent batches): {credited} customers in {seconds:.2f} s "

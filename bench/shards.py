@@ -362,7 +362,7 @@ def run(args: argparse.Namespace, url: str, directory: Path, job_id: int) -> tup
     )
     db = Database(url)
     ctx = Context(settings=settings, db=db, keys=load_key_file(key_file))
-    queue = JobQueue(ctx)
+    queue = JobQueue(ctx.jobs)
     workers = Workers(env=env, log_dir=log_dir, threads=args.threads)
     try:
         usage_before = _usage_entries(db)

@@ -65,8 +65,6 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.db import utcnow
     from dataspace.events import delivery as business_events
     from dataspace.events.service import deliver_due
-    from dataspace.jobs import runner as jobs
-    from dataspace.jobs import shards
     from dataspace.points import ledger
     from dataspace.tlog import LOGS
     from dataspace.tlog.log import sequence_unless_busy
@@ -95,19 +93,19 @@ def tasks(ctx: Context) -> list[Periodic]:
         retire(ctx.db, ctx.vault)
 
     def recover_jobs() -> None:
-        jobs.recover_jobs(ctx)
-        shards.recover_shards(ctx)
-        shards.credit_pending(ctx)
+        jobs = ctx.jobs
+        jobs.recover()
+        jobs.credit_pending()
 
     if ctx.settings.broker_url:
         from dataspace.jobs.queue import JobQueue
 
-        queue = JobQueue(ctx)
+        queue = JobQueue(ctx.jobs)
         job_work = Periodic("job-dispatch", 1.0, queue.dispatch)
     else:
-        job_work = Periodic("job-worker", 1.0, lambda: jobs.run_queued(ctx))
+        job_work = Periodic("job-worker", 1.0, lambda: ctx.jobs.run_queued())
 
-    jobs.recover_jobs(ctx)  # at start-up: jobs a previous process left running are resumed or failed
+    ctx.jobs.recover()  # at start-up: jobs a previous process left running are resumed or failed
     extra: list[Periodic] = []
     if ctx.settings.witness_urls:
         from dataspace.tlog.cosigning import witnesses_for

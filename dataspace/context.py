@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dataspace.db import Database, deferred_inserts
 from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
+from dataspace.jobs.engine import JobEngine
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.settings import Settings
 from dataspace.vault import KeyStoreSpec, Vault
@@ -98,6 +99,11 @@ class Context:
         if self._vault is None:
             self._vault = open_vault(self.settings)
         return self._vault
+
+    @property
+    def jobs(self) -> JobEngine:
+        """The job engine over this context's parts (built on each use: it sees a reloaded key ring)."""
+        return JobEngine(db=self.db, keys=self.keys, vault=self.vault, settings=self.settings)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Context:

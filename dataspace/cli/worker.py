@@ -36,6 +36,6 @@ def worker(
         serve_metrics(ctx, settings.metrics_bind, settings)
     console.print(f"job worker: queue {settings.broker_queue}, {threads} thread(s)", highlight=False)
     try:
-        serve(ctx, threads=threads)
+        serve(ctx.jobs, threads=threads)
     finally:
         ctx.close()

@@ -110,9 +110,9 @@ class Job(Base):
     # not depend on how long the job ran), and when the partner asked to cancel (before it was visible).
     visible_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Set with the decisions, cleared once every decided subject's usage points are credited (crediting is
-    # idempotent per (job, subject), so a crash in between is finished by ``shards.credit_pending``); for a
-    # sharded job, pending while any shard's points are.
+    # Pending while any shard's usage points are (set when a shard stores its decisions, cleared once its
+    # decided subjects are credited; crediting is idempotent per (job, subject), so a crash in between is
+    # finished by ``JobEngine.credit_pending``).
     points_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -121,8 +121,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Broker mode: when a "plan this job" message was last confirmed by the broker (NULL: not yet sent).
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Sharded jobs: how many shards the plan made (0 = not planned / run whole by the embedded worker),
-    # and the plan's population-wide parameters every shard must share (see ``dataspace.jobs.shards``).
+    # How many shards the plan made (0 = not planned yet: the job row holds the lease), and the plan's
+    # population-wide parameters every shard must share (see ``dataspace.jobs.engine``).
     shard_count: Mapped[int] = mapped_column(Integer, default=0)
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

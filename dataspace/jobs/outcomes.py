@@ -24,7 +24,15 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from dataspace.audit import record_event
+from dataspace.db import flush_deferred, utcnow
+from dataspace.events import service as events
+from dataspace.events.models import OutboxEvent, WebhookDelivery
 from dataspace.jobs.models import Job
+from dataspace.observability import metrics
 
 # The partner-visible reasons a job can end with: fixed text, no numbers, nothing the model can choose.
 REASONS: dict[str, str] = {
@@ -110,3 +118,69 @@ def is_visible_final(job: Job, now: datetime) -> bool:
     if job.cancel_requested_at is not None:
         return True
     return job.visible_at is not None and job.visible_at <= now and job.status in ("succeeded", "failed", "cancelled")
+
+
+# --- a job's end, as the partner will see it ------------------------------------------------------------
+def mark_failed(session: Session, job: Job, code: str, detail: str, schedule: ReleaseSchedule) -> None:
+    """Fail the job: the partner gets ``code`` (one of ``REASONS``), stewards and the audit trail
+    the full ``detail``."""
+    assert code in REASONS
+    job.status = "failed"
+    job.error = code
+    job.error_detail = detail[:2000]
+    job.finished_at = utcnow()
+    session.flush()
+    details = {"reason": code, "detail": job.error_detail}
+    record_event(session, actor=None, action="job.failed", target=f"job:{job.id}", details=details)
+    job_completed(session, job, schedule)
+
+
+def job_completed(session: Session, job: Job, schedule: ReleaseSchedule) -> None:
+    """Set when the job's final state shows to the partner, and write the partner's events for it (same
+    transaction as the state change), dated and delivered at that time (``ReleaseSchedule.visible_at``)."""
+    metrics.job_finished(job.status)
+    assert job.finished_at is not None
+    job.visible_at = schedule.visible_at(job.created_at, job.finished_at)
+    session.flush()
+    if job.cancel_requested_at is not None:
+        return  # the partner saw it cancelled already
+    events.emit(
+        session,
+        "job.completed",
+        {
+            "job_id": job.id,
+            "contract_id": job.contract_id,
+            "status": job.status,
+            "reason": job.error if job.status != "succeeded" else None,
+        },
+        partner_id=job.partner_id,
+        now=job.visible_at,
+    )
+    if job.status == "succeeded":
+        events.emit(
+            session,
+            "decision.ready",
+            {"job_id": job.id, "results_url": f"/v1/partner/jobs/{job.id}/results"},
+            partner_id=job.partner_id,
+            now=job.visible_at,
+        )
+
+
+def withdraw_hidden_events(session: Session, job: Job, now: datetime) -> None:
+    """Delete the partner's not-yet-visible events of this job (and their pending deliveries): the partner
+    cancelled before the outcome showed, so the outcome never shows."""
+    flush_deferred(session)
+    hidden = [
+        event_id
+        for event_id, data in session.execute(
+            select(OutboxEvent.id, OutboxEvent.data).where(
+                OutboxEvent.partner_id == job.partner_id,
+                OutboxEvent.type.in_(("job.completed", "decision.ready")),
+                OutboxEvent.occurred_at > now,
+            )
+        )
+        if isinstance(data, dict) and data.get("job_id") == job.id
+    ]
+    if hidden:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(hidden)))
+        session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(hidden)))

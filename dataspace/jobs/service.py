@@ -1,14 +1,14 @@
 """Jobs: submission, the persisted state machine's transitions, and the operator's view of decisions.
 
-queued ──claim──> running ──store──> succeeded
+queued ──plan──> running ──every shard stored──> succeeded
   │                  │ └──error───> failed
-  │                  └──stale heartbeat (server died)──> queued (attempt + 1) or failed
-  └──cancel──> cancelled <──cancel── running (the runner notices before storing and stores nothing)
+  │                  └──stale heartbeat while planning (server died)──> queued (attempt + 1) or failed
+  └──cancel──> cancelled <──cancel── running (each shard notices before storing and stores nothing)
+
+A running job's shards have a state machine of their own (``dataspace.jobs.engine``).
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -138,9 +138,7 @@ def cancel(session: Session, *, principal: Principal, job_id: int, schedule: Rel
     record_event(
         session, actor=principal, action="job.cancelled", target=f"job:{job.id}", details={"status": job.status}
     )
-    from dataspace.jobs.runner import withdraw_hidden_events  # runner imports this module
-
-    withdraw_hidden_events(session, job, now)
+    outcomes.withdraw_hidden_events(session, job, now)
     events.emit(
         session,
         "job.completed",
@@ -163,8 +161,3 @@ def decisions(session: Session, *, job_id: int, limit: int = 1000, after_subject
         .limit(limit)
     )
     return list(session.scalars(stmt))
-
-
-def is_stale(job: Job, now: datetime, stale_after_seconds: float) -> bool:
-    beat = job.heartbeat_at or job.started_at or job.created_at
-    return (now - beat).total_seconds() >= stale_after_seconds

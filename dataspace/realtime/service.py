@@ -45,7 +45,7 @@ from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavai
 from dataspace.jobs import contracts
 from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
-from dataspace.jobs.runner import feature_fields
+from dataspace.jobs.steps import feature_fields
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject

@@ -14,7 +14,6 @@ import pytest
 
 from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
-from dataspace.jobs import runner
 from dataspace.jobs import service as jobs
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
@@ -52,7 +51,7 @@ class World:
         """Submit and run one partner job to completion (the real runner and sandbox)."""
         with self.ctx.db.transaction() as s:
             job_id = jobs.submit(s, principal=js.partner_principal(self.ctx), model_id=self.model_id).id
-        result = runner.run_job(self.ctx, job_id)
+        result = self.ctx.jobs.run_job(job_id)
         assert result.status == "succeeded", result
         sequence(self.ctx, "usage")  # what the server's sequencer does in the background
         sequence(self.ctx, "audit")

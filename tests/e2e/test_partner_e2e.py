@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dataspace.jobs import runner
 from dataspace.jobs.models import Contract, Job, PrivacyBudget
 from dataspace.tlog.log import sequence
 from tests.e2e.a11y import serious_violations
@@ -112,7 +111,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
     with world.ctx.db.session() as s:
         job_id = int(s.scalar(select(func.max(Job.id))) or 0)
     page.locator("ol.steps li.current").first.wait_for()
-    assert runner.run_job(world.ctx, job_id).status == "succeeded"
+    assert world.ctx.jobs.run_job(job_id).status == "succeeded"
     sequence(world.ctx, "audit")
 
     # Following the job: the page polls and shows the outcome, then the chart with its noise interval.

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from dataspace.context import Context
 from dataspace.db import Database
-from dataspace.jobs import runner
 from dataspace.keys import load_key_file
 from dataspace.settings import Settings
 
@@ -24,11 +23,11 @@ def main() -> None:
     settings = Settings(database_url=url, data_dir=key_file.parent)  # the test's epoch key store too
     ctx = Context(settings=settings, db=Database(url), keys=load_key_file(key_file))
 
-    def hang(_ctx: Context, _job_id: int) -> None:
+    def hang(_job_id: int, _index: int) -> None:
         marker.write_text("storing")
         time.sleep(120)  # the test kills us here
 
-    runner.run_job(ctx, job_id, before_store=hang, heartbeat_seconds=0.2)
+    ctx.jobs.run_job(job_id, before_store=hang, heartbeat_seconds=0.2)
 
 
 if __name__ == "__main__":

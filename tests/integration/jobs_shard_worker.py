@@ -25,11 +25,11 @@ def main() -> None:
     configure(settings.log_level)
     ctx = Context.open(settings)
 
-    def hook(_ctx: Context, job_id: int, index: int) -> None:
+    def hook(job_id: int, index: int) -> None:
         (marker_dir / f"{job_id}-{index}").write_text("storing")
         time.sleep(hang)
 
-    serve(ctx, threads=1, before_store=hook)
+    serve(ctx.jobs, threads=1, before_store=hook)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataspace.catalog.schemas import FieldUpdate
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
-from dataspace.jobs import contracts, runner
+from dataspace.jobs import contracts
 from dataspace.jobs import service as jobs
 from dataspace.jobs.models import Job
 from tests.auth_helpers import bearer, issue_token
@@ -239,7 +239,7 @@ def test_a_job_under_a_contract_the_catalog_no_longer_allows_sends_nothing(ctx: 
     with ctx.db.transaction() as s:
         catalog.update_field(s, SPEND, FieldUpdate.model_validate({"transforms": coarser}))
         job_id = jobs.submit(s, principal=js.partner_principal(ctx), model_id=model_id).id
-    result = runner.run_job(ctx, job_id)
+    result = ctx.jobs.run_job(job_id)
     assert (result.status, result.error) == ("failed", "not_runnable")
     with ctx.db.session() as s:
         assert "finer than the catalog promises" in (s.get(Job, job_id).error_detail or "")  # type: ignore[union-attr]

@@ -15,7 +15,6 @@ from dataspace.app import create_app
 from dataspace.audit import record_event, system_actor
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.context import Context
-from dataspace.jobs import runner
 from dataspace.jobs.release import noise_interval
 from tests.auth_helpers import bearer, issue_token
 from tests.integration import jobs_support as js
@@ -113,7 +112,7 @@ def test_release_carries_its_noise_interval(ctx: Context, client: TestClient) ->
     model_id = js.upload_onnx(ctx, contract_id)
     partner = bearer(issue_token(ctx, "partner", partner_key=js.PARTNER))
     job_id = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=partner).json()["id"]
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     release = client.get(f"/v1/partner/jobs/{job_id}/results", headers=partner).json()
     noise = release["noise"]
     assert noise["confidence"] == 0.95

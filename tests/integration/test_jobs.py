@@ -13,7 +13,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import BudgetExceeded, Conflict, InvalidInput
 from dataspace.events.models import OutboxEvent
-from dataspace.jobs import contracts, release, runner, service
+from dataspace.jobs import contracts, release, service
 from dataspace.jobs.models import Decision, Job, PrivacyBudget
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
@@ -36,13 +36,13 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
     job_id = submit(ctx, js.upload_onnx(ctx, contract_id))
     leaver = world.consenting[0]
 
-    def withdraw_while_running(c: Context, jid: int) -> None:
-        with c.db.session() as s:
+    def withdraw_while_running(jid: int, _index: int) -> None:
+        with ctx.db.session() as s:
             assert s.get(Job, jid).status == "running"  # type: ignore[union-attr]
-        with c.db.transaction() as s:
-            changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=c.keys.signing_key)
+        with ctx.db.transaction() as s:
+            changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
 
-    result = runner.run_job(ctx, job_id, before_store=withdraw_while_running)
+    result = ctx.jobs.run_job(job_id, before_store=withdraw_while_running)
     assert result.status == "succeeded", result.error
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
@@ -83,7 +83,7 @@ def test_job_scores_only_consenting_subjects_and_drops_withdrawals(ctx: Context,
 
     # Running it again is refused (the state machine only runs queued jobs).
     with pytest.raises(Conflict):
-        runner.run_job(ctx, job_id)
+        ctx.jobs.run_job(job_id)
 
 
 def test_a_job_pays_its_release_at_submission_and_the_release_is_stored_once(ctx: Context, world: js.World) -> None:
@@ -97,7 +97,7 @@ def test_a_job_pays_its_release_at_submission_and_the_release_is_stored_once(ctx
     with pytest.raises(BudgetExceeded):  # 4 more would exceed
         submit(ctx, model_id)
     for job_id in (first, second):
-        assert runner.run_job(ctx, job_id).status == "succeeded"
+        assert ctx.jobs.run_job(job_id).status == "succeeded"
 
     with ctx.db.transaction() as s:
         r1 = release.release_results(s, principal=partner, job_id=first).result
@@ -117,7 +117,7 @@ def test_a_job_pays_its_release_at_submission_and_the_release_is_stored_once(ctx
             s, principal=js.steward(), partner_key=js.PARTNER, purpose_key=js.PURPOSE, epsilon_total=12.0
         )
     third = submit(ctx, model_id)
-    assert runner.run_job(ctx, third).status == "succeeded"
+    assert ctx.jobs.run_job(third).status == "succeeded"
     with ctx.db.transaction() as s:
         assert release.release_results(s, principal=partner, job_id=third).micro_epsilon == 4_000_000
     with pytest.raises(Conflict), ctx.db.transaction() as s:
@@ -130,7 +130,7 @@ def test_groups_smaller_than_k_are_suppressed(ctx: Context, world: js.World) -> 
     # Everybody gets "standard" (huge negative bias), so "premium" has 0 members: released as suppressed, never a count.
     contract_id = js.approved_contract(ctx, k_min=30, epsilon=2.0)
     job_id = submit(ctx, js.upload_onnx(ctx, contract_id, js.logistic_regression(js.WEIGHTS, -50.0)))
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     with ctx.db.transaction() as s:
         result = release.release_results(s, principal=js.partner_principal(ctx), job_id=job_id).result
     assert result["counts"]["premium"] is None
@@ -141,7 +141,7 @@ def test_groups_smaller_than_k_are_suppressed(ctx: Context, world: js.World) -> 
 def test_numeric_decisions_release_a_bounded_mean(ctx: Context, world: js.World) -> None:
     contract_id = js.approved_contract(ctx, schema={"min": 0, "max": 1}, epsilon=2.0)
     job_id = submit(ctx, js.upload_onnx(ctx, contract_id))
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     with ctx.db.session() as s:
         values = s.scalars(select(Decision.value).where(Decision.job_id == job_id)).all()
     assert values
@@ -165,7 +165,7 @@ def test_jobs_on_unapproved_revoked_or_expired_contracts_are_refused(ctx: Contex
     with pytest.raises(Conflict, match="revoked"):
         submit(ctx, model_id)
     # A job queued before the revocation fails when it starts; nothing is stored.
-    result = runner.run_job(ctx, queued)
+    result = ctx.jobs.run_job(queued)
     assert result.status == "failed"
     assert result.error == "not_runnable"  # the partner's number-free reason; the steward's detail names it
     with ctx.db.session() as s:
@@ -188,11 +188,11 @@ def test_cancelled_while_running_stores_nothing(ctx: Context, world: js.World) -
     contract_id = js.approved_contract(ctx)
     job_id = submit(ctx, js.upload_onnx(ctx, contract_id))
 
-    def cancel(c: Context, jid: int) -> None:
-        with c.db.transaction() as s:
-            service.cancel(s, principal=js.partner_principal(c), job_id=jid)
+    def cancel(jid: int, _index: int) -> None:
+        with ctx.db.transaction() as s:
+            service.cancel(s, principal=js.partner_principal(ctx), job_id=jid)
 
-    result = runner.run_job(ctx, job_id, before_store=cancel)
+    result = ctx.jobs.run_job(job_id, before_store=cancel)
     assert result.status == "cancelled"
     counts = js.counts(ctx)
     assert counts["decisions"] == counts["usage"] == 0

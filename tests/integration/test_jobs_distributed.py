@@ -99,7 +99,7 @@ class Cluster:
             job_stale_seconds=3,
         )
         self.ctx = Context(settings=settings, db=ctx.db, keys=ctx.keys)
-        self.queue = JobQueue(self.ctx)
+        self.queue = JobQueue(self.ctx.jobs)
         self.markers = tmp / "markers"
         self.markers.mkdir()
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs import runner
 from tests.auth_helpers import bearer, issue_token
 from tests.integration import jobs_support as js
 
@@ -70,7 +69,7 @@ def test_partner_flow_over_http(ctx: Context) -> None:
     assert client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=other).status_code == 404
     assert client.get(f"/v1/partner/jobs/{job_id}/results", headers=partner).status_code == 409  # not run yet
 
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     job = client.get(f"/v1/partner/jobs/{job_id}", headers=partner).json()
     assert job["status"] == "succeeded"
     assert "stats" not in job  # exact counts are for the operator only

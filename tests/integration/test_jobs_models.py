@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
-from dataspace.jobs import runner, service, uploads
+from dataspace.jobs import service, uploads
 from dataspace.jobs.models import Decision, Job, PartnerModel
 from tests.integration import jobs_support as js
 
@@ -58,7 +58,7 @@ def test_python_module_runs_only_after_steward_approval(ctx: Context) -> None:
         assert uploads.approve(s, principal=js.steward(), model_id=model_id).status == "approved"
     with ctx.db.transaction() as s:
         job_id = service.submit(s, principal=partner, model_id=model_id).id
-    result = runner.run_job(ctx, job_id)
+    result = ctx.jobs.run_job(job_id)
     assert result.status == "succeeded", result.error
     with ctx.db.session() as s:
         decided = dict(s.execute(select(Decision.subject_id, Decision.label)).all())
@@ -82,7 +82,7 @@ def test_a_failing_model_fails_the_job_with_a_reason(ctx: Context) -> None:
     with ctx.db.transaction() as s:
         uploads.approve(s, principal=js.steward(), model_id=model_id)
         job_id = service.submit(s, principal=partner, model_id=model_id).id
-    result = runner.run_job(ctx, job_id)
+    result = ctx.jobs.run_job(job_id)
     assert result.status == "failed"
     assert result.error == "output_invalid"  # the partner's reason: a fixed code
     with ctx.db.session() as s:

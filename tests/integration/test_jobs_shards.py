@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from dataspace.consents import changes as consent_changes
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs import runner, service, shards
+from dataspace.jobs import lease, service
+from dataspace.jobs.lease import ShardBusy
 from dataspace.jobs.models import Contract, Decision, Job, JobShard
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
@@ -51,8 +52,8 @@ def test_sharded_job_decides_like_the_single_run_and_stores_each_shard_once(ctx:
     # Shards binned with the plan's population-wide quantile cut points reproduce the single run exactly.
     model_id = js.upload_onnx(ctx, no_suppression(ctx, js.approved_contract(ctx)))
     single, sharded = submit(ctx, model_id), submit(ctx, model_id)
-    assert runner.run_job(ctx, single).status == "succeeded"
-    assert shards.run_sharded(ctx, sharded, shard_subjects=25) == "succeeded"
+    assert ctx.jobs.run_job(single).status == "succeeded"
+    assert ctx.jobs.run_job(sharded, shard_subjects=25).status == "succeeded"
 
     assert decided(ctx, sharded) == decided(ctx, single)
     assert set(decided(ctx, sharded)) == set(world.consenting)
@@ -76,35 +77,35 @@ def test_sharded_job_decides_like_the_single_run_and_stores_each_shard_once(ctx:
 
     # A redelivered message for a shard that succeeded stores nothing again and changes nothing.
     for index in range(4):
-        assert shards.run_shard(ctx, sharded, index).status == "succeeded"
+        assert ctx.jobs.run_shard(sharded, index).status == "succeeded"
     assert len(usage(ctx, sharded)) == len(entries)
-    assert shards.finish_job(ctx, sharded) == "succeeded"
+    assert ctx.jobs.finish_job(sharded) == "succeeded"
 
 
 def test_stale_shard_is_taken_over_and_the_old_attempt_stores_nothing(ctx: Context, world: js.World) -> None:
     model_id = js.upload_onnx(ctx, js.approved_contract(ctx, k_min=2))
     job_id = submit(ctx, model_id)
-    plan = shards.plan_job(ctx, job_id, shard_subjects=40)
+    plan = ctx.jobs.plan_job(job_id, shard_subjects=40)
     assert (plan.status, plan.shards) == ("running", 2)
     seen: list[str] = []
 
-    def taken_over_meanwhile(c: Context, jid: int, index: int) -> None:
+    def taken_over_meanwhile(jid: int, index: int) -> None:
         # Our claim is live: a second delivery must wait...
-        with pytest.raises(shards.ShardBusy):
-            shards.run_shard(c, jid, index)
+        with pytest.raises(ShardBusy):
+            ctx.jobs.run_shard(jid, index)
         # ...until our heartbeat looks dead; then it takes the shard over and stores it.
-        with c.db.transaction() as s:
+        with ctx.db.transaction() as s:
             s.execute(
                 update(JobShard)
                 .where(JobShard.job_id == jid, JobShard.index == index)
                 .values(heartbeat_at=utcnow() - timedelta(hours=1))
             )
-        seen.append(shards.run_shard(c, jid, index).status)
+        seen.append(ctx.jobs.run_shard(jid, index).status)
 
-    first = shards.run_shard(ctx, job_id, 0, before_store=taken_over_meanwhile, heartbeat_seconds=600)
+    first = ctx.jobs.run_shard(job_id, 0, before_store=taken_over_meanwhile, heartbeat_seconds=600)
     assert first.status == "abandoned"
     assert seen == ["succeeded"]
-    assert shards.run_shard(ctx, job_id, 1).job_status == "succeeded"
+    assert ctx.jobs.run_shard(job_id, 1).job_status == "succeeded"
     with ctx.db.session() as s:
         attempts = s.scalars(select(JobShard.attempt).where(JobShard.job_id == job_id).order_by(JobShard.index)).all()
     assert attempts == [2, 1]
@@ -116,11 +117,11 @@ def test_stale_shard_is_taken_over_and_the_old_attempt_stores_nothing(ctx: Conte
 def test_withdrawal_after_the_plan_is_dropped_by_the_shard(ctx: Context, world: js.World) -> None:
     model_id = js.upload_onnx(ctx, no_suppression(ctx, js.approved_contract(ctx)))
     job_id = submit(ctx, model_id)
-    shards.plan_job(ctx, job_id, shard_subjects=1000)
+    ctx.jobs.plan_job(job_id, shard_subjects=1000)
     leaver = world.consenting[3]
     with ctx.db.transaction() as s:
         consent_changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
-    assert shards.run_shard(ctx, job_id, 0).job_status == "succeeded"
+    assert ctx.jobs.run_shard(job_id, 0).job_status == "succeeded"
     assert set(decided(ctx, job_id)) == set(world.consenting) - {leaver}
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
@@ -131,14 +132,14 @@ def test_withdrawal_after_the_plan_is_dropped_by_the_shard(ctx: Context, world: 
 def test_cancelled_job_shards_store_nothing(ctx: Context, world: js.World) -> None:
     model_id = js.upload_onnx(ctx, js.approved_contract(ctx))
     job_id = submit(ctx, model_id)
-    shards.plan_job(ctx, job_id, shard_subjects=40)
+    ctx.jobs.plan_job(job_id, shard_subjects=40)
 
-    def cancel(c: Context, jid: int, _index: int) -> None:
-        with c.db.transaction() as s:
-            service.cancel(s, principal=js.partner_principal(c), job_id=jid)
+    def cancel(jid: int, _index: int) -> None:
+        with ctx.db.transaction() as s:
+            service.cancel(s, principal=js.partner_principal(ctx), job_id=jid)
 
-    assert shards.run_shard(ctx, job_id, 0, before_store=cancel).status == "abandoned"
-    assert shards.run_shard(ctx, job_id, 1).job_status == "cancelled"
+    assert ctx.jobs.run_shard(job_id, 0, before_store=cancel).status == "abandoned"
+    assert ctx.jobs.run_shard(job_id, 1).job_status == "cancelled"
     assert decided(ctx, job_id) == {}
     assert usage(ctx, job_id) == []
 
@@ -152,18 +153,18 @@ def test_recovery_requeues_dead_shards_then_fails_them_and_dispatch_sends_them(c
     def send_shard(j: int, i: int) -> None:
         sent.append((j, i))
 
-    assert shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=send_shard) == {
+    assert ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=send_shard) == {
         "jobs": [job_id],
         "shards": [],
     }
-    assert shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=send_shard)["jobs"] == []  # sent already
+    assert ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=send_shard)["jobs"] == []  # sent already
     later = utcnow() + timedelta(hours=1)
-    assert shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=send_shard, now=later)["jobs"] == [job_id]
+    assert ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=send_shard, now=later)["jobs"] == [job_id]
     assert plans == [job_id, job_id]
 
-    shards.plan_job(ctx, job_id, shard_subjects=40)
-    assert shards.send_planned(ctx, job_id, send_shard) == [0, 1]
-    assert shards.send_planned(ctx, job_id, send_shard) == []
+    ctx.jobs.plan_job(job_id, shard_subjects=40)
+    assert ctx.jobs.send_planned(job_id, send_shard) == [0, 1]
+    assert ctx.jobs.send_planned(job_id, send_shard) == []
     # A worker died holding shard 0 (its heartbeat stopped long ago).
     with ctx.db.transaction() as s:
         s.execute(
@@ -171,10 +172,10 @@ def test_recovery_requeues_dead_shards_then_fails_them_and_dispatch_sends_them(c
             .where(JobShard.job_id == job_id, JobShard.index == 0)
             .values(status="running", attempt=1, heartbeat_at=utcnow() - timedelta(hours=1))
         )
-    assert shards.recover_shards(ctx) == {"requeued": [(job_id, 0)], "failed": [], "finished": []}
+    assert ctx.jobs.recover() == {"requeued": [], "requeued_shards": [(job_id, 0)], "failed": [], "finished": []}
     sent.clear()
     later = utcnow() + timedelta(minutes=1)  # past the planner's grace, within the redispatch period
-    assert shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=send_shard, now=later)["shards"] == [
+    assert ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=send_shard, now=later)["shards"] == [
         (job_id, 0)
     ]
     # A broker that refuses messages: nothing counts as sent, the next sweep tries again.
@@ -184,38 +185,39 @@ def test_recovery_requeues_dead_shards_then_fails_them_and_dispatch_sends_them(c
     def broker_down(_j: int, _i: int) -> None:
         raise ConnectionError("broker down")
 
-    assert shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=broker_down, now=later)["shards"] == []
-    assert len(shards.dispatch_pending(ctx, send_plan=plans.append, send_shard=send_shard, now=later)["shards"]) == 2
+    assert ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=broker_down, now=later)["shards"] == []
+    assert len(ctx.jobs.dispatch_pending(send_plan=plans.append, send_shard=send_shard, now=later)["shards"]) == 2
 
     # Shard 0 keeps dying: after MAX_ATTEMPTS claims the job fails instead of looping.
     with ctx.db.transaction() as s:
         s.execute(
             update(JobShard)
             .where(JobShard.job_id == job_id, JobShard.index == 0)
-            .values(status="running", attempt=runner.MAX_ATTEMPTS, heartbeat_at=utcnow() - timedelta(hours=1))
+            .values(status="running", attempt=lease.MAX_ATTEMPTS, heartbeat_at=utcnow() - timedelta(hours=1))
         )
-    assert shards.recover_shards(ctx)["failed"] == [job_id]
+    assert ctx.jobs.recover()["failed"] == [job_id]
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
         assert job.status == "failed"
-    assert shards.run_shard(ctx, job_id, 1).status == "queued"  # the job failed: nothing runs any more
+    assert ctx.jobs.run_shard(job_id, 1).status == "queued"  # the job failed: nothing runs any more
     assert decided(ctx, job_id) == {}
 
 
-def test_runner_recovery_leaves_planned_jobs_to_shard_recovery(ctx: Context, world: js.World) -> None:
+def test_recovery_leaves_a_planned_job_with_queued_shards_alone(ctx: Context, world: js.World) -> None:
     model_id = js.upload_onnx(ctx, js.approved_contract(ctx))
     job_id = submit(ctx, model_id)
-    shards.plan_job(ctx, job_id, shard_subjects=40)
-    assert runner.recover_jobs(ctx, stale_after=timedelta(0)) == {"requeued": [], "failed": []}
+    ctx.jobs.plan_job(job_id, shard_subjects=40)
+    nothing = {"requeued": [], "requeued_shards": [], "failed": [], "finished": []}
+    assert ctx.jobs.recover(stale_after=timedelta(0)) == nothing  # the plan's heartbeat is old: shards carry them
     for index in range(2):
-        shards.run_shard(ctx, job_id, index, credit_inline=False)
+        ctx.jobs.run_shard(job_id, index, credit_inline=False)
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
         assert (job.status, job.points_pending) == ("succeeded", True)
         assert job.stats["points_credited"] == 0
-    assert shards.credit_pending(ctx) == [job_id]  # what a crash between storing and crediting leaves
+    assert ctx.jobs.credit_pending() == [job_id]  # what a crash between storing and crediting leaves
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
@@ -224,14 +226,14 @@ def test_runner_recovery_leaves_planned_jobs_to_shard_recovery(ctx: Context, wor
         rows = s.scalars(select(JobShard).where(JobShard.job_id == job_id)).all()
     assert not any(r.points_pending for r in rows)
     assert sum(r.stats["points_credited"] for r in rows) == job.stats["decisions"]
-    assert shards.credit_pending(ctx) == []  # nothing left; crediting again credits nobody
+    assert ctx.jobs.credit_pending() == []  # nothing left; crediting again credits nobody
 
 
 def test_planning_an_empty_population_succeeds_with_one_empty_shard(ctx: Context) -> None:
     js.build_world(ctx, 2)  # subject 0 grants only "age": nobody is eligible... subject 1 is
     model_id = js.upload_onnx(ctx, js.approved_contract(ctx, k_min=50))
     job_id = submit(ctx, model_id)
-    assert shards.run_sharded(ctx, job_id) == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     with ctx.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None

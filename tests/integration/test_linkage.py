@@ -551,7 +551,6 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
     sandbox; each subject whose partner values were joined has that use in its ledger under the job."""
     import json
 
-    from dataspace.jobs import runner
     from dataspace.jobs import service as jobs
     from dataspace.jobs.models import Decision
     from tests.integration import jobs_support as js
@@ -581,7 +580,7 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
     model_id = js.upload_onnx(ctx, contract_id, js.logistic_regression([*js.WEIGHTS, 0.2, 0.1], js.BIAS))
     with ctx.db.transaction() as s:
         job_id = jobs.submit(s, principal=partner_principal(ctx), model_id=model_id).id
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     with ctx.db.session() as s:
         decided = set(s.scalars(select(Decision.subject_id).where(Decision.job_id == job_id)))
         used = {
@@ -593,11 +592,10 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
     assert used == decided & linked_ok
 
     # The same job run in shards (each shard joins the columns of its own subjects).
-    from dataspace.jobs import shards
 
     with ctx.db.transaction() as s:
         sharded = jobs.submit(s, principal=partner_principal(ctx), model_id=model_id).id
-    assert shards.run_sharded(ctx, sharded, shard_subjects=15) == "succeeded"
+    assert ctx.jobs.run_job(sharded, shard_subjects=15).status == "succeeded"
     with ctx.db.session() as s:
         decided = set(s.scalars(select(Decision.subject_id).where(Decision.job_id == sharded)))
         used = {

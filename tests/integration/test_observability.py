@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import Database
-from dataspace.jobs import release, runner, service
+from dataspace.jobs import release, service
 from dataspace.observability import metrics, tracing
 from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.integration import jobs_support as js
@@ -62,7 +62,7 @@ def test_metrics_count_routes_batches_jobs_and_budgets_on_their_own_bind(ctx: Co
     contract_id = js.approved_contract(ctx)
     with ctx.db.transaction() as s:
         job_id = service.submit(s, principal=js.partner_principal(ctx), model_id=js.upload_onnx(ctx, contract_id)).id
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     with ctx.db.transaction() as s:
         release.release_results(s, principal=js.partner_principal(ctx), job_id=job_id)
     from dataspace.tlog.log import sequence

@@ -27,7 +27,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.events import service as events
 from dataspace.ingest.service import ingest_rows
-from dataspace.jobs import outcomes, runner, uploads
+from dataspace.jobs import outcomes, uploads
 from dataspace.jobs.models import Job
 from tests.auth_helpers import bearer, issue_token
 from tests.factories import customer_row
@@ -122,7 +122,7 @@ def _observe(ctx: Context, client: TestClient, headers: dict[str, str], receiver
         jobs[name] = r.json()
     ids = {job["id"]: name for name, job in jobs.items()}
     for job in jobs.values():
-        runner.run_job(ctx, job["id"])
+        ctx.jobs.run_job(job["id"])
     with ctx.db.session() as s:  # the steward's side did see the real outcomes and their numbers
         real = {ids[j.id]: (j.status, j.error_detail) for j in s.query(Job).filter(Job.id.in_(ids))}
     events.deliver_due(ctx.db, ctx.keys)
@@ -254,7 +254,7 @@ def test_failed_jobs_are_paid_for_and_cannot_be_repeated_for_free(ctx: Context) 
     headers = bearer(issue_token(ctx, "partner", partner_key=js.PARTNER))
     failed = 0
     while (r := client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)).status_code == 202:
-        assert runner.run_job(ctx, r.json()["id"]).status == "failed"
+        assert ctx.jobs.run_job(r.json()["id"]).status == "failed"
         failed += 1
     assert failed == 3  # 3 x 3.0 of the default 10: the fourth failure is refused before it runs
     assert r.status_code == 409
@@ -276,7 +276,7 @@ def test_cancelling_after_the_job_ended_shows_nothing_of_the_outcome(ctx: Contex
     answers = []
     for model_id in (failing, passing):
         job_id = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers).json()["id"]
-        runner.run_job(ctx, job_id)  # really ended (failed / succeeded); the outcome is held for an hour
+        ctx.jobs.run_job(job_id)  # really ended (failed / succeeded); the outcome is held for an hour
         assert client.get(f"/v1/partner/jobs/{job_id}/results", headers=headers).status_code == 409
         r = client.post(f"/v1/partner/jobs/{job_id}/cancel", headers=headers)
         assert r.status_code == 200, r.text
@@ -313,7 +313,6 @@ def test_partners_get_no_consent_events(ctx: Context, receiver: Receiver) -> Non
 
 
 def test_sharded_jobs_show_the_same_number_free_reasons(ctx: Context) -> None:
-    from dataspace.jobs import shards
 
     js.build_world(ctx, 30)
     client = TestClient(create_app(ctx))
@@ -324,7 +323,7 @@ def test_sharded_jobs_show_the_same_number_free_reasons(ctx: Context) -> None:
         kind, source = HOSTILE[name]
         model_id = _upload_python(ctx, number if kind == "number" else labels, source)
         job_id = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers).json()["id"]
-        assert shards.run_sharded(ctx, job_id, shard_subjects=7) == "failed"
+        assert ctx.jobs.run_job(job_id, shard_subjects=7).status == "failed"
         with ctx.db.session() as s:
             job = s.get(Job, job_id)
             assert job is not None
@@ -348,7 +347,7 @@ def test_failures_are_capped_per_contract_per_day_however_small_the_epsilon(ctx:
     for _ in range(CAP):
         r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
         assert r.status_code == 202, r.text
-        assert runner.run_job(ctx, r.json()["id"]).status == "failed"
+        assert ctx.jobs.run_job(r.json()["id"]).status == "failed"
     r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
     assert r.status_code == 409
     assert "failed today" in r.json()["detail"]

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from dataspace.cli import app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs import runner as job_runner
 from dataspace.jobs.models import Job, PrivacyBudget
 from tests.auth_helpers import make_client
 from tests.integration import jobs_support as js
@@ -104,7 +103,7 @@ def test_partner_self_service_from_the_command_line(ctx: Context, tmp_path: Path
         assert "queued" in submitted.output
         job_id = int(submitted.stdout.split("job ")[-1].split()[0])
         assert _jobs(ctx) == before + 1
-        assert job_runner.run_job(ctx, job_id).status == "succeeded"
+        assert ctx.jobs.run_job(job_id).status == "succeeded"
         spent_after_submit = _spent(ctx)
 
         followed = runner.invoke(app, ["remote", "jobs", "status", str(job_id), "--follow", "--timeout", "60"], env=env)

@@ -120,7 +120,6 @@ def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(
 ) -> None:
     import threading
 
-    from dataspace.jobs import runner as jobs_runner
 
     js.build_world(ctx, n=30)
     contract_id = js.approved_contract(ctx)
@@ -130,7 +129,7 @@ def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(
     stop = threading.Event()
 
     def worker() -> None:  # what the server's background job worker does
-        while not stop.is_set() and jobs_runner.run_queued(ctx) == 0:
+        while not stop.is_set() and ctx.jobs.run_queued() == 0:
             stop.wait(0.2)
 
     thread = threading.Thread(target=worker, daemon=True)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dataspace.context import Context
-from dataspace.jobs import contracts, runner, uploads
+from dataspace.jobs import contracts, uploads
 from dataspace.jobs import service as jobs
 from dataspace.jobs.models import Contract, PartnerModel, PrivacyBudget
 from dataspace.keys import save_key_file
@@ -127,7 +127,7 @@ def test_reject_contract_and_review_models_and_budgets(ctx: Context, cli: Any) -
     model_id = js.upload_onnx(ctx, contract_id)
     with ctx.db.transaction() as s:
         job_id = jobs.submit(s, principal=js.partner_principal(ctx), model_id=model_id).id
-    assert runner.run_job(ctx, job_id).status == "succeeded"
+    assert ctx.jobs.run_job(job_id).status == "succeeded"
     listed = cli("jobs", "list", "--status", "succeeded")
     assert f"│ {job_id} │ {js.PARTNER} │ {contract_id} │ succeeded │" in listed
     assert js.PARTNER not in cli("jobs", "list", "--status", "failed")
