@@ -72,7 +72,7 @@ def main() -> None:
         from starlette.requests import Request
 
         from dataspace.http.security import authorize_request
-        from tests.auth_helpers import issue_token
+        from tests.factories.identities import issue_token
 
         ctx = Context(settings=Settings(data_dir=Path(tmp), database_url=db.url), db=db, keys=KeyRing.generate())
         token = issue_token(ctx, "steward")

@@ -212,7 +212,7 @@ def prepare_job(directory: Path, url: str | None = None) -> int:
     from dataspace.db import Database, utcnow
     from dataspace.jobs import contracts, service, uploads
     from dataspace.partners.models import Partner
-    from tests.integration.jobs_support import logistic_regression
+    from tests.factories.jobs import logistic_regression
 
     db = Database(url or f"sqlite:///{directory / 'bench.db'}")
     with db.session() as s:
@@ -312,7 +312,7 @@ def main() -> None:
         check=True,
     )
     if not args.no_floors:
-        from tests.integration.jobs_support import logistic_regression
+        from tests.factories.jobs import logistic_regression
 
         job = json.loads((directory / f"job-{job_id}.json").read_text())
         floors = _floors.measure(url, directory / "epochs", job_id, mark, logistic_regression(*MODEL))

@@ -1,5 +1,14 @@
 """Shared fixtures. Every database test runs against SQLite AND PostgreSQL (real servers, no mocks).
 
+Two ways to get a clean database:
+
+- ``ctx``: a server context on emptied tables. For tests that commit, run a server or a worker, or open
+  more than one session or connection (what they write must be visible to the others).
+- ``session``: one session in a transaction that is rolled back after the test (its commits release
+  savepoints). For tests that call services on one session only; nothing is emptied between them.
+
+Factories for rows of every domain are in ``tests/factories/``.
+
 PostgreSQL: ``DATASPACE_TEST_POSTGRES_URL`` (default: trust auth on 127.0.0.1, database ``test``); a fresh
 database is created per test session and dropped afterwards. ``DATASPACE_TEST_BACKENDS=sqlite`` limits a
 local run to SQLite; CI runs both.
@@ -15,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from dataspace import migrations
 from dataspace.context import Context
@@ -73,6 +83,7 @@ def database(database_url: str) -> Iterator[Database]:
 
 
 def truncate_all(db: Database) -> None:
+    _dirty.discard(db.url)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with db.engine.begin() as conn:
         if db.is_sqlite:
@@ -103,14 +114,39 @@ def keyring() -> KeyRing:
     return KeyRing.generate()
 
 
+# Databases a test may have left rows in (``ctx`` tests commit; ``session`` tests roll back).
+_dirty: set[str] = set()
+
+
 @pytest.fixture
 def ctx(database: Database, keyring: KeyRing, tmp_path: Path) -> Iterator[Context]:
     """A server context on a clean database (tables are emptied before the test)."""
     settings = Settings(data_dir=tmp_path, database_url=database.url, **TEST_CONTROLLER)
     context = Context(settings=settings, db=database, keys=keyring)
     truncate_all(database)
+    _dirty.add(database.url)
     yield context
     context.stop_writes()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    """One session on a clean database whose work is rolled back after the test, so nothing needs emptying.
+
+    The session joins an outer transaction with ``create_savepoint``: a ``commit()`` in the test (or in the
+    code it calls) releases a savepoint, a ``rollback()`` returns to the last one, and the outer transaction
+    is rolled back at the end. Only this session sees what it writes: a test that needs another session, a
+    server or a worker takes ``ctx``."""
+    if database.url in _dirty:  # a ctx test before this one left its rows
+        truncate_all(database)
+    with database.engine.connect() as conn:
+        outer = conn.begin()
+        s = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield s
+        finally:
+            s.close()
+            outer.rollback()
 
 
 @pytest.fixture

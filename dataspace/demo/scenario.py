@@ -4,7 +4,7 @@ collaboration loop of ``dataspace.demo.collaboration`` (battery-swap bookings, r
 acceptances), so a newcomer finds something on every page.
 
 ``renewal_offer.onnx`` is a 4-node logistic regression (age band, app-usage quartile, card spend) built with
-the onnx helper API; the same model the tests build (``tests/integration/jobs_support.logistic_regression``).
+the onnx helper API; the same model the tests build (``tests/factories/jobs.logistic_regression``).
 """
 
 from __future__ import annotations

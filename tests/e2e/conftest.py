@@ -18,8 +18,8 @@ from dataspace.jobs import service as jobs
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.tlog.log import sequence
-from tests.auth_helpers import TEST_PASSWORD, make_user
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import TEST_PASSWORD, make_user
 from tests.integration.oauth_server import running_server
 
 CHROMIUM = os.environ.get("DATASPACE_E2E_CHROMIUM", "/usr/bin/chromium")

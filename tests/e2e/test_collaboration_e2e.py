@@ -20,10 +20,10 @@ from dataspace.db import utcnow
 from dataspace.events import delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
 from dataspace.jobs.models import PrivacyBudget
-from tests.auth_helpers import bearer, issue_token, make_user
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token, make_user
 from tests.integration.test_collaboration import ACCEPTED, BOOKED, accepted_schema, booked_schema, event_contract
 from tests.integration.test_event_contracts import Receiver
 from tests.integration.test_realtime import decision_contract

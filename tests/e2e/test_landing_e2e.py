@@ -11,9 +11,9 @@ import pytest
 
 from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
-from tests.auth_helpers import TEST_PASSWORD, make_user
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import shot
+from tests.factories.identities import TEST_PASSWORD, make_user
 from tests.integration.oauth_server import running_server
 
 pytestmark = [pytest.mark.e2e]

@@ -16,8 +16,8 @@ from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
 from dataspace.tlog import log as tlog
 from dataspace.usage import UsageEntry, record_usage
-from tests.auth_helpers import make_subject, make_user
 from tests.e2e.conftest import shot, sign_in
+from tests.factories.identities import make_subject, make_user
 from tests.integration.oauth_server import running_server
 
 pytestmark = [pytest.mark.e2e]

@@ -15,7 +15,7 @@ from dataspace.jobs.models import Contract, Job, PrivacyBudget
 from dataspace.tlog.log import sequence
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -26,7 +26,7 @@ from dataspace.subjects.store import read_profile
 from dataspace.usage import usage_for_subject
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 WITHDRAWN = "app_sessions_30d"

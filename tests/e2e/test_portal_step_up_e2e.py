@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from dataspace.auth.models import AuthorizationCode
 from dataspace.db import utcnow
 from dataspace.points import queries as points_queries
-from tests.auth_helpers import TEST_PASSWORD
 from tests.e2e.conftest import World, shot, sign_in
+from tests.factories.identities import TEST_PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

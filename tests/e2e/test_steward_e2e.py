@@ -14,10 +14,10 @@ from dataspace.catalog import service as catalog
 from dataspace.jobs import uploads
 from dataspace.jobs.models import Contract, PrivacyBudget
 from dataspace.partners.models import Partner
-from tests.auth_helpers import make_user
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -29,9 +29,9 @@ from dataspace.points.schemas import RewardCreate
 from dataspace.tlog import latest_checkpoint, sequence, verifier_keys
 from dataspace.tlog.export import write_export
 from dataspace.tlog.log import queued_count
-from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.conftest import controller_env
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_subject
 from transparency.export import verify_export
 
 REPO = Path(__file__).resolve().parents[2]

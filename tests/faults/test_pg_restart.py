@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from dataspace.context import Context
-from tests.auth_helpers import bearer
+from tests.factories.identities import bearer
 from tests.faults.harness import (
     Driver,
     ServerProcess,

@@ -46,8 +46,8 @@ from dataspace.points import earning, redemption
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.identities import bearer, issue_token
 
 ROLES = ("customer", "partner", "steward", "compliance", "anonymous")
 PARTNER = "harbor_insurance"

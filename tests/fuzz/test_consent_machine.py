@@ -26,9 +26,9 @@ from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
-from tests.auth_helpers import make_subject
 from tests.conftest import truncate_all
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import make_subject
 
 MACHINE_SETTINGS = settings(
     max_examples=10,

@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
 from dataspace.context import Context
-from tests.auth_helpers import bearer, issue_token, make_client
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_client
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from dataspace.points import ledger as points_ledger
 from dataspace.points import queries as points_queries
 from dataspace.points.models import PointsAccount, Reward
 from dataspace.points.schemas import RewardCreate
-from tests.auth_helpers import make_subject
 from tests.conftest import truncate_all
+from tests.factories.identities import make_subject
 
 MACHINE_SETTINGS = settings(
     max_examples=15,

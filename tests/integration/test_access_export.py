@@ -28,8 +28,8 @@ from dataspace.points.schemas import RewardCreate
 from dataspace.tlog.models import TLogEntry
 from dataspace.usage import UsageEntry, record_usage
 from dataspace.usage.service import USAGE_LOG
-from tests.auth_helpers import bearer, issue_token, make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_subject
 
 USES, REDEMPTIONS, TOGGLES = 10_000, 1_000, 250  # 250 grants + 250 withdrawals = 500 consent changes
 

@@ -21,8 +21,8 @@ from dataspace.http.problems import PROBLEM
 from dataspace.http.security import PUBLIC_PATHS, PUBLIC_PREFIXES
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

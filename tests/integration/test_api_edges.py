@@ -13,7 +13,7 @@ from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.tlog.log import sequence
 from dataspace.usage import UsageEntry, record_usage
-from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.factories.identities import bearer, issue_token, make_subject
 
 HUGE = (2**63, 2**64, 10**30)
 

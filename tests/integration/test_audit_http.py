@@ -13,7 +13,7 @@ from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.usage import UsageEntry, record_usage
-from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.factories.identities import bearer, issue_token, make_subject
 from transparency import merkle
 from transparency.export import verify_export
 from transparency.note import open_checkpoint

@@ -37,7 +37,7 @@ from dataspace.tlog.log import latest_checkpoint, sequence, tree_size
 from dataspace.tlog.models import TLogEntry
 from dataspace.vault import DecryptionError
 from tests.conftest import PG_ADMIN_URL, _pg_url
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
 
 BUCKETS = 4  # several subjects share the erased one's bucket (their keys are re-wrapped, not lost)
 

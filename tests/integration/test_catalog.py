@@ -7,7 +7,7 @@ from dataspace.catalog import service as catalog
 from dataspace.catalog.models import Field, FieldVersion
 from dataspace.catalog.schemas import FieldIn, FieldUpdate
 from dataspace.errors import Conflict, InvalidInput, NotFound
-from tests.factories import DEMO_CATALOG, load_demo_catalog
+from tests.factories.catalog import DEMO_CATALOG, load_demo_catalog
 
 
 def test_load_demo_catalog_groups_fields_by_dimension(ctx):

@@ -4,8 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.identities import bearer, issue_token
 
 
 @pytest.fixture

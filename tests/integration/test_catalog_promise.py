@@ -21,8 +21,8 @@ from dataspace.errors import InvalidInput
 from dataspace.jobs import contracts
 from dataspace.jobs import service as jobs
 from dataspace.jobs.models import Job
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 
 PROBLEM = "application/problem+json"
 SPEND = "monthly_card_spend"

@@ -21,7 +21,7 @@ from dataspace.context import Context
 from dataspace.tlog import log as tlog
 from dataspace.usage import UsageEntry, record_usage
 from dataspace.witness import load_or_create_key
-from tests.auth_helpers import issue_token, make_subject
+from tests.factories.identities import issue_token, make_subject
 from tests.integration.oauth_server import running_server
 from transparency.cosign import WitnessPolicy
 from transparency.note import open_checkpoint
@@ -104,7 +104,7 @@ def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tm
 
     from dataspace.audit import record_event
     from dataspace.cli import app
-    from tests.auth_helpers import make_client
+    from tests.factories.identities import make_client
 
     creds = make_client(ctx, "compliance")
     with running_server(ctx) as (base, served):

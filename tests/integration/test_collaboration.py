@@ -19,8 +19,8 @@ from dataspace.events import contracts as event_contracts
 from dataspace.events import dashboard, delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
 from dataspace.jobs.models import PrivacyBudget, RealtimeDecision
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 from tests.integration.test_event_contracts import Receiver
 from tests.integration.test_realtime import decision_contract
 

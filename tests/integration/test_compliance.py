@@ -16,8 +16,8 @@ from dataspace.errors import Conflict, NotFound
 from dataspace.ingest.service import ingest_rows
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import read_profile
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.identities import bearer, issue_token
 
 
 def _subject(ctx, ref):

@@ -26,8 +26,8 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import ConcurrentChange, Conflict
 from dataspace.groupcommit import GroupCommit
-from tests.auth_helpers import make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import make_subject
 
 AGE = GrantRequest(purpose="insurance_offer", field="age", partner="harbor_insurance")
 
@@ -219,7 +219,7 @@ def test_customers_toggling_through_two_replicas_never_see_a_conflict(ctx: Conte
 
     from dataspace.app import create_app
     from dataspace.consents.models import ConsentReceipt
-    from tests.auth_helpers import bearer, issue_token
+    from tests.factories.identities import bearer, issue_token
 
     load_demo_catalog(ctx)
     sid = make_subject(ctx)

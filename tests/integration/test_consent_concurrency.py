@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from dataspace.consents import changes
 from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from tests.auth_helpers import make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import make_subject
 
 N = 8
 

@@ -11,7 +11,7 @@ from dataspace.ingest.service import ingest_rows
 from dataspace.points import invariants
 from dataspace.points import queries as points_queries
 from dataspace.subjects.models import Subject
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
 
 
 def _setup(ctx):

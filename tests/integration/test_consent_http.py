@@ -14,8 +14,8 @@ from dataspace.app import create_app
 from dataspace.cli import app as cli_app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from tests.auth_helpers import bearer, issue_token, make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_subject
 
 AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}
 

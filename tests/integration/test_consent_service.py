@@ -17,8 +17,8 @@ from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
-from tests.auth_helpers import make_partner, make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import make_partner, make_subject
 
 
 class Clock:

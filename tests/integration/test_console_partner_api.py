@@ -16,8 +16,8 @@ from dataspace.audit import record_event, system_actor
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.context import Context
 from dataspace.jobs.release import noise_interval
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import ConfigurationError
 from dataspace.settings import Settings
-from tests.auth_helpers import bearer, issue_token, make_subject
 from tests.conftest import TEST_CONTROLLER
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_subject
 
 AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}
 

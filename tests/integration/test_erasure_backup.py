@@ -28,7 +28,7 @@ from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProf
 from dataspace.subjects.store import read_profile
 from dataspace.vault import DecryptionError, Vault
 from tests.conftest import PG_ADMIN_URL, _pg_url
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
 from tests.softhsm import MODULE, TokenPool, softhsm  # noqa: F401  (the fixture)
 
 BUCKETS = 4  # small, so that several subjects share the erased subject's bucket

@@ -31,8 +31,8 @@ from dataspace.events.service import InvalidSignature, verify_signature
 from dataspace.ingest.service import ingest_rows
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.identities import bearer, issue_token
 
 INSURER, CHARGER = "harbor_insurance", "voltgrid"  # both in the demo catalog
 PURPOSE = "insurance_offer"
@@ -420,7 +420,7 @@ def test_failures_retry_per_contract_then_dead_letter_and_replay(world: World) -
         assert r.status_code == 422
         with world.ctx.db.transaction() as s:  # published through the service: no immediate background send
             from dataspace.events.publish import publish
-            from tests.integration.jobs_support import steward
+            from tests.factories.jobs import steward
 
             publish(s, world.ctx.keys, principal=steward(), body=json.loads(json.dumps(PUBLISHED)))
         d_id = deliveries(world.ctx, "evt-dl")[world.insurer.id].id
@@ -512,7 +512,7 @@ def test_at_least_once_to_a_consumer_killed_mid_delivery(world: World, tmp_path:
         )
         with world.ctx.db.transaction() as s:
             from dataspace.events.publish import publish
-            from tests.integration.jobs_support import steward
+            from tests.factories.jobs import steward
 
             publish(s, world.ctx.keys, principal=steward(), body=json.loads(json.dumps(PUBLISHED)))
         d_id = deliveries(world.ctx, "evt-dl")[world.insurer.id].id
@@ -585,7 +585,7 @@ def test_old_events_do_not_move_with_the_clock(world: World) -> None:
     world.approved_contract()
     with world.ctx.db.transaction() as s:
         from dataspace.events.publish import publish
-        from tests.integration.jobs_support import steward
+        from tests.factories.jobs import steward
 
         publish(s, world.ctx.keys, principal=steward(), body=json.loads(json.dumps(PUBLISHED)))
     early = utcnow() - timedelta(seconds=30)
@@ -633,7 +633,7 @@ def test_an_operator_event_triggers_the_real_time_decisions_that_name_it(ctx: Co
     asked about the event's customer; the answer goes to the operator only."""
     from dataspace.jobs import contracts as data_contracts
     from dataspace.jobs.contracts import ContractProposal
-    from tests.integration import jobs_support as js
+    from tests.factories import jobs as js
 
     ctx.settings = ctx.settings.model_copy(update={"realtime_pool_size": 1, "webhook_allow_private": True})
     world = js.build_world(ctx, 12)
@@ -699,7 +699,7 @@ def test_concurrent_dispatchers_send_each_delivery_once(world: World) -> None:
     """Several replicas' dispatchers share the outbox: a claimed delivery is not claimed again (row locks with
     SKIP LOCKED on PostgreSQL, the write lock on SQLite), so without failures each event arrives once."""
     from dataspace.events.publish import publish
-    from tests.integration.jobs_support import steward
+    from tests.factories.jobs import steward
 
     world.approved_contract()
     receiver = Receiver(world.ctx)
@@ -729,7 +729,7 @@ def test_concurrent_dispatchers_send_each_delivery_once(world: World) -> None:
 
 def test_erasure_removes_the_customer_from_stored_event_copies(world: World) -> None:
     from dataspace.compliance.service import erase_subject
-    from tests.integration.jobs_support import steward
+    from tests.factories.jobs import steward
 
     world.approved_contract()
     assert world.publish("evt-erase").status_code == 201
@@ -750,7 +750,7 @@ def test_the_same_event_published_concurrently_is_stored_once(world: World) -> N
     the loser answers the stored event or a retryable conflict, never a second copy."""
     from dataspace.errors import ConcurrentChange
     from dataspace.events.publish import publish
-    from tests.integration.jobs_support import steward
+    from tests.factories.jobs import steward
 
     world.approved_contract()
     barrier = threading.Barrier(4)

@@ -14,7 +14,7 @@ from dataspace.db import utcnow
 from dataspace.events import service
 from dataspace.events.models import OutboxEvent, WebhookDelivery
 from dataspace.events.service import MAX_ATTEMPTS, verify_signature
-from tests.auth_helpers import make_partner
+from tests.factories.identities import make_partner
 
 
 class Receiver:

@@ -30,8 +30,8 @@ from dataspace.points.models import Reward
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
 from dataspace.tlog.models import TLogEntry
-from tests.auth_helpers import make_subject
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import make_subject
 
 
 @contextmanager

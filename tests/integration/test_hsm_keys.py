@@ -21,8 +21,8 @@ from dataspace.keys import KeyRing, load_key_file, save_key_file
 from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11TokenKey, configured_token
 from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey
 from dataspace.subjects.store import read_profile
-from tests.auth_helpers import bearer, issue_token, make_subject
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.identities import bearer, issue_token, make_subject
 from tests.softhsm import MODULE, TokenPool, softhsm  # noqa: F401  (the fixture)
 
 AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}

@@ -12,7 +12,7 @@ from dataspace.errors import InvalidInput, NotFound
 from dataspace.ingest.service import ingest_file, ingest_rows
 from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
 from dataspace.subjects.store import read_profile, shred
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
 
 
 def write_csv(path, rows):

@@ -17,8 +17,8 @@ from dataspace.jobs import contracts, release, service
 from dataspace.jobs.models import Decision, Job, PrivacyBudget
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
-from tests.factories import load_demo_catalog
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.catalog import load_demo_catalog
 
 
 @pytest.fixture

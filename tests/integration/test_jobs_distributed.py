@@ -29,7 +29,7 @@ from dataspace.jobs.queue import JobQueue
 from dataspace.keys import save_key_file
 from dataspace.settings import Settings
 from dataspace.tlog.models import TLogEntry
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("DATASPACE_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")

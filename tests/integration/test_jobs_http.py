@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 
 
 def test_partner_flow_over_http(ctx: Context) -> None:

@@ -9,7 +9,7 @@ from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
 from dataspace.jobs import service, uploads
 from dataspace.jobs.models import Decision, Job, PartnerModel
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 PYTHON_MODULE = """
 def score(table):

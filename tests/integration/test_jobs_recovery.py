@@ -20,7 +20,7 @@ from dataspace.jobs.lease import ShardBusy
 from dataspace.jobs.models import Decision, Job, JobShard
 from dataspace.keys import save_key_file
 from dataspace.settings import Settings
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTHING = {"requeued": [], "requeued_shards": [], "failed": [], "finished": []}

@@ -17,7 +17,7 @@ from dataspace.jobs.lease import ShardBusy
 from dataspace.jobs.models import Contract, Decision, Job, JobShard
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from dataspace.linkage import service as linkage
 from dataspace.linkage.models import Contribution, Link
 from dataspace.subjects.store import store_profiles
 from dataspace.tlog.models import TLogEntry
-from tests.factories import customer_row, load_demo_catalog
-from tests.integration.jobs_support import PARTNER, PURPOSE, partner_principal, propose, steward
+from tests.factories.catalog import customer_row, load_demo_catalog
+from tests.factories.jobs import PARTNER, PURPOSE, partner_principal, propose, steward
 
 COLUMNS = [
     {"key": "policy_expiry_month", "data_type": "integer", "meaning": "month your policy with us expires"},
@@ -499,7 +499,7 @@ def test_sdk_runs_the_partner_side_over_http(ctx: Context, monkeypatch: pytest.M
     problems, and nothing of the partner's values in what the API shows."""
     from clients.sdk import ClientCredentials, PartnerClient
     from clients.sdk import InvalidInput as ClientInvalidInput
-    from tests.auth_helpers import make_client
+    from tests.factories.identities import make_client
     from tests.integration.oauth_server import running_server
 
     subjects, linkers, _ = world(ctx)
@@ -553,7 +553,7 @@ def test_the_partners_own_job_sees_its_columns_for_linked_subjects_only(ctx: Con
 
     from dataspace.jobs import service as jobs
     from dataspace.jobs.models import Decision
-    from tests.integration import jobs_support as js
+    from tests.factories import jobs as js
 
     w = js.build_world(ctx, n=60)
     with ctx.db.transaction() as s:
@@ -613,7 +613,7 @@ def test_customer_grants_reads_and_withdraws_linkage_over_http(ctx: Context) -> 
     from fastapi.testclient import TestClient
 
     from dataspace.app import create_app
-    from tests.auth_helpers import bearer, issue_token
+    from tests.factories.identities import bearer, issue_token
 
     subjects, _, _ = world(ctx, n=6)
     contract_id = approved_contract(ctx)
@@ -651,7 +651,7 @@ def test_dataspace_remote_link_runs_the_partner_side_from_a_csv(ctx: Context, tm
     from typer.testing import CliRunner
 
     from dataspace.cli import app
-    from tests.auth_helpers import make_client
+    from tests.factories.identities import make_client
     from tests.integration.oauth_server import running_server
 
     subjects, linkers, _ = world(ctx, n=12)

@@ -10,7 +10,7 @@ from dataspace.jobs import contracts
 from dataspace.linkage import service as linkage
 from dataspace.subjects.store import store_profiles
 from dataspace.tlog.models import TLogEntry
-from tests.integration.jobs_support import PARTNER, PURPOSE, partner_principal, steward
+from tests.factories.jobs import PARTNER, PURPOSE, partner_principal, steward
 from tests.integration.test_linkage import COLUMNS, SpecPartner, complete, message, phone, start
 
 
@@ -25,8 +25,8 @@ def test_real_time_decisions_see_the_partner_columns_of_linked_customers(ctx: Co
     from dataspace.app import create_app
     from dataspace.db import utcnow
     from dataspace.jobs.contracts import ContractProposal
-    from tests.auth_helpers import bearer, issue_token
-    from tests.integration import jobs_support as js
+    from tests.factories import jobs as js
+    from tests.factories.identities import bearer, issue_token
 
     ctx.settings = ctx.settings.model_copy(update={"realtime_pool_size": 1, "realtime_max_decisions": 1000})
     w = js.build_world(ctx, n=30)

@@ -14,7 +14,7 @@ from dataspace.app import create_app
 from dataspace.auth import login
 from dataspace.context import Context
 from dataspace.db import utcnow
-from tests.auth_helpers import TEST_PASSWORD, make_client, make_user
+from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 
 REDIRECT = "http://127.0.0.1:9/callback"
 ATTACKER, OWNER = ("203.0.113.7", 40000), ("198.51.100.9", 40000)

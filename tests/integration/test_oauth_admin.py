@@ -19,7 +19,7 @@ from dataspace.auth import service
 from dataspace.cli import app as cli_app
 from dataspace.context import Context
 from dataspace.errors import InvalidInput
-from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.factories.identities import bearer, issue_token, make_subject
 
 
 def test_steward_changes_policy_and_it_takes_effect(ctx: Context) -> None:

@@ -23,7 +23,7 @@ from dataspace.audit.search import search_events
 from dataspace.auth.models import AuthorizationCode, LoginAttempt
 from dataspace.context import Context
 from dataspace.keys import KeyRing
-from tests.auth_helpers import TEST_PASSWORD, bearer, issue_token, make_client, make_user
+from tests.factories.identities import TEST_PASSWORD, bearer, issue_token, make_client, make_user
 from tests.integration.oauth_server import running_server
 
 REDIRECT = "http://127.0.0.1:9/callback"

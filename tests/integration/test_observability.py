@@ -20,8 +20,8 @@ from dataspace.context import Context
 from dataspace.db import Database
 from dataspace.jobs import release, service
 from dataspace.observability import metrics, tracing
-from tests.auth_helpers import bearer, issue_token, make_subject
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token, make_subject
 
 AGE = {"field": "age", "purpose": "insurance_offer", "partner": "harbor_insurance"}
 

@@ -11,8 +11,8 @@ from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.jobs.contracts import MAX_DECISION_MAGNITUDE
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 
 
 def _contract(schema: dict[str, object] | str) -> dict[str, object] | str:

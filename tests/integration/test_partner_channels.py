@@ -29,9 +29,9 @@ from dataspace.events import service as events
 from dataspace.ingest.service import ingest_rows
 from dataspace.jobs import outcomes, uploads
 from dataspace.jobs.models import Job
-from tests.auth_helpers import bearer, issue_token
-from tests.factories import customer_row
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.catalog import customer_row
+from tests.factories.identities import bearer, issue_token
 
 TICK, HOLD = 5, 20
 

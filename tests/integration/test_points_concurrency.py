@@ -18,7 +18,7 @@ from dataspace.points import invariants
 from dataspace.points import queries as points_queries
 from dataspace.points import redemption as points_redemption
 from dataspace.points.models import PointsPosting, PointsTransaction, Redemption, Reward
-from tests.integration.test_points_service import NOW, give, make_reward, make_subjects
+from tests.factories.points import NOW, give, make_reward, make_subjects
 
 REPO = Path(__file__).resolve().parents[2]
 

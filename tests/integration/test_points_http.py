@@ -10,7 +10,7 @@ import pytest
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.points import earning, invariants
-from tests.auth_helpers import bearer, issue_token, make_subject
+from tests.factories.identities import bearer, issue_token, make_subject
 from tests.integration.oauth_server import running_server
 
 

@@ -22,8 +22,8 @@ from dataspace.jobs.contracts import ContractProposal
 from dataspace.points import earning, rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 from tests.integration.oauth_server import running_server
 
 VOUCHER = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}$")

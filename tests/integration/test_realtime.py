@@ -20,8 +20,8 @@ from dataspace.jobs.contracts import ContractProposal
 from dataspace.jobs.models import RealtimeDecision
 from dataspace.realtime import DecisionService
 from dataspace.tlog.models import TLogEntry
-from tests.auth_helpers import bearer, issue_token
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import bearer, issue_token
 
 EVENT = "policy.renewal_due"
 

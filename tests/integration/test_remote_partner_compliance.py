@@ -17,8 +17,8 @@ from dataspace.cli import app
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.jobs.models import Job, PrivacyBudget
-from tests.auth_helpers import make_client
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import make_client
 from tests.integration.oauth_server import running_server
 
 

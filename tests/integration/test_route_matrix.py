@@ -32,7 +32,7 @@ from dataspace.db import utcnow
 from dataspace.http.deps import authorize
 from dataspace.http.security import PUBLIC_PATHS, PUBLIC_PREFIXES
 from dataspace.keys import KeyRing
-from tests.auth_helpers import bearer, issue_token
+from tests.factories.identities import bearer, issue_token
 
 Policy = tuple[str, str]
 

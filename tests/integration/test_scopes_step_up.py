@@ -22,7 +22,7 @@ from dataspace.auth.models import AuthorizationCode
 from dataspace.context import Context
 from dataspace.errors import InvalidInput
 from dataspace.keys import KeyRing
-from tests.auth_helpers import bearer, make_client, make_user
+from tests.factories.identities import bearer, make_client, make_user
 from tests.integration.oauth_server import running_server
 from tests.integration.test_oauth_flows import REDIRECT, OAuth2Client, _browser_login
 

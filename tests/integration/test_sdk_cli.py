@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from dataspace.audit import record_event
 from dataspace.cli import app
 from dataspace.context import Context
-from tests.auth_helpers import make_client
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import make_client
 from tests.integration.oauth_server import running_server
 
 
@@ -84,7 +84,7 @@ def test_rewards_redeem_signs_the_customer_in_through_the_browser(
     from dataspace.points import queries as points_queries
     from dataspace.points import rewards as points_rewards
     from dataspace.points.schemas import RewardCreate
-    from tests.auth_helpers import TEST_PASSWORD, make_user
+    from tests.factories.identities import TEST_PASSWORD, make_user
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,7 +119,6 @@ def test_jobs_submit_follow_waits_for_the_worker_and_prints_the_release(
     ctx: Context, tmp_path: Path, runner: CliRunner
 ) -> None:
     import threading
-
 
     js.build_world(ctx, n=30)
     contract_id = js.approved_contract(ctx)

@@ -24,8 +24,8 @@ from clients.sdk import (
 from dataspace.audit import record_event
 from dataspace.context import Context
 from dataspace.tlog.log import verifier_keys
-from tests.auth_helpers import TEST_PASSWORD, make_client, make_user
-from tests.factories import load_demo_catalog
+from tests.factories.catalog import load_demo_catalog
+from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 from tests.integration.oauth_server import running_server
 from transparency.export import verify_export
 

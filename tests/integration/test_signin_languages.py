@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import OAuth2Client
 
 from dataspace.context import Context
-from tests.auth_helpers import TEST_PASSWORD, make_client, make_user
+from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 from tests.integration.oauth_server import running_server
 
 REDIRECT = "http://127.0.0.1:9/callback"

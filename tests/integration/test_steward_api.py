@@ -17,8 +17,8 @@ from dataspace.auth.models import OAuthClient
 from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
 from dataspace.jobs import uploads
-from tests.auth_helpers import TEST_PASSWORD, make_client, make_user
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 from tests.integration.oauth_server import running_server
 from tests.integration.test_sdk_clients import _free_port, _login_as
 

@@ -17,8 +17,8 @@ from dataspace.jobs import service as jobs
 from dataspace.jobs.models import Contract, PartnerModel, PrivacyBudget
 from dataspace.keys import save_key_file
 from dataspace.tlog.models import TLogEntry
-from tests.auth_helpers import make_user
-from tests.integration import jobs_support as js
+from tests.factories import jobs as js
+from tests.factories.identities import make_user
 
 PYTHON_MODULE = b"def score(rows):\n    return [{'label': 'standard', 'value': 1.0} for _ in rows]\n"
 

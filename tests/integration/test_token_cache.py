@@ -17,7 +17,7 @@ from dataspace.auth import tokens
 from dataspace.auth.models import IssuedToken
 from dataspace.context import Context
 from dataspace.db import utcnow
-from tests.auth_helpers import bearer, issue_token
+from tests.factories.identities import bearer, issue_token
 
 GUARDED = "/v1/me/consents"
 

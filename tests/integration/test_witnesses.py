@@ -17,7 +17,7 @@ from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.tlog import log as tlog
-from tests.auth_helpers import bearer, issue_token
+from tests.factories.identities import bearer, issue_token
 from tests.witness_support import WitnessProcess
 from transparency import merkle
 from transparency.cosign import WitnessPolicy, open_cosigned, verified_cosigners
@@ -218,7 +218,7 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
     from clients.sdk import CheckpointMemory, CheckpointRejected, CustomerClient, StaticToken
     from dataspace.usage import UsageEntry, record_usage
     from dataspace.witness import WitnessState
-    from tests.auth_helpers import make_subject
+    from tests.factories.identities import make_subject
     from tests.integration.oauth_server import running_server
 
     subject = make_subject(ctx)

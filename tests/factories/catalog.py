@@ -1,4 +1,4 @@
-"""Factories for tests: build real rows through the real services (no hand-built rows)."""
+"""Catalog factories: the demo catalog loaded through the catalog service, a customer's ingest row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from dataspace.catalog import service as catalog
 from dataspace.context import Context
 
-DEMO_CATALOG = Path(__file__).resolve().parents[1] / "dataspace" / "demo" / "catalog.yaml"
+DEMO_CATALOG = Path(__file__).resolve().parents[2] / "dataspace" / "demo" / "catalog.yaml"
 
 
 def load_demo_catalog(ctx: Context) -> dict[str, int]:

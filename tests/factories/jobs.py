@@ -19,7 +19,7 @@ from dataspace.jobs.contracts import ContractProposal
 from dataspace.jobs.models import Contract, PartnerModel
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
-from tests.factories import customer_row, load_demo_catalog
+from tests.factories.catalog import customer_row, load_demo_catalog
 
 PARTNER = "harbor_insurance"
 PURPOSE = "insurance_offer"

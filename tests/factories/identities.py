@@ -3,7 +3,7 @@
 ``issue_token`` mints a token through the same generator and storage the token endpoint uses, so routes
 see exactly what a real client would send::
 
-    from tests.auth_helpers import bearer, issue_token
+    from tests.factories.identities import bearer, issue_token
 
     token = issue_token(ctx, "customer", subject_id=subject.id)
     client.get("/v1/me/consents", headers=bearer(token))
