@@ -33,7 +33,7 @@ from load import bench_database, postgres_cpu, setup  # noqa: E402
 
 from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
-from dataspace.consents import service  # noqa: E402
+from dataspace.consents import changes as consent_changes  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 
@@ -80,13 +80,13 @@ def main() -> None:
                     actor = Principal(
                         subject=f"bench-{c.subject_id}", role="customer", client_id="bench", subject_id=c.subject_id
                     )
-                    req = service.GrantRequest(field=f, purpose=p, partner=partner)
+                    req = consent_changes.GrantRequest(field=f, purpose=p, partner=partner)
                     grants.append((c.subject_id, actor, req))
                 t0, c0 = time.perf_counter(), time.process_time()
                 futures = [
                     ctx.writes.submit(
                         lambda s, sid=sid, actor=actor, req=req: (
-                            service.grant(s, subject_id=sid, request=req, signer=signer, actor=actor).grant.id
+                            consent_changes.grant(s, subject_id=sid, request=req, signer=signer, actor=actor).grant.id
                         )
                     )
                     for sid, actor, req in grants
@@ -95,7 +95,9 @@ def main() -> None:
                 futures = [
                     ctx.writes.submit(
                         lambda s, sid=sid, actor=actor, gid=gid: (
-                            service.withdraw(s, subject_id=sid, grant_id=gid, signer=signer, actor=actor).changed
+                            consent_changes.withdraw(
+                                s, subject_id=sid, grant_id=gid, signer=signer, actor=actor
+                            ).changed
                         )
                     )
                     for (sid, actor, _), gid in zip(grants, ids, strict=True)

@@ -46,7 +46,7 @@ from load import Http, bench_database, free_port, own_cpu, start_servers, stop_s
 from dataspace.auth import service as auth  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
 from dataspace.catalog import service as catalog  # noqa: E402
-from dataspace.consents import service as consents  # noqa: E402
+from dataspace.consents import changes  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.db import utcnow  # noqa: E402
 from dataspace.demo.build import CATALOG  # noqa: E402
@@ -86,10 +86,10 @@ def setup(ctx: Context, n: int) -> tuple[int, list[int], str, str]:
             if i % 3 == 0:
                 continue  # a third never consent: their requests are not_permitted
             for field in fields:
-                consents.grant(
+                changes.grant(
                     s,
                     subject_id=sid,
-                    request=consents.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
+                    request=changes.GrantRequest(purpose=PURPOSE, field=field, partner=PARTNER),
                     signer=ctx.keys.signing_key,
                 )
     insurer = Principal(
