@@ -5,7 +5,8 @@
   one sequences);
 - confirm remembered "token not revoked" answers against the tokens revoked since the last sweep;
 - deliver webhooks (every 1 s) and business events under their contracts (every 0.5 s, each event is also
-  sent at once after it is published; see ``dataspace.events.delivery``);
+  sent at once after it is published; see ``dataspace.events.delivery``; with a broker configured the sweep
+  publishes them to RabbitMQ and this process consumes them too, see ``dataspace.events.broker``);
 - materialize consent expiry (every 60 s; evaluation never waits for it, it checks validity times);
 - expire points lots (every 5 min);
 - submit each log's latest checkpoint to the configured witnesses and keep their cosignatures (every 1 s;
@@ -107,6 +108,19 @@ def tasks(ctx: Context) -> list[Periodic]:
 
     ctx.jobs.recover()  # at start-up: jobs a previous process left running are resumed or failed
     extra: list[Periodic] = []
+
+    def deliver_business_events() -> object:
+        return business_events.deliver_due(ctx.db, ctx.keys)
+
+    business_event_work: Callable[[], object] = deliver_business_events
+    if ctx.settings.broker_url:  # business events through RabbitMQ too (dataspace.events.broker)
+        from dataspace.events.broker import EventBroker, queue_name
+
+        event_broker = EventBroker(
+            ctx.db, ctx.keys, url=ctx.settings.broker_url, queue=queue_name(ctx.settings.broker_queue)
+        )
+        business_event_work = event_broker.dispatch
+        extra.append(Periodic("business-event-consumer", 0.2, event_broker.drain))
     if ctx.settings.witness_urls:
         from dataspace.tlog.cosigning import witnesses_for
 
@@ -121,7 +135,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         job_work,
         Periodic("job-recovery", 30.0, recover_jobs),
         Periodic("webhooks", 1.0, lambda: deliver_due(ctx.db, ctx.keys)),
-        Periodic("business-events", 0.5, lambda: business_events.deliver_due(ctx.db, ctx.keys)),
+        Periodic("business-events", 0.5, business_event_work),
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
         Periodic("key-reload", 5.0, ctx.reload_keys),

@@ -77,17 +77,7 @@ def _claim(db: Database, now: datetime, limit: int, ids: Sequence[int] | None) -
         for delivery in session.scalars(stmt):
             delivery.attempts += 1
             delivery.next_attempt_at = now + LEASE  # if we die now, the next round after the lease sends again
-            payload = delivery.payload
-            attempts.append(
-                _Attempt(
-                    delivery.id,
-                    _endpoint(session, delivery.partner_id, payload["type"]),
-                    orjson.dumps(payload),
-                    payload["id"],
-                    payload["type"],
-                    payload["version"],
-                )
-            )
+            attempts.append(_attempt(session, delivery))
         return attempts
 
 
@@ -107,28 +97,42 @@ def deliver_due(
     send = send or http_sender()
     counts = {"delivered": 0, "retry": 0, "dead": 0}
     for attempt in _claim(db, now, limit, delivery_ids):
-        status: int | None = None
-        error: str | None = None
-        if attempt.url is None:
-            error = "no_endpoint"
-        else:
-            ts = int(time.time()) if fixed_now is None else int(now.timestamp())
-            headers = {
-                "content-type": "application/json",
-                "dataspace-event-id": attempt.event_id,
-                "dataspace-event-type": attempt.event_type,
-                "dataspace-contract-version": attempt.version,
-                "dataspace-signature": sign(keys, attempt.body, ts),
-            }
-            try:
-                status = send(attempt.url, attempt.body, headers)
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
+        ts = int(time.time()) if fixed_now is None else int(now.timestamp())
+        status, error = _send(keys, attempt, send, ts)
         done = fixed_now if fixed_now is not None else utcnow()
         with db.transaction() as session:
             outcome = _record(session, attempt.delivery_id, status, error, done)
         counts[outcome] += 1
     return counts
+
+
+def _send(keys: KeyRing, attempt: _Attempt, send: Sender, ts: int) -> tuple[int | None, str | None]:
+    """POST one signed delivery: (HTTP status, None) or (None, what went wrong)."""
+    if attempt.url is None:
+        return None, "no_endpoint"
+    headers = {
+        "content-type": "application/json",
+        "dataspace-event-id": attempt.event_id,
+        "dataspace-event-type": attempt.event_type,
+        "dataspace-contract-version": attempt.version,
+        "dataspace-signature": sign(keys, attempt.body, ts),
+    }
+    try:
+        return send(attempt.url, attempt.body, headers), None
+    except httpx.HTTPError as exc:
+        return None, type(exc).__name__
+
+
+def _attempt(session: Session, delivery: EventDelivery) -> _Attempt:
+    payload = delivery.payload
+    return _Attempt(
+        delivery.id,
+        _endpoint(session, delivery.partner_id, payload["type"]),
+        orjson.dumps(payload),
+        payload["id"],
+        payload["type"],
+        payload["version"],
+    )
 
 
 def _record(session: Session, delivery_id: int, status: int | None, error: str | None, done: datetime) -> str:
