@@ -81,13 +81,21 @@ class Window:
         }
 
 
+def _aware(at: datetime) -> datetime:
+    """A time without an offset is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def window(*, since: datetime | None = None, until: datetime | None = None, bucket: str = "hour") -> Window:
     """The dashboard's time range cut into buckets (default: the last hour, day or 30 days up to now, for
     minute, hour or day buckets)."""
     if bucket not in BUCKETS:
         raise InvalidInput(f"bucket must be one of {sorted(BUCKETS)}")
-    until = until or utcnow()
-    since = since or until - DEFAULT_SPAN[bucket]
+    until = _aware(until) if until is not None else utcnow()
+    try:
+        since = _aware(since) if since is not None else until - DEFAULT_SPAN[bucket]
+    except OverflowError:
+        raise InvalidInput("until is too early") from None
     if since >= until:
         raise InvalidInput("since must be before until")
     w = Window(since, until, bucket)
@@ -216,8 +224,8 @@ def _decisions(session: Session, w: Window) -> list[dict[str, Any]]:
         groups[(r.partner_id, r.contract_id)].append(r)
     partners = _partners(session, {p for p, _ in groups})
     titles: dict[int, str | None] = {
-        cid: title
-        for cid, title in session.execute(
+        row.id: row.title
+        for row in session.execute(
             select(Contract.id, Contract.title).where(Contract.id.in_(sorted({c for _, c in groups})))
         )
     }

@@ -17,6 +17,9 @@ What a producer and each consumer are promised:
   a partner (or that carries none) names no customer to it. Real-time decisions still see the customer.
 - The customer's own identifier (``customer_ref``) and the customer-data values are not kept with the
   stored event: only each consumer's permitted copy is, until it is delivered.
+- An outcome event links to the real-time decision it answers through an ``x-decision-ref`` field: it must
+  name a decided decision (about the event's customer, when it names one); the link stays with the stored
+  event for the operator's collaboration dashboard and is left out of every partner's copy.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ LABELS: dict[str, dict[str, str]] = {
         "and consumer, under the consumer's pseudonym ('subject'); otherwise they are left out.",
         "schema": "JSON Schema of the event data",
         "none": "none",
+        "decision_ref": "(The operator's link to the real-time decision this event answers: kept by the operator, "
+        "never delivered to consumers.)",
     },
     "zh": {
         "spec": "事件契约规范",
@@ -90,6 +92,7 @@ LABELS: dict[str, dict[str, str]] = {
         "的授权范围内，以该消费方的假名（subject）送达；否则不予发送。",
         "schema": "事件数据的 JSON Schema",
         "none": "无",
+        "decision_ref": "（运营方对本事件所回应的实时决策的关联：由运营方保留，从不投递给消费方。）",
     },
 }
 
@@ -123,7 +126,7 @@ def render(session: Session, contract: EventContract, *, fmt: str, lang: str) ->
             "required": t["yes"] if required else t["no"],
             "unit": prop.get("x-unit", ""),
             "catalog": prop.get("x-catalog-field", ""),
-            "meaning": prop.get("description", ""),
+            "meaning": prop.get("description", "") + (" " + t["decision_ref"] if prop.get("x-decision-ref") else ""),
         }
         for path, prop, required in _walk(contract.schema, "")
     ]

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.errors import BudgetExceeded, Conflict, NotFound
+from dataspace.errors import BudgetExceeded, Conflict, InvalidInput, NotFound
 from dataspace.events import contracts as event_contracts
 from dataspace.events import dashboard, delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
@@ -148,6 +148,12 @@ def test_dashboard_numbers_exact_for_the_steward_dp_for_the_partner(loop) -> Non
             headers=steward_h,
         )
         assert r.status_code == 201, r.text
+    spec = client.get(
+        f"/v1/partner/event-contracts/{accepted}/spec",
+        params={"format": "md", "lang": "en"},
+        headers=bearer(issue_token(ctx, "partner", partner_key=js.PARTNER)),
+    )
+    assert "never delivered to consumers" in spec.text  # the signed-off document says so
     with ctx.db.session() as s:  # the partner's copy never carries the operator's decision id
         copies = s.scalars(select(EventDelivery).where(EventDelivery.contract_id == accepted)).all()
         assert len(copies) == 3
@@ -263,3 +269,36 @@ def test_collaboration_over_http(loop) -> None:  # type: ignore[no-untyped-def]
     assert client.post("/v1/partner/collaboration/999999/releases", headers=partner_h).status_code == 404
     with ctx.db.session() as s:
         assert s.scalar(select(RealtimeDecision.outcome)) == "decided"
+
+
+def test_decision_references_are_checked_in_the_contract_schema(ctx: Context) -> None:
+    js.build_world(ctx, 3)
+    bad = {
+        "type": "object",
+        "properties": {
+            "decision_id": {"type": "string", "x-decision-ref": True, "description": "Not an id."},
+            "nested": {
+                "type": "object",
+                "description": "Nested.",
+                "properties": {"d": {"type": "integer", "x-decision-ref": True, "description": "Too deep."}},
+            },
+        },
+    }
+    with ctx.db.transaction() as s, pytest.raises(InvalidInput) as err:
+        event_contracts.propose(
+            s,
+            principal=js.partner_principal(ctx),
+            proposal=event_contracts.Proposal(
+                event_type="offer.accepted",
+                version="1.0.0",
+                title="t",
+                description="d",
+                schema=bad,
+                consumers=["voltgrid"],
+                producer=js.PARTNER,
+            ),
+        )
+    problems = {(e["path"], e["problem"]) for e in err.value.extra["errors"]}
+    assert ("decision_id", "x-decision-ref is true on an integer field (a decision id)") in problems
+    assert ("nested.d", "a decision reference must be a top-level property") in problems
+    assert ("decision_id", "only the operator links events to its decisions") in problems
