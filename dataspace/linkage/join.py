@@ -27,9 +27,10 @@ from dataspace.db import Database
 from dataspace.emission.service import Emission
 from dataspace.emission.transforms import encode
 from dataspace.jobs.models import Job
-from dataspace.keys import KeyRing
 from dataspace.linkage import service
+from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution
+from dataspace.vault import Vault
 
 PREFIX = "partner__"
 
@@ -66,7 +67,7 @@ def coarsen(column: Mapping[str, Any], value: Any) -> float | None:
     return x
 
 
-def attach(db: Database, keys: KeyRing, emission: Emission, *, job_id: int) -> Emission:
+def attach(db: Database, vault: Vault, emission: Emission, *, job_id: int) -> Emission:
     """``emission`` with the job's contract's partner columns appended (unchanged without a linked
     contribution). The uses go to the subjects' ledger in a transaction of their own, committed before the
     model runs: the columns were joined, whatever the job's outcome."""
@@ -76,7 +77,7 @@ def attach(db: Database, keys: KeyRing, emission: Emission, *, job_id: int) -> E
         if job is None:
             return emission
         declared, values = service.partner_columns(
-            session, keys, contract_id=job.contract_id, subject_ids=subjects.tolist(), job_id=job_id
+            session, PartnerKeys.of(vault), contract_id=job.contract_id, subject_ids=subjects.tolist(), job_id=job_id
         )
     if not declared:
         return emission
@@ -103,10 +104,12 @@ def linked_run(session: Session, *, contract_id: int) -> int | None:
     )
 
 
-def values_for(db: Database, keys: KeyRing, *, contract_id: int, subject_id: int) -> list[float | None]:
+def values_for(db: Database, vault: Vault, *, contract_id: int, subject_id: int) -> list[float | None]:
     """One customer's partner columns for a real-time decision, coarsened, in ``feature_names`` order
     (nulls when the customer is not linked or withdrew); the use goes to the ledger as for a job."""
     with db.transaction() as session:
-        declared, values = service.partner_columns(session, keys, contract_id=contract_id, subject_ids=[subject_id])
+        declared, values = service.partner_columns(
+            session, PartnerKeys.of(vault), contract_id=contract_id, subject_ids=[subject_id]
+        )
     row = values.get(subject_id)
     return [coarsen(c, row.get(c["key"])) if row is not None else None for c in declared]

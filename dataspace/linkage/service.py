@@ -9,14 +9,14 @@ Invariants (every function runs in the caller's transaction; services never comm
 - every row of a reply is opened once, to check it against the declaration (so whether a reply is refused
   does not depend on which records matched); only matched rows of consenting subjects are kept, and they are
   opened again only in ``partner_columns`` (the emission of the partner's own jobs, real-time decisions);
-- after ``shred_contract`` no key that opens a contribution's rows exists in the database.
+- after ``shred_contract`` no key that opens a contribution's rows exists in the database, and once the
+  shredding has committed (or the sweep has run) no key that opens them exists anywhere: each run's
+  key-encryption key lives outside the database (``dataspace.linkage.keys``), so a backup taken before the
+  shredding stays unreadable after a restore.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 import orjson
-from nacl import bindings as _nacl
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, event, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clients.sdk._psi import KINDS, open_row
@@ -42,8 +41,8 @@ from dataspace.emission.service import _fetch
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.jobs import budget, contracts
 from dataspace.jobs.models import Contract
-from dataspace.keys import KeyRing
 from dataspace.linkage import grants, protocol
+from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
@@ -64,25 +63,9 @@ MAX_COLUMNS = 32
 COUNT_EPSILON = 0.1
 DATA_TYPES = ("integer", "number", "boolean", "string")
 TRANSFORMS = ("identity", "bin", "group", "top_code")
-_NONCE = _nacl.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
 
-# --- server-held keys ---------------------------------------------------------------------------------------
-def _wrap_key(keys: KeyRing) -> bytes:
-    return hmac.new(keys.pseudonym_key, b"linkage-wrap/v1", hashlib.sha256).digest()
-
-
-def _wrap(keys: KeyRing, secret: bytes, label: bytes) -> bytes:
-    nonce = os.urandom(_NONCE)
-    return nonce + bytes(_nacl.crypto_aead_xchacha20poly1305_ietf_encrypt(secret, label, nonce, _wrap_key(keys)))
-
-
-def _unwrap(keys: KeyRing, wrapped: bytes, label: bytes) -> bytes:
-    return bytes(
-        _nacl.crypto_aead_xchacha20poly1305_ietf_decrypt(wrapped[_NONCE:], label, wrapped[:_NONCE], _wrap_key(keys))
-    )
-
-
+# --- server-held keys (wrapped under the run's key-encryption key, kept outside the database) -----------------
 def _label(contribution_id: int, what: str) -> bytes:
     return b"linkage/%d/%s" % (contribution_id, what.encode())
 
@@ -241,7 +224,7 @@ def declaration(session: Session, *, contract_id: int) -> Declaration | None:
 
 def start(
     session: Session,
-    keys: KeyRing,
+    keys: PartnerKeys,
     *,
     principal: Principal,
     contract_id: int,
@@ -274,8 +257,9 @@ def start(
     )
     session.add(row)
     session.flush()
-    row.wrapped_private_key = _wrap(keys, bytes(private), _label(row.id, "private"))
-    row.wrapped_scalar = _wrap(keys, first.scalar, _label(row.id, "scalar"))
+    keys.create(row.id)
+    row.wrapped_private_key = keys.wrap(row.id, bytes(private), _label(row.id, "private"))
+    row.wrapped_scalar = keys.wrap(row.id, first.scalar, _label(row.id, "scalar"))
     row.message = first.points
     row.order = zlib.compress(first.order.astype("<i8").tobytes())
     session.flush()
@@ -316,7 +300,7 @@ class Outcome:
 
 def complete(
     session: Session,
-    keys: KeyRing,
+    keys: PartnerKeys,
     *,
     principal: Principal,
     contribution_id: int,
@@ -344,12 +328,15 @@ def complete(
     if len(parsed.records) > MAX_RECORDS:
         raise InvalidInput(f"more than {MAX_RECORDS} records")
     order = np.frombuffer(zlib.decompress(row.order), dtype="<i8")
-    scalar = _unwrap(keys, row.wrapped_scalar, _label(row.id, "scalar"))
+    try:
+        scalar = keys.unwrap(row.id, row.wrapped_scalar, _label(row.id, "scalar"))
+        private = PrivateKey(keys.unwrap(row.id, row.wrapped_private_key, _label(row.id, "private")))
+    except DecryptionError:  # its key was destroyed (shredded by a revocation racing this reply)
+        raise Conflict(f"linkage run {row.id} is shredded") from None
     try:
         matches = protocol.match(scalar, order, parsed)
     except protocol.MalformedMessage as exc:
         raise InvalidInput(f"malformed reply: {exc}") from None
-    private = PrivateKey(_unwrap(keys, row.wrapped_private_key, _label(row.id, "private")))
     try:
         data_key = SealedBox(private).decrypt(parsed.sealed_data_key)
     except CryptoError:
@@ -388,7 +375,7 @@ def complete(
             Contribution.contract_id == row.contract_id, Contribution.id != row.id, Contribution.status == "linked"
         )
     ):
-        _shred(session, old, now)
+        _shred(session, old, now, keys)
     if links:
         session.execute(insert(Link), links)
     row.status = "linked"
@@ -443,7 +430,29 @@ def unlink(session: Session, *, subject_id: int, partner_key: str, purpose_key: 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _shred(session: Session, row: Contribution, now: datetime) -> None:
+_PENDING = "linkage.destroy_after_commit"
+
+
+def _destroy_after_commit(session: Session, keys: PartnerKeys, contribution_id: int) -> None:
+    """Destroy the run's key-encryption key once this transaction has committed (not before: a shredding that
+    rolled back must not leave a live run unreadable). A crash in between is the sweep's to finish."""
+    pending: list[tuple[PartnerKeys, int]] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+
+        def committed(s: Session) -> None:
+            for store, cid in s.info.pop(_PENDING, []):
+                store.destroy(cid)
+
+        def rolled_back(s: Session) -> None:
+            s.info.pop(_PENDING, None)
+
+        event.listen(session, "after_commit", committed, once=True)
+        event.listen(session, "after_rollback", rolled_back, once=True)
+    pending.append((keys, contribution_id))
+
+
+def _shred(session: Session, row: Contribution, now: datetime, keys: PartnerKeys | None) -> None:
     session.execute(delete(Link).where(Link.contribution_id == row.id).execution_options(synchronize_session=False))
     session.execute(
         update(Contribution)
@@ -460,10 +469,16 @@ def _shred(session: Session, row: Contribution, now: datetime) -> None:
         .execution_options(synchronize_session=False)
     )
     session.expire(row)
+    if keys is not None:
+        _destroy_after_commit(session, keys, row.id)
 
 
-def shred_contract(session: Session, *, contract_id: int, clock: Clock = utcnow) -> int:
-    """Crypto-shred every contribution under the contract (revoked or ended); returns how many."""
+def shred_contract(
+    session: Session, *, contract_id: int, keys: PartnerKeys | None = None, clock: Clock = utcnow
+) -> int:
+    """Crypto-shred every contribution under the contract (revoked or ended); returns how many. The rows are
+    unreadable in the live database at once; the runs' keys are destroyed after the commit when ``keys`` is
+    given, else by the next ``destroy_shredded`` sweep (the background task, every minute)."""
     now = clock()
     rows = list(
         session.scalars(
@@ -471,7 +486,7 @@ def shred_contract(session: Session, *, contract_id: int, clock: Clock = utcnow)
         )
     )
     for row in rows:
-        _shred(session, row, now)
+        _shred(session, row, now, keys)
     return len(rows)
 
 
@@ -498,7 +513,7 @@ def prune_links(session: Session, *, clock: Clock = utcnow) -> int:
     return len(stale)
 
 
-def shred_ended(session: Session, *, clock: Clock = utcnow) -> int:
+def shred_ended(session: Session, *, keys: PartnerKeys | None = None, clock: Clock = utcnow) -> int:
     """Shred the contributions of contracts past their validity or no longer approved, and prune the links of
     customers whose grant ended (a periodic sweep)."""
     prune_links(session, clock=clock)
@@ -511,13 +526,43 @@ def shred_ended(session: Session, *, clock: Clock = utcnow) -> int:
             )
         )
     )
-    return sum(shred_contract(session, contract_id=c, clock=clock) for c in ids)
+    return sum(shred_contract(session, contract_id=c, keys=keys, clock=clock) for c in ids)
+
+
+def destroy_shredded(session: Session, keys: PartnerKeys) -> int:
+    """Destroy the key-encryption keys of shredded runs that still exist (a shredding that committed without
+    its key's destruction: no ``keys`` given, or a crash after the commit); returns how many."""
+    held = keys.held()
+    if not held:
+        return 0
+    done = set(
+        session.scalars(select(Contribution.id).where(Contribution.id.in_(held), Contribution.status == "shredded"))
+    )
+    for cid in done:
+        keys.destroy(cid)
+    return len(done)
+
+
+def reconcile(session: Session, keys: PartnerKeys, *, clock: Clock = utcnow) -> list[int]:
+    """Shred every run whose key-encryption key is gone (a database restored from a backup taken before the
+    run was shredded, or a shredding whose key was destroyed and whose commit failed): its wrapped keys and
+    links are deleted and its status says so. Returns the runs shredded."""
+    now = clock()
+    held = keys.held()
+    rows = [
+        row
+        for row in session.scalars(select(Contribution).where(Contribution.status.in_(("open", "linked"))))
+        if row.id not in held
+    ]
+    for row in rows:
+        _shred(session, row, now, None)
+    return [row.id for row in rows]
 
 
 # --- the read-time join (emission of the partner's own jobs) --------------------------------------------------------
 def partner_columns(
     session: Session,
-    keys: KeyRing,
+    keys: PartnerKeys,
     *,
     contract_id: int,
     subject_ids: Iterable[int],
@@ -538,7 +583,10 @@ def partner_columns(
         return [], {}
     wanted = set(subject_ids)
     allowed = set(linkable_subjects(session, partner_key=partner.key, purpose_key=contract.purpose_key, now=now))
-    private = PrivateKey(_unwrap(keys, row.wrapped_private_key, _label(row.id, "private")))
+    try:
+        private = PrivateKey(keys.unwrap(row.id, row.wrapped_private_key, _label(row.id, "private")))
+    except DecryptionError:  # the run's key is destroyed: shredded, whatever the row still says
+        return [], {}
     data_key = SealedBox(private).decrypt(row.sealed_data_key)
     out: dict[int, dict[str, Any]] = {}
     for sid, blinded, sealed in session.execute(

@@ -409,7 +409,7 @@ def decide(
                     row = batch.to_pylist()[0]
                     features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
             if features is not None and served.pool.feature_names[len(served.specs) :]:
-                extra = linkage_join.values_for(ctx.db, ctx.keys, contract_id=contract_id, subject_id=sid)
+                extra = linkage_join.values_for(ctx.db, ctx.vault, contract_id=contract_id, subject_id=sid)
                 features = (features[0], features[1] + extra)
     decision: str | float | None = None
     if features is not None:

@@ -13,14 +13,18 @@ const CLIENT_ID = "portal";
 const SCOPE = "catalog consents usage points redeem erase";
 const stepUp = (err, resume) => signIn(CLIENT_ID, SCOPE, { prompt: "login", maxAge: err.maxAge, resume });
 const $ = (id) => document.getElementById(id);
-const state = { matrix: null, manual: null, offers: null, points: null, tab: "manual", view: "field" };
+const state = { matrix: null, manual: null, offers: null, linkage: null, points: null, tab: "manual", view: "field" };
 
 // --- names in the reader's language ---------------------------------------------------------------------
 const names = {
   field: (k) => { const f = (state.matrix?.fields || []).find((x) => x.key === k); return f ? pick(f, "label") : k; },
   purpose: (k) => { const p = (state.matrix?.purposes || []).find((x) => x.key === k); return p ? pick(p, "label") : k; },
   partner: (k) => { const p = (state.matrix?.partners || []).find((x) => x.key === k); return p ? pick(p, "name") : k; },
-  dimension: (k) => { const d = (state.manual || []).find((x) => x.key === k); return d ? pick(d, "label") : k; },
+  dimension: (k) => {
+    if (k === "linkage") return t("portal.linkage.dimension");
+    const d = (state.manual || []).find((x) => x.key === k);
+    return d ? pick(d, "label") : k;
+  },
   category: (k) => { const text = t(`portal.category.${k}`); return text === `portal.category.${k}` ? k : text; },
 };
 
@@ -331,6 +335,151 @@ function renderManual() {
   const view = { partner: partnerView, purpose: purposeView }[state.view] || byFieldView;
   root.replaceChildren(...view());
   for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
+  renderLinkage();
+}
+
+// --- linkage: partners that would bring their own records about the customer ----------------------------
+// A linkage grant is a consent grant on the pseudo-dimension "linkage" naming one partner and one purpose.
+const kindName = (kind) => (kind ? t(`portal.linkage.kind.${kind}`) : "–");
+
+function linkagePartnerName(o) {
+  const known = (state.matrix?.partners || []).some((p) => p.key === o.partner);
+  return known ? names.partner(o.partner) : o.partner_name || o.partner;
+}
+
+function linkageGrants(partner, purpose) {
+  return (state.matrix?.grants || []).filter((g) => g.dimension === "linkage" && g.partner === partner && g.purpose === purpose && g.state === "active");
+}
+
+// One entry per (partner, purpose): the offers of its contracts merged, plus a grant still on for a pair
+// nobody offers any more (so it can be withdrawn).
+function linkageOffers() {
+  const out = [];
+  for (const o of state.linkage?.offers || []) {
+    const same = out.find((x) => x.partner === o.partner && x.purpose === o.purpose);
+    if (!same) out.push({ ...o, columns: [...o.columns] });
+    else for (const c of o.columns) if (!same.columns.some((x) => x.key === c.key)) same.columns.push(c);
+  }
+  for (const g of state.matrix?.grants || []) {
+    if (g.dimension === "linkage" && g.state === "active" && !out.some((o) => o.partner === g.partner && o.purpose === g.purpose)) {
+      out.push({ partner: g.partner, purpose: g.purpose, identifier: null, columns: [], orphan: true });
+    }
+  }
+  return out;
+}
+
+// What a partner column means, for the usage ledger and the list of links.
+function partnerColumnMeaning(key) {
+  for (const o of state.linkage?.offers || []) {
+    const c = o.columns.find((x) => x.key === key);
+    if (c) return c.meaning;
+  }
+  return key;
+}
+
+async function loadLinkage() {
+  const [matrix, linkage] = await Promise.all([api("/v1/me/consents"), api("/v1/me/linkage")]);
+  state.matrix = matrix;
+  state.linkage = linkage;
+}
+
+async function toggleLinkage(sw, offer) {
+  const status = $("manual-status");
+  clear(status);
+  const words = { partner: linkagePartnerName(offer), purpose: names.purpose(offer.purpose) };
+  const revert = () => { sw.checked = !sw.checked; sw.setAttribute("aria-checked", String(sw.checked)); };
+  sw.disabled = true;
+  try {
+    let outcome;
+    if (sw.checked) {
+      const change = await api("/v1/me/consents", { method: "POST", body: { dimension: "linkage", partner: offer.partner, purpose: offer.purpose } });
+      outcome = [t("portal.linkage.granted", words), [{ id: change.receipt_id }]];
+    } else {
+      const ok = await confirmDialog({
+        title: t("portal.linkage.withdrawTitle", words),
+        body: h("p", {}, t("portal.linkage.withdrawBody", words)),
+        confirm: t("portal.linkage.withdrawConfirm"),
+        danger: true,
+      });
+      if (!ok) {
+        revert();
+        return;
+      }
+      const receipts = [];
+      for (const g of linkageGrants(offer.partner, offer.purpose)) {
+        const change = await api(`/v1/me/consents/${g.id}`, { method: "DELETE" });
+        receipts.push({ id: change.receipt_id });
+      }
+      outcome = [t("portal.linkage.withdrawn", words), receipts];
+    }
+    try {
+      await loadLinkage();
+      renderManual();
+    } catch (err) {
+      showError(status, err);  // the change is done all the same: still show it and its receipt
+    }
+    confirmChange(...outcome);
+    const again = document.getElementById(sw.id);
+    if (again) again.focus();
+  } catch (err) {
+    revert();
+    showError(status, err);
+  } finally {
+    sw.disabled = false;
+  }
+}
+
+function linkageOffer(offer) {
+  const partner = linkagePartnerName(offer);
+  const id = `link-${offer.partner}-${offer.purpose}`;
+  const on = linkageGrants(offer.partner, offer.purpose).length > 0;
+  const sw = h("input", { type: "checkbox", role: "switch", id, dataset: { partner: offer.partner, purpose: offer.purpose } });
+  sw.checked = on;
+  sw.setAttribute("aria-checked", String(on));
+  sw.addEventListener("change", () => {
+    sw.setAttribute("aria-checked", String(sw.checked));
+    toggleLinkage(sw, offer);
+  });
+  const link = (state.linkage?.links || []).find((l) => l.partner === offer.partner && l.purpose === offer.purpose);
+  const notes = [];
+  if (offer.orphan) notes.push(t("portal.linkage.orphan"));
+  if (link) notes.push(t("portal.linkage.isLinked", { date: fmtDate(link.linked_at) }));
+  const purpose = (state.matrix?.purposes || []).find((p) => p.key === offer.purpose);
+  const facts = offer.orphan ? null : h("dl", { class: "facts" },
+    h("dt", {}, t("portal.linkage.brings", { partner })),
+    h("dd", {}, h("ul", { class: "brings" }, offer.columns.map((c) => h("li", { dataset: { column: c.key } }, c.meaning)))),
+    h("dt", {}, t("portal.linkage.why")), h("dd", {}, purpose ? pick(purpose, "description") : names.purpose(offer.purpose)),
+    h("dt", {}, t("portal.linkage.matchedOn")), h("dd", {}, kindName(offer.identifier)),
+    h("dt", {}, t("portal.linkage.how")), h("dd", {}, t("portal.linkage.howText", { partner })));
+  return h("div", { class: "offer linkage-offer", role: "group", "aria-label": `${partner} · ${names.purpose(offer.purpose)}`, dataset: { partner: offer.partner, purpose: offer.purpose } },
+    h("h4", {}, partner),
+    facts,
+    h("div", { class: "switch-row" }, sw,
+      h("label", { for: id }, t("portal.linkage.grant", { partner, purpose: names.purpose(offer.purpose) })),
+      notes.length ? h("span", { class: "note muted" }, notes.join(" ")) : null));
+}
+
+function renderLinkage() {
+  const box = $("linkage");
+  const offers = linkageOffers();
+  const links = state.linkage?.links || [];
+  if (!offers.length && !links.length) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const linked = links.length
+    ? h("ul", { id: "linkage-links" }, links.map((l) => h("li", { dataset: { partner: l.partner } },
+        t("portal.linkage.linkedLine", { partner: linkagePartnerName(l), purpose: names.purpose(l.purpose), kind: kindName(l.matched_on), date: fmtDate(l.linked_at) }), " ",
+        t("portal.linkage.linkedColumns", { columns: l.partner_columns.map(partnerColumnMeaning).join(", ") }))))
+    : h("p", { class: "muted", id: "linkage-links" }, t("portal.linkage.noneLinked"));
+  box.replaceChildren(
+    h("h3", { id: "linkage-title" }, t("portal.linkage.title")),
+    h("p", { class: "muted" }, t("portal.linkage.intro")),
+    ...offers.map(linkageOffer),
+    h("h4", { id: "linkage-linked-title" }, t("portal.linkage.linkedTitle")),
+    linked);
+  box.hidden = false;
 }
 
 async function loadMatrix() {
@@ -338,12 +487,14 @@ async function loadMatrix() {
 }
 
 const showManual = guard(() => $("manual-status"), async () => {
-  const [matrix, manual, offers] = await Promise.all([
+  const [matrix, manual, offers, linkage] = await Promise.all([
     api("/v1/me/consents"), api("/v1/catalog/manual").catch(() => []), api("/v1/me/offers"),
+    api("/v1/me/linkage").catch(() => ({ offers: [], links: [] })),
   ]);
   state.matrix = matrix;
   state.manual = manual;
   state.offers = offers;
+  state.linkage = linkage;
   renderManual();
 });
 
@@ -382,6 +533,9 @@ const showHeld = guard(() => $("held-status"), async () => {
 
 // --- history and receipts -------------------------------------------------------------------------------
 function historySentence(e) {
+  if (e.dimension === "linkage") {
+    return t(`portal.linkage.says.${e.kind}`, { partner: names.partner(e.partner), purpose: names.purpose(e.purpose) });
+  }
   const what = e.field ? names.field(e.field) : t("portal.history.allOf", { dimension: names.dimension(e.dimension || "") });
   const who = e.partner ? names.partner(e.partner) : t("portal.history.anyPartner", { category: names.category(e.partner_category || "") });
   return t(`portal.history.says.${e.kind}`, { field: what, partner: who, purpose: names.purpose(e.purpose) });
@@ -465,6 +619,13 @@ const showUsage = guard(() => $("usage-status"), async () => {
   }
   const m = state.matrix || { fields: [], partners: [], purposes: [] };
   const labels = new Map(m.fields.map((f) => [f.key, pick(f, "label")]));
+  if (!state.linkage) state.linkage = await api("/v1/me/linkage").catch(() => ({ offers: [], links: [] }));
+  // The partner's own records: the linkage itself and each of its columns a job or decision joined.
+  const label = (f) => {
+    if (f.startsWith("linkage:")) return t("portal.linkage.usageLinked", { kind: kindName(f.slice(8)) });
+    if (f.startsWith("partner:")) return t("portal.linkage.usageColumn", { meaning: partnerColumnMeaning(f.slice(8)) });
+    return labels.get(f) || f;
+  };
   const partners = new Map(m.partners.map((p) => [p.key, p.name]));
   const purposes = new Map(m.purposes.map((p) => [p.key, pick(p, "label")]));
   $("usage").replaceChildren(h("ol", { class: "timeline" }, uses.map((u) => {
@@ -473,7 +634,7 @@ const showUsage = guard(() => $("usage-status"), async () => {
     const button = h("button", { type: "button", class: "secondary", disabled: pending }, t("portal.usage.check"));
     button.addEventListener("click", guard(out, () => checkProof(u.index, out)));
     return h("li", { dataset: { fields: u.fields.join(" "), index: u.index } },
-      h("strong", {}, u.fields.map((f) => labels.get(f) || f).join(", ")), " — ",
+      h("strong", {}, u.fields.map(label).join(", ")), " — ",
       t("portal.usage.line", {
         partner: partners.get(u.partner) || u.partner,
         purpose: purposes.get(u.purpose) || u.purpose,

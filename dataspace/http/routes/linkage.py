@@ -17,6 +17,7 @@ from dataspace.http.deps import WriteSession, authorize, current_subject, get_co
 from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts
 from dataspace.linkage import service
+from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.schemas import DeclarationCreate, DeclarationRead, LinkageCreate, LinkageRead, MyLinkageRead
 
 router = APIRouter(tags=["linkage"])
@@ -81,7 +82,7 @@ def start_linkage(
 ) -> LinkageRead:
     row = service.start(
         session,
-        ctx.keys,
+        PartnerKeys.of(ctx.vault),
         principal=principal,
         contract_id=body.contract_id,
         identifiers=service.profile_identifiers(ctx.vault),
@@ -117,7 +118,12 @@ def _complete(
     ctx: Context, session: Session, *, principal: Principal, contribution_id: int, data: bytes, limit: int
 ) -> LinkageRead:
     outcome = service.complete(
-        session, ctx.keys, principal=principal, contribution_id=contribution_id, reply=data, max_bytes=limit
+        session,
+        PartnerKeys.of(ctx.vault),
+        principal=principal,
+        contribution_id=contribution_id,
+        reply=data,
+        max_bytes=limit,
     )
     return LinkageRead.of(outcome.contribution)
 
