@@ -135,6 +135,17 @@ def test_steward_and_partner_see_the_loop(world: World, page: Any) -> None:
     card.get_by_role(
         "img", name=f"Deliveries, retries and dead letters over time: Harbor Insurance · {BOOKED} 1.0.0"
     ).wait_for()
+    # The dead letter, replayed from the card.
+    card.get_by_role("button", name="Dead letters (1)").click()
+    dead_row = card.locator(".dead-letters tbody tr")
+    dead_row.get_by_role("cell", name="book-x", exact=True).wait_for()
+    dead_row.get_by_role("cell", name="http_503", exact=True).wait_for()
+    assert serious_violations(page) == []
+    dead_row.get_by_role("button", name="Replay").click()
+    dead_row.get_by_text("Queued for delivery again.").wait_for()
+    with world.ctx.db.session() as s:
+        replayed = s.scalars(select(EventDelivery).where(EventDelivery.replays == 1)).one()
+        assert replayed.payload["id"] == "book-x"
     loop = page.locator(f"#collab-loop [data-decision-contract='{contract_id}']")
     loop_facts = loop.locator("dl.facts")
     loop_facts.wait_for()

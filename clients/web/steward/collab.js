@@ -45,7 +45,8 @@ function chart(container, draw) {
 }
 
 // Deliveries per (partner, event contract): success, latency against the requirement, retries, dead letters.
-export function renderDeliveries(container, data, { showPartner = true } = {}) {
+// ``deadLetters(row, box)``, when given (the steward console), lists a card's dead letters into ``box``.
+export function renderDeliveries(container, data, { showPartner = true, deadLetters = null } = {}) {
   const w = data.window;
   const labels = w.buckets.map((b) => bucketLabel(b, w.bucket));
   if (!data.deliveries.length) {
@@ -78,6 +79,12 @@ export function renderDeliveries(container, data, { showPartner = true } = {}) {
       { name: "p99", values: row.series.map((p) => p.latency_p99_ms) },
       { name: t("collab.requirement"), values: row.series.map(() => row.latency_requirement_ms) },
     ], { label: t("collab.latencyChart", { title }), percent: false }));
+    if (deadLetters && tot.dead) {
+      const box = h("div", { class: "dead-letters" });
+      const button = h("button", { type: "button", class: "secondary" }, t("collab.showDead", { n: fmtNumber(tot.dead) }));
+      button.addEventListener("click", () => deadLetters(row, box));
+      card.append(button, box);
+    }
     card.append(table(t("collab.numbersOf", { title }),
       [t("collab.time"), t("collab.events"), t("collab.delivered"), t("collab.successRate"), "p50", "p99", t("collab.retries"), t("collab.dead")],
       row.series.filter((p) => p.events).map((p) => [fmtTime(p.t), num(p.events), num(p.delivered), pct(p.success_rate), ms(p.latency_p50_ms), ms(p.latency_p99_ms), num(p.retries), num(p.dead)])));

@@ -404,12 +404,30 @@ const addPartner = guard(() => $("partner-status"), async (event) => {
 });
 
 // --- collaboration dashboard ------------------------------------------------------------------------------
+// A card's dead letters, each with a Replay button (same event id, same consented copy).
+const showDeadLetters = guard(() => $("collab-status"), async (row, box) => {
+  const list = await api(`/v1/event-deliveries?status=dead&contract_id=${row.contract_id}&partner_id=${row.partner_id}`);
+  const replay = (d) => {
+    const button = h("button", { type: "button", class: "secondary" }, t("collab.replay"));
+    button.addEventListener("click", guard(() => box, async () => {
+      button.disabled = true;
+      await api(`/v1/event-deliveries/${d.id}/replay`, { method: "POST" });
+      button.replaceWith(h("span", { class: "ok", role: "status" }, t("collab.replayed")));
+    }));
+    return button;
+  };
+  box.replaceChildren(h("div", { class: "table-wrap", tabindex: "0" }, table(
+    [t("collab.eventId"), t("collab.lastError"), t("collab.attempts"), t("collab.time"), t("collab.action")],
+    list.map((d) => [d.event_id, d.last_error || "", fmtNumber(d.attempts), fmtTime(d.created_at), replay(d)]),
+    t("collab.noDead"))));
+});
+
 const loadCollab = guard(() => $("collab-status"), async () => {
   clear($("collab-status"));
   const data = await api(`/v1/steward/collaboration?${rangeQuery($("collab-range").value)}`);
   $("collab-deliveries").replaceChildren();
   $("collab-loop").replaceChildren();
-  renderDeliveries($("collab-deliveries"), data);
+  renderDeliveries($("collab-deliveries"), data, { deadLetters: showDeadLetters });
   renderLoop($("collab-loop"), data);
   announce(t("collab.loaded"));
 });
