@@ -65,7 +65,7 @@ def main() -> None:
         with db.transaction() as session:
             catalog.load_document(session, catalog.read_document(CATALOG))
         t0 = time.perf_counter()
-        report = ingest_file(ctx, csv_path)
+        report = ingest_file(ctx.db, ctx.keys, ctx.vault, csv_path)
         dt = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"backend: {db.engine.dialect.name}")

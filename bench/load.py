@@ -123,7 +123,7 @@ def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, st
     t0 = time.perf_counter()
     with ctx.db.transaction() as session:
         catalog.load_document(session, catalog.read_document(CATALOG))
-    report = ingest_batches(ctx, generate(n).to_batches(max_chunksize=50_000), source="bench")
+    report = ingest_batches(ctx.db, ctx.keys, ctx.vault, generate(n).to_batches(max_chunksize=50_000), source="bench")
     assert report.accepted == n, report
     with ctx.db.session() as session:
         subject_ids = list(session.scalars(select(Subject.id).order_by(Subject.id)))
@@ -155,7 +155,8 @@ def setup(ctx: Context, n: int) -> tuple[list[Customer], list[tuple[str, str, st
                 session.add(user)
                 session.flush()
                 token = tokens.issue(
-                    ctx,
+                    ctx.settings,
+                    ctx.keys,
                     session,
                     client=client,
                     user=user,

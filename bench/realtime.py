@@ -73,7 +73,7 @@ def setup(ctx: Context, n: int) -> tuple[int, list[int], str, str]:
 
     with ctx.db.transaction() as s:
         catalog.load_document(s, catalog.read_document(CATALOG))
-    report = ingest_batches(ctx, generate(n).to_batches(max_chunksize=50_000), source="bench")
+    report = ingest_batches(ctx.db, ctx.keys, ctx.vault, generate(n).to_batches(max_chunksize=50_000), source="bench")
     assert report.accepted == n, report
     with ctx.db.session() as s:
         subjects = list(s.scalars(select(Subject.id).order_by(Subject.id)))

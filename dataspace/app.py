@@ -43,7 +43,7 @@ def create_app(context: Context, *, background: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    app.state.decisions = DecisionService(context)
+    app.state.decisions = DecisionService(context.settings)
     # Refuse to start without the controller's real identity: every receipt names it.
     controller_of(context.settings)
     problems.install(app)

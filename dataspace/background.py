@@ -70,24 +70,19 @@ def tasks(ctx: Context) -> list[Periodic]:
     from dataspace.tlog import LOGS
     from dataspace.tlog.log import sequence_unless_busy
 
-    revocations = RevocationWatch(ctx)
+    revocations = RevocationWatch(ctx.settings, ctx.db)
 
     def sequence_logs() -> None:
         for name in LOGS:
-            sequence_unless_busy(ctx, name)
+            sequence_unless_busy(ctx.settings, ctx.db, ctx.keys, name)
 
     def expire_consents() -> None:
         with ctx.db.transaction() as session:
             changes.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
-        from dataspace.linkage.keys import PartnerKeys
-        from dataspace.linkage.service import destroy_shredded, reconcile, shred_ended
+        from dataspace.linkage.service import shred_ended
 
-        partner_keys = PartnerKeys.of(ctx.vault)
         with ctx.db.transaction() as session:  # partner columns go when their contract ends
-            shred_ended(session, keys=partner_keys)
-        with ctx.db.transaction() as session:  # the keys of runs shredded without them (a revocation) go too
-            destroy_shredded(session, partner_keys)
-            reconcile(session, partner_keys)
+            shred_ended(session)
 
     def expire_points() -> None:
         with ctx.db.transaction() as session:
@@ -131,7 +126,7 @@ def tasks(ctx: Context) -> list[Periodic]:
 
         def cosign_logs() -> None:
             for name in LOGS:
-                witnesses_for(ctx).cosign_latest(ctx, name)
+                witnesses_for(ctx.settings).cosign_latest(ctx.db, name)
 
         extra.append(Periodic("witness-cosigning", 1.0, cosign_logs))
     return [

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from dataspace.audit import batched
 from dataspace.db import Database, deferred_inserts
 from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
 from dataspace.jobs.engine import JobEngine
 from dataspace.keys import KeyRing, load_key_file
+from dataspace.points.earning import bonuses_batched
 from dataspace.settings import Settings
 from dataspace.vault import KeyStoreSpec, Vault
 
@@ -48,9 +50,6 @@ def _write_batch(session: Session) -> Iterator[None]:
     """What a group-commit batch wraps its writes in: authorization bonuses credited together (set-based),
     audit entries appended together, plain inserts held back to one multi-row INSERT per table. Left in
     that order: the bonuses add audit entries and inserts."""
-    from dataspace.audit import batched  # the audit package imports models that import this module
-    from dataspace.points.earning import bonuses_batched
-
     with deferred_inserts(session), batched(session), bonuses_batched(session):
         yield
 
@@ -129,6 +128,11 @@ class Context:
                 name="writes",
             )
         return self._writes
+
+    def writes_queued(self) -> int:
+        """Writes queued for this process's next group commit (0 before the first one)."""
+        writes = self._writes
+        return writes.queued() if writes is not None else 0
 
     def stop_writes(self) -> None:
         """Finish the queued group-commit writes and stop their thread (a later write starts a new one)."""

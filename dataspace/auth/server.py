@@ -28,9 +28,10 @@ from dataspace.auth import tokens
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
 from dataspace.auth.scopes import SCOPES, scopes_for
 from dataspace.auth.service import get_client
-from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Unauthorized
+from dataspace.keys import KeyRing
+from dataspace.settings import Settings
 
 CODE_TTL = timedelta(seconds=60)
 # Authorization request parameters whose RFC 6749 / 7636 grammar (VSCHAR, NQCHAR, URI) is printable ASCII.
@@ -47,9 +48,9 @@ PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
-def metadata(ctx: Context) -> dict[str, Any]:
+def metadata(settings: Settings) -> dict[str, Any]:
     """RFC 8414 authorization server metadata."""
-    issuer = ctx.settings.resolved_issuer
+    issuer = settings.resolved_issuer
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth/authorize",
@@ -236,7 +237,7 @@ def find_token(ds: DataspaceAuthorizationServer, token: str, hint: str | None) -
             return _RefreshView(row)
     if hint != "refresh_token" or token.count(".") == 2:
         try:
-            verified = tokens.verify_access_token(ds.ctx, token)
+            verified = tokens.verify_access_token(ds.settings, ds.keys, token)
         except Unauthorized:
             return None
         if verified.local:
@@ -292,7 +293,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             ),
             "iat": int(row.issued_at.timestamp()),
             "jti": row.jti,
-            "iss": self.server.ctx.settings.resolved_issuer,
+            "iss": self.server.settings.resolved_issuer,
             "aud": tokens.AUDIENCE,
         }
 
@@ -300,11 +301,12 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
 class DataspaceAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """Storage and policy; the HTTP adapter subclass adds request/response conversion."""
 
-    def __init__(self, ctx: Context, session: Session) -> None:
+    def __init__(self, settings: Settings, keys: KeyRing, session: Session) -> None:
         super().__init__(scopes_supported=list(SCOPES))
-        self.ctx = ctx
+        self.settings = settings
+        self.keys = keys
         self.session = session
-        self.token_generator = tokens.AccessTokenGenerator(ctx, session)
+        self.token_generator = tokens.AccessTokenGenerator(settings, keys, session)
         self.register_token_generator("default", self.token_generator)
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(AuthorizationCodeGrant, [PKCE(required=True)])
@@ -321,7 +323,7 @@ class DataspaceAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         parent = request.refresh_token if isinstance(request.refresh_token, IssuedToken) else None
         code = request.authorization_code if isinstance(request.authorization_code, AuthorizationCode) else None
         tokens.store_token(
-            self.session, self.ctx, token, client=request.client, user=request.user, parent=parent, code=code
+            self.session, self.settings, token, client=request.client, user=request.user, parent=parent, code=code
         )
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:

@@ -35,11 +35,11 @@ from sqlalchemy.orm import Session
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
 from dataspace.auth.principal import ROLES
 from dataspace.auth.scopes import scopes_for
-from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import Database, utcnow
 from dataspace.errors import Unauthorized
-from dataspace.keys import JwtSigningKey
+from dataspace.keys import JwtSigningKey, KeyRing
 from dataspace.partners.models import Partner
+from dataspace.settings import Settings
 
 AUDIENCE = "dataspace"
 LOCAL_ALG = "ES256"
@@ -64,13 +64,13 @@ def _jwk(key: JwtSigningKey, *, private: bool) -> ECKey:
     return cached
 
 
-def jwks(ctx: Context) -> dict[str, Any]:
+def jwks(keys: KeyRing) -> dict[str, Any]:
     """The public JSON Web Key Set: every token key in the ring (active first)."""
-    return dict(KeySet([_jwk(k, private=False) for k in ctx.keys.token_keys]).as_dict(private=False))
+    return dict(KeySet([_jwk(k, private=False) for k in keys.token_keys]).as_dict(private=False))
 
 
-def _verification_keys(ctx: Context) -> tuple[set[str], KeySet]:
-    keys = ctx.keys.token_keys
+def _verification_keys(ring: KeyRing) -> tuple[set[str], KeySet]:
+    keys = ring.token_keys
     return {k.kid for k in keys}, KeySet([_jwk(k, private=False) for k in keys])
 
 
@@ -78,14 +78,14 @@ def _verification_keys(ctx: Context) -> tuple[set[str], KeySet]:
 class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
     """authlib's RFC 9068 generator, signing with the key ring and adding the Dataspace claims."""
 
-    def __init__(self, ctx: Context, session: Session, *, ttl: int | None = None) -> None:
+    def __init__(self, settings: Settings, keys: KeyRing, session: Session, *, ttl: int | None = None) -> None:
         super().__init__(
-            issuer=ctx.settings.resolved_issuer,
+            issuer=settings.resolved_issuer,
             alg=LOCAL_ALG,
             refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
-            expires_generator=ctx.settings.access_token_ttl if ttl is None else ttl,
+            expires_generator=settings.access_token_ttl if ttl is None else ttl,
         )
-        self.ctx = ctx
+        self.keys = keys
         self.session = session
         # The person's sign-in time for the token being issued (set by the grant: the authorization code's
         # sign-in, or the refresh token's original one); None for client credentials.
@@ -117,7 +117,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
 
     def get_jwks(self) -> KeySet:
         # A one-key set: joserfc then writes the key's ``kid`` into the JWT header.
-        return KeySet([_jwk(self.ctx.keys.token_key, private=True)])
+        return KeySet([_jwk(self.keys.token_key, private=True)])
 
     def get_auth_time(self, user: User | None) -> int | None:
         return int(self.auth_time.timestamp()) if user is not None and self.auth_time is not None else None
@@ -151,7 +151,7 @@ def unverified_claims(token: str) -> dict[str, Any]:
 
 def store_token(
     session: Session,
-    ctx: Context,
+    settings: Settings,
     token: dict[str, Any],
     *,
     client: OAuthClient,
@@ -174,7 +174,7 @@ def store_token(
         code_id=code.id if code is not None else (parent.code_id if parent is not None else None),
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-        refresh_expires_at=now + timedelta(seconds=ctx.settings.refresh_token_ttl) if refresh else None,
+        refresh_expires_at=now + timedelta(seconds=settings.refresh_token_ttl) if refresh else None,
         auth_time=datetime.fromtimestamp(claims["auth_time"], UTC) if "auth_time" in claims else None,
     )
     session.add(row)
@@ -183,7 +183,8 @@ def store_token(
 
 
 def issue(
-    ctx: Context,
+    settings: Settings,
+    keys: KeyRing,
     session: Session,
     *,
     client: OAuthClient,
@@ -196,12 +197,12 @@ def issue(
 ) -> dict[str, Any]:
     """Mint and store a token exactly as the token endpoint does (used by provisioning and tests);
     ``auth_time``: when the user signed in (only for a token issued to a user)."""
-    generator = AccessTokenGenerator(ctx, session, ttl=ttl)
+    generator = AccessTokenGenerator(settings, keys, session, ttl=ttl)
     generator.auth_time = auth_time if user is not None else None
     token: dict[str, Any] = generator.generate(
         grant_type=grant_type, client=client, user=user, scope=scope, include_refresh_token=include_refresh_token
     )
-    store_token(session, ctx, token, client=client, user=user)
+    store_token(session, settings, token, client=client, user=user)
     return token
 
 
@@ -311,33 +312,32 @@ class VerifiedTokens:
 _verified = VerifiedTokens()
 
 
-def _remembered(ctx: Context, token_digest: bytes, now: int | None) -> VerifiedToken | None:
+def _remembered(settings: Settings, keys: KeyRing, token_digest: bytes, now: int | None) -> VerifiedToken | None:
     """The token as verified before, with its claims checked again now; None if not remembered."""
     hit = _verified.get(token_digest)
-    if hit is None or hit[0] not in ctx.keys.token_keys:
+    if hit is None or hit[0] not in keys.token_keys:
         return None
     claims = dict(hit[1])
     try:
-        _claims_registry(ctx.settings.resolved_issuer, AUDIENCE, local=True, now=now).validate(claims)
+        _claims_registry(settings.resolved_issuer, AUDIENCE, local=True, now=now).validate(claims)
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise Unauthorized() from exc
     return VerifiedToken(claims=claims, local=True)
 
 
-def verify_remembered(ctx: Context, token: str) -> VerifiedToken | None:
+def verify_remembered(settings: Settings, keys: KeyRing, token: str) -> VerifiedToken | None:
     """``verify_access_token`` when its answer needs no work but the claims check (see ``VerifiedTokens``):
     the token, or None when it is not remembered or does not verify (ask ``verify_access_token`` then)."""
     try:
-        return _remembered(ctx, hashlib.sha256(token.encode()).digest(), None)
+        return _remembered(settings, keys, hashlib.sha256(token.encode()).digest(), None)
     except Unauthorized:
         return None
 
 
-def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> VerifiedToken:
+def verify_access_token(settings: Settings, ring: KeyRing, token: str, *, now: int | None = None) -> VerifiedToken:
     """Check signature, algorithm, ``typ``, ``iss``, ``aud`` and ``exp``; any failure is ``Unauthorized``."""
-    settings = ctx.settings
     token_digest = hashlib.sha256(token.encode()).digest()
-    remembered = _remembered(ctx, token_digest, now)
+    remembered = _remembered(settings, ring, token_digest, now)
     if remembered is not None:
         return remembered
     try:
@@ -345,7 +345,7 @@ def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> 
     except (JoseError, ValueError, UnicodeError) as exc:
         raise Unauthorized() from exc
     alg, kid = header.get("alg"), header.get("kid")
-    local_kids, local_keys = _verification_keys(ctx)
+    local_kids, local_keys = _verification_keys(ring)
     if alg == LOCAL_ALG and kid in local_kids:
         if header.get("typ") not in _JWT_TYPES:
             raise Unauthorized()
@@ -365,7 +365,7 @@ def verify_access_token(ctx: Context, token: str, *, now: int | None = None) -> 
         raise Unauthorized() from exc
     if local:
         # Remember the signature check (not the claims check, which runs on every use, see VerifiedTokens).
-        key = next(k for k in ctx.keys.token_keys if k.kid == kid)
+        key = next(k for k in ring.token_keys if k.kid == kid)
         _verified.put(token_digest, key, dict(decoded.claims))
     return VerifiedToken(claims=decoded.claims, local=local)
 
@@ -483,37 +483,38 @@ class RevocationWatch:
     """The background task that keeps ``ActiveTokens`` answers confirmed: one indexed query per sweep for
     the tokens revoked since the previous sweep (minus ``REVOCATION_OVERLAP``), whoever revoked them."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
         self._since = utcnow() - REVOCATION_OVERLAP
 
     def sweep(self) -> int:
         """Run one sweep; returns how many revoked tokens it saw."""
-        max_age = self.ctx.settings.token_active_cache_seconds
+        max_age = self.settings.token_active_cache_seconds
         if max_age <= 0:
             return 0
         generation, started, wall = _active.generation, time.monotonic(), utcnow()
-        with self.ctx.db.read_engine.connect() as conn:
+        with self.db.read_engine.connect() as conn:
             revoked = list(conn.execute(_REVOKED_SINCE, {"since": self._since}).scalars())
-        _active.swept(self.ctx.db.url, revoked, started, max_age, generation)
+        _active.swept(self.db.url, revoked, started, max_age, generation)
         self._since = wall - REVOCATION_OVERLAP
         return len(revoked)
 
 
-def is_active_remembered(ctx: Context, jti: str) -> bool:
+def is_active_remembered(settings: Settings, db: Database, jti: str) -> bool:
     """True when ``is_active`` said yes less than ``token_active_cache_seconds`` ago (no database access)."""
-    return ctx.settings.token_active_cache_seconds > 0 and _active.fresh((ctx.db.url, jti))
+    return settings.token_active_cache_seconds > 0 and _active.fresh((db.url, jti))
 
 
-def is_active_cached(ctx: Context, jti: str) -> bool:
+def is_active_cached(settings: Settings, db: Database, jti: str) -> bool:
     """``is_active``, answered from ``ActiveTokens`` when it said yes less than the configured seconds ago."""
-    if is_active_remembered(ctx, jti):
+    if is_active_remembered(settings, db, jti):
         return True
     generation = _active.generation
     # A bare connection, not a Session: this runs for every request the memo cannot answer.
-    with ctx.db.read_engine.connect() as conn:
+    with db.read_engine.connect() as conn:
         active = is_active(conn, jti)
-    max_age = ctx.settings.token_active_cache_seconds
+    max_age = settings.token_active_cache_seconds
     if active and max_age > 0:
-        _active.remember((ctx.db.url, jti), max_age, generation)
+        _active.remember((db.url, jti), max_age, generation)
     return active

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
-from typing import Any
-
 from sqlalchemy import select
 
 from dataspace.auth import service as auth
-from dataspace.auth.models import OAuthClient, User
-from dataspace.context import Context
-from dataspace.partners.models import Partner
+from dataspace.auth.models import OAuthClient
+from dataspace.db import Database
+from dataspace.settings import Settings
 
 # Each page signs people in as a public client (authorization code + PKCE, no secret) whose redirect URI is
 # the page itself; the authorization server only lets a user sign in to the client of their role.
@@ -43,11 +39,11 @@ def page_redirect_uris(issuer: str, path: str) -> list[str]:
     return uris
 
 
-def ensure_web_clients(ctx: Context) -> list[str]:
+def ensure_web_clients(settings: Settings, db: Database) -> list[str]:
     """Register the pages' public clients if missing (idempotent); returns the ids it created."""
 
     created = []
-    with ctx.db.transaction() as session:
+    with db.transaction() as session:
         for client_id, role, path, name in WEB_CLIENTS:
             if session.scalar(select(OAuthClient.id).where(OAuthClient.client_id == client_id)) is not None:
                 continue
@@ -57,7 +53,7 @@ def ensure_web_clients(ctx: Context) -> list[str]:
                 name=name,
                 public=True,
                 client_id=client_id,
-                redirect_uris=page_redirect_uris(ctx.settings.resolved_issuer, path),
+                redirect_uris=page_redirect_uris(settings.resolved_issuer, path),
             )
             created.append(client_id)
         for client_id, role, name in CLI_CLIENTS:
@@ -73,21 +69,3 @@ def ensure_web_clients(ctx: Context) -> list[str]:
             )
             created.append(client_id)
     return created
-
-
-def demo_step(ctx: Context, accounts: Any, progress: Callable[[str], None]) -> None:
-    """``dataspace demo`` step: the pages' clients, and a partner user for the partner view."""
-
-    ensure_web_clients(ctx)
-    progress("web pages: portal, console, partner-view and steward-console clients registered; CLI sign-in clients")
-    with ctx.db.transaction() as session:
-        partner = session.scalars(select(Partner).order_by(Partner.id)).first()
-        if partner is None:
-            return
-        username = f"{partner.key}-analyst"
-        if session.scalar(select(User.id).where(User.username == username)) is None:
-            password = secrets.token_urlsafe(12)
-            auth.create_user(
-                session=session, username=username, password=password, role="partner", partner_id=partner.id
-            )
-            accounts.users[username] = {"role": "partner", "password": password}

@@ -1,13 +1,14 @@
 """Backup and restore of the database, with the restored logs checked against the checkpoints published before.
 
-``backup(ctx, dest)`` sequences both logs (so their last checkpoint covers every committed entry), records
-those signed checkpoints in ``manifest.json``, then copies the database: ``pg_dump`` (custom format) on
-PostgreSQL, SQLite's online backup API on SQLite (a consistent copy while the server keeps writing). The
-manifest also holds the dump's SHA-256. Neither the key file nor the epoch key store is in a backup, on
-purpose: they are backed up apart (an erasure destroys keys, and a backup must not bring them back).
+``backup(settings, db, keys, dest)`` sequences both logs (so their last checkpoint covers every committed
+entry), records those signed checkpoints in ``manifest.json``, then copies the database: ``pg_dump``
+(custom format) on PostgreSQL, SQLite's online backup API on SQLite (a consistent copy while the server
+keeps writing). The manifest also holds the dump's SHA-256. Neither the key file nor the epoch key store is
+in a backup, on purpose: they are backed up apart (an erasure destroys keys, and a backup must not bring
+them back).
 
-``restore(ctx, src)`` restores into an EMPTY database (the configured one) and, before anything may serve
-from it, checks what it got:
+``restore(settings, db, keys, vault, src)`` restores into an EMPTY database (the configured one) and, before
+anything may serve from it, checks what it got:
 
 - the dump's SHA-256 matches the manifest;
 - for each log (audit trail, data-point ledger): every entry's leaf hash is recomputed from its content and

@@ -17,12 +17,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from dataspace import __version__
-from dataspace.context import Context
 from dataspace.db import Database, utcnow
 from dataspace.errors import Conflict, InvalidInput, Unavailable
+from dataspace.keys import KeyRing
+from dataspace.settings import Settings
 from dataspace.tlog import LOGS, witness
 from dataspace.tlog.log import consistency_proof, latest_checkpoint, sequence, verifier_keys
 from dataspace.tlog.models import TLogEntry, TLogHead
+from dataspace.vault import Vault
 from transparency import merkle
 from transparency.note import Checkpoint, CheckpointError, open_checkpoint
 
@@ -62,25 +64,25 @@ class RestoreReport:
 
 
 # --- backup ----------------------------------------------------------------------------------------------
-def backup(ctx: Context, dest: Path) -> Manifest:
+def backup(settings: Settings, db: Database, keys: KeyRing, dest: Path) -> Manifest:
     """Write a backup of the configured database into the new or empty directory ``dest``."""
     if dest.exists() and any(dest.iterdir()):
         raise Conflict(f"{dest} is not empty; a backup goes into a new directory")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     checkpoints: dict[str, str | None] = {}
     for name in LOGS:
-        sequence(ctx, name)  # the checkpoint below then covers every entry committed so far
-        with ctx.db.session() as session:
+        sequence(settings, db, keys, name)  # the checkpoint below then covers every entry committed so far
+        with db.session() as session:
             cp = latest_checkpoint(session, log=name)
         checkpoints[name] = cp.note if cp is not None else None
         if cp is not None:
-            witness.record_quietly(ctx.settings.resolved_checkpoint_dir, name, cp.note)
-    backend = ctx.db.engine.dialect.name
+            witness.record_quietly(settings.resolved_checkpoint_dir, name, cp.note)
+    backend = db.engine.dialect.name
     dump = dest / _DUMPS[backend]
     if backend == "sqlite":
-        _sqlite_copy(_sqlite_path(ctx.db), dump)
+        _sqlite_copy(_sqlite_path(db), dump)
     else:
-        _run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", str(dump)], ctx.db.url)
+        _run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", str(dump)], db.url)
     os.chmod(dump, 0o600)
     manifest = Manifest(
         format=FORMAT,
@@ -152,50 +154,52 @@ def read_manifest(src: Path) -> Manifest:
     return manifest
 
 
-def restore(ctx: Context, src: Path, *, accept_log_rollback: bool = False) -> RestoreReport:
+def restore(
+    settings: Settings, db: Database, keys: KeyRing, vault: Vault, src: Path, *, accept_log_rollback: bool = False
+) -> RestoreReport:
     """Restore the backup in ``src`` into the configured (empty) database and check its logs."""
     manifest = read_manifest(src)
-    backend = ctx.db.engine.dialect.name
+    backend = db.engine.dialect.name
     if manifest.backend != backend:
         raise InvalidInput(f"this is a {manifest.backend} backup; the configured database is {backend}")
     dump = src / manifest.dump
     if not dump.is_file() or _sha256(dump) != manifest.sha256:
         raise InvalidInput("the backup's database copy does not match its manifest (damaged or altered)")
-    if ctx.db.table_names():
+    if db.table_names():
         raise Conflict("the target database is not empty; restore into a new, empty database")
     if backend == "sqlite":
-        target = _sqlite_path(ctx.db)
+        target = _sqlite_path(db)
         staging = target.with_name(target.name + ".restoring")
         staging.unlink(missing_ok=True)
         _sqlite_copy(dump, staging)
         restored = Database(f"sqlite:///{staging}")
         try:
-            checks = _check_logs(ctx, restored, manifest, accept_log_rollback=accept_log_rollback)
+            checks = _check_logs(settings, keys, restored, manifest, accept_log_rollback=accept_log_rollback)
         except BaseException:
             restored.dispose()
             staging.unlink(missing_ok=True)
             raise
         restored.dispose()
-        ctx.db.dispose()
+        db.dispose()
         for suffix in ("-wal", "-shm"):
             Path(str(target) + suffix).unlink(missing_ok=True)
         staging.replace(target)  # only a checked copy is ever moved into place
     else:
         _run(
             ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction", str(dump)],
-            ctx.db.url,
+            db.url,
         )
         try:
-            checks = _check_logs(ctx, ctx.db, manifest, accept_log_rollback=accept_log_rollback)
+            checks = _check_logs(settings, keys, db, manifest, accept_log_rollback=accept_log_rollback)
         except BaseException:
-            _empty_postgres(ctx.db)
+            _empty_postgres(db)
             raise
     report = RestoreReport(manifest, checks)
-    report.reconciled = _reconcile_keys(ctx)
+    report.reconciled = _reconcile_keys(settings, db, keys, vault)
     if any(c.lost for c in checks):
-        _record_rollback(ctx, manifest, checks)
+        _record_rollback(settings, db, manifest, checks)
     for name in LOGS:  # what the restore itself recorded is published before anything else is served
-        sequence(ctx, name)
+        sequence(settings, db, keys, name)
     return report
 
 
@@ -212,14 +216,16 @@ def _open(note: str, vkeys: list[str], what: str) -> Checkpoint:
         raise InvalidInput(f"{what} does not verify with this server's keys") from None
 
 
-def _check_logs(ctx: Context, db: Database, manifest: Manifest, *, accept_log_rollback: bool) -> list[LogCheck]:
-    vkeys = verifier_keys(ctx)
+def _check_logs(
+    settings: Settings, keys: KeyRing, db: Database, manifest: Manifest, *, accept_log_rollback: bool
+) -> list[LogCheck]:
+    vkeys = verifier_keys(settings, keys)
     out = []
     with db.session() as session:
         for name in LOGS:
             note = manifest.checkpoints.get(name)
             at_backup = _open(note, vkeys, f"the backup's {name} checkpoint") if note else None
-            kept_note = witness.read(ctx.settings.resolved_checkpoint_dir, name)
+            kept_note = witness.read(settings.resolved_checkpoint_dir, name)
             kept = _open(kept_note, vkeys, f"the kept copy of the {name} checkpoint") if kept_note else None
             out.append(_check_log(session, name, vkeys, at_backup, kept, accept_log_rollback=accept_log_rollback))
     return out
@@ -294,12 +300,12 @@ def _rebuild(session: Session, name: str, size: int, root: bytes, trusted: list[
         raise InvalidInput(f"the restored {name} log does not match its head")
 
 
-def _record_rollback(ctx: Context, manifest: Manifest, checks: list[LogCheck]) -> None:
+def _record_rollback(settings: Settings, db: Database, manifest: Manifest, checks: list[LogCheck]) -> None:
     """The operator accepted losing entries published after the backup: say so in the audit trail and archive
     the old kept copies (they belong to the history that was lost); the caller publishes new checkpoints."""
     from dataspace.audit import record_event
 
-    with ctx.db.transaction() as session:
+    with db.transaction() as session:
         record_event(
             session,
             actor=None,
@@ -312,7 +318,7 @@ def _record_rollback(ctx: Context, manifest: Manifest, checks: list[LogCheck]) -
                 },
             },
         )
-    directory = ctx.settings.resolved_checkpoint_dir
+    directory = settings.resolved_checkpoint_dir
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     for c in checks:
         if c.lost:
@@ -320,37 +326,35 @@ def _record_rollback(ctx: Context, manifest: Manifest, checks: list[LogCheck]) -
             kept.replace(kept.with_name(f"{kept.name}.rolled-back-{stamp}"))
 
 
-def _reconcile_keys(ctx: Context) -> dict[str, int]:
+def _reconcile_keys(settings: Settings, db: Database, keys: KeyRing, vault: Vault) -> dict[str, int]:
     """Bring the restored wrapped data keys in line with the epoch key store: wrappings under keys retired
     since the backup are replaced from the journal, and subjects erased since the backup are shredded; then
-    their erasure is completed again (the backup still has their active consents, decisions and accounts).
-    Partner contributions (linkage runs) whose key was destroyed since the backup are shredded again."""
+    their erasure is completed again (the backup still has their active consents, decisions and accounts)."""
     from dataspace.subjects import epochs
 
-    result = epochs.reconcile(ctx.db, ctx.vault)
+    result = epochs.reconcile(db, vault)
     for subject_id in result.shredded:
-        _finish_erasure(ctx, subject_id)
-    from dataspace.linkage import service as linkage
-    from dataspace.linkage.keys import PartnerKeys
-
-    with ctx.db.transaction() as session:  # partner runs shredded since the backup: their keys are gone
-        partner_runs = linkage.reconcile(session, PartnerKeys.of(ctx.vault))
-    return {"rewrapped": result.rewrapped, "shredded": len(result.shredded), "partner_runs": len(partner_runs)}
+        _finish_erasure(settings, db, keys, subject_id)
+    return {"rewrapped": result.rewrapped, "shredded": len(result.shredded)}
 
 
-def _finish_erasure(ctx: Context, subject_id: int) -> None:
+def _finish_erasure(settings: Settings, db: Database, keys: KeyRing, subject_id: int) -> None:
     """Run the erasure again for a subject whose keys were destroyed after the backup: consents withdrawn
     (with receipts), decisions deleted, accounts disabled and their tokens revoked, all recorded."""
     from dataspace.auth.principal import Principal
     from dataspace.compliance.service import erase_subject
     from dataspace.subjects.models import Subject
 
-    with ctx.db.transaction() as session:
+    with db.transaction() as session:
         subject = session.get(Subject, subject_id)
         if subject is None:
             return
         subject.erased_at = None  # reconcile marked it; erase_subject refuses an already-erased subject
         session.flush()
         erase_subject(
-            ctx, session, subject_id=subject_id, actor=Principal("dataspace restore", "steward", "dataspace-cli")
+            settings,
+            keys,
+            session,
+            subject_id=subject_id,
+            actor=Principal("dataspace restore", "steward", "dataspace-cli"),
         )

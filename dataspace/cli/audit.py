@@ -62,7 +62,7 @@ def verify(
 
         ctx = Context.open(Settings())
         try:
-            keys = verifier_keys(ctx)
+            keys = verifier_keys(ctx.settings, ctx.keys)
         finally:
             ctx.close()
     report = verify_export(export, keys, policy=policy, remembered=notes)
@@ -88,7 +88,7 @@ def export_cmd(
 
     ctx = Context.open(Settings())
     try:
-        sequence(ctx, log)
+        sequence(ctx.settings, ctx.db, ctx.keys, log)
         with ctx.db.session() as session:
             cp = latest_checkpoint(session, log=log)
             if cp is None:

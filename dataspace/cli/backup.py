@@ -23,7 +23,7 @@ def backup(dest: Path = typer.Argument(..., help="A new directory for the backup
 
     ctx = Context.open(Settings())
     try:
-        manifest = service.backup(ctx, dest)
+        manifest = service.backup(ctx.settings, ctx.db, ctx.keys, dest)
     finally:
         ctx.close()
     console.print(f"backup:  {dest} ({manifest.backend}, {manifest.bytes} bytes, sha256 {manifest.sha256[:16]}...)")
@@ -47,7 +47,9 @@ def restore(
 
     ctx = Context.open(Settings())
     try:
-        report = service.restore(ctx, src, accept_log_rollback=accept_log_rollback)
+        report = service.restore(
+            ctx.settings, ctx.db, ctx.keys, ctx.vault, src, accept_log_rollback=accept_log_rollback
+        )
     finally:
         ctx.close()
     console.print(f"restored: {src} (taken {report.manifest.created_at})")
@@ -56,6 +58,5 @@ def restore(
         console.print(f"{c.log + ':':9} {c.size} entries, consistent with the published checkpoints{lost}")
     console.print(
         f"keys:     {report.reconciled['rewrapped']} data keys re-wrapped from the journal, "
-        f"{report.reconciled['shredded']} subjects erased since the backup shredded again, "
-        f"{report.reconciled.get('partner_runs', 0)} partner contributions shredded since the backup shredded again"
+        f"{report.reconciled['shredded']} subjects erased since the backup shredded again"
     )

@@ -36,7 +36,8 @@ def demo(
     ctx = Context.open(settings)
     try:
         accounts = build_demo(ctx, customers=customers, progress=lambda m: console.print(f"[cyan]demo[/cyan] {m}"))
-        ensure_web_clients(ctx)  # a data dir built by an older version gets the newer sign-in clients too
+        # A data dir built by an older version gets the newer sign-in clients too.
+        ensure_web_clients(ctx.settings, ctx.db)
         credentials = write_credentials(ctx, accounts)
     finally:
         ctx.close()

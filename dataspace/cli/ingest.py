@@ -49,7 +49,13 @@ def ingest(
         ) as progress:
             task = progress.add_task("rows", total=_row_count(path) if path.exists() else None)
             report = ingest_file(
-                ctx, path, id_column=id_column, batch_rows=batch_rows, progress=lambda n: progress.advance(task, n)
+                ctx.db,
+                ctx.keys,
+                ctx.vault,
+                path,
+                id_column=id_column,
+                batch_rows=batch_rows,
+                progress=lambda n: progress.advance(task, n),
             )
     finally:
         ctx.close()

@@ -40,9 +40,9 @@ def serve() -> None:
     context = Context.open(settings)
     application = create_app(context, background=True)
     if settings.metrics_bind:  # a separate address the operator firewalls; never on the API's bind
-        from dataspace.observability.metrics import serve_metrics
+        from dataspace.http.metrics import serve_metrics
 
-        serve_metrics(context, settings.metrics_bind, settings)
+        serve_metrics(context.db, settings.metrics_bind, settings, queued=context.writes_queued)
     # Everything loaded so far lives as long as the process: keep it out of the cyclic collector's scans,
     # and let the youngest generation grow larger before a collection (requests allocate many short-lived
     # objects; the default threshold of 700 collected every few requests).

@@ -31,9 +31,9 @@ def worker(
     configure(settings.log_level)
     ctx = Context.open(settings)
     if settings.metrics_bind:  # its own address (two processes on one host need two)
-        from dataspace.observability.metrics import serve_metrics
+        from dataspace.http.metrics import serve_metrics
 
-        serve_metrics(ctx, settings.metrics_bind, settings)
+        serve_metrics(ctx.db, settings.metrics_bind, settings, queued=ctx.writes_queued)
     console.print(f"job worker: queue {settings.broker_queue}, {threads} thread(s)", highlight=False)
     try:
         serve(ctx.jobs, threads=threads)

@@ -32,19 +32,19 @@ from dataspace.compliance.controller import controller_of
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents.convert import current_state
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import Database, utcnow
 from dataspace.errors import NotFound
 from dataspace.jobs.models import Contract, Decision, Job
 from dataspace.linkage.service import links_of as linkage_links_of
 from dataspace.partners.models import Partner
 from dataspace.points import queries as points_queries
 from dataspace.points.models import PointsAccount, PointsPosting, PointsTransaction, Redemption
+from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import read_profile
 from dataspace.tlog.models import TLogEntry
 from dataspace.usage.service import USAGE_LOG
-from dataspace.vault import DecryptionError
+from dataspace.vault import DecryptionError, Vault
 
 FORMAT = "dataspace-export/2"
 MEDIA_TYPE = "application/x-ndjson"
@@ -83,9 +83,9 @@ def _keyset(session: Session, stmt: Any, key: Any, record: Callable[[Any], dict[
         last = rows[-1][0]
 
 
-def _profile(ctx: Context, session: Session, subject_id: int) -> Iterator[dict[str, Any]]:
+def _profile(vault: Vault, session: Session, subject_id: int) -> Iterator[dict[str, Any]]:
     try:
-        values = read_profile(session, ctx.vault, subject_id)
+        values = read_profile(session, vault, subject_id)
     except (NotFound, DecryptionError):
         values = {}
     fields = {f.key: f for f in catalog.list_fields(session, include_retired=True)}
@@ -100,9 +100,9 @@ def _profile(ctx: Context, session: Session, subject_id: int) -> Iterator[dict[s
         }
 
 
-def _sections(ctx: Context, session: Session, subject_id: int, now: datetime) -> Iterator[tuple[str, Iterable[Any]]]:
+def _sections(vault: Vault, session: Session, subject_id: int, now: datetime) -> Iterator[tuple[str, Iterable[Any]]]:
     sid = subject_id
-    yield "profile", _profile(ctx, session, sid)
+    yield "profile", _profile(vault, session, sid)
 
     def grant(row: Any) -> dict[str, Any]:
         g = row[1]
@@ -284,9 +284,11 @@ def check_subject(session: Session, subject_id: int) -> None:
         raise NotFound("no such data subject")
 
 
-def stream_export(ctx: Context, subject_id: int, *, batch_bytes: int = 64 * 1024) -> Iterator[bytes]:
+def stream_export(
+    settings: Settings, db: Database, vault: Vault, subject_id: int, *, batch_bytes: int = 64 * 1024
+) -> Iterator[bytes]:
     """The export as chunks of JSON Lines (see module doc), read in one snapshot and sent as read."""
-    with ctx.db.session() as session:
+    with db.session() as session:
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         subject = session.get(Subject, subject_id)
@@ -301,14 +303,14 @@ def stream_export(ctx: Context, subject_id: int, *, batch_bytes: int = 64 * 1024
                 "created_at": _iso(subject.created_at),
                 "erased_at": _iso(subject.erased_at),
             },
-            "controller": controller_of(ctx.settings).party.as_json(),
+            "controller": controller_of(settings).party.as_json(),
             "sections": list(SECTIONS),
         }
         yield _line("header", header)
         counts: dict[str, int] = {}
         digests: dict[str, str] = {}
         buffer = bytearray()
-        for name, records in _sections(ctx, session, subject_id, now):
+        for name, records in _sections(vault, session, subject_id, now):
             digest, count = hashlib.sha256(), 0
             for record in records:
                 line = _line(name, record)

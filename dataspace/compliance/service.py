@@ -23,12 +23,13 @@ from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents import changes
 from dataspace.consents import queries as consent_queries
-from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
 from dataspace.events.publish import erase_subject as erase_from_events
 from dataspace.jobs.models import Contract, Decision
+from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
+from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import shred
 
@@ -111,7 +112,13 @@ def log_access_request(session: Session, *, subject_id: int, actor: Principal, e
 
 
 def erase_subject(
-    ctx: Context, session: Session, *, subject_id: int, actor: Principal, receipts: list[str] | None = None
+    settings: Settings,
+    keys: KeyRing,
+    session: Session,
+    *,
+    subject_id: int,
+    actor: Principal,
+    receipts: list[str] | None = None,
 ) -> dict[str, int]:
     """Erase the subject (see module doc). Runs in the caller's transaction: all of it or none. ``receipts``,
     if given, gets the id of each withdrawal's signed receipt (for the customer to keep)."""
@@ -124,9 +131,9 @@ def erase_subject(
             session,
             subject_id=subject_id,
             grant_id=grant.id,
-            signer=ctx.keys.signing_key,
+            signer=keys.signing_key,
             actor=actor,
-            policy=receipt_policy(ctx.settings),
+            policy=receipt_policy(settings),
         )
         withdrawn += int(change.changed)
         if receipts is not None and change.changed:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dataspace.auth import web_clients
+from dataspace.auth.models import User
+from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.catalog import service as catalog
 from dataspace.context import Context
 from dataspace.demo import scenario
 from dataspace.demo.population import generate
 from dataspace.ingest.service import ingest_batches
+from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
@@ -67,7 +69,9 @@ def build_demo(ctx: Context, *, customers: int = 10_000, progress: Callable[[str
     with ctx.db.transaction() as session:
         catalog.load_document(session, catalog.read_document(CATALOG))
     progress(f"generating and ingesting {customers:,} synthetic customers")
-    report = ingest_batches(ctx, generate(customers).to_batches(max_chunksize=50_000), source="demo")
+    report = ingest_batches(
+        ctx.db, ctx.keys, ctx.vault, generate(customers).to_batches(max_chunksize=50_000), source="demo"
+    )
     progress(f"  {report.accepted:,} customers stored encrypted in {report.seconds:.1f}s")
     accounts = DemoAccounts()
     _accounts(ctx, accounts)
@@ -109,8 +113,27 @@ def _accounts(ctx: Context, accounts: DemoAccounts) -> None:
             }
 
 
+def _web_pages(ctx: Context, accounts: DemoAccounts, progress: Callable[[str], None]) -> None:
+    """The pages' clients, and a partner user for the partner view."""
+    from dataspace.auth import service as auth
+
+    ensure_web_clients(ctx.settings, ctx.db)
+    progress("web pages: portal, console, partner-view and steward-console clients registered; CLI sign-in clients")
+    with ctx.db.transaction() as session:
+        partner = session.scalars(select(Partner).order_by(Partner.id)).first()
+        if partner is None:
+            return
+        username = f"{partner.key}-analyst"
+        if session.scalar(select(User.id).where(User.username == username)) is None:
+            password = secrets.token_urlsafe(12)
+            auth.create_user(
+                session=session, username=username, password=password, role="partner", partner_id=partner.id
+            )
+            accounts.users[username] = {"role": "partner", "password": password}
+
+
 # Later build steps (rewards, consents, a contract and a job) register here as their packages land.
 EXTRA_STEPS: list[Callable[[Context, DemoAccounts, Callable[[str], None]], None]] = [
-    web_clients.demo_step,
+    _web_pages,
     scenario.build,
 ]

@@ -29,7 +29,7 @@ def _free_port() -> int:
 def start_witnesses(ctx: Context, count: int) -> dict[str, str]:
     """Start ``count`` witness processes; returns the DATASPACE_WITNESS_* settings for the server."""
     exe = str(Path(sys.executable).parent / "dataspace")
-    keys = tlog.verifier_keys(ctx)
+    keys = tlog.verifier_keys(ctx.settings, ctx.keys)
     urls: list[str] = []
     vkeys: list[str] = []
     for i in range(1, count + 1):

@@ -16,15 +16,19 @@ from typing import Any
 from sqlalchemy import select
 
 from dataspace.auth.principal import Principal
+from dataspace.db import Database
 from dataspace.errors import DataspaceError
+from dataspace.groupcommit import GroupCommit
 from dataspace.jobs.models import Contract
+from dataspace.keys import KeyRing
 from dataspace.realtime import DecisionService, decide
+from dataspace.vault import Vault
 
 log = logging.getLogger("dataspace.events")
 
 
-def decision_contracts(service: DecisionService, event_type: str) -> list[int]:
-    with service.ctx.db.session() as session:
+def decision_contracts(db: Database, event_type: str) -> list[int]:
+    with db.session() as session:
         rows = session.scalars(
             select(Contract).where(Contract.status == "approved", Contract.decision_service.is_not(None))
         )
@@ -32,15 +36,28 @@ def decision_contracts(service: DecisionService, event_type: str) -> list[int]:
 
 
 def decide_on(
-    service: DecisionService, *, principal: Principal, event_id: str, event_type: str, subject_id: int | None
+    service: DecisionService,
+    db: Database,
+    keys: KeyRing,
+    vault: Vault,
+    writes: GroupCommit,
+    *,
+    principal: Principal,
+    event_id: str,
+    event_type: str,
+    subject_id: int | None,
 ) -> list[dict[str, Any]]:
     if principal.role != "steward" or subject_id is None:
         return []
     answers: list[dict[str, Any]] = []
-    for contract_id in decision_contracts(service, event_type):
+    for contract_id in decision_contracts(db, event_type):
         try:
             outcome = decide(
                 service,
+                db,
+                keys,
+                vault,
+                writes,
                 principal=principal,
                 contract_id=contract_id,
                 event_id=event_id,

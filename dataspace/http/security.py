@@ -121,13 +121,15 @@ def authenticate(request: Request, ctx: Context) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized()
-    verified = verify_access_token(ctx, token)
+    verified = verify_access_token(ctx.settings, ctx.keys, token)
     principal = principal_from_claims(
         verified.claims, local=verified.local, role_claim=ctx.settings.external_role_claim
     )
     # Revocation: asked of the database, or of a memo at most ``token_active_cache_seconds`` old (see
     # ``dataspace.auth.tokens.ActiveTokens`` for the bound; a revocation through this process is immediate).
-    if verified.local and (principal.token_id is None or not is_active_cached(ctx, principal.token_id)):
+    if verified.local and (
+        principal.token_id is None or not is_active_cached(ctx.settings, ctx.db, principal.token_id)
+    ):
         raise Unauthorized()
     return principal
 
@@ -189,14 +191,14 @@ def authorize_from_memory(request: Request, ctx: Context, obj: str, act: str) ->
     token = bearer_token(request)
     if token is None:
         return None
-    verified = verify_remembered(ctx, token)
+    verified = verify_remembered(ctx.settings, ctx.keys, token)
     if verified is None:
         return None
     try:
         principal = principal_from_claims(verified.claims, local=True, role_claim=ctx.settings.external_role_claim)
     except Unauthorized:
         return None
-    if principal.token_id is None or not is_active_remembered(ctx, principal.token_id):
+    if principal.token_id is None or not is_active_remembered(ctx.settings, ctx.db, principal.token_id):
         return None
     if _hard_rule_denial(principal, obj, act) is not None:
         return None

@@ -24,10 +24,12 @@ from sqlalchemy.orm import Session
 from dataspace.audit import record_event
 from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Field
-from dataspace.context import Context
+from dataspace.db import Database
 from dataspace.errors import InvalidInput, RowError
 from dataspace.ingest.validate import FieldRule, validate_column
+from dataspace.keys import KeyRing
 from dataspace.subjects.store import store_profiles
+from dataspace.vault import Vault
 
 DEFAULT_ID_COLUMN = "customer_id"
 MAX_ID_LENGTH = 128
@@ -153,7 +155,9 @@ def read_batches(path: Path, batch_rows: int = 100_000) -> Iterator[pa.RecordBat
 
 
 def ingest_batches(
-    ctx: Context,
+    db: Database,
+    keys: KeyRing,
+    vault: Vault,
     batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch],
     *,
     id_column: str = DEFAULT_ID_COLUMN,
@@ -165,17 +169,14 @@ def ingest_batches(
     report = IngestReport()
     start = time.perf_counter()
     seen: dict[str, int] = {}
-    vault = ctx.vault
     rules: dict[str, FieldRule] | None = None
     for batch in batches:
         if rules is None:
-            with ctx.db.session() as session:
+            with db.session() as session:
                 rules = field_rules(session, list(batch.schema.names), id_column)
         good, errors = validate_batch(batch, rules, id_column, report.rows, seen)
-        with ctx.db.transaction() as session:
-            counts = (
-                store_profiles(session, vault, good, ctx.keys.blind_index) if good else {"created": 0, "updated": 0}
-            )
+        with db.transaction() as session:
+            counts = store_profiles(session, vault, good, keys.blind_index) if good else {"created": 0, "updated": 0}
             record_event(
                 session,
                 actor=actor,
@@ -203,7 +204,9 @@ def ingest_batches(
 
 
 def ingest_file(
-    ctx: Context,
+    db: Database,
+    keys: KeyRing,
+    vault: Vault,
     path: Path,
     *,
     id_column: str = DEFAULT_ID_COLUMN,
@@ -212,12 +215,25 @@ def ingest_file(
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     return ingest_batches(
-        ctx, read_batches(path, batch_rows), id_column=id_column, actor=actor, progress=progress, source=path.name
+        db,
+        keys,
+        vault,
+        read_batches(path, batch_rows),
+        id_column=id_column,
+        actor=actor,
+        progress=progress,
+        source=path.name,
     )
 
 
 def ingest_rows(
-    ctx: Context, rows: list[dict[str, Any]], *, id_column: str = DEFAULT_ID_COLUMN, actor: Principal = SYSTEM
+    db: Database,
+    keys: KeyRing,
+    vault: Vault,
+    rows: list[dict[str, Any]],
+    *,
+    id_column: str = DEFAULT_ID_COLUMN,
+    actor: Principal = SYSTEM,
 ) -> IngestReport:
     """The HTTP bulk path: a list of JSON objects, one per customer, validated as one batch."""
     if not rows:
@@ -233,7 +249,9 @@ def ingest_rows(
             if k not in columns:
                 columns.append(k)
     table = pa.table({c: pa.array([_cell(r.get(c)) for r in rows], pa.string()) for c in columns})
-    return ingest_batches(ctx, table.to_batches(max_chunksize=len(rows)) or [], id_column=id_column, actor=actor)
+    return ingest_batches(
+        db, keys, vault, table.to_batches(max_chunksize=len(rows)) or [], id_column=id_column, actor=actor
+    )
 
 
 def _cell(value: Any) -> str | None:

@@ -9,6 +9,7 @@ failed and nothing else (no URLs, hosts, paths or error texts: those go to the s
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dataspace.context import Context
+    from dataspace.db import Database
+    from dataspace.keys import KeyRing
+    from dataspace.settings import Settings
 
 log = logging.getLogger("dataspace.health")
 
@@ -30,25 +33,24 @@ class Check:
     ms: float
 
 
-def _database(ctx: Context) -> None:
+def _database(db: Database) -> None:
     from sqlalchemy import text
 
-    with ctx.db.session() as session:
+    with db.session() as session:
         session.execute(text("select 1"))
 
 
-def _keys(ctx: Context) -> None:
+def _keys(keys: KeyRing) -> None:
     # A signature made and checked through the key ring: whichever backend holds the key has to answer.
-    key = ctx.keys.signing_key
+    key = keys.signing_key
     signature = key.sign(_PROBE)
-    ctx.keys.verify_keys()[key.kid].verify(_PROBE, signature)
+    keys.verify_keys()[key.kid].verify(_PROBE, signature)
 
 
-def _broker(ctx: Context) -> None:
+def _broker(broker_url: str) -> None:
     import pika  # dramatiq's RabbitMQ client
 
-    assert ctx.settings.broker_url is not None
-    params = pika.URLParameters(ctx.settings.broker_url)
+    params = pika.URLParameters(broker_url)
     params.socket_timeout = 2
     params.blocked_connection_timeout = 2
     params.connection_attempts = 1
@@ -56,27 +58,30 @@ def _broker(ctx: Context) -> None:
     connection.close()
 
 
-def _bubblewrap(_ctx: Context) -> None:
+def _bubblewrap() -> None:
     from sandbox import Bubblewrap
 
     Bubblewrap().check()  # starts a trivial sandbox once, then remembers the success
 
 
-def checks_for(ctx: Context) -> list[tuple[str, Callable[[Context], None]]]:
-    probes: list[tuple[str, Callable[[Context], None]]] = [("database", _database), ("keys", _keys)]
-    if ctx.settings.broker_url:
-        probes.append(("broker", _broker))
+def checks_for(settings: Settings, db: Database, keys: KeyRing) -> list[tuple[str, Callable[[], None]]]:
+    probes: list[tuple[str, Callable[[], None]]] = [
+        ("database", functools.partial(_database, db)),
+        ("keys", functools.partial(_keys, keys)),
+    ]
+    if settings.broker_url:
+        probes.append(("broker", functools.partial(_broker, settings.broker_url)))
     probes.append(("bubblewrap", _bubblewrap))
     return probes
 
 
-def readiness(ctx: Context) -> list[Check]:
+def readiness(settings: Settings, db: Database, keys: KeyRing) -> list[Check]:
     """Run every check (none stops the others); the details of a failure go to the log only."""
     results = []
-    for name, probe in checks_for(ctx):
+    for name, probe in checks_for(settings, db, keys):
         t0 = time.perf_counter()
         try:
-            probe(ctx)
+            probe()
             ok = True
         except Exception:
             log.warning("readiness check failed", extra={"check": name}, exc_info=True)

@@ -36,22 +36,25 @@ from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
 from dataspace.consents.convert import field_ref, partner_ref, to_domain
 from dataspace.consents.models import ConsentGrant
-from dataspace.context import Context
-from dataspace.db import utcnow
+from dataspace.db import Database, utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features
 from dataspace.emission.service import catalog_fields, quantile_cut_points
 from dataspace.emission.specs import CatalogField, FeatureSpec, column_name
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from dataspace.groupcommit import GroupCommit
 from dataspace.jobs import contracts
 from dataspace.jobs.eligibility import eligible_subjects
 from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
 from dataspace.jobs.steps import feature_fields
+from dataspace.keys import KeyRing
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
+from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.tlog.log import NewEntry, append
 from dataspace.usage import USAGE_LOG
 from dataspace.usage.service import entry_time
+from dataspace.vault import Vault
 from sandbox import DecisionSchema, JobFailed, Limits, ModelRejected, OnnxModel, SandboxUnavailable, WarmPool
 from transparency.canonical import canonical_json
 
@@ -115,8 +118,8 @@ class _Served:
 class DecisionService:
     """The warm pools of one server process, keyed by contract (each pool holds one model of one partner)."""
 
-    def __init__(self, ctx: Context, *, limits: Limits | None = None) -> None:
-        self.ctx = ctx
+    def __init__(self, settings: Settings, *, limits: Limits | None = None) -> None:
+        self.settings = settings
         self.limits = limits or Limits(cpu_seconds=600, wall_seconds=3600.0)
         self._lock = threading.Lock()
         self._served: dict[int, _Served] = {}
@@ -143,7 +146,9 @@ class DecisionService:
 
     close = invalidate
 
-    def _serve(self, session: Session, contract_id: int, state: tuple[Any, ...]) -> _Served:
+    def _serve(
+        self, session: Session, keys: KeyRing, vault: Vault, contract_id: int, state: tuple[Any, ...]
+    ) -> _Served:
         with self._lock:
             served = self._served.get(contract_id)
             if served is not None and served.state == state:
@@ -159,12 +164,14 @@ class DecisionService:
                     "contract, model or catalog changed: warm sandboxes discarded", extra={"contract_id": contract_id}
                 )
                 self.invalidate(contract_id)
-            served = self._build(session, contract_id, state)
+            served = self._build(session, keys, vault, contract_id, state)
             with self._lock:
                 self._served[contract_id] = served
             return served
 
-    def _build(self, session: Session, contract_id: int, state: tuple[Any, ...]) -> _Served:
+    def _build(
+        self, session: Session, keys: KeyRing, vault: Vault, contract_id: int, state: tuple[Any, ...]
+    ) -> _Served:
         contract = session.get(Contract, contract_id)
         assert contract is not None
         partner = session.get(Partner, contract.partner_id)
@@ -189,14 +196,14 @@ class DecisionService:
             )
             cuts = quantile_cut_points(
                 session,
-                self.ctx.vault,
-                self.ctx.keys,
+                vault,
+                keys,
                 partner_key=partner.key,
                 features=specs,
                 subject_ids=population,
                 workers=1,
             )
-        settings = self.ctx.settings
+        settings = self.settings
         pool = WarmPool(
             OnnxModel(bytes(model.data)),
             schema,
@@ -328,12 +335,12 @@ def _permitted(session: Session, served: _Served, subject_id: int, at: datetime)
     )
 
 
-def _subject_condition(ctx: Context, *, subject_id: int | None, customer_ref: str | None) -> tuple[bool, Any]:
+def _subject_condition(keys: KeyRing, *, subject_id: int | None, customer_ref: str | None) -> tuple[bool, Any]:
     """How the request names the customer: (by the operator's reference, its blind index) or (by id, the id)."""
     if (subject_id is None) == (customer_ref is None):
         raise InvalidInput("name the customer by exactly one of subject_id or customer_ref")
     if customer_ref is not None:
-        return True, ctx.keys.blind_index(customer_ref)
+        return True, keys.blind_index(customer_ref)
     return False, subject_id
 
 
@@ -347,6 +354,10 @@ def _replay(session: Session, contract_id: int, event_id: str) -> RealtimeDecisi
 
 def decide(
     service: DecisionService,
+    db: Database,
+    keys: KeyRing,
+    vault: Vault,
+    writes: GroupCommit,
     *,
     principal: Principal,
     contract_id: int,
@@ -361,10 +372,9 @@ def decide(
         raise Forbidden()
     if not event_id or len(event_id) > 128:
         raise InvalidInput("event_id must be 1 to 128 characters")
-    ctx = service.ctx
-    subject = _subject_condition(ctx, subject_id=subject_id, customer_ref=customer_ref)
+    subject = _subject_condition(keys, subject_id=subject_id, customer_ref=customer_ref)
     now = utcnow()
-    with ctx.db.session() as session:
+    with db.session() as session:
         found = _lookup(session, service, contract_id, event_id, subject)
         if found is None:
             raise NotFound("no such contract")
@@ -383,7 +393,7 @@ def decide(
             raise Conflict(
                 f"contract {contract_id} is not usable now (not approved, outside its window, or partner inactive)"
             )
-        served = service._serve(session, contract_id, found.state)
+        served = service._serve(session, keys, vault, contract_id, found.state)
         if event_type not in served.events:
             raise InvalidInput(f"event type {event_type!r} does not trigger decisions under this contract")
         if found.subject_id is None:
@@ -393,8 +403,8 @@ def decide(
         if _permitted(session, served, sid, now):
             emission = emit(
                 session,
-                ctx.vault,
-                ctx.keys,
+                vault,
+                keys,
                 partner_key=served.partner_key,
                 features=served.specs,
                 k=1,  # one customer's row goes to the sandbox, never out of it; k applies to releases
@@ -409,7 +419,7 @@ def decide(
                     row = batch.to_pylist()[0]
                     features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
             if features is not None and served.pool.feature_names[len(served.specs) :]:
-                extra = linkage_join.values_for(ctx.db, ctx.vault, contract_id=contract_id, subject_id=sid)
+                extra = linkage_join.values_for(db, vault, contract_id=contract_id, subject_id=sid)
                 features = (features[0], features[1] + extra)
     decision: str | float | None = None
     if features is not None:
@@ -452,9 +462,9 @@ def decide(
         return DecisionOutcome.of(row)
 
     try:
-        return ctx.writes.call(store)
+        return writes.call(store)
     except IntegrityError:  # the same event stored by a concurrent request: answer what it stored
-        with ctx.db.session() as session:
+        with db.session() as session:
             earlier = _replay(session, contract_id, event_id)
             if earlier is None:
                 raise

@@ -29,7 +29,7 @@ from transparency.cosign import Cosigner, WitnessPolicy, add_cosignatures, verif
 from transparency.note import CheckpointError
 
 if TYPE_CHECKING:
-    from dataspace.context import Context
+    from dataspace.db import Database
     from dataspace.settings import Settings
 
 log = logging.getLogger("dataspace.tlog.witnesses")
@@ -81,13 +81,13 @@ class Witnesses:
     def report(self) -> list[dict[str, Any]]:
         return [s.read() for s in self.status.values()]
 
-    def cosign_latest(self, ctx: Context, log_name: str) -> str | None:
+    def cosign_latest(self, db: Database, log_name: str) -> str | None:
         """Get the latest checkpoint of ``log_name`` cosigned by every reachable witness; the stored note."""
         with self._lock:
-            return self._cosign_latest(ctx, log_name)
+            return self._cosign_latest(db, log_name)
 
-    def _cosign_latest(self, ctx: Context, log_name: str) -> str | None:
-        with ctx.db.session() as session:
+    def _cosign_latest(self, db: Database, log_name: str) -> str | None:
+        with db.session() as session:
             cp = tlog.latest_checkpoint(session, log=log_name)
         if cp is None or not self.members:
             return cp.note if cp else None
@@ -97,13 +97,13 @@ class Witnesses:
             for url, c in self.members:
                 if verified_cosigners(note, [c]):
                     continue
-                lines += self._submit(ctx, http, url, c, log_name, cp.size, note)
+                lines += self._submit(db, http, url, c, log_name, cp.size, note)
         if lines:
-            note = self._store(ctx, log_name, cp.size, lines)
+            note = self._store(db, log_name, cp.size, lines)
         return note
 
     def _submit(  # noqa: PLR0917  (one call site, private)
-        self, ctx: Context, http: httpx.Client, url: str, c: Cosigner, log_name: str, size: int, note: str
+        self, db: Database, http: httpx.Client, url: str, c: Cosigner, log_name: str, size: int, note: str
     ) -> list[str]:
         st = self.status[url]
         assert st.sizes is not None
@@ -111,7 +111,7 @@ class Witnesses:
         for _ in range(3):
             body = f"old {old}\n"
             if 0 < old < size:
-                with ctx.db.session() as session:
+                with db.session() as session:
                     proof = tlog.consistency_proof(session, log=log_name, first=old, second=size).hashes
                 body += "".join(base64.b64encode(h).decode() + "\n" for h in proof)
             body += "\n" + note
@@ -157,9 +157,9 @@ class Witnesses:
         st.state, st.detail = state, detail
 
     @staticmethod
-    def _store(ctx: Context, log_name: str, size: int, lines: list[str]) -> str:
+    def _store(db: Database, log_name: str, size: int, lines: list[str]) -> str:
         for _ in range(5):  # compare and set: another replica may be adding its witnesses' lines meanwhile
-            with ctx.db.transaction() as session:
+            with db.transaction() as session:
                 row = (
                     session.query(TLogCheckpoint).filter_by(log=log_name, size=size).order_by(TLogCheckpoint.id).first()
                 )
@@ -187,26 +187,26 @@ _BY_SETTINGS: dict[int, tuple[Settings, Witnesses]] = {}
 _BY_SETTINGS_LOCK = threading.Lock()
 
 
-def witnesses_for(ctx: Context) -> Witnesses:
-    """The process's ``Witnesses`` for this context's settings (status is kept across calls)."""
+def witnesses_for(settings: Settings) -> Witnesses:
+    """The process's ``Witnesses`` for these settings (status is kept across calls)."""
     with _BY_SETTINGS_LOCK:
-        got = _BY_SETTINGS.get(id(ctx.settings))
-        if got is None or got[0] is not ctx.settings:
-            got = _BY_SETTINGS[id(ctx.settings)] = (ctx.settings, Witnesses(ctx.settings))
+        got = _BY_SETTINGS.get(id(settings))
+        if got is None or got[0] is not settings:
+            got = _BY_SETTINGS[id(settings)] = (settings, Witnesses(settings))
         return got[1]
 
 
-def publish(ctx: Context, log_name: str) -> dict[str, Any]:
+def publish(settings: Settings, db: Database, log_name: str) -> dict[str, Any]:
     """What a checkpoint route adds about witnesses: the policy and each witness's status. Submits the
     latest checkpoint first (bounded by the witness timeout), so the note it then reads is cosigned."""
     try:
-        w = witnesses_for(ctx)
+        w = witnesses_for(settings)
     except (ValueError, CheckpointError):
         log.error("DATASPACE_WITNESS_URLS / DATASPACE_WITNESS_KEYS / DATASPACE_WITNESS_QUORUM are not valid")
         return {"witness_quorum": None, "witness_keys": [], "witnesses": [], "witness_error": "misconfigured"}
     if w:
         try:
-            w.cosign_latest(ctx, log_name)
+            w.cosign_latest(db, log_name)
         except Exception:  # a witness problem never fails the route
             log.exception("submitting to witnesses failed")
     return {

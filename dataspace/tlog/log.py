@@ -32,8 +32,9 @@ from transparency.canonical import canonical_json
 from transparency.note import Checkpoint, key_name, sign_checkpoint, verifier_key
 
 if TYPE_CHECKING:
-    from dataspace.context import Context
+    from dataspace.db import Database
     from dataspace.keys import KeyRing
+    from dataspace.settings import Settings
 
 LOGS = ("audit", "usage")
 # Subtrees of 2**STORED_MIN_LEVEL leaves and up are stored; smaller ones are recomputed from the leaves
@@ -299,35 +300,41 @@ def _host(origin: str) -> str:
     return origin.rsplit("/", 1)[0]
 
 
-def sequence(ctx: Context, log: str, *, limit: int = SEQUENCE_BATCH) -> SequenceResult:
+def sequence(
+    settings: Settings, db: Database, keys: KeyRing, log: str, *, limit: int = SEQUENCE_BATCH
+) -> SequenceResult:
     """Sequence everything queued in ``log``, one transaction per batch (anything that needs an up-to-date
     checkpoint calls this; it waits for a sequencer at work in another process)."""
-    res = _sequence(ctx, log, limit=limit, wait=True)
+    res = _sequence(settings, db, keys, log, limit=limit, wait=True)
     assert res is not None
     return res
 
 
-def sequence_unless_busy(ctx: Context, log: str, *, limit: int = SEQUENCE_BATCH) -> SequenceResult | None:
+def sequence_unless_busy(
+    settings: Settings, db: Database, keys: KeyRing, log: str, *, limit: int = SEQUENCE_BATCH
+) -> SequenceResult | None:
     """``sequence``, or None at once if another process is sequencing this log (it takes what is queued):
     the background sequencer of every replica, which would otherwise queue up behind each other."""
-    return _sequence(ctx, log, limit=limit, wait=False)
+    return _sequence(settings, db, keys, log, limit=limit, wait=False)
 
 
-def _sequence(ctx: Context, log: str, *, limit: int, wait: bool) -> SequenceResult | None:
-    origin = origin_for(ctx.settings.resolved_issuer, log)
+def _sequence(
+    settings: Settings, db: Database, keys: KeyRing, log: str, *, limit: int, wait: bool
+) -> SequenceResult | None:
+    origin = origin_for(settings.resolved_issuer, log)
     total = 0
     batches = 0
     note: str | None = None
     while True:
         t0 = time.perf_counter()
-        with ctx.db.transaction() as session:
-            got = _sequence_batch(session, log=log, keys=ctx.keys, origin=origin, limit=limit, wait=wait)
+        with db.transaction() as session:
+            got = _sequence_batch(session, log=log, keys=keys, origin=origin, limit=limit, wait=wait)
         if got is None:
             return None
         res = got
         metrics.log_sequenced(log, res.sequenced, time.perf_counter() - t0)
         if res.note is not None:  # committed, so published: keep a copy outside the database
-            witness.record_quietly(ctx.settings.resolved_checkpoint_dir, log, res.note)
+            witness.record_quietly(settings.resolved_checkpoint_dir, log, res.note)
         total += res.sequenced
         if res.sequenced:
             batches += 1
@@ -337,10 +344,10 @@ def _sequence(ctx: Context, log: str, *, limit: int, wait: bool) -> SequenceResu
     return SequenceResult(log=log, size=res.size, root_hash=res.root_hash, sequenced=total, note=note, batches=batches)
 
 
-def verifier_keys(ctx: Context) -> list[str]:
+def verifier_keys(settings: Settings, keys: KeyRing) -> list[str]:
     """The C2SP verifier keys of every signing key (active first), for offline verification."""
-    host = _host(origin_for(ctx.settings.resolved_issuer, "audit"))
-    return [verifier_key(key_name(host, k), k.public_bytes) for k in ctx.keys.signing_keys]
+    host = _host(origin_for(settings.resolved_issuer, "audit"))
+    return [verifier_key(key_name(host, k), k.public_bytes) for k in keys.signing_keys]
 
 
 # --- reading -----------------------------------------------------------------------------------------

@@ -53,8 +53,10 @@ class World:
             job_id = jobs.submit(s, principal=js.partner_principal(self.ctx), model_id=self.model_id).id
         result = self.ctx.jobs.run_job(job_id)
         assert result.status == "succeeded", result
-        sequence(self.ctx, "usage")  # what the server's sequencer does in the background
-        sequence(self.ctx, "audit")
+        sequence(
+            self.ctx.settings, self.ctx.db, self.ctx.keys, "usage"
+        )  # what the server's sequencer does in the background
+        sequence(self.ctx.settings, self.ctx.db, self.ctx.keys, "audit")
         return job_id
 
 
@@ -90,7 +92,7 @@ def world(ctx: Context) -> Iterator[World]:
             s, data=RewardCreate(key="lounge", name="Airport lounge", cost=10_000_000, stock=5)
         )
     with running_server(ctx) as (base, served):
-        ensure_web_clients(served)
+        ensure_web_clients(served.settings, served.db)
         yield World(
             base=base,
             ctx=served,

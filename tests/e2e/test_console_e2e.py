@@ -26,7 +26,7 @@ def _access_request(world: World) -> None:
     customer = Principal(subject=world.customer, role="customer", client_id="portal", subject_id=world.subject_id)
     with world.ctx.db.transaction() as s:
         compliance.log_access_request(s, subject_id=world.subject_id, actor=customer, export_format="jsonl")
-    sequence(world.ctx, "audit")
+    sequence(world.ctx.settings, world.ctx.db, world.ctx.keys, "audit")
 
 
 def test_compliance_officer_filters_verifies_and_exports(world: World, page: Any) -> None:

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e]
 @pytest.fixture
 def base(ctx: Context) -> Iterator[str]:
     with running_server(ctx) as (url, served):
-        ensure_web_clients(served)
+        ensure_web_clients(served.settings, served.db)
         yield url
 
 

@@ -28,7 +28,7 @@ def _uses(ctx: Context, subject: int, n: int, tag: str) -> None:
         record_usage(
             s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)]
         )
-    tlog.sequence(ctx, "usage")
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, "usage")
 
 
 def _remembered_size(page: Any) -> int:
@@ -45,7 +45,7 @@ def served(ctx: Context) -> Iterator[tuple[str, Context, int, str]]:
     subject = make_subject(ctx)
     user = make_user(ctx, "customer", username="ledger-customer", subject_id=subject).username
     with running_server(ctx) as (base, served_ctx):
-        ensure_web_clients(served_ctx)
+        ensure_web_clients(served_ctx.settings, served_ctx.db)
         yield base, served_ctx, subject, user
 
 

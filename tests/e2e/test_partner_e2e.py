@@ -112,7 +112,7 @@ def test_partner_proposes_uploads_submits_and_reads_the_chart(world: World, page
         job_id = int(s.scalar(select(func.max(Job.id))) or 0)
     page.locator("ol.steps li.current").first.wait_for()
     assert world.ctx.jobs.run_job(job_id).status == "succeeded"
-    sequence(world.ctx, "audit")
+    sequence(world.ctx.settings, world.ctx.db, world.ctx.keys, "audit")
 
     # Following the job: the page polls and shows the outcome, then the chart with its noise interval.
     show = page.locator(f'#jobs button[data-job="{job_id}"]')

@@ -147,7 +147,15 @@ def issue_token(
         user = session.merge(user) if user is not None else None
         grant = "authorization_code" if user is not None else "client_credentials"
         token = tokens.issue(
-            ctx, session, client=client, user=user, scope=scope, grant_type=grant, ttl=ttl, auth_time=auth_time
+            ctx.settings,
+            ctx.keys,
+            session,
+            client=client,
+            user=user,
+            scope=scope,
+            grant_type=grant,
+            ttl=ttl,
+            auth_time=auth_time,
         )
     return str(token["access_token"])
 

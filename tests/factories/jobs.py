@@ -94,7 +94,7 @@ def build_world(ctx: Context, n: int = 300) -> World:
         )
         for i in range(n)
     ]
-    report = ingest_rows(ctx, rows)
+    report = ingest_rows(ctx.db, ctx.keys, ctx.vault, rows)
     assert report.accepted == n, report.as_dict()
     with ctx.db.session() as s:
         ids = dict(s.execute(select(Subject.blind_ref, Subject.id)).all())

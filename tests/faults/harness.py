@@ -317,14 +317,14 @@ def assert_redemptions_exactly_once(ctx: Context, base: str, customers: list[Cus
 def assert_audit_log_verifies(ctx: Context, tmp: Path, acks: Acks) -> int:
     """Sequence everything queued, export up to the signed checkpoint and verify it offline; every
     acknowledged consent change has its audit entry in the verified log. Returns the log size."""
-    sequence(ctx, "audit")
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     path = tmp / "audit-export.jsonl"
     with ctx.db.session() as session:
         assert queued_count(session, log="audit") == 0
         cp = latest_checkpoint(session, log="audit")
         assert cp is not None
         write_export(session, path, cp=cp, fmt="jsonl")
-    report = verify_export(path, verifier_keys(ctx))
+    report = verify_export(path, verifier_keys(ctx.settings, ctx.keys))
     assert report.ok, report
     text = path.read_text()
     for _, _, rid in [*acks.grants, *acks.withdrawals]:

@@ -82,7 +82,7 @@ class World:
 
     def __init__(self, ctx: Context) -> None:
         load_demo_catalog(ctx)
-        ingest_rows(ctx, [customer_row(f"fuzz-{i}", age=30 + i) for i in range(3)])
+        ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row(f"fuzz-{i}", age=30 + i) for i in range(3)])
         with ctx.db.session() as session:
             self.subjects = list(session.scalars(select(Subject.id).order_by(Subject.id)))
         subject = self.subjects[0]

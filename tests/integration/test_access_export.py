@@ -150,7 +150,7 @@ def test_export_streams_in_bounded_chunks_and_a_cut_download_is_detected(ctx):
     load_demo_catalog(ctx)
     sid = _big_account(ctx)
     chunks = []
-    for chunk in stream_export(ctx, sid, batch_bytes=16 * 1024):
+    for chunk in stream_export(ctx.settings, ctx.db, ctx.vault, sid, batch_bytes=16 * 1024):
         assert len(chunk) < 16 * 1024 + 8 * 1024  # a chunk is sent once it passes the batch size
         chunks.append(chunk)
     assert len(chunks) > 50
@@ -172,7 +172,7 @@ def _peak_while_streaming(ctx: Context, sid: int) -> tuple[int, int]:
     """(peak traced memory while the export streams and is thrown away, bytes sent)."""
     tracemalloc.start()
     try:
-        sent = sum(len(chunk) for chunk in stream_export(ctx, sid))
+        sent = sum(len(chunk) for chunk in stream_export(ctx.settings, ctx.db, ctx.vault, sid))
         return tracemalloc.get_traced_memory()[1], sent
     finally:
         tracemalloc.stop()

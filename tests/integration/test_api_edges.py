@@ -81,7 +81,7 @@ def test_usage_reports_job_ids_as_integers(ctx: Context, client: TestClient) -> 
     subject = make_subject(ctx)
     with ctx.db.transaction() as s:
         record_usage(s, [UsageEntry(9, subject, ("age",), "acme", "insurance.offer", "bundle-x")])
-    sequence(ctx, "usage")
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage")
     token = issue_token(ctx, "customer", subject_id=subject)
     response = client.get("/v1/me/usage", headers=bearer(token))
     assert response.status_code == 200, response.text

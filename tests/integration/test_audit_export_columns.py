@@ -21,13 +21,13 @@ STEWARD = Principal(subject="alice", role="steward", client_id="console")
 
 
 def _export(ctx: Context, tmp_path: Path, log: str) -> tuple[list[str], list[list[str]]]:
-    sequence(ctx, log)
+    sequence(ctx.settings, ctx.db, ctx.keys, log)
     with ctx.db.session() as s:
         cp = latest_checkpoint(s, log=log)
         assert cp is not None
         path = tmp_path / f"{log}.csv"
         write_export(s, path, cp=cp, fmt="csv")
-    assert verify_export(path, verifier_keys(ctx)).ok
+    assert verify_export(path, verifier_keys(ctx.settings, ctx.keys)).ok
     first, *rest = path.read_text(encoding="utf-8").splitlines(keepends=True)
     return [first], list(csv.reader(rest))
 
@@ -56,7 +56,7 @@ def test_editing_any_column_of_a_csv_export_fails_verification(ctx: Context, tmp
     head, rows = _export(ctx, tmp_path, log)
     header = rows[0]
     assert header == ["index", "leaf_hash", *CSV_COLUMNS[log], "entry"]
-    keys = verifier_keys(ctx)
+    keys = verifier_keys(ctx.settings, ctx.keys)
     for column in CSV_COLUMNS[log]:
         position = header.index(column)
         edited = [list(r) for r in rows]
@@ -70,7 +70,7 @@ def test_editing_any_column_of_a_csv_export_fails_verification(ctx: Context, tmp
 def test_a_dropped_or_renamed_column_fails_verification(ctx: Context, tmp_path: Path) -> None:
     _seed(ctx, "audit")
     head, rows = _export(ctx, tmp_path, "audit")
-    keys = verifier_keys(ctx)
+    keys = verifier_keys(ctx.settings, ctx.keys)
     renamed = [list(r) for r in rows]
     renamed[0][2], renamed[0][3] = renamed[0][3], renamed[0][2]  # "time" and "actor" headers swapped
     assert not verify_export(_write(tmp_path, head, renamed), keys).ok

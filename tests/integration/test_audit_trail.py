@@ -45,7 +45,7 @@ def _events(ctx: Context, n: int) -> None:
 
 def test_search_filters_and_paginates_over_queued_and_sequenced(ctx: Context) -> None:
     _events(ctx, 20)
-    sequence(ctx, "audit")
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     _events(ctx, 4)  # queued, not yet sequenced
     with ctx.db.session() as s:
         page = search_events(s, limit=10)
@@ -78,7 +78,7 @@ def test_usage_view_groups_by_field_and_proves_inclusion(ctx: Context) -> None:
         record_usage(s, [UsageEntry(1, 7, ("age", "income"), "acme", "insurance.offer", "bundle-x")])
         record_usage(s, [UsageEntry(1, 8, ("income",), "acme", "insurance.offer", "none")])
         record_usage(s, [UsageEntry(2, 7, ("income",), "volt", "charging.offer", "plan-b")])
-    res = sequence(ctx, "usage")
+    res = sequence(ctx.settings, ctx.db, ctx.keys, "usage")
     with ctx.db.session() as s:
         view = usage_for_subject(s, 7)
         assert [f.field for f in view] == ["age", "income"]
@@ -109,12 +109,12 @@ def latest_checkpoint_for(ctx: Context, log: str):
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_export_verifies_offline_and_reports_the_first_tampered_entry(ctx: Context, tmp_path: Path, fmt: str) -> None:
     _events(ctx, 37)
-    sequence(ctx, "audit", limit=10)
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit", limit=10)
     cp = latest_checkpoint_for(ctx, "audit")
     path = tmp_path / f"audit.{fmt}"
     with ctx.db.session() as s:
         write_export(s, path, cp=cp, fmt=fmt)
-    keys = verifier_keys(ctx)
+    keys = verifier_keys(ctx.settings, ctx.keys)
     report = verify_export(path, keys)
     assert report.ok
     assert report.entries == 37
@@ -161,7 +161,7 @@ def test_export_verifies_offline_and_reports_the_first_tampered_entry(ctx: Conte
 
 def test_rewritten_entry_and_leaf_hash_still_fail_on_the_root(ctx: Context, tmp_path: Path) -> None:
     _events(ctx, 9)
-    sequence(ctx, "audit")
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     cp = latest_checkpoint_for(ctx, "audit")
     path = tmp_path / "a.jsonl"
     with ctx.db.session() as s:
@@ -173,7 +173,7 @@ def test_rewritten_entry_and_leaf_hash_still_fail_on_the_root(ctx: Context, tmp_
     rec["leaf_hash"] = hashlib.sha256(b"\x00" + body.encode()).hexdigest()
     lines[4] = json.dumps(rec) + "\n"
     path.write_text("".join(lines))
-    r = verify_export(path, verifier_keys(ctx))
+    r = verify_export(path, verifier_keys(ctx.settings, ctx.keys))
     assert not r.ok
     assert "root" in (r.reason or "")
 
@@ -182,12 +182,12 @@ def test_cli_verify(ctx: Context, tmp_path: Path) -> None:
     from dataspace.cli import app
 
     _events(ctx, 5)
-    sequence(ctx, "audit")
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     path = tmp_path / "a.jsonl"
     with ctx.db.session() as s:
         write_export(s, path, cp=latest_checkpoint_for(ctx, "audit"), fmt="jsonl")
     args = ["audit", "verify", str(path)]
-    for k in verifier_keys(ctx):
+    for k in verifier_keys(ctx.settings, ctx.keys):
         args += ["--key", k]
     ok = CliRunner().invoke(app, args)
     assert ok.exit_code == 0, ok.output

@@ -84,7 +84,7 @@ def fresh(source: Context, tmp_path: Path) -> Iterator[Callable[[], Context]]:
 
 def _people(ctx: Context, n: int = 12) -> dict[int, int]:
     load_demo_catalog(ctx)
-    ingest_rows(ctx, [customer_row(f"D{i}", age=20 + i) for i in range(n)])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row(f"D{i}", age=20 + i) for i in range(n)])
     refs = {ctx.keys.blind_index(f"D{i}"): 20 + i for i in range(n)}
     with ctx.db.session() as s:
         return {sid: refs[b] for sid, b in s.execute(select(Subject.id, Subject.blind_ref))}
@@ -92,7 +92,9 @@ def _people(ctx: Context, n: int = 12) -> dict[int, int]:
 
 def _erase(ctx: Context, sid: int) -> None:
     with ctx.db.transaction() as s:
-        compliance.erase_subject(ctx, s, subject_id=sid, actor=Principal("t", "customer", "c", subject_id=sid))
+        compliance.erase_subject(
+            ctx.settings, ctx.keys, s, subject_id=sid, actor=Principal("t", "customer", "c", subject_id=sid)
+        )
 
 
 def _sealed(ctx: Context, sid: int) -> tuple[int, bytes, bytes]:
@@ -116,7 +118,7 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
             signer=source.keys.signing_key,
         )
     as_backed_up = _sealed(source, erased)
-    manifest = backup(source, tmp_path / "b1")
+    manifest = backup(source.settings, source.db, source.keys, tmp_path / "b1")
     assert (tmp_path / "b1" / manifest.dump).stat().st_mode & 0o077 == 0  # customer data: owner only
     with source.db.session() as s:
         backed_up = {name: tree_size(s, log=name) for name in LOGS}
@@ -127,7 +129,7 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
     # After the backup: an erasure (and its bucket's retirement, the erasure's time bound), published.
     _erase(source, erased)
     retire(source.db, source.vault)
-    sequence(source, "audit")
+    sequence(source.settings, source.db, source.keys, "audit")
     with source.db.session() as s:
         published = tree_size(s, log="audit")
     assert published > backed_up["audit"]
@@ -135,11 +137,11 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
     # Restoring would silently drop what was published since: refused, and the target stays empty.
     target = fresh()
     with pytest.raises(Conflict, match="roll back"):
-        restore(target, tmp_path / "b1")
+        restore(target.settings, target.db, target.keys, target.vault, tmp_path / "b1")
     assert target.db.table_names() == []
 
     # The operator accepts the loss in so many words: restored, recorded, re-published.
-    report = restore(target, tmp_path / "b1", accept_log_rollback=True)
+    report = restore(target.settings, target.db, target.keys, target.vault, tmp_path / "b1", accept_log_rollback=True)
     audit = next(c for c in report.logs if c.log == "audit")
     assert (audit.size, audit.backup_size, audit.kept_size) == (backed_up["audit"], backed_up["audit"], published)
     assert audit.lost == published - backed_up["audit"]
@@ -182,9 +184,9 @@ def test_the_whole_drill(source: Context, fresh: Callable[[], Context], tmp_path
         assert consent_queries.list_grants(s, subject_id=erased, include_ended=True)
 
     # The next drill from the restored database needs no override: its logs extend the kept checkpoints.
-    manifest2 = backup(target, tmp_path / "b2")
+    manifest2 = backup(target.settings, target.db, target.keys, tmp_path / "b2")
     again = fresh()
-    report2 = restore(again, tmp_path / "b2")
+    report2 = restore(again.settings, again.db, again.keys, again.vault, tmp_path / "b2")
     assert all(c.lost == 0 for c in report2.logs)
     assert manifest2.checkpoints["audit"] is not None
     with again.db.session() as s:
@@ -195,13 +197,13 @@ def test_a_damaged_dump_or_a_forged_checkpoint_is_refused(
     source: Context, fresh: Callable[[], Context], tmp_path: Path
 ) -> None:
     _people(source, 4)
-    manifest = backup(source, tmp_path / "b")
+    manifest = backup(source.settings, source.db, source.keys, tmp_path / "b")
     dump = tmp_path / "b" / manifest.dump
     good = dump.read_bytes()
     dump.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     target = fresh()
     with pytest.raises(InvalidInput, match="does not match its manifest"):
-        restore(target, tmp_path / "b")
+        restore(target.settings, target.db, target.keys, target.vault, tmp_path / "b")
     dump.write_bytes(good)
 
     # A manifest whose checkpoint was edited (a larger tree, to excuse a shorter log): its signature fails.
@@ -212,7 +214,7 @@ def test_a_damaged_dump_or_a_forged_checkpoint_is_refused(
     doc["checkpoints"]["audit"] = "\n".join(lines)
     path.write_text(json.dumps(doc))
     with pytest.raises(InvalidInput, match="does not verify"):
-        restore(target, tmp_path / "b")
+        restore(target.settings, target.db, target.keys, target.vault, tmp_path / "b")
     assert target.db.table_names() == []
 
 
@@ -221,7 +223,7 @@ def test_a_log_rewritten_before_the_backup_is_refused(
 ) -> None:
     _people(source, 4)
     for name in LOGS:
-        sequence(source, name)
+        sequence(source.settings, source.db, source.keys, name)
     # An insider rewrites a sequenced audit entry (stored hashes untouched), then a backup is taken.
     with source.db.transaction() as s:
         first = s.execute(
@@ -232,10 +234,10 @@ def test_a_log_rewritten_before_the_backup_is_refused(
             .where(TLogEntry.id == first.id)
             .values(entry=first.entry.replace('"ok"', '"denied"', 1) + " ")
         )
-    backup(source, tmp_path / "b")
+    backup(source.settings, source.db, source.keys, tmp_path / "b")
     target = fresh()
     with pytest.raises(InvalidInput, match="altered entry at index 0"):
-        restore(target, tmp_path / "b", accept_log_rollback=True)
+        restore(target.settings, target.db, target.keys, target.vault, tmp_path / "b", accept_log_rollback=True)
     assert target.db.table_names() == []
 
 

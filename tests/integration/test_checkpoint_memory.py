@@ -32,7 +32,7 @@ def _uses(ctx: Context, subject: int, n: int, tag: str) -> None:
         record_usage(
             s, [UsageEntry(i + 1, subject, ("income",), "acme", "insurance.offer", f"{tag}-{i}") for i in range(n)]
         )
-    tlog.sequence(ctx, "usage")
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, "usage")
 
 
 def _rewrite_history(ctx: Context) -> None:

@@ -27,7 +27,7 @@ def _subject(ctx, ref):
 
 def _customer(ctx, ref="E1"):
     load_demo_catalog(ctx)
-    ingest_rows(ctx, [customer_row(ref, city="Nanjing"), customer_row("OTHER")])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row(ref, city="Nanjing"), customer_row("OTHER")])
     sid = _subject(ctx, ref)
     with ctx.db.transaction() as s:
         for field in ("city", "age"):
@@ -95,7 +95,9 @@ def test_erasure_shreds_withdraws_disables_and_is_logged(ctx, client):
     log = client.get("/v1/compliance/requests", headers=officer).json()
     assert [(x["kind"], x["outcome"]["grants_withdrawn"]) for x in log] == [("erasure", 2)]
     with ctx.db.transaction() as s, pytest.raises(Conflict):
-        compliance.erase_subject(ctx, s, subject_id=sid, actor=Principal("x", "customer", "c", subject_id=sid))
+        compliance.erase_subject(
+            ctx.settings, ctx.keys, s, subject_id=sid, actor=Principal("x", "customer", "c", subject_id=sid)
+        )
 
 
 def test_records_of_processing_follow_the_catalog(ctx, client):

@@ -16,7 +16,7 @@ from tests.factories.catalog import customer_row, load_demo_catalog
 
 def _setup(ctx):
     load_demo_catalog(ctx)
-    ingest_rows(ctx, [customer_row("B1")])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("B1")])
     with ctx.db.session() as s:
         return s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("B1")))
 

@@ -42,7 +42,7 @@ def _check_file(path: Path) -> dict:
 
 def test_credentials_file_lets_every_role_in(ctx: Context) -> None:
     accounts = build_demo(ctx, customers=60, progress=lambda _m: None)
-    ensure_web_clients(ctx)
+    ensure_web_clients(ctx.settings, ctx.db)
     path = write_credentials(ctx, accounts)
     assert path.parent == ctx.settings.data_dir
     data = _check_file(path)

@@ -53,7 +53,7 @@ def small_ctx(request: pytest.FixtureRequest, ctx: Context, tmp_path: Path) -> C
 def _people(ctx: Context, n: int = 12) -> dict[int, int]:
     """Ingest n customers; returns {subject_id: age} (each has a distinct age)."""
     load_demo_catalog(ctx)
-    ingest_rows(ctx, [customer_row(f"P{i}", age=20 + i) for i in range(n)])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row(f"P{i}", age=20 + i) for i in range(n)])
     with ctx.db.session() as s:
         refs = {ctx.keys.blind_index(f"P{i}"): 20 + i for i in range(n)}
         return {sid: refs[b] for sid, b in s.execute(select(Subject.id, Subject.blind_ref))}
@@ -61,7 +61,9 @@ def _people(ctx: Context, n: int = 12) -> dict[int, int]:
 
 def _erase(ctx: Context, sid: int) -> None:
     with ctx.db.transaction() as s:
-        compliance.erase_subject(ctx, s, subject_id=sid, actor=Principal("t", "customer", "c", subject_id=sid))
+        compliance.erase_subject(
+            ctx.settings, ctx.keys, s, subject_id=sid, actor=Principal("t", "customer", "c", subject_id=sid)
+        )
 
 
 @contextmanager
@@ -201,7 +203,7 @@ def test_ingest_during_and_after_a_retirement_uses_the_new_key(small_ctx):
     ages = _people(ctx, 8)
     _erase(ctx, min(ages))
     retire(ctx.db, vault)
-    ingest_rows(ctx, [customer_row(f"N{i}", age=70 + i) for i in range(8)])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row(f"N{i}", age=70 + i) for i in range(8)])
     with ctx.db.session() as s:
         current = dict(s.execute(select(KeyEpoch.bucket, KeyEpoch.generation)).all())
         rows = s.execute(select(SubjectKey.subject_id, SubjectKey.bucket, SubjectKey.epoch)).all()

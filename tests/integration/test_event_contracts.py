@@ -89,7 +89,7 @@ class World:
         with ctx.db.session() as s:
             self.insurer = s.scalars(select(Partner).where(Partner.key == INSURER)).one()
             self.charger = s.scalars(select(Partner).where(Partner.key == CHARGER)).one()
-        report = ingest_rows(ctx, [customer_row("c-ada", age=41), customer_row("c-bo", age=33)])
+        report = ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("c-ada", age=41), customer_row("c-bo", age=33)])
         assert report.accepted == 2
         with ctx.db.session() as s:
             self.ada = s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("c-ada")))
@@ -736,7 +736,7 @@ def test_erasure_removes_the_customer_from_stored_event_copies(world: World) -> 
     before = deliveries(world.ctx, "evt-erase")[world.insurer.id].payload
     assert ("age" in before["data"], "subject" in before) == (True, True)
     with world.ctx.db.transaction() as s:
-        erase_subject(world.ctx, s, subject_id=world.ada, actor=steward())
+        erase_subject(world.ctx.settings, world.ctx.keys, s, subject_id=world.ada, actor=steward())
     after = deliveries(world.ctx, "evt-erase")[world.insurer.id].payload
     assert "age" not in after["data"]
     assert "subject" not in after

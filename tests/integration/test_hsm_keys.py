@@ -91,7 +91,7 @@ def test_tokens_receipts_and_profiles_through_the_hsm_and_after_a_rotation(clien
     receipt.write_text(json.dumps(doc))
     assert runner.invoke(cli_app, ["receipts", "verify", str(receipt), "--keys", str(keys)]).exit_code == 1
 
-    ingest_rows(ctx, [customer_row("H1", age=57)])  # the data key is wrapped inside the token
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("H1", age=57)])  # the data key is wrapped inside the token
     with ctx.db.session() as s:
         new = s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("H1")))
         assert read_profile(s, ctx.vault, new)["age"] == 57

@@ -46,7 +46,7 @@ def test_csv_ingest_stores_good_rows_encrypted_and_reports_bad_rows(ctx, tmp_pat
         customer_row("C6", ev_owner="maybe", policy_renewal_month=13),
         customer_row("C7"),
     ]
-    report = ingest_file(ctx, write_csv(tmp_path / "in.csv", rows))
+    report = ingest_file(ctx.db, ctx.keys, ctx.vault, write_csv(tmp_path / "in.csv", rows))
     assert (report.rows, report.accepted, report.rejected) == (8, 2, 6)
     by_row = {}
     for e in report.errors:
@@ -85,9 +85,9 @@ def test_parquet_ingest_and_update_merges_values(ctx, tmp_path):
     load_demo_catalog(ctx)
     table = pa.table({"customer_id": ["P1", "P2"], "age": [30, 55], "deposit_balance": [10.5, 2000.0]})
     pq.write_table(table, tmp_path / "in.parquet")
-    report = ingest_file(ctx, tmp_path / "in.parquet")
+    report = ingest_file(ctx.db, ctx.keys, ctx.vault, tmp_path / "in.parquet")
     assert (report.accepted, report.created) == (2, 2)
-    report = ingest_rows(ctx, [{"customer_id": "P1", "city": "Shanghai"}])
+    report = ingest_rows(ctx.db, ctx.keys, ctx.vault, [{"customer_id": "P1", "city": "Shanghai"}])
     assert (report.accepted, report.created, report.updated) == (1, 0, 1)
     with ctx.db.session() as s:
         assert read_profile(s, ctx.vault, subject_id(ctx, "P1")) == {
@@ -100,22 +100,22 @@ def test_parquet_ingest_and_update_merges_values(ctx, tmp_path):
 def test_unknown_or_retired_columns_reject_the_file_and_store_nothing(ctx, tmp_path):
     load_demo_catalog(ctx)
     with pytest.raises(InvalidInput, match="not in the catalog: shoe_size"):
-        ingest_file(ctx, write_csv(tmp_path / "a.csv", [customer_row("X1", shoe_size=42)]))
+        ingest_file(ctx.db, ctx.keys, ctx.vault, write_csv(tmp_path / "a.csv", [customer_row("X1", shoe_size=42)]))
     with pytest.raises(InvalidInput, match="missing the id column"):
-        ingest_rows(ctx, [{"age": 30}])
+        ingest_rows(ctx.db, ctx.keys, ctx.vault, [{"age": 30}])
     with pytest.raises(InvalidInput, match="nested values"):
-        ingest_rows(ctx, [{"customer_id": "X", "age": {"a": 1}}])
+        ingest_rows(ctx.db, ctx.keys, ctx.vault, [{"customer_id": "X", "age": {"a": 1}}])
     with pytest.raises(InvalidInput, match="file not found"):
-        ingest_file(ctx, tmp_path / "missing.csv")
+        ingest_file(ctx.db, ctx.keys, ctx.vault, tmp_path / "missing.csv")
     (tmp_path / "b.xlsx").write_text("x")
     with pytest.raises(InvalidInput, match="unsupported file type"):
-        ingest_file(ctx, tmp_path / "b.xlsx")
+        ingest_file(ctx.db, ctx.keys, ctx.vault, tmp_path / "b.xlsx")
     assert count(ctx, Subject) == 0
 
 
 def test_crypto_shredding_makes_values_unrecoverable(ctx):
     load_demo_catalog(ctx)
-    ingest_rows(ctx, [customer_row("S1"), customer_row("S2", city="Wuhan")])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("S1"), customer_row("S2", city="Wuhan")])
     sid = subject_id(ctx, "S1")
     with ctx.db.session() as s:
         sealed = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == sid))
@@ -134,7 +134,7 @@ def test_crypto_shredding_makes_values_unrecoverable(ctx):
     with pytest.raises(DecryptionError):
         Vault.open(other_dek, sealed, sid)
     # A later ingest does not resurrect an erased subject.
-    report = ingest_rows(ctx, [customer_row("S1")])
+    report = ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("S1")])
     assert report.updated == 0
     assert report.created == 0
     with ctx.db.session() as s:
@@ -145,7 +145,7 @@ def test_crypto_shredding_makes_values_unrecoverable(ctx):
 def test_values_never_reach_the_logs(ctx, tmp_path, caplog):
     load_demo_catalog(ctx)
     caplog.set_level("DEBUG")
-    ingest_rows(ctx, [customer_row("L1", city="Chengdu"), customer_row("L2", age=5)])
+    ingest_rows(ctx.db, ctx.keys, ctx.vault, [customer_row("L1", city="Chengdu"), customer_row("L2", age=5)])
     logged = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
     assert "Chengdu" not in logged
     assert "L1" not in logged

@@ -18,8 +18,9 @@ from prometheus_client import REGISTRY
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import Database
+from dataspace.http.metrics import serve_metrics
 from dataspace.jobs import release, service
-from dataspace.observability import metrics, tracing
+from dataspace.observability import tracing
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token, make_subject
 
@@ -67,7 +68,7 @@ def test_metrics_count_routes_batches_jobs_and_budgets_on_their_own_bind(ctx: Co
         release.release_results(s, principal=js.partner_principal(ctx), job_id=job_id)
     from dataspace.tlog.log import sequence
 
-    sequence(ctx, "audit")
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit")
 
     assert sample("dataspace_http_requests_total", **route) == before["delete"] + 1  # the template, not the id
     assert sample("dataspace_group_commit_batch_size_count", committer="writes") >= before["batches"] + 2
@@ -79,7 +80,7 @@ def test_metrics_count_routes_batches_jobs_and_budgets_on_their_own_bind(ctx: Co
     assert sample("dataspace_job_phase_seconds_count", phase="sandbox") >= 1
     assert sample("dataspace_log_sequenced_entries_total", log="audit") > before["sequenced"]
 
-    server = metrics.serve_metrics(ctx, "127.0.0.1:0")
+    server = serve_metrics(ctx.db, "127.0.0.1:0")
     try:
         text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10).text
     finally:
@@ -309,7 +310,7 @@ def test_the_metrics_endpoint_answers_only_scrapers_with_a_client_certificate(ct
     settings = ctx.settings.model_copy(
         update={"metrics_tls_cert": pki["server"], "metrics_tls_key": pki["server-key"], "metrics_client_ca": pki["ca"]}
     )
-    server = metrics.serve_metrics(ctx, "127.0.0.1:0", settings)
+    server = serve_metrics(ctx.db, "127.0.0.1:0", settings)
     url = f"https://127.0.0.1:{server.server_port}/metrics"
     try:
         scraper = ssl.create_default_context(cafile=str(pki["ca"]))

@@ -215,7 +215,9 @@ def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, rece
             request=changes.GrantRequest(purpose=js.PURPOSE, field=js.FIELDS[0], partner=js.PARTNER),
             signer=ctx.keys.signing_key,
         )
-    assert ingest_rows(ctx, [customer_row("c00001", age=88, app_sessions_30d=89, monthly_card_spend=8999.0)]).updated
+    assert ingest_rows(
+        ctx.db, ctx.keys, ctx.vault, [customer_row("c00001", age=88, app_sessions_30d=89, monthly_card_spend=8999.0)]
+    ).updated
     changed = _observe(ctx, client, headers, receiver, models)
 
     # The models did see different data, and the steward's view shows the numbers they tried to send ...

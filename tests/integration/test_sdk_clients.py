@@ -69,7 +69,7 @@ def test_client_credentials_pagination_and_signed_export(ctx: Context, tmp_path:
         report = verify_export(out, cp["verifier_keys"])
         assert report.ok, report.summary()
         assert report.entries >= 7
-        assert cp["verifier_keys"] == verifier_keys(served)
+        assert cp["verifier_keys"] == verifier_keys(served.settings, served.keys)
         with pytest.raises(InvalidInput) as bad:
             client.get("/v1/audit/events", log="nope")
         assert bad.value.status == 422

@@ -52,7 +52,7 @@ def test_two_stewards_and_the_steward_routes(ctx: Context) -> None:
     port = _free_port()
     partner = make_client(ctx, "partner", partner_key=js.PARTNER)
     with running_server(ctx) as (base, served):
-        ensure_web_clients(served)
+        ensure_web_clients(served.settings, served.db)
         _cli_client_on(served, "steward-cli", port)
 
         def steward(name: str) -> StewardClient:
@@ -97,7 +97,7 @@ def test_two_stewards_and_the_steward_routes(ctx: Context) -> None:
 def test_a_customer_cannot_sign_in_through_the_steward_client(ctx: Context) -> None:
     user = make_user(ctx, "customer", username="not-a-steward")
     with running_server(ctx) as (base, served):
-        ensure_web_clients(served)
+        ensure_web_clients(served.settings, served.db)
         with httpx.Client() as browser:
             page = browser.get(
                 base + "/oauth/authorize",
@@ -147,7 +147,7 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
     monkeypatch.setattr(remote_cli.console, "width", 200)
     runner = CliRunner()
     with running_server(ctx) as (base, served):
-        ensure_web_clients(served)
+        ensure_web_clients(served.settings, served.db)
         _cli_client_on(served, "steward-cli", port)
         monkeypatch.setenv("DATASPACE_URL", base)
         monkeypatch.setenv("DATASPACE_CLIENT_ID", "steward-cli")

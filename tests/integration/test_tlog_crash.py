@@ -41,7 +41,8 @@ while True:
             record_event(s, actor=None, action="crash.test", target=f"b{b}-{i}")
     print(f"ack {b}", flush=True)  # acknowledged only after the commit returned
     b += 1
-    sequence(ctx, "audit", limit=500)  # appends and sequencing alternate, so the kill hits either
+    # Appends and sequencing alternate, so the kill hits either.
+    sequence(ctx.settings, ctx.db, ctx.keys, "audit", limit=500)
 """
 
 
@@ -75,7 +76,7 @@ def test_kill_9_loses_nothing_acknowledged_and_duplicates_nothing(ctx: Context, 
     assert proc.returncode == -signal.SIGKILL
     assert len(acked) >= 8, err[-2000:]
 
-    result = sequence(ctx, "audit")
+    result = sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     with ctx.db.session() as s:
         rows = s.execute(
             select(TLogEntry.idx, TLogEntry.entry, TLogEntry.leaf_hash)
@@ -99,7 +100,7 @@ def test_kill_9_loses_nothing_acknowledged_and_duplicates_nothing(ctx: Context, 
     assert len(targets) == BATCH * len(batches)
     assert cp is not None
     assert cp.size == result.size == len(rows)
-    assert open_checkpoint(cp.note, verifier_keys(ctx)).root_hash == merkle.root_from_leaf_hashes(
+    assert open_checkpoint(cp.note, verifier_keys(ctx.settings, ctx.keys)).root_hash == merkle.root_from_leaf_hashes(
         [bytes(r[2]) for r in rows]
     )
     assert len(child_checkpoints) >= 7  # the child sequenced (and signed) before it was killed

@@ -68,14 +68,14 @@ def test_record_event_queues_then_sequences_with_signed_checkpoint(ctx: Context)
         record_event(s, actor=None, action="auth.denied", target="route:/v1/audit/events", result="denied")
     with ctx.db.session() as s:
         assert queued_count(s, log="audit") == 2
-    res = sequence(ctx, "audit")
+    res = sequence(ctx.settings, ctx.db, ctx.keys, "audit")
     assert (res.sequenced, res.size) == (2, 2)
-    assert sequence(ctx, "audit").sequenced == 0
+    assert sequence(ctx.settings, ctx.db, ctx.keys, "audit").sequenced == 0
     with ctx.db.session() as s:
         cp = latest_checkpoint(s, log="audit")
         assert cp is not None
         first = s.execute(select(TLogEntry.entry).where(TLogEntry.idx == 0, TLogEntry.log == "audit")).scalar_one()
-    parsed = open_checkpoint(cp.note, verifier_keys(ctx))
+    parsed = open_checkpoint(cp.note, verifier_keys(ctx.settings, ctx.keys))
     assert parsed.size == 2
     assert parsed.root_hash == merkle.root_from_leaf_hashes(_leaves(ctx, "audit"))
     assert parsed.origin.endswith("/audit")
@@ -101,7 +101,7 @@ def test_proofs_from_stored_nodes_match_reference_over_several_batches(ctx: Cont
     for n in (1, 5, 16, 17, 40, 3):
         _append(ctx, n, total)
         total += n
-        res = sequence(ctx, "usage", limit=13)
+        res = sequence(ctx.settings, ctx.db, ctx.keys, "usage", limit=13)
         sizes.append(res.size)
     leaves = _leaves(ctx, "usage")
     assert len(leaves) == total == sizes[-1]
@@ -129,16 +129,16 @@ def test_a_busy_background_sequencer_steps_aside_instead_of_queueing(ctx: Contex
     if backend != "postgresql":
         pytest.skip("SQLite has one writer at a time: a second sequencer cannot even start")
     _append(ctx, 1)
-    sequence(ctx, "usage")  # the log's head row exists from the first sequencing on
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage")  # the log's head row exists from the first sequencing on
     _append(ctx, 5, start=1)
     with ctx.db.transaction() as holder:
         # Another process is sequencing: it holds the head's lock until it commits.
         busy = sequence_batch(holder, log="usage", keys=ctx.keys, origin="test", limit=1)
         assert busy.sequenced == 1
         started = time.monotonic()
-        assert sequence_unless_busy(ctx, "usage") is None
+        assert sequence_unless_busy(ctx.settings, ctx.db, ctx.keys, "usage") is None
         assert time.monotonic() - started < 5  # it did not wait for the lock
-    done = sequence_unless_busy(ctx, "usage")
+    done = sequence_unless_busy(ctx.settings, ctx.db, ctx.keys, "usage")
     assert done is not None
     assert done.sequenced == 4
     assert done.size == 6

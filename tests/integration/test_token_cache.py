@@ -103,7 +103,7 @@ def test_a_check_that_read_the_row_before_the_revocation_committed_is_not_rememb
     memo.clear()
     memo.remember(key, 60.0, before)  # read under the generation before a revocation: not stored
     assert not memo.fresh(key)
-    assert not tokens.is_active_cached(ctx, jti)
+    assert not tokens.is_active_cached(ctx.settings, ctx.db, jti)
 
 
 def test_erasing_an_account_refuses_its_remembered_token_at_once(ctx: Context, client: TestClient) -> None:
@@ -127,34 +127,34 @@ def test_the_revocation_watch_keeps_answers_past_their_age_and_drops_what_anothe
 ) -> None:
     kept, revoked = issue_token(watched, "customer"), issue_token(watched, "customer")
     kept_jti, revoked_jti = (tokens.unverified_claims(t)["jti"] for t in (kept, revoked))
-    assert tokens.is_active_cached(watched, kept_jti)
-    assert tokens.is_active_cached(watched, revoked_jti)
-    watch = tokens.RevocationWatch(watched)
+    assert tokens.is_active_cached(watched.settings, watched.db, kept_jti)
+    assert tokens.is_active_cached(watched.settings, watched.db, revoked_jti)
+    watch = tokens.RevocationWatch(watched.settings, watched.db)
     assert watch.sweep() == 0
     time.sleep(0.6)
     assert watch.sweep() == 0
     time.sleep(0.6)  # 1.2 s after the database answered: only the second sweep vouches for the answers now
-    assert tokens.is_active_remembered(watched, kept_jti)
-    assert tokens.is_active_remembered(watched, revoked_jti)
+    assert tokens.is_active_remembered(watched.settings, watched.db, kept_jti)
+    assert tokens.is_active_remembered(watched.settings, watched.db, revoked_jti)
 
     _set_revoked(watched, revoked, revoked=True)  # by another process: no hook of this one runs
     assert watch.sweep() == 1
-    assert not tokens.is_active_remembered(watched, revoked_jti)
-    assert not tokens.is_active_cached(watched, revoked_jti)
-    assert tokens.is_active_remembered(watched, kept_jti)
+    assert not tokens.is_active_remembered(watched.settings, watched.db, revoked_jti)
+    assert not tokens.is_active_cached(watched.settings, watched.db, revoked_jti)
+    assert tokens.is_active_remembered(watched.settings, watched.db, kept_jti)
 
     time.sleep(1.1)  # no sweep for longer than the bound: nothing vouches any more, the database is asked
-    assert not tokens.is_active_remembered(watched, kept_jti)
-    assert tokens.is_active_cached(watched, kept_jti)
+    assert not tokens.is_active_remembered(watched.settings, watched.db, kept_jti)
+    assert tokens.is_active_cached(watched.settings, watched.db, kept_jti)
 
 
 def test_the_revocation_watch_sees_revocations_stamped_before_its_previous_sweep(watched: Context) -> None:
     token = issue_token(watched, "customer")
     jti = tokens.unverified_claims(token)["jti"]
-    assert tokens.is_active_cached(watched, jti)
-    watch = tokens.RevocationWatch(watched)
+    assert tokens.is_active_cached(watched.settings, watched.db, jti)
+    watch = tokens.RevocationWatch(watched.settings, watched.db)
     watch.sweep()
     # Another replica's clock runs 10 s behind (or its revoking transaction took 10 s to commit).
     _set_revoked_at(watched, token, utcnow() - timedelta(seconds=10))
     assert watch.sweep() == 1
-    assert not tokens.is_active_remembered(watched, jti)
+    assert not tokens.is_active_remembered(watched.settings, watched.db, jti)

@@ -26,7 +26,7 @@ from transparency.note import Checkpoint, CheckpointError, key_name, sign_checkp
 
 @pytest.fixture
 def witnesses(ctx: Context, tmp_path: Path) -> Iterator[list[WitnessProcess]]:
-    keys = tlog.verifier_keys(ctx)
+    keys = tlog.verifier_keys(ctx.settings, ctx.keys)
     logs = {tlog.origin_for(ctx.settings.resolved_issuer, name): keys for name in tlog.LOGS}
     procs = [WitnessProcess(f"w{i}.witness.test", tmp_path / f"w{i}", logs).start() for i in (1, 2)]
     ctx.settings = ctx.settings.model_copy(
@@ -225,7 +225,9 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
     memory = CheckpointMemory(tmp_path / "m.json", policy=_policy(witnesses, 2))
     with running_server(ctx) as (base, served):
         for p in witnesses:  # the served issuer names its own origins: the witnesses watch those too
-            WitnessState(p.data_dir, p.name).add_log(tlog.origin_for(base, "usage"), tlog.verifier_keys(served))
+            WitnessState(p.data_dir, p.name).add_log(
+                tlog.origin_for(base, "usage"), tlog.verifier_keys(served.settings, served.keys)
+            )
         with served.db.transaction() as s:
             record_usage(s, [UsageEntry(1, subject, ("income",), "acme", "insurance.offer", "x")])
         token = StaticToken(issue_token(served, "customer", subject_id=subject))

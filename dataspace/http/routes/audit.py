@@ -113,8 +113,8 @@ def export(
     ctx: Context = Depends(get_context),
     session: WriteSession,
 ) -> StreamingResponse:
-    tlog.sequence(ctx, log)
-    cosigning.publish(ctx, log)  # the export's checkpoint carries the witnesses' cosignatures
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, log)
+    cosigning.publish(ctx.settings, ctx.db, log)  # the export's checkpoint carries the witnesses' cosignatures
     cp = tlog.latest_checkpoint(session, log=log)
     record_event(
         session,
@@ -145,8 +145,10 @@ def checkpoint(
     principal: Principal = Depends(authorize("audit.checkpoint", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    tlog.sequence(ctx, log)
-    witnessing = cosigning.publish(ctx, log)  # submits to the witnesses first: the note carries cosignatures
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, log)
+    witnessing = cosigning.publish(
+        ctx.settings, ctx.db, log
+    )  # submits to the witnesses first: the note carries cosignatures
     with ctx.db.session() as session:
         cp = tlog.latest_checkpoint(session, log=log)
     if cp is None:
@@ -156,7 +158,7 @@ def checkpoint(
         "size": cp.size,
         "root_hash": cp.root_hash.hex(),
         "note": cp.note,
-        "verifier_keys": tlog.verifier_keys(ctx),
+        "verifier_keys": tlog.verifier_keys(ctx.settings, ctx.keys),
         **witnessing,
     }
 

@@ -43,7 +43,7 @@ def export_my_data(
     subject_id = subject_of(principal)
     service.log_access_request(session, subject_id=subject_id, actor=principal, export_format=export.FORMAT)
     return StreamingResponse(
-        export.stream_export(ctx, subject_id),
+        export.stream_export(ctx.settings, ctx.db, ctx.vault, subject_id),
         media_type=export.MEDIA_TYPE,
         headers={"Content-Disposition": 'attachment; filename="my-data.jsonl"', "Cache-Control": "no-store"},
     )
@@ -90,7 +90,9 @@ def erase_me(
         raise InvalidInput(f"to erase your account, confirm with '{CONFIRMATION}'")
     subject_id = subject_of(principal)
     receipts: list[str] = []
-    outcome = service.erase_subject(ctx, session, subject_id=subject_id, actor=principal, receipts=receipts)
+    outcome = service.erase_subject(
+        ctx.settings, ctx.keys, session, subject_id=subject_id, actor=principal, receipts=receipts
+    )
     request = session.scalars(
         select(SubjectRequest)
         .where(SubjectRequest.subject_id == subject_id, SubjectRequest.kind == "erasure")

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
+from dataspace.context import Context
 from dataspace.db import MAX_ID
-from dataspace.http.deps import authorize, read_session
+from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.http.params import Id
 from dataspace.jobs.models import RealtimeDecision
 from dataspace.realtime import DecisionOutcome, DecisionService, decide, list_decisions
@@ -53,10 +54,15 @@ def ask_decision(
     body: DecisionRequest,
     request: Request,
     principal: Principal = Depends(authorize("realtime.decisions", "write")),
+    ctx: Context = Depends(get_context),
 ) -> RealtimeDecisionRead:
     """The partner model's decision for one consenting customer, computed now in a warm sandbox."""
     outcome = decide(
         _service(request),
+        ctx.db,
+        ctx.keys,
+        ctx.vault,
+        ctx.writes,
         principal=principal,
         contract_id=contract_id,
         event_id=body.event_id,

@@ -210,6 +210,10 @@ def _published(
 
         answer["decisions"] = decide_on(
             request.app.state.decisions,
+            ctx.db,
+            ctx.keys,
+            ctx.vault,
+            ctx.writes,
             principal=principal,
             event_id=answer["id"],
             event_type=answer["type"],

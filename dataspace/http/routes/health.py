@@ -28,7 +28,7 @@ async def livez() -> dict[str, str]:
 @router.get("/readyz", response_model=None)
 async def readyz(request: Request, ctx: Context = Depends(get_context)) -> dict[str, Any] | JSONResponse:
     """Every dependency a request needs answers; 503 problem+json naming the ones that do not."""
-    checks = await run_in_threadpool(readiness, ctx)
+    checks = await run_in_threadpool(readiness, ctx.settings, ctx.db, ctx.keys)
     body = {c.name: "ok" if c.ok else "failed" for c in checks}
     failed = [c.name for c in checks if not c.ok]
     if failed:

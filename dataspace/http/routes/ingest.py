@@ -31,7 +31,7 @@ def ingest_json(
     body: IngestRows, ctx: Context = Depends(get_context), principal: Principal = Depends(authorize("ingest", "write"))
 ) -> dict[str, Any]:
     """Validate and store rows; rejected rows come back with row numbers and reasons, nothing of them stored."""
-    return ingest_rows(ctx, body.rows, id_column=body.id_column, actor=principal).as_dict()
+    return ingest_rows(ctx.db, ctx.keys, ctx.vault, body.rows, id_column=body.id_column, actor=principal).as_dict()
 
 
 @router.post("/ingest/csv", openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}})
@@ -51,5 +51,7 @@ async def ingest_csv(
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InvalidInput(f"not a valid CSV: {str(exc).splitlines()[0]}") from exc
-    report = ingest_batches(ctx, table.to_batches(max_chunksize=100_000), actor=principal, source="csv-upload")
+    report = ingest_batches(
+        ctx.db, ctx.keys, ctx.vault, table.to_batches(max_chunksize=100_000), actor=principal, source="csv-upload"
+    )
     return report.as_dict()

@@ -45,7 +45,7 @@ _PAGE_HEADERS = {
 
 
 def _server(ctx: Context, session: Session) -> FastAPIAuthorizationServer:
-    return FastAPIAuthorizationServer(ctx, session)
+    return FastAPIAuthorizationServer(ctx.settings, ctx.keys, session)
 
 
 def _oauth_request(request: Request, form: FormData, ctx: Context) -> FastAPIOAuth2Request:
@@ -54,12 +54,12 @@ def _oauth_request(request: Request, form: FormData, ctx: Context) -> FastAPIOAu
 
 @router.get("/.well-known/oauth-authorization-server")
 def authorization_server_metadata(ctx: Context = Depends(get_context)) -> dict[str, Any]:
-    return metadata(ctx)
+    return metadata(ctx.settings)
 
 
 @router.get("/oauth/jwks")
 def json_web_key_set(ctx: Context = Depends(get_context)) -> JSONResponse:
-    return JSONResponse(jwks(ctx), headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(jwks(ctx.keys), headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.post("/oauth/token")

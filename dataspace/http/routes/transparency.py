@@ -25,8 +25,8 @@ def usage_checkpoint(
     principal: Principal = Depends(authorize("me.usage", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    tlog.sequence(ctx, "usage")
-    witnessing = cosigning.publish(ctx, "usage")
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, "usage")
+    witnessing = cosigning.publish(ctx.settings, ctx.db, "usage")
     with ctx.db.session() as session:
         cp = tlog.latest_checkpoint(session, log="usage")
     if cp is None:
@@ -36,7 +36,7 @@ def usage_checkpoint(
         "size": cp.size,
         "root_hash": cp.root_hash.hex(),
         "note": cp.note,
-        "verifier_keys": tlog.verifier_keys(ctx),
+        "verifier_keys": tlog.verifier_keys(ctx.settings, ctx.keys),
         **witnessing,
     }
 
@@ -63,13 +63,13 @@ def check_checkpoint(
     auditor's copy) part of this log? ``consistent``: the log has that root at that size; ``split-view``:
     the operator's key signed another tree at that size; ``ahead``: the log is now shorter (a rollback)."""
     try:
-        cp = open_checkpoint(note, tlog.verifier_keys(ctx))
+        cp = open_checkpoint(note, tlog.verifier_keys(ctx.settings, ctx.keys))
     except CheckpointError:
         raise InvalidInput("not a checkpoint signed by this server's keys") from None
     log = cp.origin.rsplit("/", 1)[-1]
     if log not in tlog.LOGS or cp.origin != tlog.origin_for(ctx.settings.resolved_issuer, log):
         raise InvalidInput("not a checkpoint of this server's logs")
-    tlog.sequence(ctx, log)
+    tlog.sequence(ctx.settings, ctx.db, ctx.keys, log)
     with ctx.db.session() as session:
         size = tlog.tree_size(session, log=log)
         if cp.size > size:

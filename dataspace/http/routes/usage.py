@@ -59,8 +59,8 @@ def my_usage_proof(
     subject_id: int = Depends(current_subject("me.usage", "read")),
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
-    sequence(ctx, "usage")
-    cosigning.publish(ctx, "usage")  # the proof's checkpoint carries the witnesses' cosignatures
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage")
+    cosigning.publish(ctx.settings, ctx.db, "usage")  # the proof's checkpoint carries the witnesses' cosignatures
     with ctx.db.session() as session:
         proof, note = usage_proof(session, subject_id=subject_id, index=index)
     return {
@@ -70,5 +70,5 @@ def my_usage_proof(
         "leaf_hash": proof.leaf_hash.hex(),
         "hashes": [h.hex() for h in proof.hashes],
         "checkpoint": note,
-        "verifier_keys": verifier_keys(ctx),
+        "verifier_keys": verifier_keys(ctx.settings, ctx.keys),
     }

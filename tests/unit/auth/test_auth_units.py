@@ -103,7 +103,7 @@ def test_tampered_tokens_never_verify(keyed_token: tuple[object, str], position:
     raw[position % len(raw)] ^= flip
     forged = f"{header}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}.{signature}"
     try:
-        verify_access_token(ctx, forged)  # type: ignore[arg-type]
+        verify_access_token(ctx.settings, ctx.keys, forged)  # type: ignore[attr-defined]
     except Unauthorized:
         return
     raise AssertionError("a tampered token verified")
@@ -113,7 +113,7 @@ def test_untampered_token_verifies(keyed_token: tuple[object, str]) -> None:
     from dataspace.auth.tokens import verify_access_token
 
     ctx, token = keyed_token
-    assert verify_access_token(ctx, token).claims["role"] == "steward"  # type: ignore[arg-type]
+    assert verify_access_token(ctx.settings, ctx.keys, token).claims["role"] == "steward"  # type: ignore[attr-defined]
 
 
 def test_a_remembered_token_still_has_its_claims_checked(keyed_token: tuple[object, str]) -> None:
@@ -121,10 +121,10 @@ def test_a_remembered_token_still_has_its_claims_checked(keyed_token: tuple[obje
     from dataspace.errors import Unauthorized
 
     ctx, token = keyed_token
-    verify_access_token(ctx, token)  # type: ignore[arg-type]
-    assert verify_remembered(ctx, token) is not None  # type: ignore[arg-type]
+    verify_access_token(ctx.settings, ctx.keys, token)  # type: ignore[attr-defined]
+    assert verify_remembered(ctx.settings, ctx.keys, token) is not None  # type: ignore[attr-defined]
     try:
-        verify_access_token(ctx, token, now=4102444800 + 1)  # type: ignore[arg-type]  (after its exp)
+        verify_access_token(ctx.settings, ctx.keys, token, now=4102444800 + 1)  # type: ignore[attr-defined]  (after its exp)
     except Unauthorized:
         pass
     else:
@@ -133,26 +133,22 @@ def test_a_remembered_token_still_has_its_claims_checked(keyed_token: tuple[obje
 
 def test_a_remembered_token_is_refused_once_its_key_leaves_the_ring(keyed_token: tuple[object, str]) -> None:
     from dataspace.auth.tokens import verify_access_token, verify_remembered
-    from dataspace.context import Context
     from dataspace.errors import Unauthorized
     from dataspace.keys import KeyRing
 
     ctx, token = keyed_token
-    assert verify_access_token(ctx, token).claims["role"] == "steward"  # type: ignore[arg-type]
-    other = Context(settings=ctx.settings, db=None, keys=KeyRing.generate())  # type: ignore[attr-defined, arg-type]
-    assert verify_remembered(other, token) is None
+    settings, keys = ctx.settings, ctx.keys  # type: ignore[attr-defined]
+    assert verify_access_token(settings, keys, token).claims["role"] == "steward"
+    other = KeyRing.generate()
+    assert verify_remembered(settings, other, token) is None
     try:
-        verify_access_token(other, token)
+        verify_access_token(settings, other, token)
     except Unauthorized:
         pass
     else:
         raise AssertionError("a token verified with a key that is not in the ring")
-    issuer_moved = Context(
-        settings=ctx.settings.model_copy(update={"issuer": "https://elsewhere.example"}),  # type: ignore[attr-defined]
-        db=None,  # type: ignore[arg-type]
-        keys=ctx.keys,  # type: ignore[attr-defined]
-    )
-    assert verify_remembered(issuer_moved, token) is None
+    issuer_moved = settings.model_copy(update={"issuer": "https://elsewhere.example"})
+    assert verify_remembered(issuer_moved, keys, token) is None
 
 
 def test_an_unseen_token_is_not_remembered() -> None:

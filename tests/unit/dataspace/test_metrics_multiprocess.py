@@ -14,8 +14,8 @@ metrics.sandbox_failed("killed by signal SIGKILL")
 """
 SCRAPE = """
 from prometheus_client import generate_latest
-from dataspace.observability import metrics
-print(generate_latest(metrics.registry_for(None)).decode())
+from dataspace.http.metrics import registry_for
+print(generate_latest(registry_for(None)).decode())
 """
 
 
