@@ -79,10 +79,15 @@ def tasks(ctx: Context) -> list[Periodic]:
     def expire_consents() -> None:
         with ctx.db.transaction() as session:
             changes.expire_due(session, signer=ctx.keys.signing_key, policy=receipt_policy(ctx.settings))
-        from dataspace.linkage.service import shred_ended
+        from dataspace.linkage.keys import PartnerKeys
+        from dataspace.linkage.service import destroy_shredded, reconcile, shred_ended
 
+        partner_keys = PartnerKeys.of(ctx.vault)
         with ctx.db.transaction() as session:  # partner columns go when their contract ends
-            shred_ended(session)
+            shred_ended(session, keys=partner_keys)
+        with ctx.db.transaction() as session:  # the keys of runs shredded without them (a revocation) go too
+            destroy_shredded(session, partner_keys)
+            reconcile(session, partner_keys)
 
     def expire_points() -> None:
         with ctx.db.transaction() as session:

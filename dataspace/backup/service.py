@@ -329,13 +329,19 @@ def _record_rollback(settings: Settings, db: Database, manifest: Manifest, check
 def _reconcile_keys(settings: Settings, db: Database, keys: KeyRing, vault: Vault) -> dict[str, int]:
     """Bring the restored wrapped data keys in line with the epoch key store: wrappings under keys retired
     since the backup are replaced from the journal, and subjects erased since the backup are shredded; then
-    their erasure is completed again (the backup still has their active consents, decisions and accounts)."""
+    their erasure is completed again (the backup still has their active consents, decisions and accounts).
+    Partner contributions (linkage runs) whose key was destroyed since the backup are shredded again."""
     from dataspace.subjects import epochs
 
     result = epochs.reconcile(db, vault)
     for subject_id in result.shredded:
         _finish_erasure(settings, db, keys, subject_id)
-    return {"rewrapped": result.rewrapped, "shredded": len(result.shredded)}
+    from dataspace.linkage import service as linkage
+    from dataspace.linkage.keys import PartnerKeys
+
+    with db.transaction() as session:  # partner runs shredded since the backup: their keys are gone
+        partner_runs = linkage.reconcile(session, PartnerKeys.of(vault))
+    return {"rewrapped": result.rewrapped, "shredded": len(result.shredded), "partner_runs": len(partner_runs)}
 
 
 def _finish_erasure(settings: Settings, db: Database, keys: KeyRing, subject_id: int) -> None:

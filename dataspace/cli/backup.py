@@ -58,5 +58,6 @@ def restore(
         console.print(f"{c.log + ':':9} {c.size} entries, consistent with the published checkpoints{lost}")
     console.print(
         f"keys:     {report.reconciled['rewrapped']} data keys re-wrapped from the journal, "
-        f"{report.reconciled['shredded']} subjects erased since the backup shredded again"
+        f"{report.reconciled['shredded']} subjects erased since the backup shredded again, "
+        f"{report.reconciled.get('partner_runs', 0)} partner contributions shredded since the backup shredded again"
     )

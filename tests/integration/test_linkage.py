@@ -27,6 +27,7 @@ from dataspace.errors import Conflict, InvalidInput
 from dataspace.jobs import contracts
 from dataspace.jobs.models import PrivacyBudget
 from dataspace.linkage import service as linkage
+from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Link
 from dataspace.subjects.store import store_profiles
 from dataspace.tlog.models import TLogEntry
@@ -138,11 +139,16 @@ def approved_contract(ctx: Context, **kw: Any) -> int:
     return contract_id
 
 
+def pkeys(ctx: Context) -> PartnerKeys:
+    """The runs' key-encryption keys, beside the context's epoch keys (outside the database)."""
+    return PartnerKeys.of(ctx.vault)
+
+
 def start(ctx: Context, contract_id: int) -> Contribution:
     with ctx.db.transaction() as s:
         row = linkage.start(
             s,
-            ctx.keys,
+            pkeys(ctx),
             principal=partner_principal(ctx),
             contract_id=contract_id,
             identifiers=linkage.profile_identifiers(ctx.vault),
@@ -158,7 +164,7 @@ def message(ctx: Context, cid: int) -> bytes:
 
 def complete(ctx: Context, cid: int, reply: bytes, **kw: Any) -> linkage.Outcome:
     with ctx.db.transaction() as s:
-        out = linkage.complete(s, ctx.keys, principal=partner_principal(ctx), contribution_id=cid, reply=reply, **kw)
+        out = linkage.complete(s, pkeys(ctx), principal=partner_principal(ctx), contribution_id=cid, reply=reply, **kw)
         s.expunge(out.contribution)
         return out
 
@@ -185,7 +191,7 @@ def test_links_exactly_the_consenting_customers_the_partner_knows(ctx: Context) 
     # access), every linker's H(y)^a is in it and no other customer's is.
     with ctx.db.session() as s:
         wrapped = s.get(Contribution, run.id).wrapped_scalar  # type: ignore[union-attr]
-    a = linkage._unwrap(ctx.keys, wrapped, linkage._label(run.id, "scalar"))
+    a = pkeys(ctx).unwrap(run.id, wrapped, linkage._label(run.id, "scalar"))
     points = {msg[i : i + 32] for i in range(0, len(msg), 32)}
     for i, sid in enumerate(subjects):
         inside = nb.crypto_scalarmult_ed25519_noclamp(a, spec_hash("phone", phone(i))) in points
@@ -203,7 +209,7 @@ def test_links_exactly_the_consenting_customers_the_partner_knows(ctx: Context) 
 
     # The partner's columns join to those subjects only, and each use is in their ledger.
     with ctx.db.transaction() as s:
-        declared, values = linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects)
+        declared, values = linkage.partner_columns(s, pkeys(ctx), contract_id=contract_id, subject_ids=subjects)
     assert [c["key"] for c in declared] == ["policy_expiry_month", "claims_band"]
     assert set(values) == expected
     i0 = subjects.index(min(expected, key=subjects.index))
@@ -249,7 +255,7 @@ def test_withdrawal_mid_protocol_and_after(ctx: Context) -> None:
         receipt_id = change.receipt_id
     assert later not in links(ctx)
     with ctx.db.transaction() as s:
-        _, values = linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects)
+        _, values = linkage.partner_columns(s, pkeys(ctx), contract_id=contract_id, subject_ids=subjects)
         assert later not in values
         assert quitter not in values
         assert consent_queries.get_receipt(s, subject_id=later, receipt_id=receipt_id) is not None  # signed like any
@@ -271,7 +277,7 @@ def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
     # Before: the server's keys open the copied row.
     from nacl.public import PrivateKey
 
-    private = PrivateKey(linkage._unwrap(ctx.keys, wrapped, linkage._label(run.id, "private")))
+    private = PrivateKey(pkeys(ctx).unwrap(run.id, wrapped, linkage._label(run.id, "private")))
     from clients.sdk._psi import open_row
 
     assert open_row(SealedBox(private).decrypt(sealed_key), run.id, blinded, sealed_row)
@@ -293,7 +299,7 @@ def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
     with pytest.raises(CryptoError):
         open_row(os.urandom(32), run.id, blinded, sealed_row)
     with ctx.db.transaction() as s:
-        assert linkage.partner_columns(s, ctx.keys, contract_id=contract_id, subject_ids=subjects) == ([], {})
+        assert linkage.partner_columns(s, pkeys(ctx), contract_id=contract_id, subject_ids=subjects) == ([], {})
 
 
 def test_a_contract_past_its_end_is_shredded_by_the_sweep(ctx: Context) -> None:
