@@ -13,7 +13,9 @@ A route writes in one of two ways:
   (``dataspace.groupcommit``); the route gets ``fn``'s result after the commit.
 
 Reads take ``session: ReadSession`` (on SQLite it takes no write lock). A route acting for the signed-in
-customer takes ``subject_id: CurrentSubject``.
+customer takes ``subject_id: int = Depends(current_subject(obj, act))``
+(``subject_of(principal)`` when it also needs the principal); ``partner_of(principal)`` names the
+calling partner.
 
 Every route (except the public ones listed in ``PUBLIC_ROUTES``) must depend on ``authorize(obj, act)``;
 the route-matrix test fails for a route that does not.
@@ -86,6 +88,13 @@ def subject_of(principal: Principal) -> int:
     if principal.subject_id is None:
         raise Forbidden()
     return principal.subject_id
+
+
+def partner_of(principal: Principal) -> int:
+    """The partner a partner's token acts for; any other caller is forbidden."""
+    if principal.partner_id is None:
+        raise Forbidden()
+    return principal.partner_id
 
 
 def current_subject(obj: str, act: str) -> Callable[..., Any]:

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
-from dataspace.errors import Forbidden, NotFound
+from dataspace.errors import NotFound
 from dataspace.events import service
 from dataspace.events.schemas import DELIVERY, all_schemas
-from dataspace.http.deps import WriteSession, authorize, get_context, read_session
+from dataspace.http.deps import WriteSession, authorize, get_context, partner_of, read_session
 from dataspace.http.params import Id, Version
 from dataspace.jobs.outcomes import ReleaseSchedule
 
@@ -39,12 +39,6 @@ class SubscriptionIn(BaseModel):
     events: list[str] = Field(min_length=1, max_length=20)
 
 
-def _partner(principal: Principal) -> int:
-    if principal.partner_id is None:
-        raise Forbidden()
-    return principal.partner_id
-
-
 @router.post("/partner/webhooks", status_code=201)
 def subscribe(
     body: SubscriptionIn,
@@ -54,7 +48,7 @@ def subscribe(
 ) -> dict[str, Any]:
     sub = service.subscribe(
         session,
-        partner_id=_partner(principal),
+        partner_id=partner_of(principal),
         url=body.url,
         event_types=body.events,
         allow_private=ctx.settings.webhook_allow_private,
@@ -68,7 +62,7 @@ def subscriptions(
 ) -> list[dict[str, Any]]:
     return [
         {"id": s.id, "url": s.url, "events": s.event_types}
-        for s in service.list_subscriptions(session, partner_id=_partner(principal))
+        for s in service.list_subscriptions(session, partner_id=partner_of(principal))
     ]
 
 
@@ -78,7 +72,7 @@ def unsubscribe(
     session: WriteSession,
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> None:
-    service.unsubscribe(session, partner_id=_partner(principal), subscription_id=subscription_id)
+    service.unsubscribe(session, partner_id=partner_of(principal), subscription_id=subscription_id)
 
 
 @router.get("/partner/webhooks/deliveries")
@@ -103,7 +97,7 @@ def deliveries(
             "occurred_at": schedule.floor(e.occurred_at).isoformat(),
             "next_attempt_at": schedule.floor(d.next_attempt_at).isoformat(),
         }
-        for d, e in service.list_deliveries(session, partner_id=_partner(principal), status=status)
+        for d, e in service.list_deliveries(session, partner_id=partner_of(principal), status=status)
     ]
 
 
@@ -113,5 +107,5 @@ def replay(
     session: WriteSession,
     principal: Principal = Depends(authorize("partner.webhooks", "write")),
 ) -> dict[str, Any]:
-    d = service.replay(session, partner_id=_partner(principal), delivery_id=delivery_id)
+    d = service.replay(session, partner_id=partner_of(principal), delivery_id=delivery_id)
     return {"id": d.id, "status": d.status}

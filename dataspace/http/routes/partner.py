@@ -14,8 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
-from dataspace.errors import Forbidden
-from dataspace.http.deps import WriteSession, authorize, get_context, read_session
+from dataspace.http.deps import WriteSession, authorize, get_context, partner_of, read_session
 from dataspace.http.params import Id, read_body
 from dataspace.jobs import contracts, release, service, uploads
 from dataspace.jobs.contracts import ContractProposal
@@ -37,12 +36,6 @@ from dataspace.jobs.schemas import (
 from dataspace.partners.models import Partner
 
 router = APIRouter(tags=["partner jobs"])
-
-
-def _partner(principal: Principal) -> int:
-    if principal.partner_id is None:
-        raise Forbidden()
-    return principal.partner_id
 
 
 # --- contracts ------------------------------------------------------------------------------------------
@@ -284,7 +277,7 @@ def my_budget(
     principal: Principal = Depends(authorize("partner.budget", "read")),
     session: Session = Depends(read_session),
 ) -> list[BudgetRead]:
-    return [BudgetRead(**b) for b in release.budget_view(session, partner_id=_partner(principal))]
+    return [BudgetRead(**b) for b in release.budget_view(session, partner_id=partner_of(principal))]
 
 
 @router.get("/v1/jobs/{job_id}/decisions", response_model=DecisionPage)
