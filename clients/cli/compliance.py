@@ -35,13 +35,13 @@ def audit_export(
             raise typer.Exit(1) from None
         size = client.export(out, log=log)
     console.print(
-        f"{out}: {size:,} bytes; checkpoint size {checkpoint['size']}, root {checkpoint['root_hash']}", highlight=False
+        f"{out}: {size:,} bytes; checkpoint size {checkpoint.size}, root {checkpoint.root_hash}", highlight=False
     )
     if not verify:
         return
     from transparency.export import verify_export
 
-    report = verify_export(out, checkpoint["verifier_keys"], policy=memory.policy)
+    report = verify_export(out, checkpoint.verifier_keys, policy=memory.policy)
     (console if report.ok else err).print(report.summary(), highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
@@ -105,9 +105,9 @@ def audit_requests(kind: str | None = typer.Option(None, help="access or erasure
     """Access and erasure requests: who asked, when, when completed, the outcome."""
     with ComplianceClient(base_url(), credentials(browser_ok=True, scope="audit")) as client:
         for r in client.requests_log(kind=kind):
-            done = r.get("completed_at") or "open"
+            done = r.completed_at or "open"
             console.print(
-                f"{r['id']:>6}  {r['kind']:<8} subject {r['subject_id']:<8} {r['requested_at']}  done {done}",
+                f"{r.id:>6}  {r.kind:<8} subject {r.subject_id:<8} {r.requested_at}  done {done}",
                 highlight=False,
             )
 

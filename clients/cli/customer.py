@@ -17,10 +17,10 @@ app = typer.Typer(no_args_is_help=True, help="Points and rewards (customer).")
 def rewards_list() -> None:
     """The rewards catalog and my balance."""
     with CustomerClient(base_url(), credentials(browser_ok=True, scope="points")) as client:
-        balance = client.points()["balance"]
+        balance = client.points().balance
         console.print(f"balance: {balance:,} points", highlight=False)
         for reward in client.rewards():
-            console.print(f"  {reward['key']:<20} {reward['cost']:>8,}  {reward['name']}", highlight=False)
+            console.print(f"  {reward.key:<20} {reward.cost:>8,}  {reward.name}", highlight=False)
 
 
 @app.command("redeem")
@@ -35,7 +35,7 @@ def rewards_redeem(
     with CustomerClient(base_url(), credentials(browser_ok=True, scope="points redeem")) as client:
         result = client.redeem(key, quantity=quantity, idempotency_key=idempotency_key or uuid.uuid4().hex)
     console.print(
-        f"redeemed {result['quantity']} x {result['reward_name']} for {result['cost']:,} points; "
-        f"balance {result['balance_after']:,}",
+        f"redeemed {result.quantity} x {result.reward_name} for {result.cost:,} points; "
+        f"balance {result.balance_after:,}",
         highlight=False,
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from clients.cli._common import base_url, console, credentials, err, sdk_errors
 from clients.sdk import PartnerClient
+from clients.sdk.models import Job, Release, SubmissionCost
 
 commands = typer.Typer()  # budget, link: directly under ``remote``
 contracts_app = typer.Typer(no_args_is_help=True, help="Partner data contracts: the catalog, proposals.")
@@ -16,10 +16,10 @@ models_app = typer.Typer(no_args_is_help=True, help="Partner models (ONNX; Pytho
 jobs_app = typer.Typer(no_args_is_help=True, help="Partner jobs.")
 
 
-def _cost_line(cost: dict[str, Any]) -> str:
-    left = "no budget set for it yet" if cost["remaining"] is None else f"{cost['remaining']:g} left"
+def _cost_line(cost: SubmissionCost) -> str:
+    left = "no budget set for it yet" if cost.remaining is None else f"{cost.remaining:g} left"
     return (
-        f"this job spends epsilon {cost['epsilon']:g} of your '{cost['purpose']}' privacy budget ({left}), "
+        f"this job spends epsilon {cost.epsilon:g} of your '{cost.purpose}' privacy budget ({left}), "
         "paid at submission whatever the outcome (refunded only if you cancel before the outcome shows)"
     )
 
@@ -49,15 +49,15 @@ def jobs_submit(
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         if model is not None:
             uploaded = client.upload_model(contract_id=contract or 0, model=model)
-            model_id = int(uploaded["id"])
-            console.print(f"model {model_id} uploaded ({uploaded.get('status', '')})", highlight=False)
+            model_id = int(uploaded.id)
+            console.print(f"model {model_id} uploaded ({uploaded.status})", highlight=False)
         cost = client.submission_cost(model_id=int(model_id or 0))
         console.print(_cost_line(cost), highlight=False, soft_wrap=True)
         if not yes and not typer.confirm("submit the job and spend it?", default=False):
             err.print("not submitted: no budget spent", highlight=False)
             raise typer.Exit(1)
         job = client.submit_job(model_id=int(model_id or 0))
-        console.print(f"job {job['id']} {job['status']}", highlight=False)
+        console.print(f"job {job.id} {job.status}", highlight=False)
         if not follow:
             return
         with Progress(
@@ -67,28 +67,28 @@ def jobs_submit(
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task(job["status"], job=job["id"])
+            task = progress.add_task(job.status, job=job.id)
             final = client.wait_for_job(
-                job["id"], timeout=timeout, on_update=lambda j: progress.update(task, description=str(j["status"]))
+                job.id, timeout=timeout, on_update=lambda j: progress.update(task, description=str(j.status))
             )
         _print_outcome(client, final)
 
 
-def _print_outcome(client: PartnerClient, final: dict[str, Any]) -> None:
+def _print_outcome(client: PartnerClient, final: Job) -> None:
     console.print(
-        f"job {final['id']} {final['status']}" + (f": {final['error']}" if final.get("error") else ""),
+        f"job {final.id} {final.status}" + (f": {final.error}" if final.error else ""),
         highlight=False,
     )
-    if final["status"] != "succeeded":
+    if final.status != "succeeded":
         raise typer.Exit(1)
-    _print_release(client.job_results(final["id"]))
+    _print_release(client.job_results(final.id))
 
 
-def _print_release(release: dict[str, Any]) -> None:
+def _print_release(release: Release) -> None:
     """The DP aggregate in words: each noisy number with its 95% noise interval; suppressed groups named."""
-    result, noise = release.get("result", {}), release.get("noise", {})
+    result, noise = release.result, release.noise
     console.print(
-        f"job {release['job_id']}: epsilon {release['epsilon']:g} ({release['mechanism']}); "
+        f"job {release.job_id}: epsilon {release.epsilon:g} ({release.mechanism}); "
         f"numbers are noisy, +/- shows each one's 95% noise interval",
         highlight=False,
     )
@@ -111,9 +111,9 @@ def jobs_list() -> None:
     """My jobs: status (queued until the outcome shows on the server's schedule) and reason code."""
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         for j in client.jobs():
-            error = f"  {j['error']}" if j.get("error") else ""
+            error = f"  {j.error}" if j.error else ""
             console.print(
-                f"{j['id']:>6}  contract {j['contract_id']:<5} model {j['model_id']:<5} {j['status']:<10}{error}",
+                f"{j.id:>6}  contract {j.contract_id:<5} model {j.model_id:<5} {j.status:<10}{error}",
                 highlight=False,
             )
 
@@ -131,9 +131,7 @@ def jobs_status(
         if follow:
             _print_outcome(client, job)
             return
-        console.print(
-            f"job {job['id']} {job['status']}" + (f": {job['error']}" if job.get("error") else ""), highlight=False
-        )
+        console.print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""), highlight=False)
 
 
 @jobs_app.command("results")
@@ -151,8 +149,7 @@ def budget() -> None:
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         for b in client.budget():
             console.print(
-                f"{b['purpose']:<24} {b['epsilon_remaining']:g} of {b['epsilon_total']:g} left "
-                f"({b['epsilon_spent']:g} spent)",
+                f"{b.purpose:<24} {b.epsilon_remaining:g} of {b.epsilon_total:g} left ({b.epsilon_spent:g} spent)",
                 highlight=False,
             )
 
@@ -163,11 +160,9 @@ def contracts_fields(lang: str = typer.Option("en", help="en or zh-CN")) -> None
     """The catalog fields a contract may use: the transforms each allows and its promise in words."""
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         for f in client.fields():
-            allowed = ", ".join(
-                name + (f" {limits}" if limits else "") for name, limits in (f.get("transforms") or {}).items()
-            )
-            console.print(f"{f['key']} ({f['data_type']}): {allowed or 'not shared'}", highlight=False)
-            promise = (f.get("shared_as") or {}).get(lang)
+            allowed = ", ".join(name + (f" {limits}" if limits else "") for name, limits in f.transforms.items())
+            console.print(f"{f.key} ({f.data_type}): {allowed or 'not shared'}", highlight=False)
+            promise = f.shared_as.get(lang)
             if promise:
                 console.print(f"    {promise}", highlight=False, soft_wrap=True)
 
@@ -178,10 +173,9 @@ def contracts_list() -> None:
     """My contracts with their status, k and epsilon per job."""
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         for c in client.contracts():
-            fields = ", ".join(f"{f.get('field')}:{f.get('transform')}" for f in c.get("features", []))
+            fields = ", ".join(f"{f.get('field')}:{f.get('transform')}" for f in c.features)
             console.print(
-                f"{c['id']:>5}  {c['status']:<9} {c['purpose']:<20} k={c['k_min']} "
-                f"epsilon/job={c['epsilon_per_release']:g}  {fields}",
+                f"{c.id:>5}  {c.status:<9} {c.purpose:<20} k={c.k_min} epsilon/job={c.epsilon_per_release:g}  {fields}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -202,9 +196,7 @@ def contracts_propose(
         raise typer.BadParameter(f"{file}: not JSON ({exc})") from None
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         c = client.propose_contract(body)
-    console.print(
-        f"contract {c['id']} {c['status']}: needs {c['required_approvals']} steward approval(s)", highlight=False
-    )
+    console.print(f"contract {c.id} {c.status}: needs {c.required_approvals} steward approval(s)", highlight=False)
 
 
 @models_app.command("upload")
@@ -217,8 +209,8 @@ def models_upload(
     """Upload a model and show its signature check (inputs and outputs against the contract)."""
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         m = client.upload_model(contract_id=contract, model=file, kind=kind)
-    console.print(f"model {m['id']} {m['status']} (sha256 {m['sha256'][:16]}...)", highlight=False)
-    for key, value in (m.get("signature") or {}).items():
+    console.print(f"model {m.id} {m.status} (sha256 {m.sha256[:16]}...)", highlight=False)
+    for key, value in (m.signature or {}).items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
 
 
@@ -229,7 +221,7 @@ def models_list() -> None:
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         for m in client.models():
             console.print(
-                f"{m['id']:>5}  contract {m['contract_id']:<5} {m['kind']:<7} {m['status']:<10} {m['sha256'][:16]}",
+                f"{m.id:>5}  contract {m.contract_id:<5} {m.kind:<7} {m.status:<10} {m.sha256[:16]}",
                 highlight=False,
             )
 
@@ -248,10 +240,10 @@ def link(
 
     with PartnerClient(base_url(), credentials(browser_ok=False)) as client:
         declared = client.declared_columns(contract)
-        rows = read_records(records, id_column=id_column, columns=declared["columns"])
+        rows = read_records(records, id_column=id_column, columns=declared.columns)
         run = client.link(contract_id=contract, records=rows, default_country_code=country_code)
     console.print(
-        f"linkage run {run['id']} {run['status']}: about {run['noisy_matched']} matches (DP count), "
-        f"{run['skipped']} records skipped",
+        f"linkage run {run.id} {run.status}: about {run.noisy_matched} matches (DP count), "
+        f"{run.skipped} records skipped",
         highlight=False,
     )

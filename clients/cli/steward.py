@@ -4,12 +4,11 @@ approval names who gave it and the two-person rule counts people."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from clients.cli._common import base_url, console, credentials, sdk_errors
 from clients.sdk import StewardClient
+from clients.sdk.models import StewardContract
 
 app = typer.Typer(no_args_is_help=True, help="Steward: contracts, models, budgets, jobs, requests.")
 
@@ -24,11 +23,11 @@ def _who(actor: str) -> str:
     return actor.split(":", 1)[-1]
 
 
-def _two_person(c: dict[str, Any]) -> str:
-    names = ", ".join(_who(a) for a in c.get("approvals", [])) or "nobody"
-    if c["status"] != "proposed":
-        return f"{c['status']}; approved by {names}"
-    missing = int(c["required_approvals"]) - len(c.get("approvals", []))
+def _two_person(c: StewardContract) -> str:
+    names = ", ".join(_who(a) for a in c.approvals) or "nobody"
+    if c.status != "proposed":
+        return f"{c.status}; approved by {names}"
+    missing = int(c.required_approvals) - len(c.approvals)
     return f"awaiting approval: approved by {names}; still needs {missing} more from a different steward"
 
 
@@ -38,11 +37,11 @@ def contracts(status: str | None = typer.Option(None, help="proposed, approved, 
     """Contracts: partner, purpose, the fields read and how, who approved and who still must."""
     with _client() as client:
         for c in client.contracts(status=status):
-            fields = ", ".join(f"{f.get('field')}:{f.get('transform')}" for f in c.get("features", []))
-            sensitive = " SENSITIVE" if c.get("sensitive") else ""
+            fields = ", ".join(f"{f.get('field')}:{f.get('transform')}" for f in c.features)
+            sensitive = " SENSITIVE" if c.sensitive else ""
             console.print(
-                f"{c['id']:>5}  {c.get('partner_key', '')} / {c['purpose']}{sensitive}: {fields}\n"
-                f"       k={c['k_min']} epsilon/job={c['epsilon_per_release']:g}; {_two_person(c)}",
+                f"{c.id:>5}  {c.partner_key} / {c.purpose}{sensitive}: {fields}\n"
+                f"       k={c.k_min} epsilon/job={c.epsilon_per_release:g}; {_two_person(c)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -54,7 +53,7 @@ def approve(contract_id: int) -> None:
     """Approve a proposed contract as the signed-in steward."""
     with _client() as client:
         c = client.approve_contract(contract_id)
-    console.print(f"contract {c['id']}: {_two_person(c)}", highlight=False)
+    console.print(f"contract {c.id}: {_two_person(c)}", highlight=False)
 
 
 @app.command("reject")
@@ -63,7 +62,7 @@ def reject(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     """Reject a proposed contract (for good)."""
     with _client() as client:
         c = client.reject_contract(contract_id, reason=reason)
-    console.print(f"contract {c['id']} {c['status']}", highlight=False)
+    console.print(f"contract {c.id} {c.status}", highlight=False)
 
 
 @app.command("revoke")
@@ -71,8 +70,8 @@ def reject(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
 def revoke(contract_id: int, reason: str = typer.Option("", max=1000)) -> None:
     """Revoke an approved contract: no new job starts under it."""
     with _client() as client:
-        c = client.request("POST", f"/v1/contracts/{contract_id}/revoke", json={"reason": reason})
-    console.print(f"contract {c['id']} {c['status']}", highlight=False)
+        c = client.revoke_contract(contract_id, reason=reason)
+    console.print(f"contract {c.id} {c.status}", highlight=False)
 
 
 @app.command("models")
@@ -82,7 +81,7 @@ def models() -> None:
     with _client() as client:
         for m in client.models():
             console.print(
-                f"{m['id']:>5}  contract {m['contract_id']:<5} {m['kind']:<7} {m['status']:<10} {m['sha256'][:16]}",
+                f"{m.id:>5}  contract {m.contract_id:<5} {m.kind:<7} {m.status:<10} {m.sha256[:16]}",
                 highlight=False,
             )
 
@@ -93,15 +92,15 @@ def review(model_id: int) -> None:
     """A model for review: the checks it passed, its approvals and, for Python code, its source."""
     with _client() as client:
         r = client.model_review(model_id)
-    m = r["model"]
-    console.print(f"model {m['id']} ({m['kind']}) of {r['partner_key']}: {m['status']}", highlight=False)
-    for check in r["checks"]:
+    m = r.model
+    console.print(f"model {m.id} ({m.kind}) of {r.partner_key}: {m.status}", highlight=False)
+    for check in r.checks:
         console.print(f"  passed: {check['check']}", highlight=False)
-    if r.get("source") is not None:
-        approvals = ", ".join(_who(a) for a in r["approvals"]) or "none"
-        console.print(f"approvals: {approvals} of {r['required_approvals']} needed", highlight=False)
+    if r.source is not None:
+        approvals = ", ".join(_who(a) for a in r.approvals) or "none"
+        console.print(f"approvals: {approvals} of {r.required_approvals} needed", highlight=False)
         console.rule("source")
-        console.print(r["source"], markup=False, highlight=False)
+        console.print(r.source, markup=False, highlight=False)
 
 
 @app.command("approve-model")
@@ -110,7 +109,7 @@ def approve_model(model_id: int) -> None:
     """Approve Python code after reading it (``review``)."""
     with _client() as client:
         m = client.approve_model(model_id)
-    console.print(f"model {m['id']} {m['status']}", highlight=False)
+    console.print(f"model {m.id} {m.status}", highlight=False)
 
 
 @app.command("reject-model")
@@ -119,7 +118,7 @@ def reject_model(model_id: int, reason: str = typer.Option("", max=1000)) -> Non
     """Reject Python code: it can never run."""
     with _client() as client:
         r = client.reject_model(model_id, reason=reason)
-    console.print(f"model {r['model']['id']} {r['model']['status']}", highlight=False)
+    console.print(f"model {r.model.id} {r.model.status}", highlight=False)
 
 
 @app.command("budgets")
@@ -129,7 +128,7 @@ def budgets() -> None:
     with _client() as client:
         for b in client.budgets():
             console.print(
-                f"{b['partner_key']:<20} {b['purpose']:<20} {b['epsilon_remaining']:g} of {b['epsilon_total']:g} left",
+                f"{b.partner_key:<20} {b.purpose:<20} {b.epsilon_remaining:g} of {b.epsilon_total:g} left",
                 highlight=False,
             )
 
@@ -140,9 +139,7 @@ def set_budget(partner: str, purpose: str, epsilon: float) -> None:
     """Set a partner's total privacy budget (epsilon) for a purpose."""
     with _client() as client:
         b = client.set_budget(partner=partner, purpose=purpose, epsilon_total=epsilon)
-    console.print(
-        f"{partner} / {b['purpose']}: {b['epsilon_remaining']:g} of {b['epsilon_total']:g} left", highlight=False
-    )
+    console.print(f"{partner} / {b.purpose}: {b.epsilon_remaining:g} of {b.epsilon_total:g} left", highlight=False)
 
 
 @app.command("jobs")
@@ -151,10 +148,10 @@ def jobs(status: str | None = typer.Option(None, help="queued, running, succeede
     """The job queue, newest first, with shards done and failure details."""
     with _client() as client:
         for j in client.jobs(status=status):
-            shards = f"{j['shards_done']}/{j['shards_total']} shards" if j["shards_total"] else "whole"
-            problem = j.get("error_detail") or j.get("error") or ""
+            shards = f"{j.shards_done}/{j.shards_total} shards" if j.shards_total else "whole"
+            problem = j.error_detail or j.error or ""
             console.print(
-                f"{j['id']:>5}  {j['partner_key']:<20} contract {j['contract_id']:<5} {j['status']:<10} {shards}"
+                f"{j.id:>5}  {j.partner_key:<20} contract {j.contract_id:<5} {j.status:<10} {shards}"
                 + (f"  {problem}" if problem else ""),
                 highlight=False,
                 soft_wrap=True,
@@ -168,8 +165,7 @@ def requests(kind: str | None = typer.Option(None, help="access or erasure")) ->
     with _client() as client:
         for r in client.requests_log(kind=kind):
             console.print(
-                f"{r['id']:>5}  {r['kind']:<8} subject {r['subject_id']}  {r['requested_at']}  "
-                f"{r.get('outcome') or ''}",
+                f"{r.id:>5}  {r.kind:<8} subject {r.subject_id}  {r.requested_at}  {r.outcome or ''}",
                 highlight=False,
                 soft_wrap=True,
             )

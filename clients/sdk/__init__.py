@@ -1,18 +1,21 @@
-"""The Dataspace Python SDK: one client per role, over httpx.
+"""The Dataspace Python SDK: one client per role, over httpx, with typed results.
 
     from clients.sdk import ClientCredentials, PartnerClient
 
     with PartnerClient("https://dataspace.example", ClientCredentials("acme", secret)) as partner:
-        job = partner.submit_job(contract_id=3, model_id=7)
-        partner.wait_for_job(job["id"])
+        cost = partner.submission_cost(model_id=7)  # what a job would spend, spending nothing
+        print(f"epsilon {cost.epsilon:g} of the {cost.purpose!r} budget, {cost.remaining} left")
+        job = partner.submit_job(model_id=7)  # spends it
+        print(job.id, partner.job(job.id).status)  # ``wait_for_job(job.id)`` polls until the outcome shows
 
+Methods return the frozen dataclasses of ``clients.sdk.models`` (``Job``, ``Contract``, ``Release``, ...).
 Tokens are obtained on first use and refreshed before they expire (or once after a 401); 429 and 503
 answers are retried with backoff; errors are raised as typed ``APIError`` subclasses built from the
-server's problem+json.
+server's problem+json. The SDK imports nothing of the server: a partner installs it alone.
 """
 
-from clients.sdk._auth import AuthorizationCode, ClientCredentials, Credentials, StaticToken, Token, pkce_pair
-from clients.sdk._base import BaseClient
+from clients.sdk import models
+from clients.sdk._auth import AuthorizationCode, ClientCredentials, Credentials, StaticToken, Token
 from clients.sdk._checkpoints import CheckpointMemory, CheckpointRejected, LogInconsistent
 from clients.sdk._exceptions import (
     APIError,
@@ -29,16 +32,15 @@ from clients.sdk._exceptions import (
     TransportError,
     Unauthorized,
     Unavailable,
-    error_from_response,
 )
 from clients.sdk._export import read_access_export
 from clients.sdk._roles import ComplianceClient, CustomerClient, PartnerClient, StewardClient
+from clients.sdk.models import UnexpectedResponse
 
 __all__ = [
     "APIError",
     "AuthenticationFailed",
     "AuthorizationCode",
-    "BaseClient",
     "BudgetExceeded",
     "CheckpointMemory",
     "CheckpointRejected",
@@ -62,7 +64,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unavailable",
-    "error_from_response",
-    "pkce_pair",
+    "UnexpectedResponse",
+    "models",
     "read_access_export",
 ]

@@ -3,6 +3,9 @@
 DataspaceClientError                 anything the SDK raises
 ├── TransportError                   the server could not be reached (after retries)
 ├── AuthenticationFailed             the token endpoint refused us (bad client secret, expired code...)
+├── UnexpectedResponse               an answer without a field the SDK needs (clients.sdk.models)
+├── CheckpointRejected               a checkpoint's signature or witness quorum does not verify
+├── LogInconsistent                  the log does not extend the checkpoint remembered earlier
 └── APIError                         the server answered with a problem+json (RFC 7807) error
     ├── InvalidInput        400/422
     ├── Unauthorized        401

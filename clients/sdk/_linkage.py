@@ -11,6 +11,7 @@ from typing import Any
 
 from clients.sdk._base import BaseClient
 from clients.sdk._psi import PartnerRun, encode_reply
+from clients.sdk.models import LinkageResult, LinkageRun, _load
 
 
 def run_linkage(
@@ -19,29 +20,26 @@ def run_linkage(
     contract_id: int,
     records: Sequence[tuple[str, Mapping[str, Any]]],
     default_country_code: str | None = None,
-) -> dict[str, Any]:
+) -> LinkageResult:
     """One full run under a contract that declared partner columns; returns the run as the server shows it
     (with the DP count of matches) plus ``skipped``: records whose identifier did not normalise or repeated
     another. The identifier kind and the columns are the contract's declaration."""
-    run = dict(client.request("POST", "/v1/partner/linkage", json={"contract_id": contract_id}))
-    message = client._send("GET", f"/v1/partner/linkage/{run['id']}/message").content
-    side = PartnerRun(str(run["kind"]), default_country_code=default_country_code)
+    run = _load(LinkageRun, client.request("POST", "/v1/partner/linkage", json={"contract_id": contract_id}))
+    message = client._send("GET", f"/v1/partner/linkage/{run.id}/message").content
+    side = PartnerRun(run.kind, default_country_code=default_country_code)
     reply, skipped = side.reply(
-        contribution_id=int(run["id"]),
-        public_key=base64.b64decode(run["public_key"]),
+        contribution_id=run.id,
+        public_key=base64.b64decode(run.public_key),
         operator_message=message,
         records=records,
     )
-    done = dict(
-        client.request(
-            "PUT",
-            f"/v1/partner/linkage/{run['id']}/reply",
-            content=encode_reply(reply),
-            headers={"Content-Type": "application/octet-stream"},
-        )
+    done = client.request(
+        "PUT",
+        f"/v1/partner/linkage/{run.id}/reply",
+        content=encode_reply(reply),
+        headers={"Content-Type": "application/octet-stream"},
     )
-    done["skipped"] = skipped
-    return done
+    return _load(LinkageResult, {**done, "skipped": skipped})
 
 
 def read_records(

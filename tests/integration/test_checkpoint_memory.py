@@ -58,21 +58,21 @@ def test_sdk_memory_catches_a_forked_or_rolled_back_log(ctx: Context, tmp_path: 
             first = client.usage_checkpoint()
             _uses(served, subject, 3, "honest")  # the log grows honestly: a consistency proof links them
             second = client.usage_checkpoint()
-            assert second["size"] == first["size"] + 3
-            assert memory.remembered(first["note"].split("\n")[0]) == second["note"]
-            proof = client.usage_proof(second["size"] - 1)  # a proof's checkpoint goes through the memory too
-            assert open_checkpoint(proof["checkpoint"], proof["verifier_keys"]).size == second["size"]
+            assert second.size == first.size + 3
+            assert memory.remembered(first.note.split("\n")[0]) == second.note
+            proof = client.usage_proof(second.size - 1)  # a proof's checkpoint goes through the memory too
+            assert open_checkpoint(proof.checkpoint, proof.verifier_keys).size == second.size
 
             _rewrite_history(served)
-            n = {"fork-same-size": second["size"], "fork-larger": second["size"] + 4, "rollback": 2}[attack]
+            n = {"fork-same-size": second.size, "fork-larger": second.size + 4, "rollback": 2}[attack]
             _uses(served, subject, n, "rewritten")
             with pytest.raises(LogInconsistent) as caught:
                 client.usage_checkpoint()
-        assert caught.value.remembered == second["note"]
-        assert open_checkpoint(caught.value.current, second["verifier_keys"]).size == n  # signed by the operator
+        assert caught.value.remembered == second.note
+        assert open_checkpoint(caught.value.current, second.verifier_keys).size == n  # signed by the operator
         assert caught.value.reason.startswith("rollback" if attack == "rollback" else "fork")
         evidence = caught.value.write_evidence(tmp_path / "evidence").read_text()
-        assert second["note"] in evidence
+        assert second.note in evidence
         assert caught.value.current in evidence
         # The memory keeps the honest checkpoint: asking again fails again (no "accept on second try").
         with _customer(base, served, subject, memory) as again, pytest.raises(LogInconsistent):
@@ -95,8 +95,8 @@ def test_compliance_client_memory_and_witness_policy(ctx: Context, tmp_path: Pat
             client.checkpoints = CheckpointMemory(tmp_path / "c2.json", policy=WitnessPolicy((witness,), 1))
             with pytest.raises(CheckpointRejected):
                 client.checkpoint()
-        assert cp["witness_quorum"] == 0
-        assert cp["witnesses"] == []
+        assert cp.witness_quorum == 0
+        assert cp.witnesses == []
 
 
 def test_remote_cli_remembers_and_reports_a_rewritten_audit_log(ctx: Context, tmp_path: Path) -> None:

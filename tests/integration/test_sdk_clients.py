@@ -4,7 +4,6 @@ PKCE through the login form with a loopback redirect, refresh, typed errors, pag
 from __future__ import annotations
 
 import re
-import socket
 from html import unescape
 from pathlib import Path
 
@@ -27,29 +26,8 @@ from dataspace.tlog.log import verifier_keys
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 from tests.integration.oauth_server import running_server
+from tests.integration.sdk_support import free_port, login_as
 from transparency.export import verify_export
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _login_as(username: str):
-    def open_browser(url: str) -> None:
-        with httpx.Client() as browser:
-            page = browser.get(url)
-            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
-            fields = {k: unescape(v) for k, v in fields.items()}
-            answer = browser.post(
-                url.split("?", maxsplit=1)[0],
-                data={**fields, "username": username, "password": TEST_PASSWORD, "action": "approve"},
-            )
-            assert answer.status_code == 302, answer.text
-            browser.get(answer.headers["location"])  # the redirect to our loopback listener
-
-    return open_browser
 
 
 def test_client_credentials_pagination_and_signed_export(ctx: Context, tmp_path: Path) -> None:
@@ -66,10 +44,10 @@ def test_client_credentials_pagination_and_signed_export(ctx: Context, tmp_path:
         cp = client.checkpoint()
         out = tmp_path / "audit.jsonl"
         assert client.export(out) > 0
-        report = verify_export(out, cp["verifier_keys"])
+        report = verify_export(out, cp.verifier_keys)
         assert report.ok, report.summary()
         assert report.entries >= 7
-        assert cp["verifier_keys"] == verifier_keys(served.settings, served.keys)
+        assert cp.verifier_keys == verifier_keys(served.settings, served.keys)
         with pytest.raises(InvalidInput) as bad:
             client.get("/v1/audit/events", log="nope")
         assert bad.value.status == 422
@@ -99,12 +77,12 @@ def test_token_is_obtained_again_after_revocation(ctx: Context) -> None:
 def test_authorization_code_with_pkce_and_refresh(ctx: Context) -> None:
     load_demo_catalog(ctx)
     user = make_user(ctx, "customer", username="sdk-customer")
-    port = _free_port()
+    port = free_port()
     make_client(ctx, "customer", public=True, client_id="sdk-cli", redirect_uris=[f"http://127.0.0.1:{port}/callback"])
     with running_server(ctx) as (base, _):
-        creds = AuthorizationCode("sdk-cli", port=port, open_browser=_login_as(user.username), timeout=20)
+        creds = AuthorizationCode("sdk-cli", port=port, open_browser=login_as(user.username), timeout=20)
         with CustomerClient(base, creds) as client:
-            assert client.points()["balance"] == 0
+            assert client.points().balance == 0
             matrix = client.consents()
             assert {d["key"] for d in client.manual()} == {"identity", "behaviour", "assets"}
             token = client.token
@@ -112,11 +90,11 @@ def test_authorization_code_with_pkce_and_refresh(ctx: Context) -> None:
             assert token.refresh_token
             refreshed = client._access_token(force_refresh=True)  # the refresh grant, no browser involved
             assert refreshed != token.access_token
-            partner = matrix["partners"][0]["key"]
+            partner = matrix.partners[0]["key"]
             change = client.grant(purpose="insurance_offer", field="age", partner=partner)
-            assert client.receipt(change["receipt_id"])["signature"]
-            client.withdraw(change["grant"]["id"])
-            assert sorted(e["kind"] for e in client.consent_history()) == ["granted", "withdrawn"]
+            assert client.receipt(change.receipt_id)["signature"]
+            client.withdraw(change.grant.id)
+            assert sorted(e.kind for e in client.consent_history()) == ["granted", "withdrawn"]
             with pytest.raises(InvalidInput):
                 client.grant(purpose="insurance_offer")  # neither a field nor a dimension
 
@@ -131,7 +109,7 @@ def test_sdk_steps_up_for_erasure_when_the_sign_in_is_too_old(ctx: Context) -> N
     from dataspace.auth.models import AuthorizationCode as CodeRow
 
     user = make_user(ctx, "customer", username="sdk-eraser")
-    port = _free_port()
+    port = free_port()
     make_client(ctx, "customer", public=True, client_id="sdk-cli", redirect_uris=[f"http://127.0.0.1:{port}/callback"])
     opened: list[str] = []
 

@@ -10,27 +10,17 @@ from html import unescape
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from clients.sdk import AuthorizationCode, ClientCredentials, Forbidden, PartnerClient, StewardClient
-from dataspace.auth.models import OAuthClient
 from dataspace.auth.web_clients import ensure_web_clients
 from dataspace.context import Context
 from dataspace.jobs import uploads
 from tests.factories import jobs as js
 from tests.factories.identities import TEST_PASSWORD, make_client, make_user
 from tests.integration.oauth_server import running_server
-from tests.integration.test_sdk_clients import _free_port, _login_as
+from tests.integration.sdk_support import cli_client_on, free_port, login_as
 
 PYTHON_MODULE = b"def score(rows):\n    return [{'label': 'standard', 'value': 1.0} for _ in rows]\n"
-
-
-def _cli_client_on(ctx: Context, client_id: str, port: int) -> None:
-    """The registered client, with this test's own loopback port added (8765 may be taken on a busy host)."""
-    with ctx.db.transaction() as s:
-        client = s.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
-        assert client is not None
-        client.redirect_uris = [*client.redirect_uris, f"http://127.0.0.1:{port}/callback"]
 
 
 def test_two_stewards_and_the_steward_routes(ctx: Context) -> None:
@@ -49,38 +39,38 @@ def test_two_stewards_and_the_steward_routes(ctx: Context) -> None:
         ).id
     for name in ("ann", "ben"):
         make_user(ctx, "steward", username=name)
-    port = _free_port()
+    port = free_port()
     partner = make_client(ctx, "partner", partner_key=js.PARTNER)
     with running_server(ctx) as (base, served):
         ensure_web_clients(served.settings, served.db)
-        _cli_client_on(served, "steward-cli", port)
+        cli_client_on(served, "steward-cli", port)
 
         def steward(name: str) -> StewardClient:
             creds = AuthorizationCode(
-                "steward-cli", port=port, scope="catalog admin audit", open_browser=_login_as(name), timeout=20
+                "steward-cli", port=port, scope="catalog admin audit", open_browser=login_as(name), timeout=20
             )
             return StewardClient(base, creds)
 
         with steward("ann") as ann:
-            waiting = {c["id"]: c for c in ann.contracts(status="proposed")}
-            assert waiting[sensitive]["partner_key"] == js.PARTNER
-            assert waiting[sensitive]["required_approvals"] == 2
+            waiting = {c.id: c for c in ann.contracts(status="proposed")}
+            assert waiting[sensitive].partner_key == js.PARTNER
+            assert waiting[sensitive].required_approvals == 2
             first = ann.approve_contract(sensitive)
-            assert (first["status"], first["approvals"]) == ("proposed", ["steward:ann"])
+            assert (first.status, first.approvals) == ("proposed", ["steward:ann"])
             review = ann.model_review(model_id)
-            assert "def score(rows):" in review["source"]
-            assert {c["check"] for c in review["checks"]} == {"size", "utf8_compiles", "feature_names"}
+            assert "def score(rows):" in (review.source or "")
+            assert {c["check"] for c in review.checks} == {"size", "utf8_compiles", "feature_names"}
             rejected = ann.reject_model(model_id, reason="reads too much")
-            assert rejected["model"]["status"] == "rejected"
-            assert ann.set_budget(partner=js.PARTNER, purpose=js.PURPOSE, epsilon_total=12)["epsilon_total"] == 12
+            assert rejected.model.status == "rejected"
+            assert ann.set_budget(partner=js.PARTNER, purpose=js.PURPOSE, epsilon_total=12).epsilon_total == 12
             budgets = ann.budgets()
-            assert any(b["partner_key"] == js.PARTNER and b["purpose"] == js.PURPOSE for b in budgets)
+            assert any(b.partner_key == js.PARTNER and b.purpose == js.PURPOSE for b in budgets)
             assert ann.jobs() == []
             assert ann.requests_log() == []
         with steward("ben") as ben:
             second = ben.approve_contract(sensitive)
-            assert second["status"] == "approved"
-            assert second["approvals"] == ["steward:ann", "steward:ben"]
+            assert second.status == "approved"
+            assert second.approvals == ["steward:ann", "steward:ben"]
 
         with PartnerClient(base, ClientCredentials(partner.client.client_id, partner.secret or "")) as p:
             for method, path in (
@@ -143,12 +133,12 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
     )
     for name in ("ann", "ben"):
         make_user(ctx, "steward", username=name)
-    port = _free_port()
+    port = free_port()
     monkeypatch.setattr(remote_cli.console, "width", 200)
     runner = CliRunner()
     with running_server(ctx) as (base, served):
         ensure_web_clients(served.settings, served.db)
-        _cli_client_on(served, "steward-cli", port)
+        cli_client_on(served, "steward-cli", port)
         monkeypatch.setenv("DATASPACE_URL", base)
         monkeypatch.setenv("DATASPACE_CLIENT_ID", "steward-cli")
         monkeypatch.delenv("DATASPACE_CLIENT_SECRET", raising=False)
@@ -156,7 +146,7 @@ def test_remote_steward_commands_sign_in_as_the_steward(ctx: Context, monkeypatc
 
         def as_steward(name: str, *args: str) -> str:
             monkeypatch.setattr(
-                remote_cli, "AuthorizationCode", partial(AuthorizationCode, open_browser=_login_as(name), timeout=20)
+                remote_cli, "AuthorizationCode", partial(AuthorizationCode, open_browser=login_as(name), timeout=20)
             )
             result = runner.invoke(app, ["remote", "steward", *args])
             assert result.exit_code == 0, result.output

@@ -234,7 +234,7 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
         with CustomerClient(base, token) as sdk:
             sdk.checkpoints = memory
             cp = sdk.usage_checkpoint()
-            assert cp["size"] >= 1
+            assert cp.size >= 1
             sdk.usage_proof(0)
             witnesses[0].stop()
             with served.db.transaction() as s:

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clients.sdk import (
-    BaseClient,
     ClientCredentials,
     Conflict,
     Forbidden,
@@ -26,10 +25,10 @@ from clients.sdk import (
     TransportError,
     Unauthorized,
     Unavailable,
-    error_from_response,
-    pkce_pair,
 )
-from clients.sdk._base import retry_after_seconds
+from clients.sdk._auth import pkce_pair
+from clients.sdk._base import BaseClient, retry_after_seconds
+from clients.sdk._exceptions import error_from_response
 
 PROBLEM = {"content-type": "application/problem+json"}
 META = {"token_endpoint": "http://t/oauth/token", "revocation_endpoint": "http://t/oauth/revoke"}
