@@ -3,7 +3,8 @@
 Each witness gets the latest checkpoint of each log with a consistency proof from the size it last cosigned
 (learnt from its 409 answer, remembered per process); the cosignature lines it returns are verified with
 its configured key and appended to the stored signed note, so every route that publishes a checkpoint
-publishes it with its cosignatures.
+publishes it with the cosignatures gathered so far. Only the background task submits (``cosign_latest``);
+routes only read (``witnessing``), so a witness that is down or hangs never slows a request.
 
 Invariants: a witness that is down, slow or refusing never stops the server: its status says so (the
 checkpoint route shows it; the log gets a warning) and the next round tries again. A cosignature is
@@ -196,19 +197,19 @@ def witnesses_for(settings: Settings) -> Witnesses:
         return got[1]
 
 
-def publish(settings: Settings, db: Database, log_name: str) -> dict[str, Any]:
-    """What a checkpoint route adds about witnesses: the policy and each witness's status. Submits the
-    latest checkpoint first (bounded by the witness timeout), so the note it then reads is cosigned."""
+def witnessing(settings: Settings) -> dict[str, Any]:
+    """What a checkpoint or proof route adds about witnesses: the policy and each witness's status as the
+    background task last saw it. It only reads: a request never submits to a witness (one that is down or
+    hangs would hold every checkpoint and proof request for up to the timeout, one after another behind the
+    process's lock). The ``witness-cosigning`` background task (``dataspace.background``, every second)
+    submits each log's latest checkpoint and stores the cosignatures it gets into the checkpoint's note, so
+    routes serve the signed checkpoint with the cosignatures gathered so far (one sequenced a moment ago
+    may carry none yet; a client that requires a quorum asks again a second later)."""
     try:
         w = witnesses_for(settings)
     except (ValueError, CheckpointError):
         log.error("DATASPACE_WITNESS_URLS / DATASPACE_WITNESS_KEYS / DATASPACE_WITNESS_QUORUM are not valid")
         return {"witness_quorum": None, "witness_keys": [], "witnesses": [], "witness_error": "misconfigured"}
-    if w:
-        try:
-            w.cosign_latest(db, log_name)
-        except Exception:  # a witness problem never fails the route
-            log.exception("submitting to witnesses failed")
     return {
         "witness_quorum": w.policy.quorum,
         "witness_keys": [c.vkey for c in w.policy.witnesses],

@@ -1,10 +1,16 @@
 """Witnesses catch a dishonest operator: the server publishes checkpoints cosigned by two witness processes;
 the witnesses refuse a forked tree (same size, another root, signed with the operator's key) and a rollback,
-keep their state across a crash, answer gossip with the evidence; the server keeps working when one is down."""
+keep their state across a crash, answer gossip with the evidence; the server keeps working when one is down,
+and a witness that hangs never holds up a checkpoint or proof request (only the background task submits).
+
+``_witnessed`` does what the server's ``witness-cosigning`` background task does every second; the routes
+only read the cosignatures it stored."""
 
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from dataspace.app import create_app
 from dataspace.audit import record_event
 from dataspace.auth.principal import Principal
 from dataspace.context import Context
+from dataspace.tlog import cosigning
 from dataspace.tlog import log as tlog
 from tests.factories.identities import bearer, issue_token
 from tests.witness_support import WitnessProcess
@@ -54,6 +61,14 @@ def _events(ctx: Context, n: int) -> None:
             record_event(s, actor=steward, action="catalog.update", target=f"field:f{i}", details={"i": i})
 
 
+def _witnessed(ctx: Context) -> None:
+    """One round of the background task: sequence each log, submit its latest checkpoint to the witnesses
+    and store their cosignatures."""
+    for name in tlog.LOGS:
+        tlog.sequence(ctx.settings, ctx.db, ctx.keys, name)
+        cosigning.witnesses_for(ctx.settings).cosign_latest(ctx.db, name)
+
+
 def _forged(ctx: Context, size: int) -> str:
     """A checkpoint of another tree at ``size``, signed with the operator's own key (a split view)."""
     origin = tlog.origin_for(ctx.settings.resolved_issuer, "audit")
@@ -70,6 +85,7 @@ def test_published_checkpoints_carry_both_cosignatures(
     ctx: Context, client: TestClient, witnesses: list[WitnessProcess]
 ) -> None:
     _events(ctx, 5)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
     assert cp["witness_quorum"] == 2
@@ -82,6 +98,7 @@ def test_published_checkpoints_carry_both_cosignatures(
     assert len(verified_cosigners(stored.note, _policy(witnesses).witnesses)) == 2
     # The log grows: the next checkpoint is cosigned through a consistency proof from the last one.
     _events(ctx, 7)
+    _witnessed(ctx)
     cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
     assert cp2["size"] > cp["size"]
     open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses))
@@ -92,6 +109,7 @@ def test_witnesses_refuse_a_fork_and_a_rollback(
     ctx: Context, client: TestClient, witnesses: list[WitnessProcess]
 ) -> None:
     _events(ctx, 6)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
     size = cp["size"]
@@ -137,6 +155,7 @@ def test_witnesses_refuse_a_fork_and_a_rollback(
 
 def test_witness_state_survives_a_crash(ctx: Context, client: TestClient, witnesses: list[WitnessProcess]) -> None:
     _events(ctx, 4)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
     w1 = witnesses[0]
@@ -157,6 +176,7 @@ def test_server_keeps_working_when_a_witness_is_down(
 ) -> None:
     witnesses[1].stop()
     _events(ctx, 3)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     r = client.get("/v1/audit/checkpoint", headers=h)
     assert r.status_code == 200
@@ -169,6 +189,7 @@ def test_server_keeps_working_when_a_witness_is_down(
     # It comes back: the next round catches it up from its size with a consistency proof.
     witnesses[1].start()
     _events(ctx, 2)
+    _witnessed(ctx)
     cp2 = client.get("/v1/audit/checkpoint", headers=h).json()
     assert [w["state"] for w in cp2["witnesses"]] == ["ok", "ok"]
     open_cosigned(cp2["note"], cp2["verifier_keys"], _policy(witnesses, 2))
@@ -180,9 +201,11 @@ def test_offline_verifier_needs_the_quorum_and_catches_fork_and_rollback(
     from transparency.export import verify_export
 
     _events(ctx, 9)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     first = client.get("/v1/audit/checkpoint", headers=h).json()
     _events(ctx, 4)
+    _witnessed(ctx)
     export = tmp_path / "audit.jsonl"
     export.write_bytes(client.get("/v1/audit/export", params={"log": "audit"}, headers=h).content)
     keys = first["verifier_keys"]
@@ -230,6 +253,7 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
             )
         with served.db.transaction() as s:
             record_usage(s, [UsageEntry(1, subject, ("income",), "acme", "insurance.offer", "x")])
+        _witnessed(served)
         token = StaticToken(issue_token(served, "customer", subject_id=subject))
         with CustomerClient(base, token) as sdk:
             sdk.checkpoints = memory
@@ -239,6 +263,7 @@ def test_sdk_requires_the_quorum_on_usage_checkpoints_and_proofs(
             witnesses[0].stop()
             with served.db.transaction() as s:
                 record_usage(s, [UsageEntry(2, subject, ("income",), "acme", "insurance.offer", "y")])
+            _witnessed(served)
             with pytest.raises(CheckpointRejected):
                 sdk.usage_checkpoint()  # one cosignature of the two required
 
@@ -278,6 +303,7 @@ def test_a_rolled_back_server_is_reported_by_its_witnesses(
     from sqlalchemy import text
 
     _events(ctx, 8)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
     with ctx.db.transaction() as s:  # the operator restores an older state of its log
@@ -285,6 +311,7 @@ def test_a_rolled_back_server_is_reported_by_its_witnesses(
             s.execute(text(f"DELETE FROM {table} WHERE log = 'audit'"))
     _events(ctx, 2)
     with caplog.at_level("WARNING", logger="dataspace.tlog.witnesses"):
+        _witnessed(ctx)
         after = client.get("/v1/audit/checkpoint", headers=h).json()
     assert after["size"] < cp["size"]
     assert [w["state"] for w in after["witnesses"]] == ["ahead-of-log", "ahead-of-log"]
@@ -301,6 +328,7 @@ def test_offline_verify_command_with_witness_policy(
     from dataspace.cli import app
 
     _events(ctx, 5)
+    _witnessed(ctx)
     h = bearer(issue_token(ctx, "compliance"))
     cp = client.get("/v1/audit/checkpoint", headers=h).json()
     export = tmp_path / "audit.jsonl"
@@ -317,3 +345,93 @@ def test_offline_verify_command_with_witness_policy(
     assert "fork" in fork.output
     too_many = runner.invoke(app, [*args, "--quorum", "3"])
     assert too_many.exit_code == 2
+
+
+class HangingWitness:
+    """A witness address that accepts connections and never answers (a witness that hangs); counts them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._open.append(conn)  # held open, never read or answered
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._open:
+            conn.close()
+        self.sock.close()
+
+
+def test_checkpoint_and_proof_requests_never_wait_for_a_witness(ctx: Context, tmp_path: Path) -> None:
+    """With the only witness hanging, the checkpoint, proof, consistency and export routes answer without
+    connecting to it (so a down or hanging witness costs requests nothing); the background round is the
+    only one that connects, and the routes then report what it saw."""
+    from dataspace.usage import UsageEntry, record_usage
+    from dataspace.witness import WitnessState
+    from tests.factories.identities import make_subject
+
+    hanging = HangingWitness()
+    try:
+        vkey = WitnessState(tmp_path / "hung", "hung.witness.test").cosigner.vkey
+        ctx.settings = ctx.settings.model_copy(
+            update={
+                "witness_urls": hanging.url,
+                "witness_keys": vkey,
+                "witness_quorum": 1,
+                "witness_timeout_seconds": 1.0,
+            }
+        )
+        subject = make_subject(ctx)
+        with ctx.db.transaction() as s:
+            record_usage(s, [UsageEntry(1, subject, ("income",), "acme", "insurance.offer", "x")])
+        _events(ctx, 3)
+        client = TestClient(create_app(ctx))  # no lifespan: no background task runs in this test
+        me = bearer(issue_token(ctx, "customer", subject_id=subject))
+        auditor = bearer(issue_token(ctx, "compliance"))
+
+        def requests() -> list[dict]:
+            answers = [
+                client.get("/v1/me/usage/checkpoint", headers=me),
+                client.get("/v1/me/usage/0/proof", headers=me),
+                client.get("/v1/me/usage/consistency", params={"first": 1, "second": 1}, headers=me),
+                client.get("/v1/audit/checkpoint", headers=auditor),
+                client.get("/v1/audit/checkpoint", params={"log": "usage"}, headers=auditor),
+                client.get("/v1/audit/export", headers=auditor),
+            ]
+            for r in answers:
+                assert r.status_code == 200, r.text
+            return [answers[0].json(), answers[3].json()]
+
+        for body in requests():
+            assert [w["state"] for w in body["witnesses"]] == ["unknown"]
+            assert body["witness_quorum"] == 1
+        assert hanging.accepted == 0  # no request connected to the witness
+
+        # The background round: it connects, and waits out the timeout.
+        cosigning.witnesses_for(ctx.settings).cosign_latest(ctx.db, "usage")
+        assert hanging.accepted >= 1
+        seen = hanging.accepted
+        for body in requests():
+            assert [w["state"] for w in body["witnesses"]] == ["unreachable"]
+        assert hanging.accepted == seen  # still none from the requests
+    finally:
+        hanging.close()

@@ -114,7 +114,6 @@ def export(
     session: WriteSession,
 ) -> StreamingResponse:
     tlog.sequence(ctx.settings, ctx.db, ctx.keys, log)
-    cosigning.publish(ctx.settings, ctx.db, log)  # the export's checkpoint carries the witnesses' cosignatures
     cp = tlog.latest_checkpoint(session, log=log)
     record_event(
         session,
@@ -146,9 +145,7 @@ def checkpoint(
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
     tlog.sequence(ctx.settings, ctx.db, ctx.keys, log)
-    witnessing = cosigning.publish(
-        ctx.settings, ctx.db, log
-    )  # submits to the witnesses first: the note carries cosignatures
+    witnessing = cosigning.witnessing(ctx.settings)  # reads only: witnesses are contacted in the background
     with ctx.db.session() as session:
         cp = tlog.latest_checkpoint(session, log=log)
     if cp is None:

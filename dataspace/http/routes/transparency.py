@@ -26,7 +26,7 @@ def usage_checkpoint(
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
     tlog.sequence(ctx.settings, ctx.db, ctx.keys, "usage")
-    witnessing = cosigning.publish(ctx.settings, ctx.db, "usage")
+    witnessing = cosigning.witnessing(ctx.settings)  # reads only: witnesses are contacted in the background
     with ctx.db.session() as session:
         cp = tlog.latest_checkpoint(session, log="usage")
     if cp is None:

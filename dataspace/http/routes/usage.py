@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from dataspace.context import Context
 from dataspace.http.deps import current_subject, get_context
 from dataspace.http.params import LogIndex
-from dataspace.tlog import cosigning
 from dataspace.tlog.log import sequence, verifier_keys
 from dataspace.usage import usage_for_subject, usage_proof
 from dataspace.usage.schemas import UsageProofRead, UsageRead
@@ -60,7 +59,6 @@ def my_usage_proof(
     ctx: Context = Depends(get_context),
 ) -> dict[str, Any]:
     sequence(ctx.settings, ctx.db, ctx.keys, "usage")
-    cosigning.publish(ctx.settings, ctx.db, "usage")  # the proof's checkpoint carries the witnesses' cosignatures
     with ctx.db.session() as session:
         proof, note = usage_proof(session, subject_id=subject_id, index=index)
     return {
