@@ -68,6 +68,7 @@ class EventBroker:
         self.send = send or http_sender()
         self._publisher: tuple[pika.BlockingConnection, BlockingChannel] | None = None
         self._consumer: tuple[pika.BlockingConnection, BlockingChannel] | None = None
+        self._down: set[str] = set()  # "publisher"/"consumer" while the broker is unreachable (logged once)
 
     # --- connections ---
     def _channel(self, *, consumer: bool) -> BlockingChannel:
@@ -100,6 +101,16 @@ class EventBroker:
         self._drop(consumer=True)
         self._drop(consumer=False)
 
+    def _outage(self, side: str, exc: Exception) -> None:
+        if side not in self._down:  # once per outage: the periodic tasks retry several times a second
+            log.warning("RabbitMQ unreachable for business events (%s): %s", side, exc)
+            self._down.add(side)
+
+    def _recovered(self, side: str) -> None:
+        if side in self._down:
+            log.info("RabbitMQ reachable again for business events (%s)", side)
+            self._down.discard(side)
+
     # --- the sweep ---
     def dispatch(
         self, *, now: datetime | None = None, limit: int = 500, delivery_ids: Sequence[int] | None = None
@@ -121,6 +132,8 @@ class EventBroker:
             for d in session.scalars(stmt):
                 d.next_attempt_at = now + self.lease
                 leased.append((d.id, d.attempts))
+        if not leased:
+            return 0
         published = 0
         try:
             channel = self._channel(consumer=False)
@@ -133,10 +146,11 @@ class EventBroker:
                     mandatory=True,
                 )
                 published += 1
+            self._recovered("publisher")
         except pika.exceptions.AMQPError as exc:
             self._drop(consumer=False)
             unsent = [delivery_id for delivery_id, _ in leased[published:]]
-            log.warning("broker unavailable: %d deliveries released for the next sweep (%s)", len(unsent), exc)
+            self._outage("publisher", exc)
             with self.db.transaction() as session:  # released: the next sweep publishes them again
                 session.execute(
                     update(EventDelivery)
@@ -183,8 +197,9 @@ class EventBroker:
                 if handled >= max_messages:
                     break
             channel.cancel()
+            self._recovered("consumer")
         except pika.exceptions.AMQPError as exc:
-            log.warning("broker unavailable for business events: %s", exc)
+            self._outage("consumer", exc)
             self._drop(consumer=True)
         except Exception:
             self._drop(consumer=True)  # the unacknowledged message goes back to the queue for another try
