@@ -1,5 +1,6 @@
-"""The ``dataspace`` command line, an edge like ``dataspace.http``: every command module exposes typer
-sub-apps and this list assembles them. Errors print one line and exit non-zero; keys are never printed.
+"""The ``dataspace`` command line, an edge like ``dataspace.http``: each command group (or set of top-level
+commands) is a module exposing a typer sub-app, and one list assembles them. Errors print one line and exit
+non-zero; keys are never printed.
 
 Command modules import the domain lazily, inside each command, so ``dataspace --help`` stays fast; nothing
 below this package imports it. ``remote`` is the client's command line (``clients.cli``), mounted here.
@@ -10,7 +11,24 @@ import sys
 import typer
 
 from clients import cli as remote
-from dataspace.cli import audit, auth, backup, catalog, demo, ingest, receipts, server, steward, witness, worker
+from dataspace.cli import (
+    audit,
+    backup,
+    budgets,
+    catalog,
+    contracts,
+    demo,
+    ingest,
+    jobs,
+    keys,
+    models,
+    oauth_clients,
+    receipts,
+    server,
+    users,
+    witness,
+    worker,
+)
 from dataspace.cli.common import console, err, one_line_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Dataspace: trusted data space server.")
@@ -24,15 +42,15 @@ GROUPS: list[tuple[str | None, typer.Typer]] = [
     (None, worker.app),
     ("remote", remote.app),
     ("audit", audit.app),
-    ("keys", auth.keys_app),
-    ("clients", auth.clients_app),
-    ("users", auth.users_app),
+    ("keys", keys.app),
+    ("clients", oauth_clients.app),
+    ("users", users.app),
     ("catalog", catalog.app),
     ("receipts", receipts.app),
-    ("contracts", steward.contracts_app),
-    ("models", steward.models_app),
-    ("budgets", steward.budgets_app),
-    ("jobs", steward.jobs_app),
+    ("contracts", contracts.app),
+    ("models", models.app),
+    ("budgets", budgets.app),
+    ("jobs", jobs.app),
     ("witness", witness.app),
 ]
 for _name, _sub in GROUPS:
