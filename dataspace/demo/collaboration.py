@@ -220,7 +220,8 @@ def play(ctx: Context, insurer_contract_id: int, progress: Callable[[str], None]
     delivery.deliver_due(ctx.db, ctx.keys, send=endpoints)
     _dead_letter(ctx, endpoints)
     progress(
-        f"{accepted} offers accepted; acceptance events delivered to Harbor Insurance ({endpoints.received} deliveries)"
+        f"{accepted} offers accepted; acceptance events delivered back to Harbor Insurance "
+        f"({endpoints.received} deliveries to the two partners in all, one dead-lettered)"
     )
     try:
         with ctx.db.transaction() as s:
