@@ -116,3 +116,13 @@ def test_customer_grants_sees_and_withdraws_the_linkage(world: World, page: Any)
     history = page.locator("#history").inner_text()
     assert "you allowed Harbor Insurance to link its records about you for Personalised insurance offers." in history
     assert "you withdrew Harbor Insurance's permission to link its records about you for Personalised" in history
+
+    # In Chinese: the grant in the reader's language, and still no serious accessibility violation.
+    page.get_by_role("tab", name="Data manual").click()
+    page.select_option("#lang", "zh-CN")
+    page.get_by_role("tab", name="数据说明书").wait_for()
+    page.locator("#linkage").get_by_text("希望带来其自有记录的合作伙伴").wait_for()
+    assert "将我的记录与" in page.locator("#linkage").inner_text()
+    assert "尚无合作伙伴关联关于您的记录。" in page.locator("#linkage").inner_text()
+    assert serious_violations(page) == []
+    shot(page, "portal-linkage-zh")
