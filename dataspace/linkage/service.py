@@ -548,12 +548,11 @@ def reconcile(session: Session, keys: PartnerKeys, *, clock: Clock = utcnow) -> 
     run was shredded, or a shredding whose key was destroyed and whose commit failed): its wrapped keys and
     links are deleted and its status says so. Returns the runs shredded."""
     now = clock()
+    live = list(session.scalars(select(Contribution).where(Contribution.status.in_(("open", "linked")))))
+    # The keys are listed after the rows: a run's key is created before its row commits, so every run read
+    # above has its key listed unless it is really gone (a run starting meanwhile is not shredded).
     held = keys.held()
-    rows = [
-        row
-        for row in session.scalars(select(Contribution).where(Contribution.status.in_(("open", "linked"))))
-        if row.id not in held
-    ]
+    rows = [row for row in live if row.id not in held and not keys.has(row.id)]
     for row in rows:
         _shred(session, row, now, None)
     return [row.id for row in rows]
