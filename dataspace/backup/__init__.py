@@ -23,7 +23,8 @@ anything may serve from it, checks what it got:
 
 A refused restore leaves the target empty (SQLite: the restored file is never moved into place; PostgreSQL:
 the restored schema is dropped). After an accepted restore the epoch keys are reconciled, so subjects
-erased after the backup stay unreadable (``dataspace.vault``).
+erased after the backup stay unreadable (``dataspace.vault``), and so are the partner contributions (linkage
+runs) shredded after it: their keys live outside the database too (``dataspace.linkage.keys``).
 """
 
 from dataspace.backup.service import LogCheck, Manifest, RestoreReport, backup, restore

@@ -56,13 +56,21 @@ def retire_epochs(
 @one_line_errors
 def reconcile_epochs() -> None:
     """After restoring a database backup: re-wrap data keys whose epoch key was retired since the backup
-    (from the re-wrap journal) and shred the subjects erased since then."""
+    (from the re-wrap journal), shred the subjects erased since then, and the partner contributions (linkage
+    runs) shredded since then (their keys are gone)."""
     from dataspace.context import Context
+    from dataspace.linkage import service as linkage
+    from dataspace.linkage.keys import PartnerKeys
     from dataspace.subjects.epochs import reconcile
 
     ctx = Context.open()
     try:
         report = reconcile(ctx.db, ctx.vault)
+        with ctx.db.transaction() as session:
+            runs = linkage.reconcile(session, PartnerKeys.of(ctx.vault))
     finally:
         ctx.close()
-    console.print(f"data keys re-wrapped: {report.rewrapped}; subjects erased since the backup: {len(report.shredded)}")
+    console.print(
+        f"data keys re-wrapped: {report.rewrapped}; subjects erased since the backup: {len(report.shredded)}; "
+        f"partner contributions shredded since the backup: {len(runs)}"
+    )
