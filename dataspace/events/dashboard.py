@@ -144,6 +144,7 @@ def _deliveries(session: Session, w: Window, *, partner_id: int | None) -> list[
         EventDelivery.latency_ms,
         EventDelivery.within_requirement,
         EventDelivery.created_at,
+        EventDelivery.dropped_fields,
     ).where(EventDelivery.created_at >= w.since, EventDelivery.created_at < w.until)
     if partner_id is not None:
         stmt = stmt.where(EventDelivery.partner_id == partner_id)
@@ -180,6 +181,14 @@ def _deliveries(session: Session, w: Window, *, partner_id: int | None) -> list[
                 "series": series,
             }
         )
+        if partner_id is None:
+            # The steward's view only: how often each customer-data field was left out for lack of consent
+            # (names and counts: how many customers did not consent is not the partner's to know).
+            dropped: dict[str, int] = defaultdict(int)
+            for r in rows:
+                for name in r.dropped_fields or []:
+                    dropped[name] += 1
+            out[-1]["dropped_fields"] = dict(sorted(dropped.items()))
     return out
 
 

@@ -183,6 +183,7 @@ def test_dashboard_numbers_exact_for_the_steward_dp_for_the_partner(loop) -> Non
     assert book["latency_p50_ms"] is not None
     assert book["latency_p99_ms"] >= book["latency_p50_ms"]
     assert rows[(booked, js.PARTNER)]["latency_requirement_ms"] == 60_000
+    assert rows[(booked, js.PARTNER)]["dropped_fields"] == {}  # the booking carries no customer data
     assert sum(p["events"] for p in rows[(booked, js.PARTNER)]["series"]) == 13
     [dec] = view["decisions"]
     assert (dec["contract_id"], dec["totals"]["decided"], dec["totals"]["not_permitted"]) == (contract_id, 8, 4)
@@ -197,6 +198,7 @@ def test_dashboard_numbers_exact_for_the_steward_dp_for_the_partner(loop) -> Non
         mine = dashboard.partner_view(s, w, principal=partner)
         budget_before = s.scalar(SPENT.where(PrivacyBudget.partner_id == partner.partner_id))
     assert {d["contract_id"] for d in mine["deliveries"]} == {booked, accepted}
+    assert all("dropped_fields" not in d for d in mine["deliveries"])  # consent counts are about customers
     assert "decisions" not in mine
     assert "outcomes" not in mine
     [numbers] = mine["customer_numbers"]

@@ -55,6 +55,8 @@ def test_demo_builds_a_world_a_newcomer_can_click_through(ctx):
     assert 0 < accepted["totals"]["outcomes"] <= len(decided)
     booked = next(d for d in view["deliveries"] if d["event_type"] == "battery_swap.booked")
     assert booked["totals"]["dead"] == 1
+    # Nobody consented to share EV ownership with VoltGrid for bookings: left out of every copy, counted.
+    assert booked["dropped_fields"] == {"ev_owner": booked["totals"]["events"]}
     assert booked["totals"]["delivered"] == booked["totals"]["events"] - 1
     # The server's worker would run the queued job; run it here the same way.
     assert ctx.jobs.run_queued() == 1

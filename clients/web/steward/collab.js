@@ -67,6 +67,7 @@ export function renderDeliveries(container, data, { showPartner = true, deadLett
         [t("collab.retries"), num(tot.retries)],
         [t("collab.dead"), num(tot.dead)],
         [t("collab.pending"), num(tot.pending)],
+        ...(row.dropped_fields ? [[t("collab.dropped"), Object.entries(row.dropped_fields).map(([k, v]) => `${k}: ${fmtNumber(v)}`).join(", ") || "—"]] : []),
       ]));
     container.append(card);
     chart(card, (box) => trendLines(box, labels, [
