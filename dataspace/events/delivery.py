@@ -141,8 +141,13 @@ def _record(session: Session, delivery_id: int, status: int | None, error: str |
     contract = session.get(EventContract, delivery.contract_id)
     assert contract is not None
     policy = RetryPolicy.of(contract.retry)
+    ok = status is not None and 200 <= status < 300
+    if delivery.status == "delivered" or (delivery.status == "dead" and not ok):
+        # A stale attempt (its lease ran out and another round settled the delivery meanwhile): the settled
+        # outcome stands. A late success of a dead-lettered one does count: the consumer has the event.
+        return str(delivery.status)
     delivery.last_status, delivery.last_error = status, error if error is None else error[:200]
-    if status is not None and 200 <= status < 300:
+    if ok:
         delivery.status, delivery.delivered_at = "delivered", done
         delivery.latency_ms = max((done - delivery.created_at).total_seconds() * 1000.0, 0.0)
         delivery.within_requirement = delivery.latency_ms <= contract.latency_ms

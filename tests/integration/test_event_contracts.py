@@ -439,6 +439,9 @@ def test_failures_retry_per_contract_then_dead_letter_and_replay(world: World) -
         dead = world.client.get("/v1/event-deliveries?status=dead", headers=world.steward).json()
         assert [x["id"] for x in dead] == [d_id]
         assert dead[0]["last_error"] == "http_503"
+        with world.ctx.db.transaction() as s:  # an attempt whose lease ran out, ending late, changes nothing
+            assert delivery._record(s, d_id, None, "ConnectError", utcnow()) == "dead"
+        assert world.client.get("/v1/event-deliveries?status=dead", headers=world.steward).json() == dead
         assert world.client.post(f"/v1/event-deliveries/{d_id}/replay", headers=world.insurer_h).status_code == 403
 
         receiver.fail = False
@@ -626,6 +629,11 @@ def test_a_partner_publishes_its_own_events_and_the_operator_reads_them(world: W
         ("acc-1", f"partner:{world.insurer.id}", 3100.0)
     ]
     assert world.client.get("/v1/events", headers=world.insurer_h).status_code == 403
+    # The producer's collaboration dashboard counts the events it published (its own records); nobody else's.
+    mine = world.client.get("/v1/partner/collaboration", params={"bucket": "day"}, headers=world.insurer_h)
+    assert [(p["event_type"], p["published"]) for p in mine.json()["published"]] == [("offer.accepted", 1)]
+    theirs = world.client.get("/v1/partner/collaboration", params={"bucket": "day"}, headers=world.charger_h)
+    assert theirs.json()["published"] == []
 
 
 def test_an_operator_event_triggers_the_real_time_decisions_that_name_it(ctx: Context) -> None:

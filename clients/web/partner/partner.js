@@ -7,7 +7,7 @@ import { accessToken, completeSignIn, currentSession, signIn, signOut } from "/s
 import { intervalBars } from "/static/charts.js";
 import { currentLang, fmtNumber, fmtTime, initI18n, pick, t } from "/static/i18n.js";
 import { announce, clear, describeError, fieldError, guard, h, setupTabs } from "/static/ui.js";
-import { rangeQuery, renderDeliveries, renderReleases } from "/steward/collab.js";
+import { rangeQuery, renderDeliveries, renderPublished, renderReleases } from "/steward/collab.js";
 
 const CLIENT_ID = "partner-view";
 const $ = (id) => document.getElementById(id);
@@ -446,6 +446,9 @@ const showCollab = guard(() => $("collab-status"), async () => {
   $("collab-deliveries").replaceChildren();
   $("collab-releases").replaceChildren();
   renderDeliveries($("collab-deliveries"), data, { showPartner: false });
+  $("collab-published-box").hidden = !data.published.length;
+  $("collab-published").replaceChildren();
+  renderPublished($("collab-published"), data);
   if (!data.customer_numbers.length) $("collab-releases").append(h("p", { class: "muted" }, t("collab.noDecisionContracts")));
   for (const group of data.customer_numbers) renderReleases($("collab-releases"), group, releaseNumbers);
 });

@@ -92,6 +92,21 @@ export function renderDeliveries(container, data, { showPartner = true, deadLett
   }
 }
 
+// The events a partner published, per contract version (its own records, exact).
+export function renderPublished(container, data) {
+  const w = data.window;
+  const labels = w.buckets.map((b) => bucketLabel(b, w.bucket));
+  for (const row of data.published) {
+    const title = `${row.event_type} ${row.version}`;
+    const card = h("article", { class: "collab-card", "data-published": String(row.contract_id) },
+      h("h4", {}, title), facts([[t("collab.publishedCount"), num(row.published)]]));
+    container.append(card);
+    chart(card, (box) => trendLines(box, labels, [
+      { name: t("collab.publishedCount"), values: row.series.map((p) => p.published) },
+    ], { label: t("collab.publishedChart", { title }), percent: false }));
+  }
+}
+
 // Decisions made and joint outcomes per (partner, data contract), exactly (the operator's view).
 export function renderLoop(container, data) {
   const w = data.window;
