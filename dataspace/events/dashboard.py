@@ -50,6 +50,7 @@ MAX_BUCKETS = 2000
 RELEASE_EPSILON = 0.2  # per release: both counts together (the Laplace vector mechanism, L1 sensitivity 2)
 SENSITIVITY = 2  # one customer moves each of the two counts by at most one
 _MAP_SLACK = 1e-9
+DECIDING = ("approved", "revoked")  # contract statuses under which decisions were (or are) made
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,11 @@ def _decision_contracts(session: Session, partner_id: int) -> list[Contract]:
     return list(
         session.scalars(
             select(Contract)
-            .where(Contract.partner_id == partner_id, Contract.decision_service.is_not(None))
+            .where(
+                Contract.partner_id == partner_id,
+                Contract.decision_service.is_not(None),
+                Contract.status.in_(DECIDING),
+            )
             .order_by(Contract.id)
         )
     )
@@ -512,6 +517,8 @@ def release(session: Session, *, principal: Principal, contract_id: int, now: da
     contract = session.get(Contract, contract_id)
     if contract is None or contract.partner_id != partner_id or contract.decision_service is None:
         raise NotFound("no such contract with a decision service")
+    if contract.status not in DECIDING:
+        raise Conflict("the contract was never approved: it has made no decisions to release")
     now = now or utcnow()
     last = session.scalar(
         select(func.max(CollaborationRelease.period_end)).where(CollaborationRelease.contract_id == contract_id)

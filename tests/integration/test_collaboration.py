@@ -18,7 +18,7 @@ from dataspace.errors import BudgetExceeded, Conflict, InvalidInput, NotFound
 from dataspace.events import contracts as event_contracts
 from dataspace.events import dashboard, delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
-from dataspace.jobs.models import PrivacyBudget, RealtimeDecision
+from dataspace.jobs.models import Contract, PrivacyBudget, RealtimeDecision
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token
 from tests.integration.test_event_contracts import Receiver
@@ -230,6 +230,17 @@ def test_dashboard_numbers_exact_for_the_steward_dp_for_the_partner(loop) -> Non
         dashboard.release(s, principal=partner, contract_id=contract_id, now=now + timedelta(seconds=5))
     with ctx.db.session() as s:
         assert len(s.scalars(select(CollaborationRelease)).all()) == 1
+    # A contract with a decision service that was never approved has nothing to release and is not listed.
+    with ctx.db.transaction() as s:
+        pending = s.get(Contract, js.propose(ctx))
+        assert pending is not None
+        pending.decision_service = {"events": [BOOKED]}
+        pending_id = pending.id
+    with ctx.db.transaction() as s, pytest.raises(Conflict):
+        dashboard.release(s, principal=partner, contract_id=pending_id, now=now + timedelta(seconds=5))
+    with ctx.db.session() as s:
+        listed = dashboard.partner_view(s, w, principal=partner)["customer_numbers"]
+    assert [g["contract_id"] for g in listed] == [contract_id]
     # Another partner cannot release (or see) this contract's numbers.
     other = js.partner_principal(ctx, "voltgrid")
     with ctx.db.transaction() as s, pytest.raises(NotFound):
