@@ -12,6 +12,10 @@ Invariants (what each consumer and the steward are promised under each failure):
   consumer) is stored with whether it met the contract's requirement. Any other outcome (error status,
   connection refused or reset, timeout, no subscribed endpoint) is retried after the contract's backoff;
   after its ``max_attempts`` the delivery is dead-lettered, until a steward replays it.
+- An attempt that ends after its delivery was settled by another round (its lease ran out) changes nothing,
+  except that a late success of a dead-lettered delivery counts as delivered.
+- With a broker configured, ``dataspace.events.broker`` carries the same deliveries through RabbitMQ under
+  the same rules (this module's sending and recording).
 """
 
 from __future__ import annotations
