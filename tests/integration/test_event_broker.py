@@ -245,3 +245,48 @@ def test_at_least_once_through_rabbitmq_with_a_killed_consumer_and_a_broker_rest
                 proc.kill()
                 proc.wait(10)
         sweep.close()
+
+
+def test_the_server_background_sends_business_events_through_the_broker(
+    ctx: Context, rabbit: Rabbit, tmp_path: Path
+) -> None:
+    """With ``DATASPACE_BROKER_URL`` set, the server's background sweep publishes due deliveries to the
+    business-events queue and its consumer sends them."""
+    from dataspace.background import Background
+    from dataspace.events.broker import queue_name
+
+    ctx.settings = ctx.settings.model_copy(
+        update={
+            "webhook_allow_private": True,
+            "broker_url": rabbit.url,
+            "broker_queue": f"jobs-test-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    world = World(ctx)
+    r = world.client.post("/v1/event-contracts", json=proposal(consumers=[INSURER]), headers=world.steward)
+    world.client.post(f"/v1/partner/event-contracts/{r.json()['id']}/approve", headers=world.insurer_h)
+    log = tmp_path / "received.jsonl"
+    receiver, port = _start_receiver(0, log, "ok")
+    background = Background(ctx)
+    try:
+        r = world.client.post(
+            "/v1/partner/event-subscriptions",
+            json={"url": f"http://127.0.0.1:{port}/events", "events": [TYPE]},
+            headers=world.insurer_h,
+        )
+        assert r.status_code == 201, r.text
+        delivery_id = _publish(world, "evt-bg")  # through the service: no immediate send, only the sweep's
+        background.start()
+        _wait("the delivery", lambda: _received(log) == ["evt-bg"])
+        with ctx.db.session() as s:
+            assert s.get(EventDelivery, delivery_id).status == "delivered"  # type: ignore[union-attr]
+        conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+        try:  # it went through the broker's queue (declared by the sweep), now empty
+            queue = conn.channel().queue_declare(queue_name(ctx.settings.broker_queue), durable=True, passive=True)
+            assert queue.method.message_count == 0
+        finally:
+            conn.close()
+    finally:
+        background.stop()
+        receiver.kill()
+        receiver.wait(10)
