@@ -109,7 +109,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         queue = JobQueue(ctx.jobs)
         job_work = Periodic("job-dispatch", 1.0, queue.dispatch)
     else:
-        job_work = Periodic("job-worker", 1.0, lambda: ctx.jobs.run_queued())
+        job_work = Periodic("job-worker", 1.0, lambda: ctx.jobs.run_queued())  # noqa: PLW0108 -- a fresh engine per run sees reloaded keys
 
     ctx.jobs.recover()  # at start-up: jobs a previous process left running are resumed or failed
     extra: list[Periodic] = []
