@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))
 
 from dataspace import migrations  # noqa: E402
 from dataspace.auth.policy import Authorizer, build_enforcer, default_rules  # noqa: E402
-from dataspace.auth.principal import ROLES  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.db import Database  # noqa: E402
 from dataspace.keys import KeyRing  # noqa: E402
+from dataspace.principal import ROLES  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 
 

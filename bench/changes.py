@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import _report  # noqa: E402
 from load import bench_database, postgres_cpu, setup  # noqa: E402
 
-from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
 from dataspace.consents import changes as consent_changes  # noqa: E402
 from dataspace.context import Context  # noqa: E402
+from dataspace.principal import Principal  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 
 

@@ -208,10 +208,10 @@ def prepare_job(directory: Path, url: str | None = None) -> int:
 
     from sqlalchemy import select
 
-    from dataspace.auth.principal import Principal
     from dataspace.db import Database, utcnow
     from dataspace.jobs import contracts, service, uploads
     from dataspace.partners.models import Partner
+    from dataspace.principal import Principal
     from tests.factories.jobs import logistic_regression
 
     db = Database(url or f"sqlite:///{directory / 'bench.db'}")

@@ -61,8 +61,9 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from dataspace.keys import Ed25519Key, TokenKey
+    from dataspace.keystore import KeyStoreSpec
     from dataspace.pkcs11 import Pkcs11Ed25519Key, Pkcs11Token, Pkcs11TokenKey
-    from dataspace.vault import KeyStoreSpec
+    from dataspace.vault import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-bench-keys-"))
     _softhsm(tmp / "hsm")
@@ -77,7 +78,7 @@ def main() -> None:
     jwt_keys = {"file": TokenKey.generate().private_key, "pkcs11": Pkcs11TokenKey.generate(token, "bench").private_key}
     rows: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
-        vault = spec.open(buckets=1)
+        vault = open_store(spec, buckets=1)
         generation = vault.current_generation(0)
         wrapped = [vault.new_data_key(sid, generation)[1] for sid in range(args.subjects)]
         sids = list(range(args.subjects))

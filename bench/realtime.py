@@ -68,8 +68,8 @@ SCHEMA = DecisionSchema.of_labels(*LABELS)
 
 def setup(ctx: Context, n: int) -> tuple[int, list[int], str, str]:
     """The population, consents, contract and model; returns (contract id, subject ids, client id, secret)."""
-    from dataspace.auth.principal import Principal
     from dataspace.partners.models import Partner
+    from dataspace.principal import Principal
 
     with ctx.db.transaction() as s:
         catalog.load_document(s, catalog.read_document(CATALOG))

@@ -62,7 +62,6 @@ sys.path.insert(0, str(ROOT))
 import _report  # noqa: E402
 
 from bench.jobs import GRANT_SHARE, PARTNER, generate, prepare_job  # noqa: E402
-from dataspace.auth.principal import Principal  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.db import Database, utcnow  # noqa: E402
 from dataspace.jobs import service  # noqa: E402
@@ -71,6 +70,7 @@ from dataspace.jobs.queue import JobQueue  # noqa: E402
 from dataspace.jobs.shards import unpack_subjects  # noqa: E402
 from dataspace.keys import load_key_file  # noqa: E402
 from dataspace.partners.models import Partner  # noqa: E402
+from dataspace.principal import Principal  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 from dataspace.subjects.models import Subject  # noqa: E402
 from dataspace.tlog.models import TLogEntry  # noqa: E402

@@ -17,9 +17,10 @@ from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
 from dataspace.jobs.engine import JobEngine
 from dataspace.keys import KeyRing, load_key_file
+from dataspace.keystore import KeyStoreSpec
 from dataspace.points.earning import bonuses_batched
 from dataspace.settings import Settings
-from dataspace.vault import KeyStoreSpec, Vault
+from dataspace.vault import Vault, open_store
 
 
 def open_vault(settings: Settings) -> Vault:
@@ -31,7 +32,7 @@ def open_vault(settings: Settings) -> Vault:
         token_label=settings.pkcs11_token_label,
         pin_env=settings.pkcs11_pin_env,
     )
-    return spec.open(buckets=settings.epoch_buckets)
+    return open_store(spec, buckets=settings.epoch_buckets)
 
 
 log = logging.getLogger("dataspace.keys")

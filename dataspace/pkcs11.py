@@ -34,7 +34,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from dataspace.errors import ConfigurationError
-from dataspace.vault import EpochCipher, KeyStoreSpec
+from dataspace.keystore import EpochCipher, KeyStoreSpec
 
 EPOCH_PREFIX = "ds-epoch-"
 ED25519_PREFIX = "ds-ed25519-"

@@ -59,7 +59,6 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -67,6 +66,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dataspace.errors import ConfigurationError, Fault
+from dataspace.keystore import EpochCipher, KeyStoreSpec
 
 NONCE = 12
 DEFAULT_BUCKETS = 4096
@@ -77,14 +77,6 @@ CACHE_SECONDS = 30.0
 
 class DecryptionError(Fault):
     """A value could not be opened (wrong key, tampered, shredded or retired). Carries no detail on purpose."""
-
-
-class EpochCipher(Protocol):
-    """AES-256-GCM under one epoch key (``cryptography``'s ``AESGCM`` has this shape)."""
-
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
-
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
 class EpochKeys(Protocol):
@@ -115,23 +107,13 @@ class EpochKeys(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class KeyStoreSpec:
-    """A picklable description of a key store (worker processes rebuild their vault from it)."""
+def open_store(spec: KeyStoreSpec, *, buckets: int = DEFAULT_BUCKETS) -> Vault:
+    """A vault on the key store ``spec`` names; ``buckets`` applies only to a store used for the first time."""
+    if spec.backend == "file":
+        return Vault(FileEpochKeys(Path(spec.directory) / "keys"), Path(spec.directory), buckets=buckets)
+    from dataspace.pkcs11 import Pkcs11EpochKeys  # the PKCS#11 library is imported only when configured
 
-    backend: str  # "file" | "pkcs11"
-    directory: str  # the epoch directory (bucket count, journal; key files for "file")
-    module: str = ""
-    token_label: str = ""
-    pin_env: str = ""
-
-    def open(self, *, buckets: int = DEFAULT_BUCKETS) -> Vault:
-        """A vault on this store; ``buckets`` applies only to a store used for the first time."""
-        if self.backend == "file":
-            return Vault(FileEpochKeys(Path(self.directory) / "keys"), Path(self.directory), buckets=buckets)
-        from dataspace.pkcs11 import Pkcs11EpochKeys  # the PKCS#11 library is imported only when configured
-
-        return Vault(Pkcs11EpochKeys(self), Path(self.directory), buckets=buckets)
+    return Vault(Pkcs11EpochKeys(spec), Path(spec.directory), buckets=buckets)
 
 
 def _write_new(path: Path, data: bytes) -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.db import held_back, utcnow
+from dataspace.principal import Principal
 from dataspace.tlog.log import NewEntry, append
 
 AUDIT_LOG = "audit"

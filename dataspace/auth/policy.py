@@ -20,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import PolicyRule
-from dataspace.auth.principal import ROLES
 from dataspace.db import Database
 from dataspace.errors import Conflict, InvalidInput, NotFound
+from dataspace.principal import ROLES
 from policies import MODEL_PATH, POLICY_PATH
 
 ACTIONS = ("read", "write")

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from dataspace.auth.models import OAuthClient, User, digest
 from dataspace.auth.passwords import hash_password, new_secret
-from dataspace.auth.principal import ROLES
 from dataspace.auth.scopes import ROLE_SCOPES, STEP_UP_SCOPES, scopes_for
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.partners.models import Partner
+from dataspace.principal import ROLES
 from dataspace.subjects.models import Subject
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")

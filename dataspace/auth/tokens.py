@@ -33,12 +33,12 @@ from sqlalchemy import Connection, bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.auth.models import AuthorizationCode, IssuedToken, OAuthClient, User, digest
-from dataspace.auth.principal import ROLES
 from dataspace.auth.scopes import scopes_for
 from dataspace.db import Database, utcnow
 from dataspace.errors import Unauthorized
 from dataspace.keys import JwtSigningKey, KeyRing
 from dataspace.partners.models import Partner
+from dataspace.principal import ROLES
 from dataspace.settings import Settings
 
 AUDIENCE = "dataspace"

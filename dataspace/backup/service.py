@@ -347,8 +347,8 @@ def _reconcile_keys(settings: Settings, db: Database, keys: KeyRing, vault: Vaul
 def _finish_erasure(settings: Settings, db: Database, keys: KeyRing, subject_id: int) -> None:
     """Run the erasure again for a subject whose keys were destroyed after the backup: consents withdrawn
     (with receipts), decisions deleted, accounts disabled and their tokens revoked, all recorded."""
-    from dataspace.auth.principal import Principal
     from dataspace.compliance.service import erase_subject
+    from dataspace.principal import Principal
     from dataspace.subjects.models import Subject
 
     with db.transaction() as session:

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
 from dataspace.catalog.schemas import (
     CatalogDocument,
@@ -30,6 +29,7 @@ from dataspace.catalog.schemas import (
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.partners.models import Partner
+from dataspace.principal import SYSTEM, Principal
 
 _SNAPSHOT = (
     "key",

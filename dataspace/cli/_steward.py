@@ -35,8 +35,8 @@ def as_steward(session: Any, name: str) -> Any:
     from sqlalchemy import select
 
     from dataspace.auth.models import User
-    from dataspace.auth.principal import Principal
     from dataspace.errors import InvalidInput
+    from dataspace.principal import Principal
 
     user = session.scalar(select(User).where(User.username == name))
     if user is None or user.role != "steward" or user.disabled:

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from dataspace.audit import record_event
 from dataspace.auth import tokens
 from dataspace.auth.models import User
-from dataspace.auth.principal import Principal
 from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
@@ -29,6 +28,7 @@ from dataspace.events.publish import erase_subject as erase_from_events
 from dataspace.jobs.models import Contract, Decision
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import shred

@@ -33,7 +33,6 @@ from consent import (
 )
 from dataspace.audit import batched as audit_batch
 from dataspace.audit import record_event
-from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Field, Purpose
 from dataspace.consents.convert import Clock, current_state, to_domain
 from dataspace.consents.lookup import (
@@ -59,6 +58,7 @@ from dataspace.events import service as events
 from dataspace.linkage import grants as linkage_grants
 from dataspace.partners.models import Partner
 from dataspace.points import earning as points
+from dataspace.principal import SYSTEM, Principal
 from dataspace.subjects.models import Subject
 
 # How often one change re-reads and tries again when a concurrent change of the same grant won the race.

@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import DataspaceError
@@ -30,6 +29,7 @@ from dataspace.events.contract_models import EventDelivery
 from dataspace.events.publish import publish
 from dataspace.events.triggers import decide_on
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.realtime import DecisionService
 from dataspace.subjects.models import Subject
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import changes
 from dataspace.context import Context
@@ -28,6 +27,7 @@ from dataspace.jobs.contracts import ContractProposal
 from dataspace.partners.models import Partner
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 
 MODEL = Path(__file__).with_name("renewal_offer.onnx")

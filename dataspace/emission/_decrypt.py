@@ -20,7 +20,8 @@ import pyarrow.json as pajson
 
 from dataspace.emission.specs import FeatureSpec, _category
 from dataspace.emission.transforms import apply_local, pseudonym_digests, raw_type
-from dataspace.vault import DecryptionError, KeyStoreSpec, Vault
+from dataspace.keystore import KeyStoreSpec
+from dataspace.vault import DecryptionError, Vault, open_store
 
 # One vault per key store in each worker process: its epoch-key cache outlives a chunk.
 _worker_vaults: dict[KeyStoreSpec, Vault] = {}
@@ -90,7 +91,7 @@ def decrypt_chunk(
 ) -> ChunkResult:
     """Open, parse and locally transform one chunk; ``vault`` defaults to one on the job's key store."""
     if vault is None:
-        vault = _worker_vaults.get(job.key_store) or _worker_vaults.setdefault(job.key_store, job.key_store.open())
+        vault = _worker_vaults.get(job.key_store) or _worker_vaults.setdefault(job.key_store, open_store(job.key_store))
     plaintexts: list[bytes] = []
     ok = np.ones(len(wrapped), dtype=np.bool_)
     sids = subject_ids.tolist()

@@ -29,13 +29,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field, Purpose
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.events.contract_models import EventContract
 from dataspace.events.schemas import CONTRACTS as SERVER_EVENTS
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 
 TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 VERSION_PATTERN = re.compile(r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$")

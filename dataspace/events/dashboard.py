@@ -33,7 +33,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import ConcurrentChange, Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.events.contract_models import BusinessEvent, CollaborationRelease, EventContract, EventDelivery
@@ -41,6 +40,7 @@ from dataspace.events.contracts import decision_refs
 from dataspace.jobs import budget, contracts
 from dataspace.jobs.models import Contract, PrivacyBudget, RealtimeDecision
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 
 dp.enable_features("contrib")
 

@@ -32,7 +32,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import Database, utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.events.contract_models import EventContract, EventDelivery
@@ -40,6 +39,7 @@ from dataspace.events.contracts import RetryPolicy
 from dataspace.events.models import WebhookSubscription
 from dataspace.events.service import Sender, check_url, http_sender, sign
 from dataspace.keys import KeyRing
+from dataspace.principal import Principal
 
 LEASE = timedelta(seconds=60)
 

@@ -36,7 +36,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consent import Granularity
-from dataspace.auth.principal import Principal
 from dataspace.consents.evaluation import is_permitted
 from dataspace.db import utcnow
 from dataspace.emission.transforms import pseudonym
@@ -46,6 +45,7 @@ from dataspace.events.contracts import VERSION_PATTERN, catalog_fields, decision
 from dataspace.jobs.models import RealtimeDecision
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 from transparency.canonical import canonical_bytes, canonical_json
 

@@ -30,10 +30,10 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import Forbidden
 from dataspace.groupcommit import GroupCommit
+from dataspace.principal import Principal
 
 
 def context_of(request: Request) -> Context:

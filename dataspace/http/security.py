@@ -22,7 +22,6 @@ from fastapi import Request
 
 from dataspace.audit import record_event
 from dataspace.auth.policy import authorizer_for
-from dataspace.auth.principal import ROLES, Principal
 from dataspace.auth.scopes import ROLE_SCOPES, needs_recent_sign_in, required_scope
 from dataspace.auth.tokens import (
     external_role,
@@ -34,6 +33,7 @@ from dataspace.auth.tokens import (
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Forbidden, StepUpRequired, Unauthorized
+from dataspace.principal import ROLES, Principal
 
 log = logging.getLogger("dataspace.auth")
 

@@ -22,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.catalog.models import Field
 from dataspace.db import Database
 from dataspace.errors import InvalidInput, RowError
 from dataspace.ingest.validate import FieldRule, validate_column
 from dataspace.keys import KeyRing
+from dataspace.principal import SYSTEM, Principal
 from dataspace.subjects.store import store_profiles
 from dataspace.vault import Vault
 

@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field, Purpose
 from dataspace.db import utcnow
 from dataspace.emission import check_against_catalog, parse_features
@@ -26,6 +25,7 @@ from dataspace.emission.specs import Identity
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.jobs.models import Contract, ContractApproval, PrivacyBudget
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from sandbox import DecisionSchema
 
 MIN_K = 2

@@ -20,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import Conflict
 from dataspace.jobs import budget, contracts, outcomes, service
 from dataspace.jobs.models import Contract, Decision, Release
+from dataspace.principal import Principal
 
 dp.enable_features("contrib")
 

@@ -14,13 +14,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
 from dataspace.jobs import budget, contracts, outcomes, uploads
 from dataspace.jobs.models import Contract, Decision, Job
 from dataspace.jobs.outcomes import ReleaseSchedule
+from dataspace.principal import Principal
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})

@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.emission import parse_features
 from dataspace.emission.service import catalog_fields
@@ -21,6 +20,7 @@ from dataspace.emission.transforms import output_type
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from dataspace.jobs import contracts
 from dataspace.jobs.models import Contract, PartnerModel
+from dataspace.principal import Principal
 from sandbox import ModelRejected, SandboxUnavailable, inspect_onnx
 
 log = logging.getLogger("dataspace.jobs")

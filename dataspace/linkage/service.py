@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 from clients.sdk._psi import KINDS, open_row
 from consent.model import KEY_RE
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.consents.models import ConsentGrant
 from dataspace.db import utcnow
 from dataspace.emission.service import _fetch
@@ -45,6 +44,7 @@ from dataspace.linkage import grants, protocol
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 from dataspace.usage.service import UsageEntry, record_usage
 from dataspace.vault import DecryptionError, Vault

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from dataspace.points.earning import credit
 from dataspace.points.ledger import (
@@ -27,6 +26,7 @@ from dataspace.points.ledger import (
 from dataspace.points.models import (
     PointsTransaction,
 )
+from dataspace.principal import Principal
 
 
 def post_correction(

@@ -15,7 +15,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
 from dataspace.db import allocate_ids, bulk_insert, held_back, insert_later
 from dataspace.errors import InvalidInput
@@ -37,6 +36,7 @@ from dataspace.points.models import (
     PointsLot,
     PointsTransaction,
 )
+from dataspace.principal import Principal
 
 DEFAULT_VALIDITY = timedelta(days=365)
 USAGE_POINTS_PER_FIELD = 1

@@ -30,7 +30,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import BrokenInvariant, InsufficientFunds, InvalidInput
 from dataspace.points.models import (
@@ -39,6 +38,7 @@ from dataspace.points.models import (
     PointsPosting,
     PointsTransaction,
 )
+from dataspace.principal import Principal
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 ISSUANCE = "issuance"

@@ -11,7 +11,6 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import insert_later
 from dataspace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from dataspace.points.ledger import (
@@ -37,6 +36,7 @@ from dataspace.points.models import (
 from dataspace.points.schemas import (
     RedemptionRead,
 )
+from dataspace.principal import Principal
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
 from dataspace.points.models import (
@@ -17,6 +16,7 @@ from dataspace.points.schemas import (
     RewardRead,
     RewardUpdate,
 )
+from dataspace.principal import Principal
 
 # --- rewards catalog ---------------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 
 import consent
 from consent import Granularity
-from dataspace.auth.principal import Principal
 from dataspace.catalog.models import Field
 from dataspace.consents.convert import field_ref, partner_ref, to_domain
 from dataspace.consents.models import ConsentGrant
@@ -49,6 +48,7 @@ from dataspace.jobs.steps import feature_fields
 from dataspace.keys import KeyRing
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.tlog.log import NewEntry, append

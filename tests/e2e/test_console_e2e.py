@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from dataspace.auth.principal import Principal
 from dataspace.compliance import service as compliance
+from dataspace.principal import Principal
 from dataspace.tlog.log import sequence
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in

@@ -9,7 +9,6 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import select
 
-from dataspace.auth.principal import Principal
 from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -18,6 +17,7 @@ from dataspace.jobs import contracts, uploads
 from dataspace.jobs.contracts import ContractProposal
 from dataspace.jobs.models import Contract, PartnerModel
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 from tests.factories.catalog import customer_row, load_demo_catalog
 

@@ -36,7 +36,6 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import select
 
 from dataspace.app import create_app
-from dataspace.auth.principal import Principal
 from dataspace.consents import changes as consent_changes
 from dataspace.consents.changes import GrantRequest
 from dataspace.context import Context
@@ -45,6 +44,7 @@ from dataspace.ingest.service import ingest_rows
 from dataspace.points import earning, redemption
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 from tests.factories.catalog import customer_row, load_demo_catalog
 from tests.factories.identities import bearer, issue_token

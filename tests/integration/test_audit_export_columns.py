@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
+from dataspace.principal import Principal
 from dataspace.tlog.export import write_export
 from dataspace.tlog.log import latest_checkpoint, sequence, verifier_keys
 from dataspace.usage import UsageEntry, record_usage

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
+from dataspace.principal import Principal
 from dataspace.usage import UsageEntry, record_usage
 from tests.factories.identities import bearer, issue_token, make_subject
 from transparency import merkle

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from dataspace.audit import record_event
 from dataspace.audit.search import search_events
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import NotFound
 from dataspace.keys import Ed25519Key
+from dataspace.principal import Principal
 from dataspace.tlog.export import write_export
 from dataspace.tlog.log import latest_checkpoint, sequence, verifier_keys
 from dataspace.usage import UsageEntry, record_usage, usage_for_subject, usage_proof

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
-from dataspace.auth.principal import Principal
 from dataspace.backup import backup, restore
 from dataspace.cli import app as cli_app
 from dataspace.compliance import service as compliance
@@ -29,6 +28,7 @@ from dataspace.db import Database
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.ingest.service import ingest_rows
 from dataspace.keys import save_key_file
+from dataspace.principal import Principal
 from dataspace.subjects.epochs import retire
 from dataspace.subjects.models import Subject, SubjectKey, SubjectProfile
 from dataspace.subjects.store import open_profile, read_profile

@@ -7,13 +7,13 @@ from sqlalchemy import select
 from clients.sdk import read_access_export as read_export
 from dataspace.app import create_app
 from dataspace.auth.models import IssuedToken, User
-from dataspace.auth.principal import Principal
 from dataspace.compliance import service as compliance
 from dataspace.compliance.models import SubjectRequest
 from dataspace.consents import changes
 from dataspace.consents import queries as consent_queries
 from dataspace.errors import Conflict, NotFound
 from dataspace.ingest.service import ingest_rows
+from dataspace.principal import Principal
 from dataspace.subjects.models import Subject
 from dataspace.subjects.store import read_profile
 from tests.factories.catalog import customer_row, load_demo_catalog

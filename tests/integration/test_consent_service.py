@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import func, select
 
 from consent import InvalidReceipt, verify_receipt
-from dataspace.auth.principal import Principal
 from dataspace.consents import changes as consent_changes
 from dataspace.consents import evaluation, stats
 from dataspace.consents import queries as consent_queries
@@ -17,6 +16,7 @@ from dataspace.consents.changes import GrantRequest
 from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
+from dataspace.principal import Principal
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import make_partner, make_subject
 

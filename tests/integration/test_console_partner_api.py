@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
 from dataspace.audit import record_event, system_actor
-from dataspace.auth.principal import SYSTEM, Principal
 from dataspace.context import Context
 from dataspace.jobs.release import noise_interval
+from dataspace.principal import SYSTEM, Principal
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token
 

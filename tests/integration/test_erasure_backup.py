@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from dataspace.auth.principal import Principal
 from dataspace.compliance import service as compliance
 from dataspace.context import Context
 from dataspace.db import Database
 from dataspace.errors import NotFound
 from dataspace.ingest.service import ingest_rows
+from dataspace.principal import Principal
 from dataspace.subjects.epochs import _retire_bucket, reconcile, retire
 from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProfile
 from dataspace.subjects.store import read_profile

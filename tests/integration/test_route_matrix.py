@@ -24,7 +24,6 @@ from starlette.routing import Mount
 from dataspace.app import create_app
 from dataspace.auth import tokens
 from dataspace.auth.policy import add_rule, authorizer_for, build_enforcer, default_rules
-from dataspace.auth.principal import ROLES
 from dataspace.auth.scopes import ROLE_SCOPES, STEP_UP_SCOPES, needs_recent_sign_in, required_scope
 from dataspace.auth.tokens import unverified_claims
 from dataspace.context import Context
@@ -32,6 +31,7 @@ from dataspace.db import utcnow
 from dataspace.http.deps import authorize
 from dataspace.http.security import PUBLIC_PATHS, PUBLIC_PREFIXES
 from dataspace.keys import KeyRing
+from dataspace.principal import ROLES
 from tests.factories.identities import bearer, issue_token
 
 Policy = tuple[str, str]

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput, NotFound
+from dataspace.principal import Principal
 from dataspace.tlog.log import (
     NewEntry,
     append,

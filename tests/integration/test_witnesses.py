@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from dataspace.app import create_app
 from dataspace.audit import record_event
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
+from dataspace.principal import Principal
 from dataspace.tlog import cosigning
 from dataspace.tlog import log as tlog
 from tests.factories.identities import bearer, issue_token

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from dataspace.audit import record_event
 from dataspace.audit.search import list_actions, search_events
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import MAX_INDEX, SubjectFilter
+from dataspace.principal import Principal
 from dataspace.tlog import cosigning
 from dataspace.tlog import export as tlog_export
 from dataspace.tlog import log as tlog

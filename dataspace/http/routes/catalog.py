@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.catalog import service
 from dataspace.catalog.models import Field
 from dataspace.catalog.promise import declared, shared_as
 from dataspace.catalog.schemas import CatalogDocument, FieldIn, FieldRead, FieldUpdate, PartnerIn, PurposeIn
 from dataspace.http.deps import WriteSession, authorize, read_session
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from dataspace.auth.principal import Principal
 from dataspace.events import dashboard
 from dataspace.http.deps import ReadSession, WriteSession, authorize
 from dataspace.http.params import Id
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["collaboration"])
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.compliance import export, service
 from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
@@ -20,6 +19,7 @@ from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import WriteSession, authorize, get_context, read_session, subject_of
+from dataspace.principal import Principal
 from dataspace.subjects.models import SubjectProfile
 from dataspace.subjects.store import read_profile
 from dataspace.vault import DecryptionError

@@ -13,7 +13,6 @@ from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 import consent
-from dataspace.auth.principal import Principal
 from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import changes, offers, queries, stats
 from dataspace.consents.convert import current_state
@@ -33,6 +32,7 @@ from dataspace.db import MAX_ID, utcnow
 from dataspace.errors import InvalidInput
 from dataspace.http.deps import GroupWrites, ReadSession, authorize, current_subject, get_context, subject_of
 from dataspace.http.params import Id
+from dataspace.principal import Principal
 
 router = APIRouter(tags=["consents"])
 

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import MAX_ID
 from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.http.params import Id
 from dataspace.jobs.models import RealtimeDecision
+from dataspace.principal import Principal
 from dataspace.realtime import DecisionOutcome, DecisionService, decide, list_decisions
 
 router = APIRouter(prefix="/v1", tags=["real-time decisions"])

@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import Forbidden
 from dataspace.events import contracts, delivery, spec
@@ -23,6 +22,7 @@ from dataspace.events.contract_models import EventContract, EventDelivery
 from dataspace.events.publish import Published, list_events, publish
 from dataspace.http.deps import WriteSession, authorize, get_context, read_session
 from dataspace.http.params import Id
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["event contracts"])
 

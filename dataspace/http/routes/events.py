@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import NotFound
 from dataspace.events import service
@@ -16,6 +15,7 @@ from dataspace.events.schemas import DELIVERY, all_schemas
 from dataspace.http.deps import WriteSession, authorize, get_context, partner_of, read_session
 from dataspace.http.params import Id, Version
 from dataspace.jobs.outcomes import ReleaseSchedule
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

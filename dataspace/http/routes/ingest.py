@@ -11,11 +11,11 @@ import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput
 from dataspace.http.deps import authorize, get_context
 from dataspace.ingest.service import DEFAULT_ID_COLUMN, ingest_batches, ingest_rows
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 MAX_BODY = 64 << 20

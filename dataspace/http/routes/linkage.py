@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import NotFound
 from dataspace.http.deps import WriteSession, authorize, current_subject, get_context, read_session
@@ -19,6 +18,7 @@ from dataspace.jobs import contracts
 from dataspace.linkage import service
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.schemas import DeclarationCreate, DeclarationRead, LinkageCreate, LinkageRead, MyLinkageRead
+from dataspace.principal import Principal
 
 router = APIRouter(tags=["linkage"])
 

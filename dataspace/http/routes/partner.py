@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
 from dataspace.http.deps import WriteSession, authorize, get_context, partner_of, read_session
@@ -34,6 +33,7 @@ from dataspace.jobs.schemas import (
     ReleaseRead,
 )
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 
 router = APIRouter(tags=["partner jobs"])
 

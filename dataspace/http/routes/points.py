@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.db import MAX_ID, utcnow
 from dataspace.http.deps import GroupWrites, ReadSession, WriteSession, authorize, current_subject, subject_of
 from dataspace.points import queries as points_queries
@@ -26,6 +25,7 @@ from dataspace.points.schemas import (
     RewardRead,
     RewardUpdate,
 )
+from dataspace.principal import Principal
 
 router = APIRouter(tags=["points"])
 

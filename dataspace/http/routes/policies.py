@@ -7,9 +7,9 @@ from pydantic import BaseModel, Field
 
 from dataspace.audit import record_event
 from dataspace.auth import policy
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.http.deps import WriteSession, after_commit, authorize, get_context
+from dataspace.principal import Principal
 
 router = APIRouter(prefix="/v1/admin/policies", tags=["admin"])
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataspace.auth.principal import Principal
 from dataspace.errors import NotFound
 from dataspace.http.deps import WriteSession, authorize, read_session
 from dataspace.http.params import Id
@@ -20,6 +19,7 @@ from dataspace.jobs import contracts, uploads
 from dataspace.jobs.models import Job, JobShard, PartnerModel, PrivacyBudget
 from dataspace.jobs.schemas import ContractDecision, ModelRead
 from dataspace.partners.models import Partner
+from dataspace.principal import Principal
 
 router = APIRouter(tags=["steward"])
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from dataspace.auth.principal import Principal
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.http.deps import authorize, get_context
 from dataspace.http.params import MAX_INDEX
+from dataspace.principal import Principal
 from dataspace.tlog import cosigning
 from dataspace.tlog import log as tlog
 from transparency.note import CheckpointError, open_checkpoint

@@ -8,7 +8,8 @@ import pytest
 from nacl.exceptions import BadSignatureError
 
 from dataspace.keys import KeyRing, load_key_file, save_key_file
-from dataspace.vault import DecryptionError, KeyStoreSpec, Vault
+from dataspace.keystore import KeyStoreSpec
+from dataspace.vault import DecryptionError, Vault, open_store
 from tests.softhsm import MODULE, TokenPool, softhsm  # noqa: F401  (the fixture)
 
 
@@ -27,7 +28,7 @@ def spec(request: pytest.FixtureRequest, tmp_path: Path) -> KeyStoreSpec:
 
 
 def test_wrap_unwrap_binds_the_subject_and_the_store(spec, tmp_path):
-    vault = spec.open(buckets=4)
+    vault = open_store(spec, buckets=4)
     generation = vault.current_generation(vault.bucket(7))
     dek, wrapped = vault.new_data_key(7, generation)
     assert vault.unwrap(wrapped, 7, generation) == dek
@@ -35,14 +36,14 @@ def test_wrap_unwrap_binds_the_subject_and_the_store(spec, tmp_path):
         vault.unwrap(wrapped, 11, generation)  # same bucket, another subject
     with pytest.raises(DecryptionError):
         vault.unwrap(wrapped[:-1] + bytes([wrapped[-1] ^ 1]), 7, generation)  # tampered
-    other = KeyStoreSpec(backend="file", directory=str(tmp_path / "other")).open(buckets=4)
+    other = open_store(KeyStoreSpec(backend="file", directory=str(tmp_path / "other")), buckets=4)
     other.current_generation(vault.bucket(7))
     with pytest.raises(DecryptionError):
         other.unwrap(wrapped, 7, generation)
 
 
 def test_a_destroyed_epoch_key_is_gone_for_every_process(spec):
-    vault = spec.open(buckets=4)
+    vault = open_store(spec, buckets=4)
     _dek, wrapped = vault.new_data_key(5, vault.current_generation(1))
     assert vault.next_generation(1, 0) == 1
     assert vault.next_generation(1, 0) == 1  # a newer key left by a crashed pass is reused
@@ -57,7 +58,7 @@ def test_a_destroyed_epoch_key_is_gone_for_every_process(spec):
 
 
 def test_rotation_rewraps_and_the_old_wrapping_stops_opening(spec):
-    vault = spec.open(buckets=4)
+    vault = open_store(spec, buckets=4)
     dek, wrapped = vault.new_data_key(6, vault.current_generation(2))
     new = vault.next_generation(2, 0)
     rewrapped = vault.wrap(vault.unwrap(wrapped, 6, 0), 6, new)
