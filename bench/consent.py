@@ -122,9 +122,9 @@ def bench_database(n: int, f: int) -> None:
     from sqlalchemy import insert
 
     from dataspace.catalog.models import Dimension, Field, Purpose
-    from dataspace.consents import evaluation as consent_evaluation
-    from dataspace.consents.models import ConsentGrant
     from dataspace.db import Database
+    from dataspace.grants import evaluation as consent_evaluation
+    from dataspace.grants.models import ConsentGrant
     from dataspace.models import Base
     from dataspace.partners.models import Partner
     from dataspace.subjects.models import Subject

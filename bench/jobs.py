@@ -208,8 +208,9 @@ def prepare_job(directory: Path, url: str | None = None) -> int:
 
     from sqlalchemy import select
 
+    from dataspace.agreements import contracts
     from dataspace.db import Database, utcnow
-    from dataspace.jobs import contracts, service, uploads
+    from dataspace.jobs import service, uploads
     from dataspace.partners.models import Partner
     from dataspace.principal import Principal
     from tests.factories.jobs import logistic_regression

@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT))  # before bench/ (the script's directory): bench/c
 import _report  # noqa: E402
 from load import Http, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
 
+from dataspace.agreements import contracts  # noqa: E402
+from dataspace.agreements.contracts import ContractProposal  # noqa: E402
 from dataspace.auth import service as auth  # noqa: E402
 from dataspace.bootstrap import init  # noqa: E402
 from dataspace.catalog import service as catalog  # noqa: E402
@@ -53,9 +55,8 @@ from dataspace.demo.build import CATALOG  # noqa: E402
 from dataspace.demo.population import generate  # noqa: E402
 from dataspace.demo.scenario import FEATURES, MODEL, PARTNER, PURPOSE  # noqa: E402
 from dataspace.ingest.service import ingest_batches  # noqa: E402
-from dataspace.jobs import contracts, uploads  # noqa: E402
-from dataspace.jobs.contracts import ContractProposal  # noqa: E402
-from dataspace.jobs.models import RealtimeDecision  # noqa: E402
+from dataspace.jobs import uploads  # noqa: E402
+from dataspace.realtime.models import RealtimeDecision  # noqa: E402
 from dataspace.settings import Settings  # noqa: E402
 from dataspace.subjects.models import Subject  # noqa: E402
 from dataspace.tlog.models import TLogEntry  # noqa: E402

@@ -62,10 +62,11 @@ sys.path.insert(0, str(ROOT))
 import _report  # noqa: E402
 
 from bench.jobs import GRANT_SHARE, PARTNER, generate, prepare_job  # noqa: E402
+from dataspace.agreements.models import Contract  # noqa: E402
 from dataspace.context import Context  # noqa: E402
 from dataspace.db import Database, utcnow  # noqa: E402
 from dataspace.jobs import service  # noqa: E402
-from dataspace.jobs.models import Contract, Decision, Job, JobShard  # noqa: E402
+from dataspace.jobs.models import Decision, Job, JobShard  # noqa: E402
 from dataspace.jobs.queue import JobQueue  # noqa: E402
 from dataspace.jobs.shards import unpack_subjects  # noqa: E402
 from dataspace.keys import load_key_file  # noqa: E402

@@ -1,21 +1,14 @@
 """Every table, imported in one place so metadata (and Alembic) sees the whole schema."""
 
+from dataspace.agreements.models import Contract, ContractApproval, PartnerModel, PrivacyBudget
 from dataspace.auth.models import AuthorizationCode, IssuedToken, LoginAttempt, OAuthClient, PolicyRule, User
 from dataspace.catalog.models import Dimension, Field, FieldVersion, Purpose
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import Base
 from dataspace.events.contract_models import BusinessEvent, CollaborationRelease, EventContract, EventDelivery
 from dataspace.events.models import OutboxEvent, WebhookDelivery, WebhookSubscription
-from dataspace.jobs.models import (
-    Contract,
-    ContractApproval,
-    Decision,
-    Job,
-    PartnerModel,
-    PrivacyBudget,
-    Release,
-)
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
+from dataspace.jobs.models import Decision, Job, Release
 from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
 from dataspace.points.models import (
@@ -26,6 +19,7 @@ from dataspace.points.models import (
     Redemption,
     Reward,
 )
+from dataspace.realtime.models import RealtimeDecision
 from dataspace.subjects.models import KeyEpoch, Subject, SubjectKey, SubjectProfile
 from dataspace.tlog.models import TLogCheckpoint, TLogEntry, TLogHead, TLogNode
 
@@ -63,6 +57,7 @@ __all__ = [
     "PolicyRule",
     "PrivacyBudget",
     "Purpose",
+    "RealtimeDecision",
     "Redemption",
     "Release",
     "Reward",

@@ -19,8 +19,8 @@ def budgets_list() -> None:
     """Every partner's budget per purpose: total, spent, remaining epsilon."""
     from sqlalchemy import select
 
-    from dataspace.jobs.contracts import MICRO
-    from dataspace.jobs.models import PrivacyBudget
+    from dataspace.agreements.contracts import MICRO
+    from dataspace.agreements.models import PrivacyBudget
     from dataspace.partners.models import Partner
 
     table = Table("partner", "purpose", "total ε", "spent ε", "remaining ε")
@@ -36,7 +36,7 @@ def budgets_list() -> None:
 @one_line_errors
 def budgets_set(partner: str, purpose: str, epsilon: float, steward: str = STEWARD) -> None:
     """Set a partner's total privacy budget for a purpose (never below what it already spent)."""
-    from dataspace.jobs import contracts
+    from dataspace.agreements import contracts
 
     def set_budget(session: Any, principal: Any) -> str:
         b = contracts.set_budget(

@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="Partner data contracts: list, appr
 @one_line_errors
 def contracts_list(status: str | None = typer.Option(None, help="proposed, approved, rejected or revoked.")) -> None:
     """Contracts with their partner, purpose, fields and approvals."""
-    from dataspace.jobs import contracts
+    from dataspace.agreements import contracts
     from dataspace.partners.models import Partner
 
     table = Table("id", "partner", "purpose", "status", "sensitive", "fields", "approvals")
@@ -41,7 +41,7 @@ def contracts_list(status: str | None = typer.Option(None, help="proposed, appro
 @one_line_errors
 def contracts_approve(contract_id: int, steward: str = STEWARD) -> None:
     """Approve a proposed contract (a sensitive one needs two different stewards)."""
-    from dataspace.jobs import contracts
+    from dataspace.agreements import contracts
 
     def approve(session: Any, principal: Any) -> str:
         c = contracts.approve(session, principal=principal, contract_id=contract_id)
@@ -54,7 +54,7 @@ def contracts_approve(contract_id: int, steward: str = STEWARD) -> None:
 @one_line_errors
 def contracts_reject(contract_id: int, steward: str = STEWARD, reason: str = typer.Option("", max=1000)) -> None:
     """Reject a proposed contract (for good: it can no longer be approved)."""
-    from dataspace.jobs import contracts
+    from dataspace.agreements import contracts
 
     def reject(session: Any, principal: Any) -> str:
         c = contracts.reject(session, principal=principal, contract_id=contract_id, reason=reason)
@@ -67,10 +67,10 @@ def contracts_reject(contract_id: int, steward: str = STEWARD, reason: str = typ
 @one_line_errors
 def contracts_revoke(contract_id: int, steward: str = STEWARD, reason: str = typer.Option("", max=1000)) -> None:
     """Revoke an approved contract: no new job starts under it, and its offer leaves the consent screens."""
-    from dataspace.jobs import contracts
+    from dataspace.jobs import revocation
 
     def revoke(session: Any, principal: Any) -> str:
-        c = contracts.revoke(session, principal=principal, contract_id=contract_id, reason=reason)
+        c = revocation.revoke(session, principal=principal, contract_id=contract_id, reason=reason)
         return f"contract {c.id} revoked"
 
     console.print(write_as(revoke, steward), highlight=False)

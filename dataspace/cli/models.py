@@ -38,9 +38,10 @@ def models_list() -> None:
 @one_line_errors
 def models_review(model_id: int) -> None:
     """Show a model for review: the checks it passed at upload and, for Python, its source."""
+    from dataspace.agreements import contracts
+    from dataspace.agreements.models import PartnerModel
     from dataspace.errors import NotFound
-    from dataspace.jobs import contracts, uploads
-    from dataspace.jobs.models import PartnerModel
+    from dataspace.jobs import uploads
 
     with opened_context() as ctx, ctx.db.session() as session:
         m = session.get(PartnerModel, model_id)
@@ -63,7 +64,8 @@ def models_review(model_id: int) -> None:
 @one_line_errors
 def models_approve(model_id: int, steward: str = STEWARD) -> None:
     """Approve Python code after reading it (a sensitive contract's code needs two different stewards)."""
-    from dataspace.jobs import contracts, uploads
+    from dataspace.agreements import contracts
+    from dataspace.jobs import uploads
 
     def approve(session: Any, principal: Any) -> str:
         m = uploads.approve(session, principal=principal, model_id=model_id)

@@ -27,14 +27,15 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dataspace.agreements.models import Contract
 from dataspace.catalog import service as catalog
 from dataspace.compliance.controller import controller_of
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents.convert import current_state
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import Database, utcnow
 from dataspace.errors import NotFound
-from dataspace.jobs.models import Contract, Decision, Job
+from dataspace.grants.convert import current_state
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
+from dataspace.jobs.models import Decision, Job
 from dataspace.linkage.service import links_of as linkage_links_of
 from dataspace.partners.models import Partner
 from dataspace.points import queries as points_queries

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from dataspace.agreements.models import Contract
 from dataspace.audit import record_event
 from dataspace.auth import tokens
 from dataspace.auth.models import User
@@ -25,7 +26,7 @@ from dataspace.consents import queries as consent_queries
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
 from dataspace.events.publish import erase_subject as erase_from_events
-from dataspace.jobs.models import Contract, Decision
+from dataspace.jobs.models import Decision
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal

@@ -34,7 +34,6 @@ from consent import (
 from dataspace.audit import batched as audit_batch
 from dataspace.audit import record_event
 from dataspace.catalog.models import Field, Purpose
-from dataspace.consents.convert import Clock, current_state, to_domain
 from dataspace.consents.lookup import (
     EVENTS,
     FIELD_COLUMNS,
@@ -50,11 +49,12 @@ from dataspace.consents.lookup import (
     load_catalog,
     load_grant,
 )
-from dataspace.consents.models import ConsentGrant, ConsentReceipt
 from dataspace.consents.receipts import DEFAULT_POLICY, ReceiptPolicy, receipt_body
 from dataspace.db import insert_later, utcnow
 from dataspace.errors import ConcurrentChange, Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
+from dataspace.grants.convert import Clock, current_state, to_domain
+from dataspace.grants.models import ConsentGrant, ConsentReceipt
 from dataspace.linkage import grants as linkage_grants
 from dataspace.partners.models import Partner
 from dataspace.points import earning as points

@@ -16,9 +16,9 @@ from consent import (
     ReceiptEvent,
 )
 from dataspace.catalog.models import Dimension, Field, Purpose
-from dataspace.consents.models import ConsentEvent, ConsentGrant
 from dataspace.db import deferred_rows, flush_deferred
 from dataspace.errors import NotFound
+from dataspace.grants.models import ConsentEvent, ConsentGrant
 from dataspace.linkage import grants as linkage_grants
 from dataspace.partners.models import Partner
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataspace.jobs.models import Contract
+from dataspace.agreements.models import Contract
 from dataspace.partners.models import Partner
 
 OFFERING = ("proposed", "approved")

@@ -10,11 +10,11 @@ from consent import (
     GrantState,
 )
 from dataspace.catalog.models import Field, Purpose
-from dataspace.consents.convert import Clock, current_state, field_ref, grant_read, partner_ref, to_domain
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
-from dataspace.consents.schemas import EventRead, MatrixRead
 from dataspace.db import utcnow
 from dataspace.errors import NotFound
+from dataspace.grants.convert import Clock, current_state, field_ref, grant_read, partner_ref, to_domain
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
+from dataspace.grants.schemas import EventRead, MatrixRead
 from dataspace.partners.models import Partner
 
 

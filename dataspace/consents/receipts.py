@@ -13,9 +13,9 @@ from consent import (
     ReceiptEvent,
     ReceiptParty,
 )
-from dataspace.consents.convert import to_domain
 from dataspace.consents.lookup import ChangeCatalog
-from dataspace.consents.models import ConsentGrant
+from dataspace.grants.convert import to_domain
+from dataspace.grants.models import ConsentGrant
 
 
 @dataclass(frozen=True)

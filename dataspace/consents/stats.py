@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 import consent
 from dataspace.catalog.models import Field, Purpose
-from dataspace.consents.convert import field_ref, partner_ref
-from dataspace.consents.evaluation import load_grant_table
-from dataspace.consents.schemas import StatsRead
 from dataspace.errors import InvalidInput
+from dataspace.grants.convert import field_ref, partner_ref
+from dataspace.grants.evaluation import load_grant_table
+from dataspace.grants.schemas import StatsRead
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 

@@ -16,14 +16,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
 from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.demo import collaboration
-from dataspace.jobs import contracts, uploads
 from dataspace.jobs import service as jobs
-from dataspace.jobs.contracts import ContractProposal
+from dataspace.jobs import uploads
 from dataspace.partners.models import Partner
 from dataspace.points import rewards as points_rewards
 from dataspace.points.schemas import RewardCreate

@@ -215,6 +215,11 @@ class CatalogField:
             object.__setattr__(self, "transforms", {name: Coarseness() for name in self.transforms})
 
 
+def feature_fields(specs: Sequence[FeatureSpec]) -> list[str]:
+    """The catalog fields features read (each once, in feature order)."""
+    return list(dict.fromkeys(s.field for s in specs))
+
+
 def check_against_catalog(specs: Sequence[FeatureSpec], fields: Mapping[str, CatalogField]) -> None:
     """Refuse a transform the catalog does not allow for a field, one that does not fit its type, or one
     finer than the field's promise (``InvalidInput`` with an ``errors`` list naming field, transform, limit)."""

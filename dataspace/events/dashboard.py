@@ -32,15 +32,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import budget, contracts
+from dataspace.agreements.models import Contract, PrivacyBudget
 from dataspace.audit import record_event
 from dataspace.db import utcnow
 from dataspace.errors import ConcurrentChange, Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.events.contract_models import BusinessEvent, CollaborationRelease, EventContract, EventDelivery
 from dataspace.events.contracts import decision_refs
-from dataspace.jobs import budget, contracts
-from dataspace.jobs.models import Contract, PrivacyBudget, RealtimeDecision
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
+from dataspace.realtime.models import RealtimeDecision
 
 dp.enable_features("contrib")
 

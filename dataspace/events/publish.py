@@ -36,16 +36,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consent import Granularity
-from dataspace.consents.evaluation import is_permitted
 from dataspace.db import utcnow
 from dataspace.emission.transforms import pseudonym
 from dataspace.errors import ConcurrentChange, Conflict, Forbidden, InvalidInput, NotFound
 from dataspace.events.contract_models import BusinessEvent, EventContract, EventDelivery
 from dataspace.events.contracts import VERSION_PATTERN, catalog_fields, decision_refs
-from dataspace.jobs.models import RealtimeDecision
+from dataspace.grants.evaluation import is_permitted
 from dataspace.keys import KeyRing
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
+from dataspace.realtime.models import RealtimeDecision
 from dataspace.subjects.models import Subject
 from transparency.canonical import canonical_bytes, canonical_json
 

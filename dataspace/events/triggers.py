@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from dataspace.agreements.models import Contract
 from dataspace.db import Database
 from dataspace.errors import DataspaceError
 from dataspace.groupcommit import GroupCommit
-from dataspace.jobs.models import Contract
 from dataspace.keys import KeyRing
 from dataspace.principal import Principal
 from dataspace.realtime import DecisionService, decide

@@ -60,9 +60,10 @@ class DatabaseGauges(Collector):
     def _read(self) -> list[GaugeMetricFamily]:
         from sqlalchemy import func, select
 
+        from dataspace.agreements.models import PrivacyBudget
         from dataspace.db import utcnow
         from dataspace.events.models import OutboxEvent, WebhookDelivery
-        from dataspace.jobs.models import Job, PrivacyBudget
+        from dataspace.jobs.models import Job
         from dataspace.partners.models import Partner
         from dataspace.tlog import LOGS
         from dataspace.tlog.models import TLogEntry, TLogHead

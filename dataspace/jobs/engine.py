@@ -46,14 +46,17 @@ import pyarrow as pa
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.audit import record_event
 from dataspace.db import Database, utcnow
 from dataspace.emission import emit, parse_features, quantile_cut_points
+from dataspace.emission.specs import feature_fields
 from dataspace.errors import Conflict, DataspaceError, NotFound
-from dataspace.jobs import contracts, steps, uploads
-from dataspace.jobs.eligibility import eligible_subjects
+from dataspace.grants.eligibility import eligible_subjects
+from dataspace.jobs import steps, uploads
 from dataspace.jobs.lease import Abandoned, Heartbeat, LeaseTimes, ShardBusy, claim_job, given_up, take, verdict
-from dataspace.jobs.models import Contract, Decision, Job, JobShard, PartnerModel
+from dataspace.jobs.models import Decision, Job, JobShard
 from dataspace.jobs.outcomes import ReleaseSchedule, job_completed, mark_failed, reason_of_sandbox
 from dataspace.jobs.shards import pack_subjects, sample_for_cuts, split_subjects, unpack_subjects
 from dataspace.keys import KeyRing
@@ -129,6 +132,7 @@ class ShardResult:
 class _Terms:
     """What a job runs under: its contract's terms, its partner, its model."""
 
+    contract_id: int
     partner_key: str
     purpose_key: str
     features: list[dict[str, Any]]
@@ -145,6 +149,7 @@ class _Terms:
         assert model is not None
         assert partner is not None
         terms = cls(
+            contract_id=contract.id,
             partner_key=partner.key,
             purpose_key=contract.purpose_key,
             features=list(contract.features),
@@ -433,7 +438,9 @@ class JobEngine:
                         quantile_cuts=claim.cuts,
                     )
                 # The partner's own linked columns, if its contract has them (dataspace.linkage.join).
-                emission = linkage_join.attach(self.db, self.vault, emission, job_id=job_id)
+                emission = linkage_join.attach(
+                    self.db, self.vault, emission, contract_id=terms.contract_id, job_id=job_id
+                )
                 timings["emission"] = time.perf_counter() - t0
                 decisions, subject_ids = steps.score(terms.model, emission, terms.schema, limits, timings)
                 stats = {k: v for k, v in emission.stats.as_dict().items() if k != "eligible"}
@@ -526,7 +533,7 @@ class JobEngine:
         timings: dict[str, float],
     ) -> ShardResult:
         terms = claim.terms
-        fields = steps.feature_fields(specs)
+        fields = feature_fields(specs)
         with self.db.transaction() as session:
             job, shard = _lock_shard(session, claim.job_id, claim.index, job_lock="share")
             if shard.status == "succeeded":

@@ -14,7 +14,7 @@ long it runs. Anything the partner sees of that would be a channel out of the cl
   the model's own part) leaks at most log2(1 + overrun / tick) bits, stated in README.
 - Cancelling before the outcome shows always ends ``cancelled`` with no outcome, whatever the job did.
 
-A job's epsilon is paid at submission (``dataspace.jobs.budget``), so an outcome, failure or success, is
+A job's epsilon is paid at submission (``dataspace.agreements.budget``), so an outcome, failure or success, is
 never free: that is what bounds the outcome bit (success or a reason code) a job can carry.
 """
 

@@ -19,11 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import budget, contracts
+from dataspace.agreements.models import Contract
 from dataspace.audit import record_event
 from dataspace.db import utcnow
 from dataspace.errors import Conflict
-from dataspace.jobs import budget, contracts, outcomes, service
-from dataspace.jobs.models import Contract, Decision, Release
+from dataspace.jobs import outcomes, service
+from dataspace.jobs.models import Decision, Release
 from dataspace.principal import Principal
 
 dp.enable_features("contrib")
@@ -119,7 +121,7 @@ def get_release(session: Session, *, job_id: int) -> Release | None:
 def release_results(
     session: Session, *, principal: Principal, job_id: int, schedule: outcomes.ReleaseSchedule | None = None
 ) -> Release:
-    """The job's DP aggregate: computed the first time (paid at submission, ``dataspace.jobs.budget``), the
+    """The job's DP aggregate: computed the first time (paid at submission, ``dataspace.agreements.budget``), the
     stored release afterwards."""
     job = service.get_owned(session, principal=principal, job_id=job_id)
     state = outcomes.partner_state(job, utcnow(), schedule or outcomes.ReleaseSchedule())

@@ -7,9 +7,10 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from dataspace.agreements.contracts import MAX_K, MIN_K, effective_status
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.db import MAX_ID
-from dataspace.jobs.contracts import MAX_K, MIN_K, effective_status
-from dataspace.jobs.models import Contract, Decision, Job, PartnerModel, Release
+from dataspace.jobs.models import Decision, Job, Release
 from dataspace.jobs.outcomes import ReleaseSchedule, partner_state
 from dataspace.jobs.release import noise_interval
 

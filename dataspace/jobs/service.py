@@ -13,12 +13,14 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import budget, contracts
+from dataspace.agreements.models import Contract
 from dataspace.audit import record_event
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
 from dataspace.events import service as events
-from dataspace.jobs import budget, contracts, outcomes, uploads
-from dataspace.jobs.models import Contract, Decision, Job
+from dataspace.jobs import outcomes, uploads
+from dataspace.jobs.models import Decision, Job
 from dataspace.jobs.outcomes import ReleaseSchedule
 from dataspace.principal import Principal
 
@@ -61,7 +63,7 @@ def submit(session: Session, *, principal: Principal, model_id: int) -> Job:
             f"{MAX_FAILED_JOBS_PER_CONTRACT_PER_DAY} jobs under this contract failed today (UTC); "
             "submit again tomorrow, or fix the model"
         )
-    # The job pays its release's epsilon now, whatever its outcome (``dataspace.jobs.budget``).
+    # The job pays its release's epsilon now, whatever its outcome (``dataspace.agreements.budget``).
     micro = contracts.to_micro(float(contract.epsilon_per_release))
     budget.charge(session, partner_id=contract.partner_id, purpose_key=contract.purpose_key, micro=micro)
     job = Job(

@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.orm import Session
 
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.db import Database, bulk_insert, utcnow
 from dataspace.emission import parse_features
 from dataspace.emission.service import Emission, PseudonymMap
-from dataspace.jobs.eligibility import still_eligible
+from dataspace.emission.specs import feature_fields
+from dataspace.grants.eligibility import still_eligible
 from dataspace.jobs.ledger import append_job_usage
-from dataspace.jobs.models import Contract, PartnerModel
 from dataspace.observability import metrics
 from dataspace.points.earning import award_usage, usage_points
 from sandbox import DecisionSchema, JobFailed, Limits, ModelRejected, ModelSpec, OnnxModel, PythonModule
@@ -104,11 +105,6 @@ def decision_rows(
     numbers = values.to_numpy(zero_copy_only=False).astype(np.float64).tolist()
     rows = list(zip([job_id] * n, subject_ids.tolist(), [None] * n, numbers, strict=True))
     return rows, np.zeros(n, dtype=np.int64), [None]
-
-
-def feature_fields(specs: Sequence[Any]) -> list[str]:
-    """The catalog fields features read (each once, in feature order)."""
-    return list(dict.fromkeys(s.field for s in specs))
 
 
 def contract_fields(contract: Contract) -> list[str]:

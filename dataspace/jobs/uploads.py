@@ -11,6 +11,8 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.audit import record_event
 from dataspace.db import utcnow
 from dataspace.emission import parse_features
@@ -18,8 +20,7 @@ from dataspace.emission.service import catalog_fields
 from dataspace.emission.specs import column_name
 from dataspace.emission.transforms import output_type
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
-from dataspace.jobs import contracts
-from dataspace.jobs.models import Contract, PartnerModel
+from dataspace.linkage import join
 from dataspace.principal import Principal
 from sandbox import ModelRejected, SandboxUnavailable, inspect_onnx
 
@@ -78,8 +79,6 @@ def feature_columns(session: Session, contract: Contract) -> list[tuple[str, boo
             raise Conflict(f"contract field {spec.field!r} is no longer in the catalog")
         t = output_type(spec, field.data_type)
         out.append((column_name(spec), str(t) == "double"))
-    from dataspace.linkage import join  # here: linkage imports the jobs package
-
     return out + [(name, True) for name in join.feature_names(session, contract_id=contract.id)]
 
 

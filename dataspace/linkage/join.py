@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from dataspace.db import Database
 from dataspace.emission.service import Emission
 from dataspace.emission.transforms import encode
-from dataspace.jobs.models import Job
 from dataspace.linkage import service
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution
@@ -67,17 +66,14 @@ def coarsen(column: Mapping[str, Any], value: Any) -> float | None:
     return x
 
 
-def attach(db: Database, vault: Vault, emission: Emission, *, job_id: int) -> Emission:
-    """``emission`` with the job's contract's partner columns appended (unchanged without a linked
-    contribution). The uses go to the subjects' ledger in a transaction of their own, committed before the
-    model runs: the columns were joined, whatever the job's outcome."""
+def attach(db: Database, vault: Vault, emission: Emission, *, contract_id: int, job_id: int) -> Emission:
+    """``emission`` with the partner columns of job ``job_id``'s contract ``contract_id`` appended (unchanged
+    without a linked contribution). The uses go to the subjects' ledger in a transaction of their own,
+    committed before the model runs: the columns were joined, whatever the job's outcome."""
     subjects = emission.pseudonym_to_subject.subject_ids
     with db.transaction() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return emission
         declared, values = service.partner_columns(
-            session, PartnerKeys.of(vault), contract_id=job.contract_id, subject_ids=subjects.tolist(), job_id=job_id
+            session, PartnerKeys.of(vault), contract_id=contract_id, subject_ids=subjects.tolist(), job_id=job_id
         )
     if not declared:
         return emission

@@ -33,13 +33,13 @@ from sqlalchemy.orm import Session
 
 from clients.sdk._psi import KINDS, open_row
 from consent.model import KEY_RE
+from dataspace.agreements import budget, contracts
+from dataspace.agreements.models import Contract
 from dataspace.audit import record_event
-from dataspace.consents.models import ConsentGrant
 from dataspace.db import utcnow
 from dataspace.emission.service import _fetch
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound
-from dataspace.jobs import budget, contracts
-from dataspace.jobs.models import Contract
+from dataspace.grants.models import ConsentGrant
 from dataspace.linkage import grants, protocol
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Declaration, Link

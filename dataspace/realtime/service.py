@@ -32,23 +32,23 @@ from sqlalchemy.orm import Session
 
 import consent
 from consent import Granularity
+from dataspace.agreements import contracts
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.catalog.models import Field
-from dataspace.consents.convert import field_ref, partner_ref, to_domain
-from dataspace.consents.models import ConsentGrant
 from dataspace.db import Database, utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features
 from dataspace.emission.service import catalog_fields, quantile_cut_points
-from dataspace.emission.specs import CatalogField, FeatureSpec, column_name
+from dataspace.emission.specs import CatalogField, FeatureSpec, column_name, feature_fields
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from dataspace.grants.convert import field_ref, partner_ref, to_domain
+from dataspace.grants.eligibility import eligible_subjects
+from dataspace.grants.models import ConsentGrant
 from dataspace.groupcommit import GroupCommit
-from dataspace.jobs import contracts
-from dataspace.jobs.eligibility import eligible_subjects
-from dataspace.jobs.models import Contract, PartnerModel, RealtimeDecision
-from dataspace.jobs.steps import feature_fields
 from dataspace.keys import KeyRing
 from dataspace.linkage import join as linkage_join
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
+from dataspace.realtime.models import RealtimeDecision
 from dataspace.settings import Settings
 from dataspace.subjects.models import Subject
 from dataspace.tlog.log import NewEntry, append

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from dataspace.agreements.models import PrivacyBudget
 from dataspace.db import utcnow
 from dataspace.events import delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
-from dataspace.jobs.models import PrivacyBudget
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in
 from tests.factories import jobs as js

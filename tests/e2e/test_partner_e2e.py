@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dataspace.jobs.models import Contract, Job, PrivacyBudget
+from dataspace.agreements.models import Contract, PrivacyBudget
+from dataspace.jobs.models import Job
 from dataspace.tlog.log import sequence
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from clients.sdk import read_access_export
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents.models import ConsentGrant
 from dataspace.db import utcnow
-from dataspace.jobs import contracts
-from dataspace.jobs.contracts import ContractProposal
+from dataspace.grants.models import ConsentGrant
 from dataspace.points.models import Redemption
 from dataspace.subjects.store import read_profile
 from dataspace.usage import usage_for_subject

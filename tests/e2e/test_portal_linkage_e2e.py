@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dataspace.consents.models import ConsentGrant
+from dataspace.grants.models import ConsentGrant
 from dataspace.linkage import service as linkage
 from dataspace.linkage.models import Link
 from dataspace.subjects.store import store_profiles

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from dataspace.agreements.models import Contract, PrivacyBudget
 from dataspace.catalog import service as catalog
 from dataspace.jobs import uploads
-from dataspace.jobs.models import Contract, PrivacyBudget
 from dataspace.partners.models import Partner
 from tests.e2e.a11y import serious_violations
 from tests.e2e.conftest import World, shot, sign_in

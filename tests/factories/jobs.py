@@ -9,13 +9,14 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import select
 
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
+from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.ingest.service import ingest_rows
-from dataspace.jobs import contracts, uploads
-from dataspace.jobs.contracts import ContractProposal
-from dataspace.jobs.models import Contract, PartnerModel
+from dataspace.jobs import uploads
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
 from dataspace.subjects.models import Subject

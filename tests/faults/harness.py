@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.keys import save_key_file
 from dataspace.points import corrections, invariants, rewards
 from dataspace.points.models import PointsAccount, PointsPosting, Redemption

@@ -20,12 +20,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import func, select
 
 import consent
-from dataspace.consents import changes, evaluation
+from dataspace.consents import changes
 from dataspace.consents.changes import GrantRequest
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, NotFound
+from dataspace.grants import evaluation
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from tests.conftest import truncate_all
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import make_subject

@@ -19,9 +19,9 @@ from dataspace.app import create_app
 from dataspace.compliance import export
 from dataspace.compliance.export import stream_export
 from dataspace.consents import changes as consent_changes
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.points import rewards
 from dataspace.points.models import PointsAccount, PointsPosting, PointsTransaction, Redemption, Reward
 from dataspace.points.schemas import RewardCreate

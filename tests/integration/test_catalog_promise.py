@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from dataspace.agreements import contracts
 from dataspace.app import create_app
 from dataspace.catalog import service as catalog
 from dataspace.catalog.schemas import FieldUpdate
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
-from dataspace.jobs import contracts
 from dataspace.jobs import service as jobs
 from dataspace.jobs.models import Job
 from tests.factories import jobs as js

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from dataspace.agreements.models import Contract, PrivacyBudget
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
@@ -18,7 +19,7 @@ from dataspace.errors import BudgetExceeded, Conflict, InvalidInput, NotFound
 from dataspace.events import contracts as event_contracts
 from dataspace.events import dashboard, delivery
 from dataspace.events.contract_models import CollaborationRelease, EventDelivery
-from dataspace.jobs.models import Contract, PrivacyBudget, RealtimeDecision
+from dataspace.realtime.models import RealtimeDecision
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token
 from tests.integration.test_event_contracts import Receiver

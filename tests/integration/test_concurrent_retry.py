@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from dataspace.consents import changes
 from dataspace.consents.changes import GrantRequest
-from dataspace.consents.models import ConsentEvent, ConsentGrant
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import ConcurrentChange, Conflict
+from dataspace.grants.models import ConsentEvent, ConsentGrant
 from dataspace.groupcommit import GroupCommit
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import make_subject
@@ -218,7 +218,7 @@ def test_customers_toggling_through_two_replicas_never_see_a_conflict(ctx: Conte
     from fastapi.testclient import TestClient
 
     from dataspace.app import create_app
-    from dataspace.consents.models import ConsentReceipt
+    from dataspace.grants.models import ConsentReceipt
     from tests.factories.identities import bearer, issue_token
 
     load_demo_catalog(ctx)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from dataspace.consents import changes
 from dataspace.consents.changes import GrantRequest
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import make_subject
 

@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 
 from consent import InvalidReceipt, verify_receipt
 from dataspace.consents import changes as consent_changes
-from dataspace.consents import evaluation, stats
 from dataspace.consents import queries as consent_queries
+from dataspace.consents import stats
 from dataspace.consents.changes import GrantRequest
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.errors import Conflict, InvalidInput, NotFound
+from dataspace.grants import evaluation
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.principal import Principal
 from tests.factories.catalog import load_demo_catalog
 from tests.factories.identities import make_partner, make_subject

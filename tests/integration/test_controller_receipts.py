@@ -20,10 +20,10 @@ from dataspace.compliance.controller import DEMO_CONTROLLER, DEMO_ENV, controlle
 from dataspace.consents import changes as consent_changes
 from dataspace.consents import queries as consent_queries
 from dataspace.consents import receipts as consent_receipts
-from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import ConfigurationError
+from dataspace.grants.models import ConsentReceipt
 from dataspace.settings import Settings
 from tests.conftest import TEST_CONTROLLER
 from tests.factories.catalog import load_demo_catalog

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from dataspace.agreements.models import Contract
 from dataspace.auth import login
-from dataspace.consents.models import ConsentGrant, ConsentReceipt
 from dataspace.db import utcnow
 from dataspace.demo.build import build_demo, subject_id_for
 from dataspace.events import dashboard
 from dataspace.events.contract_models import CollaborationRelease
-from dataspace.jobs.models import Contract, Job, RealtimeDecision
+from dataspace.grants.models import ConsentGrant, ConsentReceipt
+from dataspace.jobs.models import Job
 from dataspace.points import queries as points_queries
 from dataspace.points import rewards as points_rewards
+from dataspace.realtime.models import RealtimeDecision
 
 
 def test_demo_builds_a_world_a_newcomer_can_click_through(ctx):

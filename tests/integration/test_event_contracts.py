@@ -639,8 +639,8 @@ def test_a_partner_publishes_its_own_events_and_the_operator_reads_them(world: W
 def test_an_operator_event_triggers_the_real_time_decisions_that_name_it(ctx: Context) -> None:
     """The hook into ``dataspace.realtime``: a data contract whose decision service names the event type is
     asked about the event's customer; the answer goes to the operator only."""
-    from dataspace.jobs import contracts as data_contracts
-    from dataspace.jobs.contracts import ContractProposal
+    from dataspace.agreements import contracts as data_contracts
+    from dataspace.agreements.contracts import ContractProposal
     from tests.factories import jobs as js
 
     ctx.settings = ctx.settings.model_copy(update={"realtime_pool_size": 1, "webhook_allow_private": True})

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 import consent
 from dataspace.audit import batched
 from dataspace.consents import changes as consent_changes
-from dataspace.consents.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InsufficientFunds, InvalidInput
 from dataspace.events.models import OutboxEvent
+from dataspace.grants.models import ConsentEvent, ConsentGrant, ConsentReceipt
 from dataspace.groupcommit import GroupCommit
 from dataspace.points import corrections, invariants, redemption, rewards
 from dataspace.points import queries as points_queries

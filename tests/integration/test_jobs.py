@@ -8,13 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import PrivacyBudget
 from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import BudgetExceeded, Conflict, InvalidInput
 from dataspace.events.models import OutboxEvent
-from dataspace.jobs import contracts, release, service
-from dataspace.jobs.models import Decision, Job, PrivacyBudget
+from dataspace.jobs import release, revocation, service
+from dataspace.jobs.models import Decision, Job
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
 from tests.factories import jobs as js
@@ -161,7 +163,7 @@ def test_jobs_on_unapproved_revoked_or_expired_contracts_are_refused(ctx: Contex
     model_id = js.upload_onnx(ctx, contract_id)
     queued = submit(ctx, model_id)
     with ctx.db.transaction() as s:
-        contracts.revoke(s, principal=js.steward(), contract_id=contract_id)
+        revocation.revoke(s, principal=js.steward(), contract_id=contract_id)
     with pytest.raises(Conflict, match="revoked"):
         submit(ctx, model_id)
     # A job queued before the revocation fails when it starts; nothing is stored.

@@ -22,9 +22,10 @@ import pika
 import pytest
 from sqlalchemy import select, update
 
+from dataspace.agreements.models import Contract
 from dataspace.context import Context
 from dataspace.jobs import service
-from dataspace.jobs.models import Contract, Decision, Job, JobShard
+from dataspace.jobs.models import Decision, Job, JobShard
 from dataspace.jobs.queue import JobQueue
 from dataspace.keys import save_key_file
 from dataspace.settings import Settings

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from dataspace.agreements.models import PartnerModel
 from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
 from dataspace.jobs import service, uploads
-from dataspace.jobs.models import Decision, Job, PartnerModel
+from dataspace.jobs.models import Decision, Job
 from tests.factories import jobs as js
 
 PYTHON_MODULE = """

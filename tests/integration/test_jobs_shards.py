@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from dataspace.agreements.models import Contract
 from dataspace.consents import changes as consent_changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.jobs import lease, service
 from dataspace.jobs.lease import ShardBusy
-from dataspace.jobs.models import Contract, Decision, Job, JobShard
+from dataspace.jobs.models import Decision, Job, JobShard
 from dataspace.points.models import PointsTransaction
 from dataspace.tlog.models import TLogEntry
 from tests.factories import jobs as js

@@ -20,12 +20,13 @@ from nacl.exceptions import CryptoError
 from nacl.public import PublicKey, SealedBox
 from sqlalchemy import func, select
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import PrivacyBudget
 from dataspace.consents import changes
 from dataspace.consents import queries as consent_queries
 from dataspace.context import Context
 from dataspace.errors import Conflict, InvalidInput
-from dataspace.jobs import contracts
-from dataspace.jobs.models import PrivacyBudget
+from dataspace.jobs import revocation
 from dataspace.linkage import service as linkage
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Link
@@ -283,7 +284,7 @@ def test_revocation_crypto_shreds_the_partner_columns(ctx: Context) -> None:
     assert open_row(SealedBox(private).decrypt(sealed_key), run.id, blinded, sealed_row)
 
     with ctx.db.transaction() as s:
-        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+        revocation.revoke(s, principal=steward("alice"), contract_id=contract_id)
     with ctx.db.session() as s:
         c = s.get(Contribution, run.id)
         assert c is not None
@@ -395,7 +396,7 @@ def test_bad_replies_are_refused_whole(ctx: Context) -> None:
 
     # A contract revoked between message 1 and the reply: the run is shredded, the reply refused.
     with ctx.db.transaction() as s:
-        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+        revocation.revoke(s, principal=steward("alice"), contract_id=contract_id)
     with pytest.raises(Conflict):
         complete(ctx, run.id, p.reply(run.id, run.public_key, msg, recs))
     assert _counts(ctx, run.id) == ("shredded", 0)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from dataspace.cli import app as cli_app
 from dataspace.context import Context
-from dataspace.jobs import contracts
+from dataspace.jobs import revocation
 from dataspace.keys import save_key_file
 from dataspace.linkage import service as linkage
 from dataspace.linkage.models import Contribution, Link
@@ -94,7 +94,7 @@ def test_a_revocation_leaves_the_key_to_the_sweep(ctx: Context) -> None:
     run = _linked_run(ctx, contract_id, 12)
     keys = pkeys(ctx)
     with ctx.db.transaction() as s:  # the steward's revocation (no key store at hand): rows shredded at once
-        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+        revocation.revoke(s, principal=steward("alice"), contract_id=contract_id)
     assert _status(ctx, run.id) == ("shredded", False, 0)
     assert keys.has(run.id)
     with ctx.db.transaction() as s:  # the background sweep (consent-expiry task)
@@ -133,7 +133,7 @@ def test_a_backup_taken_before_the_revocation_cannot_open_the_partner_columns_af
     assert made.exit_code == 0, made.output
 
     with source.db.transaction() as s:  # the contract ends; the sweep destroys the run's key
-        contracts.revoke(s, principal=steward("alice"), contract_id=contract_id)
+        revocation.revoke(s, principal=steward("alice"), contract_id=contract_id)
     with source.db.transaction() as s:
         linkage.destroy_shredded(s, keys)
     # The wrapped key the backup holds no longer opens: its key-encryption key exists nowhere.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from dataspace.agreements import contracts
 from dataspace.consents import changes
 from dataspace.context import Context
-from dataspace.jobs import contracts
 from dataspace.linkage import service as linkage
 from dataspace.subjects.store import store_profiles
 from dataspace.tlog.models import TLogEntry
@@ -22,9 +22,9 @@ def test_real_time_decisions_see_the_partner_columns_of_linked_customers(ctx: Co
 
     from fastapi.testclient import TestClient
 
+    from dataspace.agreements.contracts import ContractProposal
     from dataspace.app import create_app
     from dataspace.db import utcnow
-    from dataspace.jobs.contracts import ContractProposal
     from tests.factories import jobs as js
     from tests.factories.identities import bearer, issue_token
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from dataspace.agreements.contracts import MAX_DECISION_MAGNITUDE
 from dataspace.app import create_app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs.contracts import MAX_DECISION_MAGNITUDE
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token
 

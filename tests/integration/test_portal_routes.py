@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 
 import consent
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
 from dataspace.compliance.models import SubjectRequest
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs import contracts
-from dataspace.jobs.contracts import ContractProposal
 from dataspace.points import earning, rewards
 from dataspace.points.schemas import RewardCreate
 from dataspace.subjects.models import Subject

@@ -10,15 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
 from dataspace.app import create_app
 from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
-from dataspace.jobs import contracts
-from dataspace.jobs.contracts import ContractProposal
-from dataspace.jobs.models import RealtimeDecision
+from dataspace.jobs import revocation
 from dataspace.realtime import DecisionService
+from dataspace.realtime.models import RealtimeDecision
 from dataspace.tlog.models import TLogEntry
 from tests.factories import jobs as js
 from tests.factories.identities import bearer, issue_token
@@ -201,7 +202,7 @@ def test_pool_recycles_after_n_decisions_and_on_contract_or_model_change(served)
     # The contract revoked: refused, and its sandboxes are discarded at once.
     live = fresh.pids()
     with ctx.db.transaction() as s:
-        contracts.revoke(s, principal=js.steward("bob"), contract_id=contract_id)
+        revocation.revoke(s, principal=js.steward("bob"), contract_id=contract_id)
     r = client.post(
         f"/v1/decisions/{contract_id}",
         json={"event_id": "e5", "event_type": EVENT, "subject_id": consenting[0]},

@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from dataspace.agreements.models import PrivacyBudget
 from dataspace.cli import app
 from dataspace.context import Context
 from dataspace.db import utcnow
-from dataspace.jobs.models import Job, PrivacyBudget
+from dataspace.jobs.models import Job
 from tests.factories import jobs as js
 from tests.factories.identities import make_client
 from tests.integration.oauth_server import running_server

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import Contract, PartnerModel, PrivacyBudget
 from dataspace.context import Context
-from dataspace.jobs import contracts, uploads
 from dataspace.jobs import service as jobs
-from dataspace.jobs.models import Contract, PartnerModel, PrivacyBudget
+from dataspace.jobs import uploads
 from dataspace.keys import save_key_file
 from dataspace.tlog.models import TLogEntry
 from tests.factories import jobs as js

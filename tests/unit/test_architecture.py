@@ -1,7 +1,7 @@
 """Dependency direction: domain packages never pull in the web framework or the server; the import contracts
 of pyproject.toml's [tool.importlinter] (import-linter) hold: the edges (CLI, app, HTTP, background tasks,
 demo) above the domain services, dataspace.context imported by the edges only, the standalone libraries
-below the server, the SDK without the server, no cycles inside the packages."""
+below the server, the SDK without the server, no cycles inside the packages nor between the server's packages."""
 
 from __future__ import annotations
 

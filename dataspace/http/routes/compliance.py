@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from dataspace.compliance import export, service
 from dataspace.compliance.controller import receipt_policy
 from dataspace.compliance.models import SubjectRequest
-from dataspace.consents.models import ConsentReceipt
 from dataspace.context import Context
 from dataspace.errors import InvalidInput, NotFound
+from dataspace.grants.models import ConsentReceipt
 from dataspace.http.deps import WriteSession, authorize, get_context, read_session, subject_of
 from dataspace.principal import Principal
 from dataspace.subjects.models import SubjectProfile

@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session
 import consent
 from dataspace.compliance.controller import receipt_policy
 from dataspace.consents import changes, offers, queries, stats
-from dataspace.consents.convert import current_state
-from dataspace.consents.models import ConsentGrant
-from dataspace.consents.schemas import (
+from dataspace.context import Context
+from dataspace.db import MAX_ID, utcnow
+from dataspace.errors import InvalidInput
+from dataspace.grants.convert import current_state
+from dataspace.grants.models import ConsentGrant
+from dataspace.grants.schemas import (
     ChangeRead,
     EventRead,
     GrantCreate,
@@ -27,9 +30,6 @@ from dataspace.consents.schemas import (
     OfferRead,
     StatsRead,
 )
-from dataspace.context import Context
-from dataspace.db import MAX_ID, utcnow
-from dataspace.errors import InvalidInput
 from dataspace.http.deps import GroupWrites, ReadSession, authorize, current_subject, get_context, subject_of
 from dataspace.http.params import Id
 from dataspace.principal import Principal

@@ -13,9 +13,9 @@ from dataspace.context import Context
 from dataspace.db import MAX_ID
 from dataspace.http.deps import authorize, get_context, read_session
 from dataspace.http.params import Id
-from dataspace.jobs.models import RealtimeDecision
 from dataspace.principal import Principal
 from dataspace.realtime import DecisionOutcome, DecisionService, decide, list_decisions
+from dataspace.realtime.models import RealtimeDecision
 
 router = APIRouter(prefix="/v1", tags=["real-time decisions"])
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dataspace.agreements import contracts
 from dataspace.context import Context
 from dataspace.errors import NotFound
 from dataspace.http.deps import WriteSession, authorize, current_subject, get_context, read_session
 from dataspace.http.params import Id, read_body
-from dataspace.jobs import contracts
 from dataspace.linkage import service
 from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.schemas import DeclarationCreate, DeclarationRead, LinkageCreate, LinkageRead, MyLinkageRead

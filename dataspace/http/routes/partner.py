@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dataspace.agreements import contracts
+from dataspace.agreements.contracts import ContractProposal
 from dataspace.context import Context
 from dataspace.db import MAX_ID, utcnow
 from dataspace.http.deps import WriteSession, authorize, get_context, partner_of, read_session
 from dataspace.http.params import Id, read_body
-from dataspace.jobs import contracts, release, service, uploads
-from dataspace.jobs.contracts import ContractProposal
+from dataspace.jobs import release, revocation, service, uploads
 from dataspace.jobs.outcomes import ReleaseSchedule
 from dataspace.jobs.schemas import (
     BudgetRead,
@@ -136,7 +137,7 @@ def revoke_contract(
     principal: Principal = Depends(authorize("contracts", "write")),
     session: WriteSession,
 ) -> ContractStewardRead:
-    contracts.revoke(session, principal=principal, contract_id=contract_id, reason=body.reason if body else "")
+    revocation.revoke(session, principal=principal, contract_id=contract_id, reason=body.reason if body else "")
     return _steward_view(session, contract_id)
 
 

@@ -12,11 +12,13 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import PartnerModel, PrivacyBudget
 from dataspace.errors import NotFound
 from dataspace.http.deps import WriteSession, authorize, read_session
 from dataspace.http.params import Id
-from dataspace.jobs import contracts, uploads
-from dataspace.jobs.models import Job, JobShard, PartnerModel, PrivacyBudget
+from dataspace.jobs import uploads
+from dataspace.jobs.models import Job, JobShard
 from dataspace.jobs.schemas import ContractDecision, ModelRead
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal

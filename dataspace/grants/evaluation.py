@@ -21,10 +21,10 @@ from consent import (
 )
 from consent.bulk import to_micros
 from dataspace.catalog.models import Field, Purpose
-from dataspace.consents.convert import field_ref, partner_ref, to_domain
-from dataspace.consents.models import ConsentGrant
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput
+from dataspace.grants.convert import field_ref, partner_ref, to_domain
+from dataspace.grants.models import ConsentGrant
 from dataspace.partners.models import Partner
 
 # --- evaluation -----------------------------------------------------------------------------------------

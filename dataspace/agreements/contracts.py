@@ -2,6 +2,8 @@
 
 A contract is usable for jobs only while it is approved and inside its validity window; past
 ``valid_until`` it reads as ``expired`` (derived from the clock, so no sweeper is needed to be correct).
+Revoking one also shreds its linked contributions, so it lives above the linkage service:
+``dataspace.jobs.revocation``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dataspace.agreements.models import Contract, ContractApproval, PrivacyBudget
 from dataspace.audit import record_event
 from dataspace.catalog.models import Field, Purpose
 from dataspace.db import utcnow
@@ -23,7 +26,6 @@ from dataspace.emission import check_against_catalog, parse_features
 from dataspace.emission.service import catalog_fields
 from dataspace.emission.specs import Identity
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound
-from dataspace.jobs.models import Contract, ContractApproval, PrivacyBudget
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
 from sandbox import DecisionSchema
@@ -228,23 +230,25 @@ def approvals(session: Session, contract_id: int) -> list[ContractApproval]:
     return list(session.scalars(stmt))
 
 
-def _lock(session: Session, contract_id: int) -> Contract:
+def lock(session: Session, contract_id: int) -> Contract:
+    """The contract, locked for this transaction (``NotFound`` if absent)."""
     contract = session.scalar(select(Contract).where(Contract.id == contract_id).with_for_update())
     if contract is None:
         raise NotFound("no such contract")
     return contract
 
 
-def _require_steward(principal: Principal) -> None:
+def require_steward(principal: Principal) -> None:
+    """Only a steward decides on a contract."""
     if principal.role != "steward":
         raise Forbidden()
 
 
 def approve(session: Session, *, principal: Principal, contract_id: int) -> Contract:
     """Record one steward's approval; the contract becomes approved once enough distinct stewards agree."""
-    _require_steward(principal)
+    require_steward(principal)
     now = utcnow()
-    contract = _lock(session, contract_id)
+    contract = lock(session, contract_id)
     status = effective_status(contract, now)
     if status != "proposed":
         raise Conflict(f"contract is {status}; only a proposed contract can be approved")
@@ -276,9 +280,9 @@ def approve(session: Session, *, principal: Principal, contract_id: int) -> Cont
 
 
 def reject(session: Session, *, principal: Principal, contract_id: int, reason: str = "") -> Contract:
-    _require_steward(principal)
+    require_steward(principal)
     now = utcnow()
-    contract = _lock(session, contract_id)
+    contract = lock(session, contract_id)
     status = effective_status(contract, now)
     if status != "proposed":
         raise Conflict(f"contract is {status}; only a proposed contract can be rejected")
@@ -288,24 +292,6 @@ def reject(session: Session, *, principal: Principal, contract_id: int, reason: 
     contract.decision_reason = reason[:1000]
     session.flush()
     record_event(session, actor=principal, action="contract.rejected", target=f"contract:{contract.id}")
-    return contract
-
-
-def revoke(session: Session, *, principal: Principal, contract_id: int, reason: str = "") -> Contract:
-    """Withdraw an approved contract: no new job may start under it (running jobs fail before storing)."""
-    _require_steward(principal)
-    contract = _lock(session, contract_id)
-    if contract.status != "approved":
-        raise Conflict(f"contract is {contract.status}; only an approved contract can be revoked")
-    contract.status = "revoked"
-    contract.decided_at = utcnow()
-    contract.decided_by = principal.actor
-    contract.decision_reason = reason[:1000]
-    session.flush()
-    from dataspace.linkage.service import shred_contract  # here: linkage imports this module
-
-    shred_contract(session, contract_id=contract.id)  # the partner's own columns go with the contract
-    record_event(session, actor=principal, action="contract.revoked", target=f"contract:{contract.id}")
     return contract
 
 
@@ -338,7 +324,7 @@ def set_budget(
     session: Session, *, principal: Principal, partner_key: str, purpose_key: str, epsilon_total: float
 ) -> PrivacyBudget:
     """Set a (partner, purpose) budget; it can never go below what was already spent."""
-    _require_steward(principal)
+    require_steward(principal)
     if isinstance(epsilon_total, bool) or not math.isfinite(epsilon_total) or not 0 <= epsilon_total <= 1000:
         raise InvalidInput("epsilon_total must be between 0 and 1000")
     partner = session.scalar(select(Partner).where(Partner.key == partner_key))

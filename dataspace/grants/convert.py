@@ -15,8 +15,8 @@ from consent import (
     Scope,
 )
 from dataspace.catalog.models import Field
-from dataspace.consents.models import ConsentGrant
-from dataspace.consents.schemas import GrantRead
+from dataspace.grants.models import ConsentGrant
+from dataspace.grants.schemas import GrantRead
 from dataspace.partners.models import Partner
 
 Clock = Callable[[], datetime]

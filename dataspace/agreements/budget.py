@@ -13,10 +13,10 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from dataspace.agreements import contracts
+from dataspace.agreements.models import PrivacyBudget
 from dataspace.db import utcnow
 from dataspace.errors import BudgetExceeded
-from dataspace.jobs import contracts
-from dataspace.jobs.models import PrivacyBudget
 
 
 def charge(session: Session, *, partner_id: int, purpose_key: str, micro: int) -> None:

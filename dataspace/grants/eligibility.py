@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 import consent
 from consent import Granularity
 from dataspace.catalog.models import Field
-from dataspace.consents.convert import field_ref, partner_ref, to_domain
-from dataspace.consents.evaluation import permitted_subjects
-from dataspace.consents.models import ConsentGrant
 from dataspace.emission import FeatureSpec, Identity
+from dataspace.grants.convert import field_ref, partner_ref, to_domain
+from dataspace.grants.evaluation import permitted_subjects
+from dataspace.grants.models import ConsentGrant
 from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 
