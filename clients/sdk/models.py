@@ -85,23 +85,9 @@ class Contract:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StewardContract:
+class StewardContract(Contract):
     """A data contract as a steward sees it: who proposed it, who approved it, the decision."""
 
-    id: int
-    purpose: str
-    title: str
-    features: list[dict[str, Any]]
-    decision_schema: dict[str, Any]
-    k_min: int
-    epsilon_per_release: float
-    valid_from: str
-    valid_until: str
-    status: str
-    sensitive: bool
-    required_approvals: int
-    created_at: str
-    decision_service: dict[str, Any] | None = None
     partner_id: int
     partner_key: str = ""
     proposed_by: str
