@@ -250,10 +250,12 @@ def test_my_consents_show_a_lapsed_grant_as_expired_before_the_sweep(client, ctx
     assert [g["state"] for g in export["sections"]["consents"]] == ["expired"]
 
 
-def test_a_grant_ending_a_second_later_reads_expired_at_once(client, ctx):
+def test_a_grant_reads_expired_the_instant_it_ends(client, ctx):
+    # The window is long enough for a busy machine to store the grant before it ends; the clock passed to the
+    # query then stands one microsecond either side of the end.
     sid = make_subject(ctx)
     me = bearer(issue_token(ctx, "customer", subject_id=sid))
-    until = utcnow() + timedelta(seconds=1)
+    until = utcnow() + timedelta(minutes=5)
     r = client.post("/v1/me/consents", json={**AGE, "valid_until": until.isoformat()}, headers=me)
     assert r.status_code == 201, r.text
     with ctx.db.session() as s:
