@@ -36,7 +36,7 @@ from sandbox._errors import SandboxUnavailable
 from sandbox._identity import KEPT_CAPS, SANDBOX_USER, Identity, sandbox_identity
 from sandbox._seccomp import UnsupportedArchitecture, build_filter
 
-__all__ = ["Bubblewrap", "RawRun"]
+__all__ = ["Bubblewrap", "RawRun", "runtime_environment"]
 
 RUNNER_PATH = "/sandbox/runner.py"
 SITE_ROOT = "/sandbox/site"
@@ -77,6 +77,17 @@ def _site_dirs() -> list[str]:
         if parent not in dirs:
             dirs.append(parent)
     return dirs
+
+
+def runtime_environment(threads: int) -> dict[str, str]:
+    """The whole environment inside the sandbox (bwrap clears the rest), but for LD_LIBRARY_PATH when the
+    interpreter is bound at a neutral path: no PATH, HOME in the private /tmp, and the numeric runtimes'
+    thread pools sized to the job's `Limits.threads` (bench/sandbox.py runs its floor with it too)."""
+    env = {"PATH": "/nonexistent", "HOME": "/tmp", "LANG": "C.UTF-8"}  # noqa: S108 - the sandbox's own tmpfs
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env["ORT_DISABLE_TELEMETRY"] = "1"
+    return env
 
 
 @dataclass(frozen=True)
@@ -133,19 +144,9 @@ class Bubblewrap:
             "--die-with-parent",
             "--new-session",
             "--clearenv",
-            "--setenv",
-            "PATH",
-            "/nonexistent",
-            "--setenv",
-            "HOME",
-            "/tmp",  # noqa: S108 - the sandbox's own private tmpfs
-            "--setenv",
-            "LANG",
-            "C.UTF-8",
         ]
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            args += ["--setenv", var, str(limits.threads)]
-        args += ["--setenv", "ORT_DISABLE_TELEMETRY", "1"]
+        for name, value in runtime_environment(limits.threads).items():
+            args += ["--setenv", name, value]
         binds: list[tuple[str, str]] = []
         for lib in _LIBRARY_DIRS:
             if os.path.islink(lib):

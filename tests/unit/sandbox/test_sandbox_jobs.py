@@ -103,6 +103,30 @@ def test_zero_rows() -> None:
     assert out.decisions.num_rows == 0
 
 
+def test_large_string_pseudonyms_come_back_as_strings() -> None:
+    table = features(3).set_column(0, "pseudonym", pa.array(["x", "y", "z"], type=pa.large_string()))
+    for model in (
+        OnnxModel(onnx_factory.logistic_regression([1.0, 0.0])),
+        PythonModule("def score(table):\n    return ['no', 'no', 'yes']\n", approved=True),
+    ):
+        out = run_job(model, table, YES_NO, FAST)
+        assert out.decisions.to_pydict() == {"pseudonym": ["x", "y", "z"], "decision": ["no", "no", "yes"]}
+        assert out.decisions.schema.field("pseudonym").type == pa.string()
+
+
+def test_a_thread_left_running_does_not_hold_the_job() -> None:
+    source = (
+        "import threading, time\n"
+        "def score(table):\n"
+        "    threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+        "    print('scored', end='')\n"
+        "    return ['yes'] * table.num_rows\n"
+    )
+    out = run_job(PythonModule(source, approved=True), features(2), YES_NO, Limits(wall_seconds=20, cpu_seconds=20))
+    assert out.decisions.column("decision").to_pylist() == ["yes", "yes"]
+    assert out.stats.wall_seconds < 20  # the runner exits once its decisions are written
+
+
 def test_approved_python_module_scores() -> None:
     source = "def score(table):\n    return ['yes' if b > 0 else 'no' for b in table.column('a').to_pylist()]\n"
     out = run_job(PythonModule(source, approved=True), features(4), YES_NO, FAST)
