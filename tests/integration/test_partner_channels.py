@@ -26,6 +26,7 @@ from dataspace.consents import changes
 from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.events import service as events
+from dataspace.events.models import OutboxEvent
 from dataspace.ingest.service import ingest_rows
 from dataspace.jobs import outcomes, uploads
 from dataspace.jobs.models import Job
@@ -110,24 +111,42 @@ def _upload_python(ctx: Context, contract_id: int, source: str) -> int:
     return model_id
 
 
-def _observe(ctx: Context, client: TestClient, headers: dict[str, str], receiver: Receiver, models: dict[str, int]):
-    """Submit every hostile model once, run the jobs (the real sandbox), and return what the partner saw:
-    before the outcomes showed and after, normalised only for ids and for where the run sits in time."""
-    spent_before = client.get("/v1/partner/budget", headers=headers).json()[0]["epsilon_spent"]
-    earlier = {d["id"] for d in client.get("/v1/partner/webhooks/deliveries", headers=headers).json()}
-    jobs: dict[str, dict[str, Any]] = {}
-    for name, model_id in models.items():
-        r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
-        assert r.status_code == 202, r.text
-        jobs[name] = r.json()
-    ids = {job["id"]: name for name, job in jobs.items()}
-    for job in jobs.values():
-        ctx.jobs.run_job(job["id"])
-    with ctx.db.session() as s:  # the steward's side did see the real outcomes and their numbers
-        real = {ids[j.id]: (j.status, j.error_detail) for j in s.query(Job).filter(Job.id.in_(ids))}
-    events.deliver_due(ctx.db, ctx.keys)
+class Observation:
+    """One neighbour's jobs: every hostile model submitted once and run (the real sandbox) on the data as it
+    is now, and what the partner saw of them before their outcomes showed (``early``) and after (``late``),
+    normalised only for ids and for where the run sits in time. Observations of several neighbours overlap
+    in time (each job is held on its own), so everything is attributed by job id, never by "since before"."""
 
-    def snapshot() -> dict[str, Any]:
+    def __init__(
+        self, ctx: Context, client: TestClient, headers: dict[str, str], receiver: Receiver, models: dict[str, int]
+    ) -> None:
+        self.ctx, self.client, self.headers, self.receiver = ctx, client, headers, receiver
+        spent_before = self.spent()
+        jobs: dict[str, dict[str, Any]] = {}
+        for name, model_id in models.items():
+            r = client.post("/v1/partner/jobs", json={"model_id": model_id}, headers=headers)
+            assert r.status_code == 202, r.text
+            jobs[name] = r.json()
+        self.jobs = jobs
+        self.ids = {job["id"]: name for name, job in jobs.items()}
+        for job in jobs.values():
+            ctx.jobs.run_job(job["id"])
+        with ctx.db.session() as s:  # the steward's side did see the real outcomes and their numbers
+            found = list(s.query(Job).filter(Job.id.in_(self.ids)))
+            self.real = {self.ids[j.id]: (j.status, j.error_detail) for j in found}
+            # the runs ended inside the hold: the timing channel is closed, not just slow
+            assert all(j.finished_at.timestamp() < j.visible_at.timestamp() for j in found)  # type: ignore[union-attr]
+            self.visible_at = max(j.visible_at.timestamp() for j in found)  # type: ignore[union-attr]
+        events.deliver_due(ctx.db, ctx.keys)
+        # Epsilon is paid at submission: what this neighbour's jobs cost, counted before the next one submits.
+        self.paid = round(self.spent() - spent_before, 6)
+        self.early = self.snapshot(paid=self.paid)
+
+    def spent(self) -> float:
+        return float(self.client.get("/v1/partner/budget", headers=self.headers).json()[0]["epsilon_spent"])
+
+    def snapshot(self, *, paid: float) -> dict[str, Any]:
+        client, headers, jobs, ids = self.client, self.headers, self.jobs, self.ids
         anchor = {name: _ts(job["created_at"]) for name, job in jobs.items()}
         seen: dict[str, Any] = {}
         for name, job in jobs.items():
@@ -144,17 +163,20 @@ def _observe(ctx: Context, client: TestClient, headers: dict[str, str], receiver
         seen["list"] = sorted(
             (ids[j["id"]], j["status"], j["error"], j["finished_at"] is None) for j in listed if j["id"] in ids
         )
+        listed_deliveries = client.get("/v1/partner/webhooks/deliveries", headers=headers).json()
+        with self.ctx.db.session() as s:  # which job each listed delivery's event is about
+            job_of = {e.event_id: e.data.get("job_id") for e in s.query(OutboxEvent)}
         deliveries = []
-        for d in client.get("/v1/partner/webhooks/deliveries", headers=headers).json():
-            if d.pop("id") in earlier:
+        for d in listed_deliveries:
+            d.pop("id")
+            if job_of[d.pop("event_id")] not in ids:
                 continue
-            d.pop("event_id")
             assert _ts(d.pop("occurred_at")).timestamp() % TICK == 0
             assert _ts(d.pop("next_attempt_at")).timestamp() % TICK == 0
             deliveries.append(d)
         seen["deliveries"] = sorted(json.dumps(d, sort_keys=True) for d in deliveries)
         bodies = []
-        for b in receiver.bodies:
+        for b in self.receiver.bodies:
             name = ids.get(b["data"]["job_id"])
             if name is None:
                 continue
@@ -162,23 +184,29 @@ def _observe(ctx: Context, client: TestClient, headers: dict[str, str], receiver
             after = (_ts(b["occurred_at"]) - anchor[name]).total_seconds()
             bodies.append(json.dumps({"job": name, "type": b["type"], "data": data, "after": after}, sort_keys=True))
         seen["webhooks"] = sorted(bodies)
-        budget = client.get("/v1/partner/budget", headers=headers).json()[0]
-        seen["budget_paid"] = round(budget["epsilon_spent"] - spent_before, 6)
+        seen["budget_paid"] = paid
         return seen
 
-    early = snapshot()
-    visible_at = (
-        max(_ts(job["created_at"]).timestamp() for job in jobs.values()) + HOLD + TICK
-    )  # every outcome shows by then (the runs ended well inside the hold)
-    with ctx.db.session() as s:  # the runs ended inside the hold: the timing channel is closed, not just slow
-        assert all(j.finished_at.timestamp() < j.visible_at.timestamp() for j in s.query(Job).filter(Job.id.in_(ids)))  # type: ignore[union-attr]
-    time.sleep(max(0.0, visible_at - time.time()) + 0.5)
+    def release(self, released_paid: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Once every outcome showed and was delivered: (early, late, what the steward saw)."""
+        late = self.snapshot(paid=round(self.paid + released_paid, 6))
+        results = self.client.get(f"/v1/partner/jobs/{self.jobs['sleeps_by_v']['id']}/results", headers=self.headers)
+        body = results.json()
+        late["release_shape"] = sorted(body["result"]["counts"]), body["epsilon"], body["mechanism"]
+        return self.early, late, self.real
+
+
+def _release(observations: list[Observation]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Wait until every observed outcome shows (the steward's ``visible_at``), deliver, and look again."""
+    ctx, first = observations[0].ctx, observations[0]
+    spent_before = first.spent()
+    time.sleep(max(0.0, max(o.visible_at for o in observations) - time.time()) + 0.5)
     events.deliver_due(ctx.db, ctx.keys)
-    late = snapshot()
-    results = client.get(f"/v1/partner/jobs/{jobs['sleeps_by_v']['id']}/results", headers=headers).json()
-    late["release_shape"] = sorted(results["result"]["counts"]), results["epsilon"], results["mechanism"]
-    receiver.bodies.clear()
-    return early, late, real
+    # Showing the outcomes moves no budget (epsilon is paid at submission), so each neighbour's budget after
+    # the release is exactly what it paid for its own jobs.
+    released_paid = round(first.spent() - spent_before, 6)
+    assert released_paid == 0
+    return [o.release(released_paid) for o in observations]
 
 
 def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, receiver: Receiver) -> None:
@@ -201,12 +229,14 @@ def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, rece
         for name, (kind, source) in HOSTILE.items()
     }
 
-    base = _observe(ctx, client, headers, receiver, models)
+    # The three neighbours' jobs run one after the other, each held from its own submission; one wait for
+    # the last hold to end, then every channel is compared per neighbour (by job id).
+    observations = [Observation(ctx, client, headers, receiver, models)]
     # Neighbour 1: one consenting subject withdraws.
     leaver = world.consenting[0]
     with ctx.db.transaction() as s:
         changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
-    fewer = _observe(ctx, client, headers, receiver, models)
+    observations.append(Observation(ctx, client, headers, receiver, models))
     # Neighbour 2: back to the first population, with one customer's value changed.
     with ctx.db.transaction() as s:
         changes.grant(
@@ -218,7 +248,8 @@ def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, rece
     assert ingest_rows(
         ctx.db, ctx.keys, ctx.vault, [customer_row("c00001", age=88, app_sessions_30d=89, monthly_card_spend=8999.0)]
     ).updated
-    changed = _observe(ctx, client, headers, receiver, models)
+    observations.append(Observation(ctx, client, headers, receiver, models))
+    base, fewer, changed = _release(observations)
 
     # The models did see different data, and the steward's view shows the numbers they tried to send ...
     assert base[2] != fewer[2]
@@ -242,6 +273,8 @@ def test_neighbouring_data_look_the_same_to_a_hostile_partner(ctx: Context, rece
     }
     assert {late[n]["finished_after"] for n in HOSTILE} == {float(HOLD)}
     assert len(late["webhooks"]) == len(HOSTILE) + 1  # a completion each, and results ready for the success
+    assert len(late["deliveries"]) == len(HOSTILE) + 1  # each listed, as delivered
+    assert {json.loads(d)["status"] for d in late["deliveries"]} == {"delivered"}
     for text in late["webhooks"]:
         reason = json.loads(text)["data"].get("reason")
         assert reason is None or reason in outcomes.REASONS
