@@ -19,6 +19,7 @@ from dataspace.jobs.engine import JobEngine
 from dataspace.keys import KeyRing, load_key_file
 from dataspace.keystore import KeyStoreSpec
 from dataspace.points.earning import bonuses_batched
+from dataspace.realtime import decisions_batched
 from dataspace.settings import Settings
 from dataspace.vault import Vault, open_store
 
@@ -48,10 +49,10 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 @contextlib.contextmanager
 def _write_batch(session: Session) -> Iterator[None]:
-    """What a group-commit batch wraps its writes in: authorization bonuses credited together (set-based),
-    audit entries appended together, plain inserts held back to one multi-row INSERT per table. Left in
-    that order: the bonuses add audit entries and inserts."""
-    with deferred_inserts(session), batched(session), bonuses_batched(session):
+    """What a group-commit batch wraps its writes in: real-time decisions stored together, authorization
+    bonuses credited together (set-based), audit entries appended together, plain inserts held back to one
+    multi-row INSERT per table. Left in that order: the bonuses add audit entries and inserts."""
+    with deferred_inserts(session), batched(session), bonuses_batched(session), decisions_batched(session):
         yield
 
 

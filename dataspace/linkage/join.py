@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from dataspace.db import Database
@@ -93,10 +93,11 @@ def attach(db: Database, vault: Vault, emission: Emission, *, contract_id: int, 
     )
 
 
-def linked_run(session: Session, *, contract_id: int) -> int | None:
-    """The contract's linked run, if any (a real-time pool is rebuilt when it changes)."""
-    return session.scalar(
-        select(Contribution.id).where(Contribution.contract_id == contract_id, Contribution.status == "linked")
+def linked_run_query(contract_id: Any) -> Select[Any]:
+    """The contract's linked run, if any (a real-time pool is rebuilt when it changes); ``contract_id`` is a
+    value or a column, so the query can be a subquery of a larger one. Linking a run retires the earlier one."""
+    return select(func.max(Contribution.id)).where(
+        Contribution.contract_id == contract_id, Contribution.status == "linked"
     )
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Select, String, bindparam, func, select
+from sqlalchemy import BindParameter, Integer, Select, String, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,7 +36,7 @@ from consent import Granularity
 from dataspace.agreements import contracts
 from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.catalog.models import Field
-from dataspace.db import Database, utcnow
+from dataspace.db import Database, allocate_ids, held_back, insert_rows, utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features
 from dataspace.emission.service import catalog_fields, quantile_cut_points
 from dataspace.emission.specs import CatalogField, FeatureSpec, column_name, feature_fields
@@ -274,6 +275,8 @@ def _lookup_statement(by_ref: bool) -> Select[Any]:
             Contract.decision_service,
             replay.scalar_subquery(),
             select(Subject.id).where(subject).scalar_subquery(),
+            # the partner's own linked columns (dataspace.linkage.join): a new or shredded run changes the pool
+            linkage_join.linked_run_query(Contract.id).scalar_subquery(),
         )
         .join(Partner, Partner.id == Contract.partner_id)
         .where(Contract.id == bindparam("contract_id", type_=Integer))
@@ -286,8 +289,8 @@ def _lookup(
     """Everything a request checks before any customer data is read, in one query: the contract's status and
     decision (a revocation, an expiry), its partner's status, the newest ready ONNX model, the versions and
     statuses of the catalog fields it reads (a tightened or retired field), an earlier answer to the same
-    event, and the customer. A contract's features, schema and decision service never change after its
-    proposal, so its field keys are looked up once."""
+    event, the customer, and the partner's linked run. A contract's features, schema and decision service
+    never change after its proposal, so its field keys are looked up once."""
     keys = service._keys.get(contract_id)
     if keys is None:
         features = session.scalar(select(Contract.features).where(Contract.id == contract_id))
@@ -305,9 +308,7 @@ def _lookup(
     )
     if row is None:
         return None
-    # The partner's own linked columns (dataspace.linkage.join): a new or shredded run changes the pool.
-    linked = linkage_join.linked_run(session, contract_id=contract_id)
-    return _Lookup(state=(*row[:8], linked), declared=row[8] is not None, replay=row[9], subject_id=row[10])
+    return _Lookup(state=(*row[:8], row[11]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
 
 
 _GRANTS = select(ConsentGrant).where(
@@ -316,11 +317,15 @@ _GRANTS = select(ConsentGrant).where(
 )
 
 
-def _permitted(session: Session, served: _Served, subject_id: int, at: datetime) -> bool:
-    """Consent at ``at`` for every field of the contract, for this partner and purpose, at the granularity
-    each transform needs (the consent domain's single-subject evaluator; default deny)."""
+def _grants(session: Session, served: _Served, subject_id: int) -> list[consent.Grant]:
     rows = session.scalars(_GRANTS, {"subject_id": subject_id, "purpose": served.purpose_key}).all()
-    grants = [to_domain(r) for r in rows]
+    return [to_domain(r) for r in rows]
+
+
+def _permitted(grants: list[consent.Grant], served: _Served, subject_id: int, at: datetime) -> bool:
+    """Consent at ``at`` for every field of the contract, for this partner and purpose, at the granularity
+    each transform needs (the consent domain's single-subject evaluator; default deny), given the subject's
+    grants for the contract's purpose."""
     return bool(grants) and all(
         consent.is_permitted(
             grants,
@@ -400,7 +405,7 @@ def decide(
             raise NotFound("no such customer")
         sid = int(found.subject_id)
         features: tuple[str, list[Any]] | None = None
-        if _permitted(session, served, sid, now):
+        if _permitted(_grants(session, served, sid), served, sid, now):
             emission = emit(
                 session,
                 vault,
@@ -437,66 +442,137 @@ def decide(
         except SandboxUnavailable as exc:
             raise Unavailable(exc.reason) from None
 
-    def store(session: Session) -> DecisionOutcome:
-        # A concurrent request for the same event: the unique (contract, event) constraint refuses the second.
-        at = utcnow()
-        # Consent again, at the moment of storing: a withdrawal while the model ran wins.
-        outcome = DECIDED if decision is not None and _permitted(session, served, sid, at) else NOT_PERMITTED
-        row = RealtimeDecision(
-            contract_id=contract_id,
-            partner_id=served.partner_id,
-            model_id=served.model_id,
-            subject_id=sid,
-            event_id=event_id,
-            event_type=event_type,
-            outcome=outcome,
-            label=decision if outcome == DECIDED and isinstance(decision, str) else None,
-            value=decision if outcome == DECIDED and isinstance(decision, float) else None,
-            requested_by=principal.actor,
-            created_at=at,
-        )
-        session.add(row)
-        session.flush()
-        if outcome == DECIDED:
-            _ledger(session, row, served, at)
-        return DecisionOutcome.of(row)
-
+    answer = _Answer(
+        served=served,
+        contract_id=contract_id,
+        subject_id=sid,
+        event_id=event_id,
+        event_type=event_type,
+        decision=decision,
+        requested_by=principal.actor,
+    )
     try:
-        return writes.call(store)
+        stored = writes.call(functools.partial(_store, answer=answer))
     except IntegrityError:  # the same event stored by a concurrent request: answer what it stored
         with db.session() as session:
             earlier = _replay(session, contract_id, event_id)
             if earlier is None:
                 raise
             return DecisionOutcome.of(earlier, replayed=True)
+    assert stored.outcome is not None
+    return stored.outcome
 
 
-def _ledger(session: Session, row: RealtimeDecision, served: _Served, at: datetime) -> None:
+# --- storing: a group-commit batch's decisions in a few statements, whatever its size ---------------------
+@dataclass
+class _Answer:
+    """A decision on its way to the database; ``outcome`` is set once it is written."""
+
+    served: _Served
+    contract_id: int
+    subject_id: int
+    event_id: str
+    event_type: str
+    decision: str | float | None  # None: consent was missing when the request read
+    requested_by: str
+    outcome: DecisionOutcome | None = None
+
+
+_HELD = "realtime_decisions"
+_DECISIONS: Table = RealtimeDecision.__table__  # type: ignore[assignment]
+
+
+def decisions_batched(session: Session) -> AbstractContextManager[None]:
+    """Hold back the decisions stored in this block and write them together when it ends (in the caller's
+    transaction): one consent query, one id allocation, one INSERT and one ledger append for the whole batch,
+    instead of three round trips each. The group committer wraps every batch in it."""
+    return held_back(session, _HELD, [], lambda pending: _write(session, pending))
+
+
+def _store(session: Session, *, answer: _Answer) -> _Answer:
+    pending: list[_Answer] | None = session.info.get(_HELD)
+    if pending is None:
+        _write(session, [answer])
+    else:
+        pending.append(answer)
+    return answer
+
+
+def _write(session: Session, answers: list[_Answer]) -> None:
+    """Store decisions with their ledger entries. Consent is checked again at this moment: a withdrawal while
+    the model ran wins (the answer becomes ``not_permitted``, nothing was used). A second request for the same
+    event fails the unique (contract, event) constraint, and the batch runs again one request at a time."""
+    if not answers:
+        return
+    at = utcnow()
+    ran = [a for a in answers if a.decision is not None]
+    grants: dict[tuple[int, str], list[consent.Grant]] = {}
+    if ran:
+        rows = session.scalars(
+            select(ConsentGrant).where(
+                ConsentGrant.subject_id.in_(sorted({a.subject_id for a in ran})),
+                ConsentGrant.purpose_key.in_(sorted({a.served.purpose_key for a in ran})),
+            )
+        )
+        for row in rows:
+            grants.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(row))
+    ids = allocate_ids(session, _DECISIONS.name, len(answers))
+    records: list[dict[str, Any]] = []
+    used: list[NewEntry] = []
+    for answer, decision_id in zip(answers, ids, strict=True):
+        served = answer.served
+        decided = answer.decision is not None and _permitted(
+            grants.get((answer.subject_id, served.purpose_key), []), served, answer.subject_id, at
+        )
+        label = answer.decision if decided and isinstance(answer.decision, str) else None
+        value = answer.decision if decided and isinstance(answer.decision, float) else None
+        record = {
+            "id": decision_id,
+            "contract_id": answer.contract_id,
+            "partner_id": served.partner_id,
+            "model_id": served.model_id,
+            "subject_id": answer.subject_id,
+            "event_id": answer.event_id,
+            "event_type": answer.event_type,
+            "outcome": DECIDED if decided else NOT_PERMITTED,
+            "label": label,
+            "value": value,
+            "requested_by": answer.requested_by,
+            "created_at": at,
+        }
+        records.append(record)
+        if decided:
+            used.append(_ledger_entry(served, decision_id, answer.subject_id, label, at))
+        answer.outcome = DecisionOutcome(
+            id=decision_id,
+            contract_id=answer.contract_id,
+            subject_id=answer.subject_id,
+            event_id=answer.event_id,
+            event_type=answer.event_type,
+            outcome=str(record["outcome"]),
+            decision=label if label is not None else value,
+            created_at=at,
+        )
+    insert_rows(session, _DECISIONS, records)
+    if used:
+        append(session, log=USAGE_LOG, entries=used)
+
+
+def _ledger_entry(served: _Served, decision_id: int, subject_id: int, label: str | None, at: datetime) -> NewEntry:
     """One usage-ledger entry: the fields read, the partner and purpose, the decision (a label; a number is
     a data-derived value the ledger does not name) and the real-time decision's id."""
     entry = {
-        "decision": row.label,
-        "decision_id": row.id,
+        "decision": label,
+        "decision_id": decision_id,
         "fields": sorted(set(feature_fields(served.specs))),
         "job_id": None,
         "partner": served.partner_key,
         "purpose": served.purpose_key,
-        "subject_id": row.subject_id,
+        "subject_id": subject_id,
         "time": entry_time(at),
     }
-    append(
-        session,
-        log=USAGE_LOG,
-        entries=[
-            NewEntry(
-                entry=canonical_json(entry),
-                created_at=at,
-                action="data.used",
-                subject_id=row.subject_id,
-                partner=served.partner_key,
-            )
-        ],
-    )
+    partner = served.partner_key
+    return NewEntry(canonical_json(entry), created_at=at, action="data.used", subject_id=subject_id, partner=partner)
 
 
 def list_decisions(session: Session, *, contract_id: int | None = None, limit: int = 100) -> list[RealtimeDecision]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -349,3 +352,93 @@ def test_a_failing_model_answers_503_without_its_text_and_its_sandbox_is_replace
         )
     assert ask(client, operator, contract_id, "ok-2", subject_id=young)["decision"] == "standard"
     assert sandbox not in pool.pids()
+
+
+def _burst(ctx: Context, client: TestClient, headers: dict[str, str], contract_id: int, requests) -> list[dict]:
+    """Ask for every (event id, subject) at once while the group committer is busy: they queue behind it and
+    reach it together. Returns the answers and checks they formed one batch (duplicates then run alone)."""
+    batches = ctx.writes.batches
+    hold = threading.Event()
+    blocker = ctx.writes.submit(lambda _s: hold.wait(30))
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(ask, client, headers, contract_id, e, subject_id=sid) for e, sid in requests]
+        deadline = time.monotonic() + 30
+        while ctx.writes.queued() < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ctx.writes.queued() == len(requests)
+        hold.set()
+        answers = [f.result() for f in futures]
+    blocker.result()
+    assert ctx.writes.batches - batches == 2  # the blocker's, then the burst's
+    return answers
+
+
+def test_a_burst_stored_in_one_batch_gets_one_row_and_one_ledger_entry_each(served) -> None:
+    """Decisions that reach the group committer together are stored together (one consent query, one INSERT,
+    one ledger append): each answer still gets its own id, its own ledger entry naming it and its customer,
+    and a repeated event its first answer."""
+    ctx, world, contract_id, client = served
+    operator = bearer(issue_token(ctx, "steward"))
+    ask(client, operator, contract_id, "warm", subject_id=world.consenting[0])  # the pool is built
+    before = usage_entries(ctx)
+    people = world.subjects[:12]  # a mix of consenting and not
+    first = {
+        a["event_id"]: a
+        for a in _burst(ctx, client, operator, contract_id, [(f"b{i}", s) for i, s in enumerate(people)])
+    }
+    assert not any(a["replayed"] for a in first.values())
+    decided = {a["id"]: a for a in first.values() if a["outcome"] == "decided"}
+    assert {a["subject_id"] for a in decided.values()} == set(people) & set(world.consenting)
+    assert all(a["subject_id"] not in world.consenting for a in first.values() if a["outcome"] != "decided")
+    with ctx.db.session() as s:
+        rows = s.scalars(select(RealtimeDecision).where(RealtimeDecision.event_id.in_(list(first)))).all()
+        entries = [
+            json.loads(e)
+            for e in s.scalars(
+                select(TLogEntry.entry).where(TLogEntry.log == "usage").order_by(TLogEntry.id).offset(before)
+            )
+        ]
+    assert {r.id: (r.subject_id, r.outcome, r.label) for r in rows} == {
+        a["id"]: (a["subject_id"], a["outcome"], a["decision"]) for a in first.values()
+    }
+    assert sorted((e["decision_id"], e["subject_id"], e["decision"]) for e in entries) == sorted(
+        (i, a["subject_id"], a["decision"]) for i, a in decided.items()
+    )
+
+    # The same new event three times in one burst: the batch fails on the unique event, runs again one request
+    # at a time, and all three get the one stored answer; the burst's other event is stored once.
+    again = _burst(ctx, client, operator, contract_id, [("new", people[1])] * 3 + [("other", people[2])])
+    stored = [a for a in again if not a["replayed"]]
+    assert sorted(a["event_id"] for a in stored) == ["new", "other"]
+    (new,) = [a for a in stored if a["event_id"] == "new"]
+    assert [(a["id"], a["decision"]) for a in again if a["event_id"] == "new"] == [(new["id"], new["decision"])] * 3
+    assert usage_entries(ctx) == before + len(decided) + sum(a["outcome"] == "decided" for a in stored)
+
+
+def test_a_withdrawal_while_the_model_runs_wins(served) -> None:
+    """Consent is checked again when the answer is stored: a customer who withdraws while the sandbox computes
+    gets not_permitted, and nothing enters the ledger."""
+    ctx, world, contract_id, client = served
+    operator = bearer(issue_token(ctx, "steward"))
+    service: DecisionService = client.app.state.decisions  # type: ignore[attr-defined]
+    sid = world.consenting[3]
+    ask(client, operator, contract_id, "warm", subject_id=world.consenting[0])
+    pool = service.pool(contract_id)
+    assert pool is not None
+    before = usage_entries(ctx)
+    real_decide = pool.decide
+
+    def withdraw_then_decide(pseudonym: str, values: list) -> object:
+        answer = real_decide(pseudonym, values)  # the real sandbox answers ...
+        with ctx.db.transaction() as s:  # ... while the customer withdraws, before the answer is stored
+            changes.withdraw(s, subject_id=sid, grant_id=world.grant_ids[sid][1], signer=ctx.keys.signing_key)
+        return answer
+
+    pool.decide = withdraw_then_decide  # type: ignore[method-assign]
+    try:
+        got = ask(client, operator, contract_id, "during", subject_id=sid)
+    finally:
+        del pool.decide
+    assert (got["outcome"], got["decision"]) == ("not_permitted", None)
+    assert pool.stats().served == 2  # the model did run
+    assert usage_entries(ctx) == before
