@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import sys
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/ (the script's directory): bench/consent.py is not the package
 
 import _report  # noqa: E402
-from load import Http, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
+from load import Http, PostgresCpu, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
 
 from dataspace.agreements import contracts  # noqa: E402
 from dataspace.agreements.contracts import ContractProposal  # noqa: E402
@@ -202,6 +203,31 @@ async def drive(
     return decided, refused, outcomes, elapsed
 
 
+def sandbox_cpu(servers: list) -> float:
+    """CPU seconds of the servers' child processes still running (the warm sandboxes: bwrap and the runners);
+    0 where /proc cannot tell."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    parents = {s.proc.pid for s in servers}
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
+    stack = [c for p in parents for c in children.get(p, [])]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(rest[11]) + int(rest[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -285,11 +311,17 @@ def main() -> None:
             servers = start_servers(tmp, url, args.replicas, issuer, port)
             token = oauth_token(servers[0].base, client_id, secret)
             bases = [s.base for s in servers]
-            cpu = (sum(s.cpu_seconds() for s in servers), own_cpu())
+            cpu = (sum(s.cpu_seconds() for s in servers), own_cpu(), sandbox_cpu(servers))
+            pg = PostgresCpu(url)
             decided, refused, outcomes, elapsed = asyncio.run(
                 drive(bases, token, contract_id, subjects, args.rate, args.seconds, args.connections)
             )
-            cpu = (sum(s.cpu_seconds() for s in servers) - cpu[0], own_cpu() - cpu[1])
+            pg_seconds = pg.seconds()[0]
+            cpu = (
+                sum(s.cpu_seconds() for s in servers) - cpu[0],
+                own_cpu() - cpu[1],
+                sandbox_cpu(servers) - cpu[2],
+            )
             ctx = Context.open(settings)
             try:
                 with ctx.db.session() as s:
@@ -319,7 +351,8 @@ def main() -> None:
     print(f"  stored {stored} decisions (incl. warm-ups), {ledger} usage-ledger entries of real-time decisions")
     n = max(len(both), 1)
     print(
-        f"  CPU per decision: servers {cpu[0] / n * 1e3:.2f} ms (their sandboxes and PostgreSQL not included), "
+        f"  CPU per decision: servers {cpu[0] / n * 1e3:.2f} ms, warm sandboxes {cpu[2] / n * 1e3:.2f} ms, "
+        f"PostgreSQL (its backends for the bench database) {pg_seconds / n * 1e3:.2f} ms, "
         f"this client {cpu[1] / n * 1e3:.2f} ms"
     )
     for name, values in (("all", both), ("decided", decided), ("not_permitted", refused)):
