@@ -122,8 +122,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Read-only sessions begin DEFERRED (WAL readers never wait for the writer).
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        # Read-only sessions begin DEFERRED (WAL readers never wait for the writer); autocommit ones not at all.
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        mode = options.get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -137,6 +140,9 @@ class Database:
         # Reads begin DEFERRED on SQLite (no write lock; see _configure_sqlite).
         self.read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.autocommit_sessionmaker = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,6 +157,14 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session for reads (on SQLite it takes no write lock); the caller commits nothing through it."""
         with self.read_sessionmaker() as session:
+            yield session
+
+    @contextmanager
+    def statement_reads(self) -> Iterator[Session]:
+        """A session for reads whose every statement runs on its own (autocommit): no BEGIN and no ROLLBACK
+        round trips. For a hot path that needs no snapshot across its statements; PostgreSQL's READ COMMITTED
+        gives none across statements anyway. Nothing is written through it."""
+        with self.autocommit_sessionmaker() as session:
             yield session
 
     def table_names(self) -> list[str]:

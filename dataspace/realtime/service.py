@@ -379,7 +379,9 @@ def decide(
         raise InvalidInput("event_id must be 1 to 128 characters")
     subject = _subject_condition(keys, subject_id=subject_id, customer_ref=customer_ref)
     now = utcnow()
-    with db.session() as session:
+    # Statement by statement (no snapshot across them, as under PostgreSQL's READ COMMITTED): whatever changes
+    # meanwhile, consent is checked again when the answer is stored.
+    with db.statement_reads() as session:
         found = _lookup(session, service, contract_id, event_id, subject)
         if found is None:
             raise NotFound("no such contract")
