@@ -132,58 +132,85 @@ class _Store:
     """
 
     def __init__(self, session: Session, log: str) -> None:
-        self.conn = session.connection()
-        self.ph = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        conn = session.connection()
+        # The driver's own cursor: SQLAlchemy's execution machinery cost more than the queries themselves.
+        self.raw = conn.connection.driver_connection
+        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        # The parts of `subtrees`' statement: placeholders only, every value is a bound parameter.
+        self.node_term = f'(log = {ph} AND level = {ph} AND "index" = {ph})'
+        self.leaf_part = (
+            f"SELECT 2, idx, 0, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} AND idx < {ph}"  # noqa: S608
+        )
+        self.head_part = f"SELECT 0, size, 0, NULL FROM tlog_heads WHERE log = {ph}"  # noqa: S608
         self.log = log
         self.fetched_leaves: dict[int, bytes] = {}
 
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        cursor = self.raw.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
     def subtrees(
-        self, keys: Iterable[tuple[int, int]], extra_leaves: Sequence[tuple[int, int]] = ()
+        self, keys: Iterable[tuple[int, int]], extra_leaves: Sequence[tuple[int, int]] = (), *, size: int | None = None
     ) -> dict[tuple[int, int], bytes]:
+        """The hashes of these complete subtrees (level, index), and the leaves of ``extra_leaves`` in
+        ``fetched_leaves``; with ``size``, first NotFound unless the log is sequenced up to it. One statement:
+        its parts (stored nodes, leaf ranges, the head) are joined by UNION ALL, each on its own index."""
         keys = set(keys)
         stored = sorted(k for k in keys if k[0] >= STORED_MIN_LEVEL)
         small = [k for k in keys if k[0] < STORED_MIN_LEVEL]
-        out: dict[tuple[int, int], bytes] = {}
+        log = self.log
+        parts: list[str] = []
+        params: list[Any] = []
         if stored:
             # An OR of full-key equalities: both databases answer it with one index probe per node.
-            ph = self.ph
-            term = f'(log = {ph} AND level = {ph} AND "index" = {ph})'
-            sql = 'SELECT level, "index", hash FROM tlog_nodes WHERE ' + " OR ".join([term] * len(stored))  # noqa: S608  (placeholders only)
-            params: list[Any] = []
+            where = " OR ".join([self.node_term] * len(stored))
+            parts.append(f'SELECT 1, level, "index", hash FROM tlog_nodes WHERE {where}')  # noqa: S608
             for lv, ix in stored:
-                params += (self.log, lv, ix)
-            for level, index, h in self.conn.exec_driver_sql(sql, tuple(params)):
-                out[(level, index)] = bytes(h)
-        if small or extra_leaves:
-            leaves = self.leaves([*((i << lv, (i + 1) << lv) for lv, i in small), *extra_leaves])
-            self.fetched_leaves = leaves
-            for level, index in small:
-                lo = index << level
-                hs = [leaves[j] for j in range(lo, lo + (1 << level)) if j in leaves]
-                if len(hs) == 1 << level:
-                    out[(level, index)] = merkle.range_hash(hs, 0, len(hs))
-        if keys - out.keys():
-            raise NotFound("tree nodes missing; is the log sequenced up to this size?")
-        return out
-
-    def leaves(self, ranges: Iterable[tuple[int, int]]) -> dict[int, bytes]:
-        # One index range scan per merged range (an OR of ranges defeats the index on SQLite).
+                params += (log, lv, ix)
+        # One index range scan per merged range of leaves (an OR of ranges defeats the index on SQLite).
         merged: list[list[int]] = []
-        for lo, hi in sorted(ranges):
+        for lo, hi in sorted([*((i << lv, (i + 1) << lv) for lv, i in small), *extra_leaves]):
             if merged and lo <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], hi)
             else:
                 merged.append([lo, hi])
-        ph = self.ph
-        sql = f"SELECT idx, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} AND idx < {ph}"  # noqa: S608
-        out: dict[int, bytes] = {}
         for lo, hi in merged:
-            out.update((int(i), bytes(h)) for i, h in self.conn.exec_driver_sql(sql, (self.log, lo, hi)))
+            parts.append(self.leaf_part)
+            params += (log, lo, hi)
+        if size is not None:
+            parts.append(self.head_part)
+            params.append(log)
+        out: dict[tuple[int, int], bytes] = {}
+        leaves: dict[int, bytes] = {}
+        sequenced = 0
+        if parts:
+            # Placeholders only: every value is a bound parameter.
+            for kind, a, b, h in self._rows(" UNION ALL ".join(parts), params):
+                if kind == 1:
+                    out[(int(a), int(b))] = bytes(h)
+                elif kind == 2:
+                    leaves[int(a)] = bytes(h)
+                else:
+                    sequenced = int(a)
+        if size is not None and size > sequenced:
+            raise NotFound("the log has not reached that size yet")
+        self.fetched_leaves = leaves
+        for level, index in small:
+            lo = index << level
+            hs = [leaves[j] for j in range(lo, lo + (1 << level)) if j in leaves]
+            if len(hs) == 1 << level:
+                out[(level, index)] = merkle.range_hash(hs, 0, len(hs))
+        if keys - out.keys():
+            raise NotFound("tree nodes missing; is the log sequenced up to this size?")
         return out
 
-    def range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    def range_hashes(self, ranges: Sequence[tuple[int, int]], *, size: int | None = None) -> list[bytes]:
         parts = [merkle.decompose(lo, hi) for lo, hi in ranges]
-        got = self.subtrees(k for p in parts for k in p)
+        got = self.subtrees((k for p in parts for k in p), size=size)
         return [merkle.fold([got[k] for k in p]) for p in parts]
 
 
@@ -392,19 +419,13 @@ class ConsistencyProof:
     hashes: list[bytes]
 
 
-def _check_size(session: Session, log: str, size: int) -> None:
-    if size > tree_size(session, log=log):
-        raise NotFound("the log has not reached that size yet")
-
-
 def inclusion_proof(session: Session, *, log: str, index: int, size: int) -> InclusionProof:
     _check_log(log)
     if not 0 <= index < size:
         raise InvalidInput("index must be below tree_size")
-    _check_size(session, log, size)
     store = _Store(session, log)
     parts = [merkle.decompose(lo, hi) for lo, hi in merkle.inclusion_ranges(index, size)]
-    got = store.subtrees((k for p in parts for k in p), extra_leaves=[(index, index + 1)])
+    got = store.subtrees((k for p in parts for k in p), extra_leaves=[(index, index + 1)], size=size)
     leaf = store.fetched_leaves.get(index)
     if leaf is None:
         raise NotFound("no such entry")
@@ -415,17 +436,17 @@ def consistency_proof(session: Session, *, log: str, first: int, second: int) ->
     _check_log(log)
     if not 0 <= first <= second:
         raise InvalidInput("first must not exceed second")
-    _check_size(session, log, second)
     store = _Store(session, log)
-    return ConsistencyProof(log, first, second, store.range_hashes(merkle.consistency_ranges(first, second)))
+    hashes = store.range_hashes(merkle.consistency_ranges(first, second), size=second)
+    return ConsistencyProof(log, first, second, hashes)
 
 
 def root_at(session: Session, *, log: str, size: int) -> bytes:
     """The root of the log's tree at ``size`` (from stored subtrees)."""
-    _check_size(session, log, size)
+    store = _Store(session, log)
     if size == 0:
         return merkle.EMPTY_ROOT
-    return _Store(session, log).range_hashes([(0, size)])[0]
+    return store.range_hashes([(0, size)], size=size)[0]
 
 
 def iter_sequenced(session: Session, *, log: str, size: int, batch: int = 20_000) -> Iterator[tuple[int, str, bytes]]:
