@@ -53,6 +53,29 @@ class RootBuilder:
         stack.append(h)
         self.size += 1
 
+    def extend_recording(self, hashes: Iterable[bytes], min_level: int) -> list[tuple[int, int, bytes]]:
+        """``extend``, returning (level, index, hash) of every complete subtree of at least ``min_level`` that
+        the new leaves complete, in the order they complete (``append``'s ``on_node`` calls, without a call
+        per node: a sequencer records a million-entry batch's subtrees this way)."""
+        stack = self._stack
+        size = self.size
+        out: list[tuple[int, int, bytes]] = []
+        record = out.append
+        for leaf in hashes:
+            h = leaf
+            n = size
+            level = 0
+            while n & 1:
+                h = _sha256(b"\x01" + stack.pop() + h).digest()
+                level += 1
+                n >>= 1
+                if level >= min_level:
+                    record((level, ((size + 1) >> level) - 1, h))
+            stack.append(h)
+            size += 1
+        self.size = size
+        return out
+
     def extend(self, hashes: Iterable[bytes]) -> None:
         stack = self._stack
         size = self.size

@@ -190,3 +190,22 @@ def test_ranges_fold_from_stored_subtrees(n: int, salt: int, data: st.DataObject
     for lo, hi in [*merkle.inclusion_ranges(index, n), *merkle.consistency_ranges(first, n), (0, n)]:
         parts = merkle.decompose(lo, hi)
         assert merkle.fold([nodes[k] for k in parts]) == merkle.range_hash(leaves, lo, hi)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 300), st.integers(0, 6))
+def test_extend_recording_is_append_with_its_node_calls(start: int, n: int, min_level: int) -> None:
+    """The sequencer's bulk path completes the same subtrees, with the same indices and hashes, as appending
+    leaf by leaf, and leaves the builder in the same state (root, frontier, size)."""
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(start + n)]
+    one = merkle.RootBuilder()
+    for h in leaves[:start]:
+        one.append(h)
+    bulk = merkle.RootBuilder(one.frontier, one.size)
+    seen: list[tuple[int, int, bytes]] = []
+    for h in leaves[start:]:
+        one.append(h, lambda level, index, node: seen.append((level, index, node)) if level >= min_level else None)
+    assert bulk.extend_recording(leaves[start:], min_level) == seen
+    assert (bulk.root(), bulk.frontier, bulk.size) == (one.root(), one.frontier, one.size)
+    for level, index, node in seen:  # each is the hash of the subtree it names
+        assert node == merkle.range_hash(leaves, index << level, (index + 1) << level)
