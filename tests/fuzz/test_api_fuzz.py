@@ -13,6 +13,9 @@ Bounded and deterministic: a few examples per operation, derandomized, no exampl
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import json
 import traceback
 from datetime import timedelta
@@ -27,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NOT_SET
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -175,12 +179,46 @@ def _describe(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
+# Drawn cases, by (document, operation, mode, examples, path parameters). Derandomized, what hypothesis draws
+# for an operation depends on the document and these only, not on the role or the database: each process
+# draws them once, and every later role (and backend) sends exactly the same requests without drawing them
+# again. Only complete draws are kept (a failure stops one early); None: nothing satisfiable to draw.
+_DRAWN: dict[tuple[str, str, GenerationMode, int, str], list[dict[str, Any]] | None] = {}
+
+
+def _case_data(case: Any) -> dict[str, Any]:
+    """What a case sends (and its generation metadata), detached from the app it was drawn against."""
+    data = {
+        "method": case.method,
+        "path_parameters": case.path_parameters,
+        "headers": dict(case.headers),
+        "cookies": case.cookies,
+        "query": case.query,
+        "media_type": case.media_type,
+        "multipart_content_types": case.multipart_content_types,
+    }
+    data = copy.deepcopy(data)
+    data["body"] = case.body if case.body is NOT_SET else copy.deepcopy(case.body)
+    data["_meta"] = case.meta
+    return data
+
+
+def _replay(operation: Any, data: dict[str, Any]) -> Any:
+    body = data["body"]
+    detached = {k: v for k, v in data.items() if k not in {"body", "_meta"}}
+    return operation.Case(
+        **copy.deepcopy(detached), body=body if body is NOT_SET else copy.deepcopy(body), _meta=data["_meta"]
+    )
+
+
 def run_operation(
     operation: Any,
     mode: GenerationMode,
     token: str | None,
     max_examples: int,
     path_parameters: dict[str, Any] | None = None,
+    *,
+    document: str,
 ) -> None:
     headers = bearer(token) if token else None
     query = BOUNDED_QUERY.get(operation.path)
@@ -198,7 +236,35 @@ def run_operation(
         if reason is not None:
             raise AssertionError(f"{operation.label}: {reason}\n{case.as_curl_command()}")
 
-    fuzz()
+    check = fuzz.hypothesis.inner_test
+    key = (document, operation.label, mode, max_examples, json.dumps(path_parameters, sort_keys=True))
+    if key in _DRAWN:
+        drawn = _DRAWN[key]
+        if drawn is None:
+            raise Unsatisfiable(f"{operation.label}: nothing to draw in {mode.value} mode")
+        for data in drawn:
+            case = _replay(operation, data)
+            try:
+                check(case)
+            except (Exception, BaseExceptionGroup) as exc:
+                exc.add_note(f"Replayed case: {case.as_curl_command()}")
+                raise
+        return
+
+    drawing: list[dict[str, Any]] = []
+
+    @functools.wraps(check)  # hypothesis seeds derandomized draws from the source: keep those of fuzz itself
+    def recording(case: Any) -> None:
+        drawing.append(_case_data(case))
+        check(case)
+
+    fuzz.hypothesis.inner_test = recording
+    try:
+        fuzz()
+    except Unsatisfiable:
+        _DRAWN[key] = None
+        raise
+    _DRAWN[key] = drawing
 
 
 def _has_input(operation: Any) -> bool:
@@ -221,6 +287,7 @@ def test_openapi_operations_never_fail_and_errors_are_problems(ctx: Context, rol
     known = world.known_path_parameters()
     failures: list[str] = []
     operations = _operations(app)
+    document = hashlib.sha256(json.dumps(app.openapi(), sort_keys=True).encode()).hexdigest()
     assert len(operations) > 50
     positive, negative, with_known = EXAMPLES.get(role, DEFAULT_EXAMPLES)
     for operation in operations:
@@ -231,7 +298,7 @@ def test_openapi_operations_never_fail_and_errors_are_problems(ctx: Context, rol
             runs.append((GenerationMode.NEGATIVE, negative, None))
         for mode, max_examples, path_parameters in runs:
             try:
-                run_operation(operation, mode, token, max_examples, path_parameters)
+                run_operation(operation, mode, token, max_examples, path_parameters, document=document)
             except Unsatisfiable:
                 continue  # nothing to negate (e.g. only an optional boolean): the positive run covered it
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001  all collected, reported together
