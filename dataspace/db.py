@@ -122,11 +122,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Read-only sessions begin DEFERRED (WAL readers never wait for the writer); autocommit ones not at all.
-        options = conn.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
+        # Read-only sessions begin DEFERRED (WAL readers never wait for the writer); statement reads (None) not
+        # at all: the driver connection is already in autocommit mode (isolation_level None above).
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        if mode is None:
             return
-        mode = options.get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -140,9 +140,14 @@ class Database:
         # Reads begin DEFERRED on SQLite (no write lock; see _configure_sqlite).
         self.read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
-        self.autocommit_sessionmaker = sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        # Statement reads: PostgreSQL in autocommit; SQLite without our BEGIN (SQLAlchemy's AUTOCOMMIT level on
+        # pysqlite would hand the connection back with the driver's own implicit transactions switched on).
+        statements = (
+            self.engine.execution_options(sqlite_begin=None)
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self.autocommit_sessionmaker = sessionmaker(statements, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -295,10 +300,14 @@ def insert_later(session: Session, table: Table, params: dict[str, Any]) -> None
         pending.setdefault(table, []).append(params)
 
 
-def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` into ``table`` now, in multi-row INSERTs (see ``_insert_rows``)."""
-    if rows:
-        _insert_rows(session.connection(), table, rows)
+def insert_rows(
+    session: Session, table: Table, rows: list[dict[str, Any]], *, returning: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` into ``table`` now, in multi-row INSERTs (see ``_insert_rows``); with ``returning``,
+    those columns of every inserted row (in no promised order: match them by a unique key)."""
+    if not rows:
+        return []
+    return _insert_rows(session.connection(), table, rows, returning=returning)
 
 
 def deferred_rows(session: Session, table: Table) -> list[dict[str, Any]]:
@@ -324,24 +333,32 @@ def _write_pending(conn: Connection, pending: dict[Table, list[dict[str, Any]]])
 _ROWS_PER_INSERT = 500
 
 
-def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+def _insert_rows(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], *, returning: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
     """One multi-row INSERT per ``_ROWS_PER_INSERT`` rows, straight to the driver with each column's bind
     processing (SQLAlchemy's own executemany costs twice the CPU for the few rows of a batch)."""
     columns = tuple(rows[0])
+    back = [table.c[c] for c in returning]  # only the table's own columns
     if any(tuple(r) != columns for r in rows) or any(
         c.default is not None and c.name not in columns for c in table.columns
     ):
-        conn.execute(insert(table), rows)  # uneven rows, or Python defaults to apply: the general path
-        return
+        # Uneven rows, or Python defaults to apply: the general path.
+        if back:
+            return [tuple(r) for r in conn.execute(insert(table).returning(*back), rows)]
+        conn.execute(insert(table), rows)
+        return []
     dialect = conn.dialect
     processors = [table.c[c].type._cached_bind_processor(dialect) for c in columns]
     quote = dialect.identifier_preparer.quote
     one = "(" + ", ".join(["%s" if dialect.name == "postgresql" else "?"] * len(columns)) + ")"
     # Identifiers are the table's own (table.c[c] above refused any other name), quoted; values are bound.
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "  # noqa: S608
+    tail = f" RETURNING {', '.join(quote(c.name) for c in back)}" if back else ""
     raw = conn.connection.driver_connection
     assert raw is not None
     cursor = raw.cursor()
+    out: list[tuple[Any, ...]] = []
     try:
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
@@ -350,15 +367,18 @@ def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
                 for row in chunk
                 for c, proc in zip(columns, processors, strict=True)
             ]
-            sql = head + ", ".join([one] * len(chunk))
+            sql = head + ", ".join([one] * len(chunk)) + tail
             try:
                 cursor.execute(sql, values)
+                if back:
+                    out += [tuple(r) for r in cursor.fetchall()]
             except dialect.loaded_dbapi.Error as exc:
                 # The driver's error, as SQLAlchemy's own path would raise it (IntegrityError, OperationalError
                 # with its SQLSTATE...): callers and the group committer's retry test recognise it.
                 raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
     finally:
         cursor.close()
+    return out
 
 
 def deferred_inserts(session: Session) -> AbstractContextManager[None]:

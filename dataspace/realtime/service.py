@@ -36,7 +36,7 @@ from consent import Granularity
 from dataspace.agreements import contracts
 from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.catalog.models import Field
-from dataspace.db import Database, allocate_ids, held_back, insert_rows, utcnow
+from dataspace.db import Database, held_back, insert_rows, utcnow
 from dataspace.emission import Identity, Quantile, emit, parse_features
 from dataspace.emission.service import catalog_fields, quantile_cut_points
 from dataspace.emission.specs import CatalogField, FeatureSpec, column_name, feature_fields
@@ -482,11 +482,12 @@ class _Answer:
 
 _HELD = "realtime_decisions"
 _DECISIONS: Table = RealtimeDecision.__table__  # type: ignore[assignment]
+_KEYS = ("id", "contract_id", "event_id")
 
 
 def decisions_batched(session: Session) -> AbstractContextManager[None]:
     """Hold back the decisions stored in this block and write them together when it ends (in the caller's
-    transaction): one consent query, one id allocation, one INSERT and one ledger append for the whole batch,
+    transaction): one consent query, one INSERT (returning the ids) and one ledger append for the whole batch,
     instead of three round trips each. The group committer wraps every batch in it."""
     return held_back(session, _HELD, [], lambda pending: _write(session, pending))
 
@@ -518,33 +519,35 @@ def _write(session: Session, answers: list[_Answer]) -> None:
         )
         for row in rows:
             grants.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(row))
-    ids = allocate_ids(session, _DECISIONS.name, len(answers))
     records: list[dict[str, Any]] = []
-    used: list[NewEntry] = []
-    for answer, decision_id in zip(answers, ids, strict=True):
+    for answer in answers:
         served = answer.served
         decided = answer.decision is not None and _permitted(
             grants.get((answer.subject_id, served.purpose_key), []), served, answer.subject_id, at
         )
-        label = answer.decision if decided and isinstance(answer.decision, str) else None
-        value = answer.decision if decided and isinstance(answer.decision, float) else None
-        record = {
-            "id": decision_id,
-            "contract_id": answer.contract_id,
-            "partner_id": served.partner_id,
-            "model_id": served.model_id,
-            "subject_id": answer.subject_id,
-            "event_id": answer.event_id,
-            "event_type": answer.event_type,
-            "outcome": DECIDED if decided else NOT_PERMITTED,
-            "label": label,
-            "value": value,
-            "requested_by": answer.requested_by,
-            "created_at": at,
-        }
-        records.append(record)
-        if decided:
-            used.append(_ledger_entry(served, decision_id, answer.subject_id, label, at))
+        records.append(
+            {
+                "contract_id": answer.contract_id,
+                "partner_id": served.partner_id,
+                "model_id": served.model_id,
+                "subject_id": answer.subject_id,
+                "event_id": answer.event_id,
+                "event_type": answer.event_type,
+                "outcome": DECIDED if decided else NOT_PERMITTED,
+                "label": answer.decision if decided and isinstance(answer.decision, str) else None,
+                "value": answer.decision if decided and isinstance(answer.decision, float) else None,
+                "requested_by": answer.requested_by,
+                "created_at": at,
+            }
+        )
+    # The ids come back with the INSERT, matched by the unique (contract, event).
+    ids = {(c, e): i for i, c, e in insert_rows(session, _DECISIONS, records, returning=_KEYS)}
+    used: list[NewEntry] = []
+    for answer, record in zip(answers, records, strict=True):
+        decision_id = ids[(answer.contract_id, answer.event_id)]
+        label, value = record["label"], record["value"]
+        if record["outcome"] == DECIDED:
+            used.append(_ledger_entry(answer.served, decision_id, answer.subject_id, label, at))
         answer.outcome = DecisionOutcome(
             id=decision_id,
             contract_id=answer.contract_id,
@@ -555,7 +558,6 @@ def _write(session: Session, answers: list[_Answer]) -> None:
             decision=label if label is not None else value,
             created_at=at,
         )
-    insert_rows(session, _DECISIONS, records)
     if used:
         append(session, log=USAGE_LOG, entries=used)
 

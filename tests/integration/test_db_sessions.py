@@ -50,6 +50,25 @@ def test_statement_reads_hold_no_transaction_and_see_each_commit(ctx: Context) -
         assert _in_transaction(snapshot)
 
 
+def test_a_connection_back_from_statement_reads_commits_its_next_writes(ctx: Context) -> None:
+    """The pooled connection a statement-read session used goes on to serve transactions that end when they
+    commit: nothing of the reads' mode lingers (an implicit driver transaction would hold SQLite's write lock)."""
+    for n in range(3):
+        with ctx.db.statement_reads() as reads:
+            _partners(reads)
+        with ctx.db.transaction() as s:
+            insert_rows(s, Partner.__table__, [_row(f"after-reads-{n}")])  # type: ignore[arg-type]
+            driver = s.connection().connection.driver_connection
+        if ctx.db.engine.dialect.name == "postgresql":
+            assert driver.info.transaction_status == 0
+            assert driver.autocommit is False
+        else:
+            assert not driver.in_transaction
+            assert driver.isolation_level is None  # BEGIN stays ours (IMMEDIATE for writers)
+    with ctx.db.session() as s:
+        assert _partners(s) == 3
+
+
 def test_a_duplicate_in_the_fast_insert_is_sqlalchemys_integrity_error(ctx: Context) -> None:
     with ctx.db.transaction() as s:
         insert_rows(s, Partner.__table__, [_row("once")])  # type: ignore[arg-type]
@@ -57,3 +76,16 @@ def test_a_duplicate_in_the_fast_insert_is_sqlalchemys_integrity_error(ctx: Cont
         insert_rows(s, Partner.__table__, [_row("twice"), _row("once")])  # type: ignore[arg-type]
     with ctx.db.session() as s:
         assert sorted(s.scalars(select(Partner.key))) == ["once"]  # the failed statement left nothing
+
+
+def test_the_fast_insert_returns_what_it_was_asked_for_of_every_row(ctx: Context) -> None:
+    keys = [f"partner-{i}" for i in range(7)]
+    back = insert_rows_now(ctx, [_row(k) for k in keys])
+    with ctx.db.session() as s:
+        stored = dict(s.execute(select(Partner.key, Partner.id)).all())
+    assert sorted(back) == sorted((stored[k], k) for k in keys)
+
+
+def insert_rows_now(ctx: Context, rows: list[dict[str, object]]) -> list[tuple]:
+    with ctx.db.transaction() as s:
+        return insert_rows(s, Partner.__table__, rows, returning=("id", "key"))  # type: ignore[arg-type]
