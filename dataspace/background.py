@@ -89,6 +89,12 @@ def tasks(ctx: Context) -> list[Periodic]:
             destroy_shredded(session, partner_keys)
             reconcile(session, partner_keys)
 
+    def prune_login_attempts() -> None:
+        from dataspace.auth import login
+
+        with ctx.db.transaction() as session:
+            login.prune(session)
+
     def expire_points() -> None:
         with ctx.db.transaction() as session:
             ledger.expire_points(session, now=utcnow())
@@ -143,6 +149,7 @@ def tasks(ctx: Context) -> list[Periodic]:
         Periodic("business-events", 0.5, business_event_work),
         Periodic("consent-expiry", 60.0, expire_consents),
         Periodic("points-expiry", 300.0, expire_points),
+        Periodic("login-attempts", 300.0, prune_login_attempts),
         Periodic("key-reload", 5.0, ctx.reload_keys),
         Periodic("epoch-retirement", ctx.settings.epoch_retire_seconds, retire_epochs),
         # Confirms the remembered "not revoked" answers (see auth.tokens.ActiveTokens) several times per bound.

@@ -89,3 +89,11 @@ def sign_in(*, session: Session, username: str, password: str, address: str, now
         return SignIn(Outcome.INVALID)
     session.execute(delete(LoginAttempt).where(LoginAttempt.key == pair_key))
     return SignIn(Outcome.OK, user)
+
+
+def prune(session: Session, *, now: datetime | None = None) -> int:
+    """Forget failures older than the window: they slow nobody down any more, and a trace of who failed to
+    sign in from where is personal data, kept no longer than it serves (a background task calls this)."""
+    cutoff = (now or utcnow()) - WINDOW
+    result = session.execute(delete(LoginAttempt).where(LoginAttempt.at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -9,9 +9,11 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from httpx import Response
+from sqlalchemy import select
 
 from dataspace.app import create_app
 from dataspace.auth import login
+from dataspace.auth.models import LoginAttempt
 from dataspace.context import Context
 from dataspace.db import utcnow
 from tests.factories.identities import TEST_PASSWORD, make_client, make_user
@@ -94,3 +96,31 @@ def test_one_address_spraying_many_names_is_throttled(ctx: Context) -> None:
         assert limited.outcome is login.Outcome.LIMITED
         assert limited.retry_after is not None
         assert 0 < limited.retry_after <= login.WINDOW.total_seconds()
+
+
+def test_failures_past_the_window_are_forgotten_and_recent_ones_still_count(ctx: Context) -> None:
+    user = make_user(ctx, "steward")
+    t = utcnow()
+    with ctx.db.transaction() as s:
+        for i in range(login.FREE_FAILURES):  # long ago: a full backoff's worth
+            login.sign_in(
+                session=s,
+                username="ghost",
+                password="x",
+                address="old",
+                now=t - login.WINDOW * 2 + timedelta(seconds=i),
+            )
+        for i in range(login.FREE_FAILURES):  # now
+            login.sign_in(session=s, username=user.username, password="nope", address="a", now=t + timedelta(seconds=i))
+    with ctx.db.transaction() as s:
+        assert login.prune(s, now=t + timedelta(seconds=login.FREE_FAILURES)) == 2 * login.FREE_FAILURES
+    with ctx.db.session() as s:
+        kept = s.scalars(select(LoginAttempt.at)).all()
+    assert len(kept) == 2 * login.FREE_FAILURES  # the recent ones: one per (name, address) and one per address
+    assert all(at >= t for at in kept)
+    with ctx.db.transaction() as s:  # what is kept still throttles; what went never would have
+        late = t + timedelta(seconds=login.FREE_FAILURES)
+        r = login.sign_in(session=s, username=user.username, password=TEST_PASSWORD, address="a", now=late)
+        assert r.outcome is login.Outcome.LIMITED
+        r = login.sign_in(session=s, username="ghost", password="x", address="old", now=late)
+        assert r.outcome is login.Outcome.INVALID  # checked, not limited
