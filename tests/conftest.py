@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataspace import migrations
@@ -82,14 +83,44 @@ def database(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
+# The identity/serial sequences owned by a table that have handed out a value (``last_value`` is NULL while
+# a sequence is as created or restarted), with their start values.
+_USED_SEQUENCES = """
+SELECT t.relname, quote_ident(n.nspname) || '.' || quote_ident(s.relname), ps.start_value FROM pg_class s
+JOIN pg_namespace n ON n.oid = s.relnamespace
+JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
+JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+JOIN pg_class t ON t.oid = d.refobjid
+WHERE s.relkind = 'S' AND n.nspname = current_schema() AND ps.last_value IS NOT NULL
+"""
+
+
 def truncate_all(db: Database) -> None:
+    """Every table empty, and on PostgreSQL every table's identity restarted (as ``TRUNCATE ... RESTART
+    IDENTITY``)."""
     _dirty.discard(db.url)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    with db.engine.begin() as conn:
-        if db.is_sqlite:
+    if db.is_sqlite:
+        with db.engine.begin() as conn:
             for name in tables:
                 conn.execute(text(f'DELETE FROM "{name}"'))
-        else:
+        return
+    # A TRUNCATE costs about 7 ms a table however few rows it holds, and CASCADE takes in every table with a
+    # foreign key to one truncated: ~0.35 s per ctx test for the few rows a test leaves. Deleting the rows
+    # of the tables that have any (children first) and restarting the sequences that were used leaves the
+    # same state in a few ms.
+    has_rows = " UNION ALL ".join(f"SELECT '{n}' WHERE EXISTS (SELECT 1 FROM \"{n}\")" for n in tables)
+    try:
+        with db.engine.begin() as conn:
+            used = {n for (n,) in conn.execute(text(has_rows))}
+            for name in tables:
+                if name in used:
+                    conn.execute(text(f'DELETE FROM "{name}"'))
+            for table, sequence, start in conn.execute(text(_USED_SEQUENCES)).all():
+                if table in tables:
+                    conn.execute(text("SELECT setval(CAST(:s AS regclass), :v, false)"), {"s": sequence, "v": start})
+    except IntegrityError:  # rows the foreign key order cannot delete (a cycle): the slow way
+        with db.engine.begin() as conn:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " RESTART IDENTITY CASCADE"))
 
 
