@@ -124,3 +124,12 @@ def test_consent_stats_for_an_unknown_field_is_an_empty_answer(ctx, client):
     r = client.get("/v1/consents/stats", params={"field": "no_such_field"}, headers=steward)
     assert r.status_code == 200, r.text
     assert r.json()["series"] == []
+
+
+@pytest.mark.parametrize("body", [b"a\rb,c\n1,2\n", b"customer_ref\r,age\nc1,40\n"])
+def test_a_csv_header_with_a_bare_carriage_return_is_invalid_input(ctx, client, body):
+    load_demo_catalog(ctx)
+    steward = bearer(issue_token(ctx, "steward"))
+    r = client.post("/v1/ingest/csv", content=body, headers={**steward, "content-type": "text/csv"})
+    _is_problem(r, 422)
+    assert "not a valid CSV" in r.json()["detail"]

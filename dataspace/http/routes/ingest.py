@@ -49,7 +49,7 @@ async def ingest_csv(
                 column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a bare CR inside the header
         raise InvalidInput(f"not a valid CSV: {str(exc).splitlines()[0]}") from exc
     report = ingest_batches(
         ctx.db, ctx.keys, ctx.vault, table.to_batches(max_chunksize=100_000), actor=principal, source="csv-upload"
