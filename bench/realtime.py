@@ -16,7 +16,11 @@ bench counts the rows afterwards.
 
 Printed beside it, per decision: the cold path (one batch-style sandbox started per decision: ``run_job`` on one
 row, the sandbox alone, no HTTP), the warm pool called in-process (the sandbox round trip alone) and the bare
-onnxruntime call (the floor), with ratios. The machine is shared: say so when quoting the numbers.
+onnxruntime call (the floor), with ratios. Then, unless ``--no-floor``, the request-path floor of the same
+stack (``bench/floor.py``: uvicorn + FastAPI, the same bearer check, one INSERT + COMMIT) on the same database
+with the same replicas, connections and duration, and the decision path against it: CPU per decision against
+the floor's CPU per request, decisions answered per second against the floor's requests per second. The
+machine is shared: say so when quoting the numbers.
 """
 
 from __future__ import annotations
@@ -42,7 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before bench/ (the script's directory): bench/consent.py is not the package
 
 import _report  # noqa: E402
-from load import Http, PostgresCpu, bench_database, free_port, own_cpu, start_servers, stop_servers  # noqa: E402
+from load import (  # noqa: E402
+    Customer,
+    Http,
+    PostgresCpu,
+    bench_database,
+    free_port,
+    own_cpu,
+    start_servers,
+    stop_servers,
+)
 
 from dataspace.agreements import contracts  # noqa: E402
 from dataspace.agreements.contracts import ContractProposal  # noqa: E402
@@ -290,6 +303,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="dataspace serve processes (one per core)")
     parser.add_argument("--cold-runs", type=int, default=15)
     parser.add_argument("--database-url", default=None, help="default: a fresh PostgreSQL database, dropped after")
+    parser.add_argument("--no-floor", action="store_true", help="skip the request-path floor (bench/floor.py)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dataspace-realtime-"))
@@ -336,8 +350,28 @@ def main() -> None:
                     )
             finally:
                 ctx.close()
-        finally:
             server_peaks = [s.peak_rss_mb() * 1024 for s in servers]
+            stop_servers(servers)
+            request_floor = None
+            if not args.no_floor:
+                # The request-path floor of the same stack (bench/floor.py: bearer check + one INSERT + COMMIT),
+                # same database, replicas, connections and duration, with the operator's token: as many
+                # requests as it can answer. Imported here: floor.py imports load.py, as this script does.
+                import floor as floor_bench
+
+                request_floor = floor_bench.run_floor(
+                    tmp,
+                    url,
+                    issuer,
+                    [Customer(0, token)] * args.connections,  # one slot per connection
+                    replicas=args.replicas,
+                    seconds=args.seconds,
+                    concurrency=args.connections,
+                    max_requests=1_000_000,
+                )
+        finally:
+            if not server_peaks:
+                server_peaks = [s.peak_rss_mb() * 1024 for s in servers]
             stop_servers(servers)
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -395,6 +429,26 @@ def main() -> None:
         unit="ms",
         floor_name="bare session.run",
     )
+    if request_floor is not None:
+        print("\nagainst the request-path floor (floor.py, same stack, replicas and connections, as fast as it goes):")
+        floor_bench.print_floor(request_floor)
+        per_decision = (cpu[0] + cpu[1] + cpu[2] + pg_seconds) / n * 1e3
+        _report.compare(
+            "CPU per decision (servers, sandboxes, PostgreSQL, client)",
+            per_decision,
+            request_floor.cpu_per_request_ms,
+            unit="ms",
+            better="lower",
+            floor_name="floor's CPU per request",
+        )
+        _report.compare(
+            "decisions answered per second",
+            len(both) / elapsed,
+            request_floor.per_second,
+            unit="/s",
+            better="higher",
+            floor_name="floor's requests/s",
+        )
     _report.peak_rss(**{f"server {i}": kib for i, kib in enumerate(server_peaks)})
 
 
