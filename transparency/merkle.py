@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from transparency.errors import ProofError
 
@@ -40,25 +40,15 @@ class RootBuilder:
         self._stack = list(frontier)
         self.size = size
 
-    def append(self, h: bytes, on_node: Callable[[int, int, bytes], None] | None = None) -> None:
-        n = self.size
-        stack = self._stack
-        level = 0
-        while n & 1:
-            h = _sha256(b"\x01" + stack.pop() + h).digest()
-            level += 1
-            n >>= 1
-            if on_node is not None:
-                on_node(level, (self.size + 1 >> level) - 1, h)
-        stack.append(h)
-        self.size += 1
+    def append(self, h: bytes) -> None:
+        self.extend((h,))
 
-    def extend_recording(self, hashes: Iterable[bytes], min_level: int) -> list[tuple[int, int, bytes]]:
-        """``extend``, returning (level, index, hash) of every complete subtree of at least ``min_level`` that
-        the new leaves complete, in the order they complete (``append``'s ``on_node`` calls, without a call
-        per node: a sequencer records a million-entry batch's subtrees this way)."""
+    def extend(self, hashes: Iterable[bytes], *, record_from: int | None = None) -> list[tuple[int, int, bytes]]:
+        """Append leaf hashes. With ``record_from``, returns (level, index, hash) of every complete subtree of at
+        least that level the new leaves complete, in the order they complete (a sequencer stores them)."""
         stack = self._stack
         size = self.size
+        lowest = record_from if record_from is not None else 64  # no tree has a 64th level
         out: list[tuple[int, int, bytes]] = []
         record = out.append
         for leaf in hashes:
@@ -69,25 +59,12 @@ class RootBuilder:
                 h = _sha256(b"\x01" + stack.pop() + h).digest()
                 level += 1
                 n >>= 1
-                if level >= min_level:
+                if level >= lowest:
                     record((level, ((size + 1) >> level) - 1, h))
             stack.append(h)
             size += 1
         self.size = size
         return out
-
-    def extend(self, hashes: Iterable[bytes]) -> None:
-        stack = self._stack
-        size = self.size
-        for leaf in hashes:
-            h = leaf
-            n = size
-            while n & 1:
-                h = _sha256(b"\x01" + stack.pop() + h).digest()
-                n >>= 1
-            stack.append(h)
-            size += 1
-        self.size = size
 
     @property
     def frontier(self) -> list[bytes]:

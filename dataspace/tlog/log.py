@@ -304,7 +304,7 @@ def _sequence_batch(
             # Ordered by the unique (log, idx): gap-free exactly when the first and last are where they belong.
             if rows[0][0] != expected or rows[-1][0] != expected + len(rows) - 1:
                 raise RuntimeError("log index gap while sequencing")  # unreachable; guard anyway
-            done = builder.extend_recording([bytes(h) for _, h in rows], STORED_MIN_LEVEL)
+            done = builder.extend([bytes(h) for _, h in rows], record_from=STORED_MIN_LEVEL)
             nodes += ({"log": log, "level": lv, "index": ix, "hash": h} for lv, ix, h in done)
             expected += len(rows)
     finally:

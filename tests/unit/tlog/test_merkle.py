@@ -180,11 +180,8 @@ def test_decompose_covers_the_range_with_aligned_complete_subtrees(lo_level: int
 def test_ranges_fold_from_stored_subtrees(n: int, salt: int, data: st.DataObject) -> None:
     """Proof ranges folded from complete subtrees (what the DB store does) equal the RFC hashes."""
     leaves = _tree(n, salt)
-    nodes: dict[tuple[int, int], bytes] = {}
-    builder = merkle.RootBuilder()
-    for h in leaves:
-        nodes[(0, builder.size)] = h
-        builder.append(h, lambda lv, ix, hh: nodes.__setitem__((lv, ix), hh))
+    nodes: dict[tuple[int, int], bytes] = {(0, i): h for i, h in enumerate(leaves)}
+    nodes.update(((lv, ix), hh) for lv, ix, hh in merkle.RootBuilder().extend(leaves, record_from=1))
     index = data.draw(st.integers(0, n - 1))
     first = data.draw(st.integers(0, n))
     for lo, hi in [*merkle.inclusion_ranges(index, n), *merkle.consistency_ranges(first, n), (0, n)]:
@@ -194,18 +191,23 @@ def test_ranges_fold_from_stored_subtrees(n: int, salt: int, data: st.DataObject
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 300), st.integers(1, 300), st.integers(0, 6))
-def test_extend_recording_is_append_with_its_node_calls(start: int, n: int, min_level: int) -> None:
-    """The sequencer's bulk path completes the same subtrees, with the same indices and hashes, as appending
-    leaf by leaf, and leaves the builder in the same state (root, frontier, size)."""
+def test_extend_records_every_subtree_its_leaves_complete(start: int, n: int, min_level: int) -> None:
+    """The sequencer's bulk path: after leaf p (size p + 1), the subtrees ending there are completed, smallest
+    first; those of at least ``record_from`` come back with their hashes, and the builder ends as appending
+    leaf by leaf leaves it (root, frontier, size)."""
     leaves = [merkle.leaf_hash(b"%d" % i) for i in range(start + n)]
     one = merkle.RootBuilder()
     for h in leaves[:start]:
         one.append(h)
     bulk = merkle.RootBuilder(one.frontier, one.size)
-    seen: list[tuple[int, int, bytes]] = []
+    expected = [
+        (level, ((p + 1) >> level) - 1, merkle.range_hash(leaves, (p + 1) - (1 << level), p + 1))
+        for p in range(start, start + n)
+        for level in range(1, (p + 1).bit_length())
+        if (p + 1) % (1 << level) == 0 and level >= min_level
+    ]
+    assert bulk.extend(leaves[start:], record_from=min_level) == expected
     for h in leaves[start:]:
-        one.append(h, lambda level, index, node: seen.append((level, index, node)) if level >= min_level else None)
-    assert bulk.extend_recording(leaves[start:], min_level) == seen
+        one.append(h)
     assert (bulk.root(), bulk.frontier, bulk.size) == (one.root(), one.frontier, one.size)
-    for level, index, node in seen:  # each is the hash of the subtree it names
-        assert node == merkle.range_hash(leaves, index << level, (index + 1) << level)
+    assert bulk.root() == merkle.range_hash(leaves, 0, start + n)
