@@ -311,15 +311,19 @@ def _lookup(
     return _Lookup(state=(*row[:8], row[11]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
 
 
-_GRANTS = select(ConsentGrant).where(
-    ConsentGrant.subject_id == bindparam("subject_id", type_=Integer),
-    ConsentGrant.purpose_key == bindparam("purpose", type_=String),
+_GRANTS = select(ConsentGrant).where(  # built once: it runs on every decision, read and write
+    ConsentGrant.subject_id.in_(bindparam("subjects", expanding=True)),
+    ConsentGrant.purpose_key.in_(bindparam("purposes", expanding=True)),
 )
 
 
-def _grants(session: Session, served: _Served, subject_id: int) -> list[consent.Grant]:
-    rows = session.scalars(_GRANTS, {"subject_id": subject_id, "purpose": served.purpose_key}).all()
-    return [to_domain(r) for r in rows]
+def _grants(session: Session, subject_ids: set[int], purposes: set[str]) -> dict[tuple[int, str], list[consent.Grant]]:
+    """The grants of these subjects for these purposes, by (subject, purpose), in one query."""
+    rows = session.scalars(_GRANTS, {"subjects": sorted(subject_ids), "purposes": sorted(purposes)})
+    out: dict[tuple[int, str], list[consent.Grant]] = {}
+    for row in rows:
+        out.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(row))
+    return out
 
 
 def _permitted(grants: list[consent.Grant], served: _Served, subject_id: int, at: datetime) -> bool:
@@ -407,7 +411,8 @@ def decide(
             raise NotFound("no such customer")
         sid = int(found.subject_id)
         features: tuple[str, list[Any]] | None = None
-        if _permitted(_grants(session, served, sid), served, sid, now):
+        grants = _grants(session, {sid}, {served.purpose_key}).get((sid, served.purpose_key), [])
+        if _permitted(grants, served, sid, now):
             emission = emit(
                 session,
                 vault,
@@ -509,16 +514,7 @@ def _write(session: Session, answers: list[_Answer]) -> None:
         return
     at = utcnow()
     ran = [a for a in answers if a.decision is not None]
-    grants: dict[tuple[int, str], list[consent.Grant]] = {}
-    if ran:
-        rows = session.scalars(
-            select(ConsentGrant).where(
-                ConsentGrant.subject_id.in_(sorted({a.subject_id for a in ran})),
-                ConsentGrant.purpose_key.in_(sorted({a.served.purpose_key for a in ran})),
-            )
-        )
-        for row in rows:
-            grants.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(row))
+    grants = _grants(session, {a.subject_id for a in ran}, {a.served.purpose_key for a in ran}) if ran else {}
     records: list[dict[str, Any]] = []
     for answer in answers:
         served = answer.served
@@ -544,20 +540,10 @@ def _write(session: Session, answers: list[_Answer]) -> None:
     ids = {(c, e): i for i, c, e in insert_rows(session, _DECISIONS, records, returning=_KEYS)}
     used: list[NewEntry] = []
     for answer, record in zip(answers, records, strict=True):
-        decision_id = ids[(answer.contract_id, answer.event_id)]
-        label, value = record["label"], record["value"]
-        if record["outcome"] == DECIDED:
-            used.append(_ledger_entry(answer.served, decision_id, answer.subject_id, label, at))
-        answer.outcome = DecisionOutcome(
-            id=decision_id,
-            contract_id=answer.contract_id,
-            subject_id=answer.subject_id,
-            event_id=answer.event_id,
-            event_type=answer.event_type,
-            outcome=str(record["outcome"]),
-            decision=label if label is not None else value,
-            created_at=at,
-        )
+        row = RealtimeDecision(id=ids[(answer.contract_id, answer.event_id)], **record)  # as stored, not added
+        if row.outcome == DECIDED:
+            used.append(_ledger_entry(answer.served, row.id, row.subject_id, row.label, at))
+        answer.outcome = DecisionOutcome.of(row)
     if used:
         append(session, log=USAGE_LOG, entries=used)
 
