@@ -100,6 +100,41 @@ def proc_peak_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc (0 where /proc cannot tell)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (a process may fork from any of its threads)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            out.extend(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``."""
+    out: list[int] = []
+    stack = children(pid)
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack.extend(children(child))
+    return out
+
+
 def peak_rss(label: str = "peak RSS", **others_kib: float) -> None:
     """Print this process's peak RSS and that of its largest waited-for child (``ru_maxrss`` of
     RUSAGE_CHILDREN: the largest single child, not a sum), plus any other named figures in KiB."""

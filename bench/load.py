@@ -185,12 +185,8 @@ class Server:
     base: str
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process (from /proc; 0 where that is unavailable)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
+        """utime + stime of the server process (0 where /proc cannot tell)."""
+        return _report.cpu_seconds(self.proc.pid)
 
     def peak_rss_mb(self) -> float:
         try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import sys
@@ -219,26 +218,7 @@ async def drive(
 def sandbox_cpu(servers: list) -> float:
     """CPU seconds of the servers' child processes still running (the warm sandboxes: bwrap and the runners);
     0 where /proc cannot tell."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    parents = {s.proc.pid for s in servers}
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            rest = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
-    stack = [c for p in parents for c in children.get(p, [])]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(rest[11]) + int(rest[12])) / tick
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    return sum(_report.cpu_seconds(pid) for s in servers for pid in _report.descendants(s.proc.pid))
 
 
 def pct(values: list[float], q: float) -> float:

@@ -179,21 +179,6 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    """Child processes of every thread of ``pid`` (a worker forks from its actor threads)."""
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            out.extend(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 @dataclass
 class Peaks:
     main_kib: int = 0  # the worker process itself (VmHWM)
@@ -252,14 +237,14 @@ class Workers:
                 continue
             peak.main_kib = max(peak.main_kib, _status_kib(proc.pid, "VmHWM:"))
             tree = _status_kib(proc.pid, "VmRSS:")
-            stack = _children(proc.pid)
+            stack = _report.children(proc.pid)
             if stack:
                 self.busy.append((utcnow(), i))
             while stack:
                 pid = stack.pop()
                 peak.child_kib = max(peak.child_kib, _status_kib(pid, "VmHWM:"))
                 tree += _status_kib(pid, "VmRSS:")
-                stack.extend(_children(pid))
+                stack.extend(_report.children(pid))
             peak.tree_kib = max(peak.tree_kib, tree)
 
     def busy_during(self, start: datetime | None, end: datetime | None) -> list[int]:
