@@ -150,6 +150,39 @@ def decompose(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
+def inclusion_subtrees(index: int, size: int) -> list[list[tuple[int, int]]]:
+    """The inclusion proof of ``index`` as complete subtrees: ``[decompose(r) for r in inclusion_ranges(...)]``
+    straight from the bits of ``index`` and ``size - 1`` (the proof path of a store's hot read).
+
+    Below the level where ``index`` and ``size - 1`` part, each node is the sibling at that level, whole but
+    for the topmost, a right sibling cut off by the tree's edge; above it, a left sibling wherever ``index``
+    has a one bit (bits where both have a zero are levels the tree does not fork at).
+    """
+    if not 0 <= index < size:
+        raise ValueError("index out of range")
+    inner = (index ^ (size - 1)).bit_length()
+    out = [[(level, (index >> level) ^ 1)] for level in range(inner - 1)]
+    if inner:
+        top = inner - 1
+        out.append(decompose(((index >> top) ^ 1) << top, min(size, ((index >> top) + 2) << top)))
+    level = inner
+    rest = index >> inner
+    while rest:
+        if rest & 1:
+            out.append([(level, rest - 1)])
+        rest >>= 1
+        level += 1
+    return out
+
+
+def subtree_hash(leaf_hashes: Sequence[bytes]) -> bytes:
+    """The hash of a complete subtree (a power of two of leaves), pairwise level by level."""
+    hs = list(leaf_hashes)
+    while len(hs) > 1:
+        hs = [_sha256(b"\x01" + hs[i] + hs[i + 1]).digest() for i in range(0, len(hs), 2)]
+    return hs[0]
+
+
 def fold(hashes: Sequence[bytes]) -> bytes:
     """The hash of a range from its complete subtrees (left to right): they nest to the right."""
     h = hashes[-1]
@@ -263,12 +296,14 @@ __all__ = [
     "fold",
     "inclusion_proof",
     "inclusion_ranges",
+    "inclusion_subtrees",
     "leaf_hash",
     "node_hash",
     "range_hash",
     "root_from_inclusion_proof",
     "root_from_leaf_hashes",
     "split_point",
+    "subtree_hash",
     "verify_consistency",
     "verify_inclusion",
 ]

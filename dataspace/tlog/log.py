@@ -9,6 +9,7 @@ sequences nothing twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import time
@@ -125,6 +126,21 @@ def append(session: Session, *, log: str, entries: Iterable[NewEntry]) -> int:
 
 
 # --- reading hashes ----------------------------------------------------------------------------------
+_BLOCK = 1 << STORED_MIN_LEVEL  # the leaves read together: a subtree below STORED_MIN_LEVEL lies in one block
+
+
+@functools.cache
+def _statements(paramstyle: str) -> dict[str, str]:
+    """The SQL of ``_Store``, written once per placeholder style: placeholders only, every value is bound."""
+    ph = "?" if paramstyle == "qmark" else "%s"
+    return {
+        "node_term": f'(log = {ph} AND level = {ph} AND "index" = {ph})',
+        "leaf_part": f"SELECT 2, idx, 0, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} AND idx < {ph}",  # noqa: S608
+        "head_part": f"SELECT 0, size, 0, NULL FROM tlog_heads WHERE log = {ph}",  # noqa: S608
+        "numbered_since": f"SELECT idx, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} ORDER BY idx",  # noqa: S608
+    }
+
+
 class _Store:
     """Fetches complete-subtree hashes for a set of (level, index) keys in a few queries.
 
@@ -136,14 +152,11 @@ class _Store:
         conn = session.connection()
         # The driver's own cursor: SQLAlchemy's execution machinery cost more than the queries themselves.
         self.raw = conn.connection.driver_connection
-        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        # The parts of `subtrees`' statement: placeholders only, every value is a bound parameter.
-        self.node_term = f'(log = {ph} AND level = {ph} AND "index" = {ph})'
-        self.leaf_part = (
-            f"SELECT 2, idx, 0, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} AND idx < {ph}"  # noqa: S608
-        )
-        self.head_part = f"SELECT 0, size, 0, NULL FROM tlog_heads WHERE log = {ph}"  # noqa: S608
-        self.numbered_since = f"SELECT idx, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} ORDER BY idx"  # noqa: S608
+        sql = _statements(conn.dialect.paramstyle)
+        self.node_term = sql["node_term"]
+        self.leaf_part = sql["leaf_part"]
+        self.head_part = sql["head_part"]
+        self.numbered_since = sql["numbered_since"]
         self.log = log
         self.fetched_leaves: dict[int, bytes] = {}
 
@@ -156,13 +169,13 @@ class _Store:
             cursor.close()
 
     def subtrees(
-        self, keys: Iterable[tuple[int, int]], extra_leaves: Sequence[tuple[int, int]] = (), *, size: int | None = None
+        self, keys: Iterable[tuple[int, int]], *, leaf_at: int | None = None, size: int | None = None
     ) -> dict[tuple[int, int], bytes]:
-        """The hashes of these complete subtrees (level, index), and the leaves of ``extra_leaves`` in
-        ``fetched_leaves``; with ``size``, first NotFound unless the log is sequenced up to it. One statement:
-        its parts (stored nodes, leaf ranges, the head) are joined by UNION ALL, each on its own index."""
+        """The hashes of these complete subtrees (level, index); with ``leaf_at``, that leaf is read too (into
+        ``fetched_leaves``); with ``size``, first NotFound unless the log is sequenced up to it. One statement:
+        its parts (stored nodes, blocks of leaves, the head) are joined by UNION ALL, each on its own index."""
         keys = set(keys)
-        stored = sorted(k for k in keys if k[0] >= STORED_MIN_LEVEL)
+        stored = [k for k in keys if k[0] >= STORED_MIN_LEVEL]
         small = [k for k in keys if k[0] < STORED_MIN_LEVEL]
         log = self.log
         parts: list[str] = []
@@ -173,16 +186,20 @@ class _Store:
             parts.append(f'SELECT 1, level, "index", hash FROM tlog_nodes WHERE {where}')  # noqa: S608
             for lv, ix in stored:
                 params += (log, lv, ix)
-        # One index range scan per merged range of leaves (an OR of ranges defeats the index on SQLite).
-        merged: list[list[int]] = []
-        for lo, hi in sorted([*((i << lv, (i + 1) << lv) for lv, i in small), *extra_leaves]):
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
+        # The smaller subtrees are hashed from their leaves: one index range scan per run of whole blocks
+        # (an OR of ranges defeats the index on SQLite). Leaves of a block past ``size`` are read, not used.
+        blocks = {(ix << lv) >> STORED_MIN_LEVEL for lv, ix in small}
+        if leaf_at is not None:
+            blocks.add(leaf_at >> STORED_MIN_LEVEL)
+        runs: list[list[int]] = []
+        for b in sorted(blocks):
+            if runs and b == runs[-1][1]:
+                runs[-1][1] = b + 1
             else:
-                merged.append([lo, hi])
-        for lo, hi in merged:
+                runs.append([b, b + 1])
+        for lo, hi in runs:
             parts.append(self.leaf_part)
-            params += (log, lo, hi)
+            params += (log, lo * _BLOCK, hi * _BLOCK)
         if size is not None:
             parts.append(self.head_part)
             params.append(log)
@@ -205,8 +222,8 @@ class _Store:
             lo = index << level
             hs = [leaves[j] for j in range(lo, lo + (1 << level)) if j in leaves]
             if len(hs) == 1 << level:
-                out[(level, index)] = merkle.range_hash(hs, 0, len(hs))
-        if keys - out.keys():
+                out[(level, index)] = merkle.subtree_hash(hs)
+        if len(out) < len(keys):
             raise NotFound("tree nodes missing; is the log sequenced up to this size?")
         return out
 
@@ -422,12 +439,14 @@ def inclusion_proof(session: Session, *, log: str, index: int, size: int) -> Inc
     if not 0 <= index < size:
         raise InvalidInput("index must be below tree_size")
     store = _Store(session, log)
-    parts = [merkle.decompose(lo, hi) for lo, hi in merkle.inclusion_ranges(index, size)]
-    got = store.subtrees((k for p in parts for k in p), extra_leaves=[(index, index + 1)], size=size)
+    parts = merkle.inclusion_subtrees(index, size)
+    got = store.subtrees([k for p in parts for k in p], leaf_at=index, size=size)
     leaf = store.fetched_leaves.get(index)
     if leaf is None:
         raise NotFound("no such entry")
-    return InclusionProof(log, index, size, leaf, [merkle.fold([got[k] for k in p]) for p in parts])
+    # Every part but the one at the tree's right edge is a single subtree.
+    hashes = [got[p[0]] if len(p) == 1 else merkle.fold([got[k] for k in p]) for p in parts]
+    return InclusionProof(log, index, size, leaf, hashes)
 
 
 def consistency_proof(session: Session, *, log: str, first: int, second: int) -> ConsistencyProof:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,28 @@ def test_decompose_covers_the_range_with_aligned_complete_subtrees(lo_level: int
         assert index << level == pos
         pos += 1 << level
     assert pos == lo + n
+
+
+def test_inclusion_subtrees_are_the_decomposed_ranges() -> None:
+    """The store's bit-twiddled proof path is the RFC's PATH split into complete subtrees: every index of every
+    size up to 260, and random ones up to 2**40."""
+    for n in range(1, 261):
+        for i in range(n):
+            want = [merkle.decompose(lo, hi) for lo, hi in merkle.inclusion_ranges(i, n)]
+            assert merkle.inclusion_subtrees(i, n) == want, (i, n)
+    rng = random.Random(7)
+    for _ in range(20_000):
+        n = rng.randrange(1, 1 << rng.randrange(1, 41))
+        i = rng.randrange(n)
+        assert merkle.inclusion_subtrees(i, n) == [merkle.decompose(lo, hi) for lo, hi in merkle.inclusion_ranges(i, n)]
+    with pytest.raises(ValueError):
+        merkle.inclusion_subtrees(5, 5)
+
+
+def test_subtree_hash_is_the_rfc_hash() -> None:
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(32)]
+    for k in range(6):
+        assert merkle.subtree_hash(leaves[: 1 << k]) == merkle.range_hash(leaves, 0, 1 << k)
 
 
 @settings(max_examples=100, deadline=None)
