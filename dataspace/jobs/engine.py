@@ -3,9 +3,9 @@ job once. One state machine, driven by a broker or by this process.
 
 ``plan_job``: claim the job (queued -> running), evaluate consent once (the plan's ``evaluated_at``), split
 the eligible ids into shards of about ``shard_subjects``, compute the quantile cut points every shard must
-share when there is more than one (over a uniform sample of ``PLAN_SAMPLE`` subjects above that size: the
-cut points are population parameters; a single shard bins its own population, which is the whole one) and
-write shards + plan in one transaction.
+share when there is more than one (over a uniform sample sized for the bins' precision above that size,
+``shards.cut_sample_size``: the cut points are population parameters; a single shard bins its own
+population, which is the whole one) and write shards + plan in one transaction.
 
 ``run_shard``: claim the shard (queued, or running with a stale heartbeat: its worker died), emit its
 subjects' features with the plan's cut points, run the sandbox, validate, then ONE storing transaction
@@ -50,7 +50,7 @@ from dataspace.agreements import contracts
 from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.audit import record_event
 from dataspace.db import Database, utcnow
-from dataspace.emission import emit, parse_features, quantile_cut_points
+from dataspace.emission import Quantile, emit, parse_features, quantile_cut_points
 from dataspace.emission.specs import feature_fields
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.grants.eligibility import eligible_subjects
@@ -312,7 +312,8 @@ class JobEngine:
                     )
                     timings["eligibility"] = time.perf_counter() - t0
                     parts = split_subjects(eligible, size)
-                    sample = sample_for_cuts(eligible, job_id) if len(parts) > 1 else eligible[:0]
+                    bins = max((s.q for s in specs if isinstance(s, Quantile)), default=0)
+                    sample = sample_for_cuts(eligible, job_id, bins) if len(parts) > 1 and bins else eligible[:0]
                     t0 = time.perf_counter()
                     cuts = (
                         quantile_cut_points(
