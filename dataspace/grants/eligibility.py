@@ -129,8 +129,11 @@ def still_eligible(
         .distinct()
     ).all()
     erased = session.scalars(select(Subject.id).where(Subject.erased_at.is_not(None), Subject.erased_at >= since)).all()
-    candidates = np.intersect1d(subjects, np.asarray([*changed, *erased], dtype=np.int64))
     keep = np.ones(subjects.size, dtype=bool)
+    if not changed and not erased:
+        return keep  # the usual case: nothing to evaluate, and no pass over the (large) subject array
+    candidates = np.unique(np.asarray([*changed, *erased], dtype=np.int64))
+    candidates = candidates[np.isin(candidates, subjects)]
     if candidates.size:
         ok = _evaluate_few(
             session, partner_key=partner_key, purpose_key=purpose_key, specs=specs, at=at, subjects=candidates

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, event
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.db import Base, UTCDateTime, utcnow
@@ -23,6 +23,16 @@ class ConsentGrant(Base):
     __table_args__ = (
         Index("ix_consent_grants_eval", "purpose_key", "state"),
         Index("ix_consent_grants_subject", "subject_id", "state"),
+        # A job's consent re-check before storing reads only the grants changed or lapsed since its plan
+        # (dataspace.grants.eligibility.still_eligible): these keep it from scanning the purpose's grants.
+        Index("ix_consent_grants_changed", "purpose_key", "updated_at"),
+        Index(
+            "ix_consent_grants_lapsing",
+            "purpose_key",
+            "valid_until",
+            sqlite_where=text("valid_until IS NOT NULL"),
+            postgresql_where=text("valid_until IS NOT NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dataspace.db import Base, UTCDateTime, utcnow
@@ -16,6 +16,15 @@ from dataspace.db import Base, UTCDateTime, utcnow
 
 class Subject(Base):
     __tablename__ = "subjects"
+    __table_args__ = (
+        # Erased subjects only (few): a job's consent re-check asks who was erased since its plan.
+        Index(
+            "ix_subjects_erased",
+            "erased_at",
+            sqlite_where=text("erased_at IS NOT NULL"),
+            postgresql_where=text("erased_at IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     blind_ref: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,13 +10,16 @@ import pytest
 from sqlalchemy import func, select, update
 
 from dataspace.agreements.models import Contract
+from dataspace.compliance.service import erase_subject
 from dataspace.consents import changes as consent_changes
 from dataspace.context import Context
 from dataspace.db import utcnow
+from dataspace.grants.models import ConsentGrant
 from dataspace.jobs import lease, service
 from dataspace.jobs.lease import ShardBusy
 from dataspace.jobs.models import Decision, Job, JobShard
 from dataspace.points.models import PointsTransaction
+from dataspace.principal import Principal
 from dataspace.tlog.models import TLogEntry
 from tests.factories import jobs as js
 
@@ -128,6 +131,30 @@ def test_withdrawal_after_the_plan_is_dropped_by_the_shard(ctx: Context, world: 
         job = s.get(Job, job_id)
         assert job is not None
         assert job.stats["dropped_withdrawn"] == 1
+
+
+def test_grant_lapsing_or_subject_erased_after_the_plan_is_dropped_by_the_shard(ctx: Context, world: js.World) -> None:
+    # The re-check before storing reads only grants changed or lapsed since the plan (by index): a grant whose
+    # valid_until passes while the shard runs (its row otherwise untouched) counts, and so does an erasure.
+    model_id = js.upload_onnx(ctx, no_suppression(ctx, js.approved_contract(ctx)))
+    job_id = submit(ctx, model_id)
+    ctx.jobs.plan_job(job_id, shard_subjects=1000)
+    lapsed, erased = world.consenting[4], world.consenting[5]
+
+    def lapse_and_erase(_jid: int, _index: int) -> None:  # after the sandbox scored both
+        with ctx.db.transaction() as s:
+            s.execute(
+                update(ConsentGrant).where(ConsentGrant.id == world.grant_ids[lapsed][1]).values(valid_until=utcnow())
+            )
+            customer = Principal(subject="c", role="customer", client_id="c")
+            erase_subject(ctx.settings, ctx.keys, s, subject_id=erased, actor=customer)
+
+    assert ctx.jobs.run_shard(job_id, 0, before_store=lapse_and_erase).job_status == "succeeded"
+    assert set(decided(ctx, job_id)) == set(world.consenting) - {lapsed, erased}
+    with ctx.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert job.stats["dropped_withdrawn"] == 2
 
 
 def test_cancelled_job_shards_store_nothing(ctx: Context, world: js.World) -> None:

@@ -116,6 +116,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subjects')),
     sa.UniqueConstraint('blind_ref', name=op.f('uq_subjects_blind_ref'))
     )
+    with op.batch_alter_table('subjects', schema=None) as batch_op:
+        batch_op.create_index('ix_subjects_erased', ['erased_at'], unique=False, sqlite_where=sa.text('erased_at IS NOT NULL'), postgresql_where=sa.text('erased_at IS NOT NULL'))
+
     op.create_table('tlog_checkpoints',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('log', sa.String(length=16), nullable=False),
@@ -209,6 +212,8 @@ def upgrade() -> None:
     with op.batch_alter_table('consent_grants', schema=None) as batch_op:
         batch_op.create_index('ix_consent_grants_eval', ['purpose_key', 'state'], unique=False)
         batch_op.create_index('ix_consent_grants_subject', ['subject_id', 'state'], unique=False)
+        batch_op.create_index('ix_consent_grants_changed', ['purpose_key', 'updated_at'], unique=False)
+        batch_op.create_index('ix_consent_grants_lapsing', ['purpose_key', 'valid_until'], unique=False, sqlite_where=sa.text('valid_until IS NOT NULL'), postgresql_where=sa.text('valid_until IS NOT NULL'))
 
     op.create_table('contracts',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -929,6 +934,8 @@ def downgrade() -> None:
 
     op.drop_table('contracts')
     with op.batch_alter_table('consent_grants', schema=None) as batch_op:
+        batch_op.drop_index('ix_consent_grants_lapsing', sqlite_where=sa.text('valid_until IS NOT NULL'), postgresql_where=sa.text('valid_until IS NOT NULL'))
+        batch_op.drop_index('ix_consent_grants_changed')
         batch_op.drop_index('ix_consent_grants_subject')
         batch_op.drop_index('ix_consent_grants_eval')
 
@@ -942,6 +949,9 @@ def downgrade() -> None:
 
     op.drop_table('tlog_entries')
     op.drop_table('tlog_checkpoints')
+    with op.batch_alter_table('subjects', schema=None) as batch_op:
+        batch_op.drop_index('ix_subjects_erased', sqlite_where=sa.text('erased_at IS NOT NULL'), postgresql_where=sa.text('erased_at IS NOT NULL'))
+
     op.drop_table('subjects')
     op.drop_table('rewards')
     op.drop_table('points_transactions')
