@@ -13,7 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dataspace.emission.service import Emission, EmissionStats, PseudonymMap, emit, quantile_cut_points
+    from dataspace.emission.service import (
+        DecryptPool,
+        Emission,
+        EmissionStats,
+        PseudonymMap,
+        emit,
+        quantile_cut_points,
+    )
     from dataspace.emission.specs import (
         Bin,
         CatalogField,
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "DecryptPool": "service",
     "Emission": "service",
     "EmissionStats": "service",
     "PseudonymMap": "service",
@@ -48,6 +56,7 @@ _WHERE = {
 __all__ = [
     "Bin",
     "CatalogField",
+    "DecryptPool",
     "Emission",
     "EmissionStats",
     "FeatureSpec",

@@ -194,25 +194,70 @@ def _fetch(
     return found[wanted], [epochs[i] for i in keep], [wrapped[i] for i in keep], [sealed[i] for i in keep]
 
 
+def _default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+class DecryptPool:
+    """Decryption worker processes shared by the emissions of one job run in this process (its plan's cut
+    points, then each shard): spawning the workers and loading epoch keys into them is paid once per job,
+    not once per shard. Workers start on first use (a job too small for them starts none) and stop when the
+    ``with`` block ends. Each worker still trusts an epoch key for at most ``vault.CACHE_SECONDS``."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or _default_workers()
+        self._executor: ProcessPoolExecutor | None = None
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # Spawned (not forked) workers: forking a process that holds database connections and threads
+            # is unsafe.
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> DecryptPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _chunk_results(
-    session: Session, vault: Vault, job: ChunkJob, ids: npt.NDArray[np.int64], workers: int
+    session: Session,
+    vault: Vault,
+    job: ChunkJob,
+    ids: npt.NDArray[np.int64],
+    workers: int,
+    *,
+    pool: DecryptPool | None = None,
 ) -> Iterator[ChunkResult]:
     chunks = (ids[i : i + LOAD_CHUNK] for i in range(0, ids.size, LOAD_CHUNK))
     if workers <= 1:
         for chunk in chunks:
             yield decrypt_chunk(job, *_fetch(session, chunk), vault=vault)
         return
-    # Spawned (not forked) workers: forking a process that holds database connections and threads is
-    # unsafe. At most 2 chunks per worker are in flight, which bounds memory.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: deque[Future[ChunkResult]] = deque()
+    own = pool is None
+    pool = DecryptPool(workers) if pool is None else pool
+    executor = pool.executor()
+    # At most 2 chunks per worker are in flight, which bounds memory.
+    pending: deque[Future[ChunkResult]] = deque()
+    try:
         for chunk in chunks:
-            pending.append(pool.submit(decrypt_chunk, job, *_fetch(session, chunk)))
-            while len(pending) >= 2 * workers:
+            pending.append(executor.submit(decrypt_chunk, job, *_fetch(session, chunk)))
+            while len(pending) >= 2 * pool.workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        for future in pending:  # stopped early (an error): a shared pool must not keep decrypting for us
+            future.cancel()
+        if own:
+            pool.close()
 
 
 def _hex(digests: npt.NDArray[np.uint8]) -> pa.Array:
@@ -240,6 +285,7 @@ def emit(
     workers: int | None = None,
     quantile_cuts: Mapping[str, Sequence[float]] | None = None,
     catalog: Mapping[str, CatalogField] | None = None,
+    pool: DecryptPool | None = None,
 ) -> Emission:
     """Desensitized features of the eligible subjects for one partner.
 
@@ -253,6 +299,7 @@ def emit(
     them over the subjects given: a job split into shards bins every shard with the same cut points.
     ``catalog`` passes the features' catalog fields (``catalog_fields``) read earlier in the same state, for a
     caller that emits one subject many times (real-time decisions); they are still checked against the specs.
+    ``pool``: decrypt workers shared with other emissions (``DecryptPool``) rather than started for this one.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidInput("k must be a positive integer")
@@ -270,7 +317,7 @@ def emit(
 
     ids = np.unique(np.asarray(eligible_subject_ids, dtype=np.int64).reshape(-1))
     if workers is None:
-        workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
+        workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(
         key_store=vault.spec(),
         partner_key=keys.partner_pseudonym_key(partner_key),
@@ -284,7 +331,7 @@ def emit(
     column_parts: list[list[pa.Array]] = [[] for _ in specs]
     unreadable = 0
     if ids.size:
-        for result in _chunk_results(session, vault, job, ids, workers):
+        for result in _chunk_results(session, vault, job, ids, workers, pool=pool):
             subject_parts.append(result.subject_ids)
             digest_parts.append(result.digests)
             for j, col in enumerate(result.columns):
@@ -370,9 +417,11 @@ def quantile_cut_points(
     features: Sequence[FeatureSpec],
     subject_ids: npt.ArrayLike,
     workers: int | None = None,
+    pool: DecryptPool | None = None,
 ) -> dict[str, list[float]]:
     """Inner cut points of every quantile feature over these subjects (by column name), for ``emit``'s
-    ``quantile_cuts``. Opens only these subjects' profiles and keeps only the quantile features' numbers."""
+    ``quantile_cuts``. Opens only these subjects' profiles and keeps only the quantile features' numbers
+    (``pool`` as for ``emit``)."""
     specs = [s for s in features if isinstance(s, Quantile)]
     if not specs:
         return {}
@@ -380,7 +429,7 @@ def quantile_cut_points(
     check_against_catalog(specs, fields)
     ids = np.unique(np.asarray(subject_ids, dtype=np.int64).reshape(-1))
     if workers is None:
-        workers = min(2, os.cpu_count() or 1) if ids.size >= PARALLEL_MIN_ROWS else 1
+        workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(
         key_store=vault.spec(),
         partner_key=keys.partner_pseudonym_key(partner_key),
@@ -390,7 +439,7 @@ def quantile_cut_points(
     )
     parts: list[list[pa.Array]] = [[] for _ in specs]
     if ids.size:
-        for result in _chunk_results(session, vault, job, ids, workers):
+        for result in _chunk_results(session, vault, job, ids, workers, pool=pool):
             for j, col in enumerate(result.columns):
                 parts[j].append(col)
     cuts: dict[str, list[float]] = {}

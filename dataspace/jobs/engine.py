@@ -50,7 +50,7 @@ from dataspace.agreements import contracts
 from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.audit import record_event
 from dataspace.db import Database, utcnow
-from dataspace.emission import Quantile, emit, parse_features, quantile_cut_points
+from dataspace.emission import DecryptPool, Quantile, emit, parse_features, quantile_cut_points
 from dataspace.emission.specs import feature_fields
 from dataspace.errors import Conflict, DataspaceError, NotFound
 from dataspace.grants.eligibility import eligible_subjects
@@ -231,16 +231,19 @@ class JobEngine:
         """Run a queued job to its end state in this process: plan it, then run its shards one after the
         other (the steps the broker's workers take; ``options`` as for ``run_shard``). An unexpected error
         fails the job (nobody would retry it here). Raises ``Conflict`` if the job is not queued."""
-        plan = self.plan_job(job_id, shard_subjects=shard_subjects, heartbeat_seconds=options.get("heartbeat_seconds"))
-        timings = dict(plan.timings)
-        for index in range(plan.shards):
-            try:
-                shard = self.run_shard(job_id, index, fail_unexpected=True, **options)
-            except ShardBusy:
-                continue  # another process runs it (and finishes the job if it is the last)
-            _add(timings, shard.timings)
-            if shard.job_status != "running":
-                break
+        with DecryptPool() as pool:  # one set of decrypt workers for the plan and every shard
+            plan = self.plan_job(
+                job_id, shard_subjects=shard_subjects, heartbeat_seconds=options.get("heartbeat_seconds"), pool=pool
+            )
+            timings = dict(plan.timings)
+            for index in range(plan.shards):
+                try:
+                    shard = self.run_shard(job_id, index, fail_unexpected=True, pool=pool, **options)
+                except ShardBusy:
+                    continue  # another process runs it (and finishes the job if it is the last)
+                _add(timings, shard.timings)
+                if shard.job_status != "running":
+                    break
         with self.db.session() as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -286,10 +289,16 @@ class JobEngine:
 
     # --- plan ----------------------------------------------------------------------------------------------
     def plan_job(
-        self, job_id: int, *, shard_subjects: int | None = None, heartbeat_seconds: float | None = None
+        self,
+        job_id: int,
+        *,
+        shard_subjects: int | None = None,
+        heartbeat_seconds: float | None = None,
+        pool: DecryptPool | None = None,
     ) -> PlanResult:
         """Claim a queued job and split it into queued shards. Raises ``Conflict`` if the job is not queued
-        (a duplicate message, or another planner won), ``NotFound`` if there is no such job."""
+        (a duplicate message, or another planner won), ``NotFound`` if there is no such job. ``pool``:
+        decrypt workers to share (``run_job`` keeps one for the job)."""
         claim = self._claim_job(job_id)
         if isinstance(claim, PlanResult):
             return claim
@@ -323,6 +332,7 @@ class JobEngine:
                             partner_key=terms.partner_key,
                             features=specs,
                             subject_ids=sample,
+                            pool=pool,
                         )
                         if sample.size
                         else {}
@@ -402,6 +412,7 @@ class JobEngine:
         heartbeat_seconds: float | None = None,
         credit_inline: bool = True,
         fail_unexpected: bool = False,
+        pool: DecryptPool | None = None,
     ) -> ShardResult:
         """Run one shard to its end state (idempotent: a shard that succeeded is never stored again).
 
@@ -410,7 +421,7 @@ class JobEngine:
         ``credit_pending`` (the worker's next pass). Raises ``ShardBusy`` when another live worker holds the
         shard. Unexpected errors (database or network) propagate, so the broker retries (the claim then goes
         stale and the retry takes it over), unless ``fail_unexpected``: then they fail the job, as nobody
-        would retry.
+        would retry. ``pool``: decrypt workers to share (``run_job`` keeps one for the job's shards).
         """
         times = self._times(heartbeat_seconds=heartbeat_seconds, stale_after=stale_after)
         claim = self._claim_shard(job_id, index, times)
@@ -437,6 +448,7 @@ class JobEngine:
                         eligible_subject_ids=claim.subjects,
                         pseudonym_scope=f"job:{job_id}",
                         quantile_cuts=claim.cuts,
+                        pool=pool,
                     )
                 # The partner's own linked columns, if its contract has them (dataspace.linkage.join).
                 emission = linkage_join.attach(

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from dataspace.catalog.models import Dimension, Field
 from dataspace.context import Context
-from dataspace.emission import emit, parse_features
+from dataspace.emission import DecryptPool, emit, parse_features
 from dataspace.errors import InvalidInput
 from dataspace.subjects.models import Subject, SubjectProfile
 from dataspace.subjects.store import shred, store_profiles
@@ -261,6 +261,19 @@ def test_worker_processes_give_the_same_emission(ctx: Context, population: dict[
     parallel = run(ctx, ids, workers=2)
     assert table_of(parallel).equals(table_of(inline))
     assert np.array_equal(parallel.pseudonym_to_subject.subject_ids, inline.pseudonym_to_subject.subject_ids)
+
+
+def test_a_shared_decrypt_pool_gives_the_same_emissions(ctx: Context, population: dict[str, int]) -> None:
+    # A job run in one process keeps one pool for its plan and all its shards: emissions through it (scoped
+    # as two different jobs) are those of a pool per emission.
+    ids = list(population.values())
+    with DecryptPool(2) as pool:
+        shared = [run(ctx, ids, workers=2, pool=pool, pseudonym_scope=scope) for scope in ("job:1", "job:2")]
+    for scope, emission in zip(("job:1", "job:2"), shared, strict=True):
+        assert table_of(emission).equals(table_of(run(ctx, ids, workers=1, pseudonym_scope=scope)))
+    assert not set(table_of(shared[0]).column("pseudonym").to_pylist()) & set(
+        table_of(shared[1]).column("pseudonym").to_pylist()
+    )
 
 
 # --- the catalog's promise, enforced on the real emission ------------------------------------------------
