@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import itertools
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
-from sqlalchemy import CursorResult, Table, func, select, text
+from sqlalchemy import CursorResult, Pool, Table, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -136,16 +139,62 @@ def _statements(paramstyle: str) -> dict[str, str]:
     return {
         "node_term": f'(log = {ph} AND level = {ph} AND "index" = {ph})',
         "leaf_part": f"SELECT 2, idx, 0, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} AND idx < {ph}",  # noqa: S608
-        "head_part": f"SELECT 0, size, 0, NULL FROM tlog_heads WHERE log = {ph}",  # noqa: S608
+        "head_part": f"SELECT 0, size, 0, root_hash FROM tlog_heads WHERE log = {ph}",  # noqa: S608
+        "anchor_part": f"SELECT 3, size, 0, root_hash FROM tlog_checkpoints WHERE log = {ph} AND size = {ph}",  # noqa: S608
         "numbered_since": f"SELECT idx, leaf_hash FROM tlog_entries WHERE log = {ph} AND idx >= {ph} ORDER BY idx",  # noqa: S608
     }
+
+
+NODE_CACHE_MAX = 1 << 14  # stored subtree hashes kept per log and database (a few MB); emptied when full
+
+
+class _NodeCache:
+    """Stored subtree hashes this process has read for one log of one database, and the *anchor*: a size and
+    the root of the tree at that size, from a snapshot every cached node agrees with.
+
+    A node is immutable once its subtree is complete, but a database can be emptied and refilled (the test
+    suite does it between tests), restored, or a read can see a sequencing that later rolls back. So nothing
+    is taken on trust: a proof takes a cached node only if its leaves lie below the anchor's size, and reads,
+    in the same statement, the checkpoint at that size; unless its root is the anchor's the cache is dropped
+    and the proof read again from the database. A root fixes every subtree below its size, so a match means
+    the cached nodes are the database's.
+    """
+
+    __slots__ = ("anchor", "lock", "nodes")
+
+    def __init__(self) -> None:
+        self.anchor: tuple[int, bytes] | None = None
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        self.lock = threading.Lock()
+
+    def add(self, seen: tuple[int, bytes] | None, head: tuple[int, bytes], got: dict[tuple[int, int], bytes]) -> None:
+        """Nodes read in a statement that found ``seen`` (the anchor as it was when the statement was
+        written; None: there was none) still the database's, and the head (size, root) of that snapshot."""
+        with self.lock:
+            if self.anchor != seen:  # another thread moved the anchor meanwhile: keep its nodes, skip ours
+                return
+            if len(self.nodes) + len(got) > NODE_CACHE_MAX:
+                self.nodes.clear()
+            self.nodes.update(got)
+            if seen is None or head[0] > seen[0]:
+                self.anchor = head  # the snapshot's tree extends the old anchor's: its head can anchor
+
+
+# Per database, by its engine's connection pool (shared by the engine's variants with other execution options;
+# a weak key: an engine dropped takes its caches with it), then per log.
+_CACHES: weakref.WeakKeyDictionary[Pool, dict[str, _NodeCache]] = weakref.WeakKeyDictionary()
+
+
+class _StaleCache(Exception):
+    """The anchor's checkpoint is not the database's: drop the cache and read the proof again."""
 
 
 class _Store:
     """Fetches complete-subtree hashes for a set of (level, index) keys in a few queries.
 
     Proof reads are on the hot path (a proof at a million entries must take a few milliseconds), so the
-    SQL is written once here and sent straight to the driver with bound parameters.
+    SQL is written once here and sent straight to the driver with bound parameters; stored nodes a proof
+    (a read given ``size``) has read before come from the process's ``_NodeCache``.
     """
 
     def __init__(self, session: Session, log: str) -> None:
@@ -156,9 +205,25 @@ class _Store:
         self.node_term = sql["node_term"]
         self.leaf_part = sql["leaf_part"]
         self.head_part = sql["head_part"]
+        self.anchor_part = sql["anchor_part"]
         self.numbered_since = sql["numbered_since"]
         self.log = log
+        self.pool = conn.engine.pool
         self.fetched_leaves: dict[int, bytes] = {}
+
+    def _cache(self) -> _NodeCache:
+        logs = _CACHES.get(self.pool)
+        if logs is None:
+            logs = _CACHES.setdefault(self.pool, {})
+        cache = logs.get(self.log)
+        if cache is None:
+            cache = logs.setdefault(self.log, _NodeCache())
+        return cache
+
+    def _drop_cache(self, cache: _NodeCache) -> None:
+        logs = _CACHES.get(self.pool)
+        if logs is not None and logs.get(self.log) is cache:
+            logs[self.log] = _NodeCache()
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         cursor = self.raw.cursor()  # type: ignore[union-attr]
@@ -172,14 +237,40 @@ class _Store:
         self, keys: Iterable[tuple[int, int]], *, leaf_at: int | None = None, size: int | None = None
     ) -> dict[tuple[int, int], bytes]:
         """The hashes of these complete subtrees (level, index); with ``leaf_at``, that leaf is read too (into
-        ``fetched_leaves``); with ``size``, first NotFound unless the log is sequenced up to it. One statement:
-        its parts (stored nodes, blocks of leaves, the head) are joined by UNION ALL, each on its own index."""
+        ``fetched_leaves``); with ``size``, first NotFound unless the log is sequenced up to it, and the stored
+        nodes come from the node cache where it has them. One statement: its parts (stored nodes, blocks of
+        leaves, the head, the cache's anchor) are joined by UNION ALL, each on its own index."""
         keys = set(keys)
+        if size is None:  # the sequencer's frontier, inside its own write: straight from the database
+            return self._subtrees(keys, leaf_at, None, None)
+        cache = self._cache()
+        try:
+            return self._subtrees(keys, leaf_at, size, cache)
+        except _StaleCache:
+            self._drop_cache(cache)
+            return self._subtrees(keys, leaf_at, size, self._cache())
+
+    def _subtrees(
+        self, keys: set[tuple[int, int]], leaf_at: int | None, size: int | None, cache: _NodeCache | None
+    ) -> dict[tuple[int, int], bytes]:
         stored = [k for k in keys if k[0] >= STORED_MIN_LEVEL]
         small = [k for k in keys if k[0] < STORED_MIN_LEVEL]
         log = self.log
         parts: list[str] = []
         params: list[Any] = []
+        anchor = cache.anchor if cache is not None else None
+        cached: dict[tuple[int, int], bytes] = {}
+        if anchor is not None:
+            assert cache is not None
+            below, nodes = anchor[0], cache.nodes
+            for k in stored:
+                h = nodes.get(k)
+                if h is not None and (k[1] + 1) << k[0] <= below:
+                    cached[k] = h
+            if cached:
+                stored = [k for k in stored if k not in cached]
+            parts.append(self.anchor_part)
+            params += (log, below)
         if stored:
             # An OR of full-key equalities: both databases answer it with one index probe per node.
             where = " OR ".join([self.node_term] * len(stored))
@@ -205,7 +296,8 @@ class _Store:
             params.append(log)
         out: dict[tuple[int, int], bytes] = {}
         leaves: dict[int, bytes] = {}
-        sequenced = 0
+        head = (0, merkle.EMPTY_ROOT)
+        anchored = anchor is None
         if parts:
             # Placeholders only: every value is a bound parameter.
             for kind, a, b, h in self._rows(" UNION ALL ".join(parts), params):
@@ -213,10 +305,20 @@ class _Store:
                     out[(int(a), int(b))] = bytes(h)
                 elif kind == 2:
                     leaves[int(a)] = bytes(h)
-                else:
-                    sequenced = int(a)
-        if size is not None and size > sequenced:
+                elif kind == 0:
+                    head = (int(a), bytes(h))
+                else:  # the checkpoint at the anchor's size (unique per log and size)
+                    anchored = anchor is not None and hmac.compare_digest(bytes(h), anchor[1])
+        if not anchored and anchor is not None and head[0] == anchor[0]:  # no checkpoint row: the head will do
+            anchored = hmac.compare_digest(head[1], anchor[1])
+        if size is not None and size > head[0]:
             raise NotFound("the log has not reached that size yet")
+        if not anchored:
+            raise _StaleCache
+        if cache is not None:
+            if out:
+                cache.add(anchor, head, out)
+            out.update(cached)
         self.fetched_leaves = leaves
         for level, index in small:
             lo = index << level

@@ -13,6 +13,7 @@ from dataspace.context import Context
 from dataspace.db import utcnow
 from dataspace.errors import InvalidInput, NotFound
 from dataspace.principal import Principal
+from dataspace.tlog import log as tlog_log
 from dataspace.tlog.log import (
     NewEntry,
     append,
@@ -27,23 +28,24 @@ from dataspace.tlog.log import (
     verifier_keys,
 )
 from dataspace.tlog.models import TLogEntry
+from tests.conftest import truncate_all
 from transparency import merkle
 from transparency.note import open_checkpoint
 
 STEWARD = Principal(subject="alice", role="steward", client_id="console")
 
 
-def _append(ctx: Context, n: int, start: int = 0) -> None:
+def _entries(n: int, start: int = 0, salt: str = "") -> list[NewEntry]:
     now = utcnow()
+    return [
+        NewEntry(entry={"n": i, "s": salt}, created_at=now + timedelta(microseconds=i), action="use", subject_id=i % 7)
+        for i in range(start, start + n)
+    ]
+
+
+def _append(ctx: Context, n: int, start: int = 0, salt: str = "") -> None:
     with ctx.db.transaction() as s:
-        append(
-            s,
-            log="usage",
-            entries=[
-                NewEntry(entry={"n": i}, created_at=now + timedelta(microseconds=i), action="use", subject_id=i % 7)
-                for i in range(start, start + n)
-            ],
-        )
+        append(s, log="usage", entries=_entries(n, start, salt))
 
 
 def _leaves(ctx: Context, log: str) -> list[bytes]:
@@ -142,3 +144,62 @@ def test_a_busy_background_sequencer_steps_aside_instead_of_queueing(ctx: Contex
     assert done is not None
     assert done.sequenced == 4
     assert done.size == 6
+
+
+def _check_proofs(ctx: Context, sizes: list[int]) -> None:
+    """Every inclusion proof at each size, and consistency proofs and roots, equal the reference tree's."""
+    leaves = _leaves(ctx, "usage")
+    with ctx.db.session() as s:
+        for size in sizes:
+            assert root_at(s, log="usage", size=size) == merkle.root_from_leaf_hashes(leaves[:size])
+            for index in range(size):
+                p = inclusion_proof(s, log="usage", index=index, size=size)
+                assert (p.leaf_hash, p.hashes) == (leaves[index], merkle.inclusion_proof(leaves, index, size))
+            for first in (1, 16, 33, size - 1):
+                if 0 < first <= size:
+                    c = consistency_proof(s, log="usage", first=first, second=size)
+                    assert c.hashes == merkle.consistency_proof(leaves, first, size)
+
+
+def _cached(ctx: Context) -> dict[tuple[int, int], bytes]:
+    logs = tlog_log._CACHES.get(ctx.db.engine.pool, {})
+    return logs["usage"].nodes if "usage" in logs else {}
+
+
+def test_cached_nodes_never_outlive_the_tree_they_came_from(ctx: Context) -> None:
+    """The process keeps stored nodes proofs have read; a log emptied and refilled (same sizes, the same
+    first entries, different ones after), grown, or a sequencing rolled back after a proof read its nodes:
+    every proof is still the database's tree's."""
+    _append(ctx, 150)
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage", limit=64)
+    _check_proofs(ctx, [150, 128, 100])
+    before = dict(_cached(ctx))
+    assert before  # the proofs above went through the cache
+
+    # Emptied and refilled: the first 40 entries the same, the rest not (so the low subtrees match).
+    truncate_all(ctx.db)
+    _append(ctx, 40)
+    _append(ctx, 110, start=40, salt="refilled")
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage", limit=64)
+    _check_proofs(ctx, [150, 128, 100])
+    after = _cached(ctx)
+    assert any(after.get(k) not in (None, h) for k, h in before.items())  # the same keys, now other hashes
+
+    # Grown: the anchor moves up, nodes read at the old sizes stay in use.
+    _append(ctx, 70, start=150, salt="more")
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage")
+    _check_proofs(ctx, [220, 150])
+
+    # A proof inside a sequencing that rolls back: its nodes must not answer once other entries take those
+    # indexes.
+    leaves = _leaves(ctx, "usage")
+    with ctx.db.sessionmaker() as s:
+        append(s, log="usage", entries=_entries(60, 220, salt="rolled back"))
+        sequence_batch(s, log="usage", keys=ctx.keys, origin="test")
+        assert inclusion_proof(s, log="usage", index=5, size=280).leaf_hash == leaves[5]
+        inclusion_proof(s, log="usage", index=250, size=280)
+        assert _cached(ctx).get((4, 16)) is not None  # leaves 256-271, not committed
+        s.rollback()
+    _append(ctx, 60, start=220, salt="kept")
+    sequence(ctx.settings, ctx.db, ctx.keys, "usage")
+    _check_proofs(ctx, [280])
