@@ -51,6 +51,7 @@ from dataspace.emission.transforms import (
 )
 from dataspace.errors import InvalidInput
 from dataspace.keys import KeyRing
+from dataspace.subjects.ids import ascending_distinct
 from dataspace.vault import Vault
 from policies.transforms import Coarseness
 
@@ -315,7 +316,7 @@ def emit(
     check_against_catalog(specs, fields)
     schema = _schema(specs, fields, k)
 
-    ids = np.unique(np.asarray(eligible_subject_ids, dtype=np.int64).reshape(-1))
+    ids = ascending_distinct(eligible_subject_ids)
     if workers is None:
         workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(
@@ -427,7 +428,7 @@ def quantile_cut_points(
         return {}
     fields = catalog_fields(session, [s.field for s in specs])
     check_against_catalog(specs, fields)
-    ids = np.unique(np.asarray(subject_ids, dtype=np.int64).reshape(-1))
+    ids = ascending_distinct(subject_ids)
     if workers is None:
         workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
     job = ChunkJob(

@@ -26,6 +26,7 @@ from dataspace.errors import InvalidInput
 from dataspace.grants.convert import field_ref, partner_ref, to_domain
 from dataspace.grants.models import ConsentGrant
 from dataspace.partners.models import Partner
+from dataspace.subjects.ids import ascending_distinct
 
 # --- evaluation -----------------------------------------------------------------------------------------
 _CODE_BITS = 20  # a row's (target, recipient, level) code; subject ids (< 2**31) go above it
@@ -144,7 +145,7 @@ def permitted_subjects(
     partner, fields = _refs(session, partner_key, purpose_key, field_keys)
     table = load_grant_table(session, purpose=purpose_key, partner=partner, fields=fields, at=at)
     ids = table.subject if subjects is None else np.asarray(subjects, dtype=np.int64)
-    population = np.unique(ids)
+    population = ascending_distinct(ids)
     m = consent.evaluate(
         table, subjects=population, fields=fields, partner=partner, purpose=purpose_key, at=at, granularity=granularity
     )

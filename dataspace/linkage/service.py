@@ -45,6 +45,7 @@ from dataspace.linkage.keys import PartnerKeys
 from dataspace.linkage.models import Contribution, Declaration, Link
 from dataspace.partners.models import Partner
 from dataspace.principal import Principal
+from dataspace.subjects.ids import ascending_distinct
 from dataspace.subjects.models import Subject
 from dataspace.usage.service import UsageEntry, record_usage
 from dataspace.vault import DecryptionError, Vault
@@ -156,7 +157,7 @@ def profile_identifiers(vault: Vault, *, chunk: int = 5000) -> IdentifierSource:
 
     def source(session: Session, subject_ids: Sequence[int], kind: str) -> dict[int, str]:
         out: dict[int, str] = {}
-        ids = np.unique(np.asarray(subject_ids, dtype=np.int64))
+        ids = ascending_distinct(subject_ids)
         for start in range(0, ids.size, chunk):
             found, epochs, wrapped, sealed = _fetch(session, ids[start : start + chunk])
             sids = found.tolist()
