@@ -25,7 +25,7 @@ import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import BindParameter, Integer, Select, String, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -311,7 +311,28 @@ def _lookup(
     return _Lookup(state=(*row[:8], row[11]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
 
 
-_GRANTS = select(ConsentGrant).where(  # built once: it runs on every decision, read and write
+# Built once: it runs on every decision, read and write. The columns `to_domain` reads, as rows, not entities:
+# the session still flushes first (a withdrawal earlier in the same group-commit batch is seen), without the
+# identity map's bookkeeping per grant.
+_GRANTS = select(
+    *(
+        getattr(ConsentGrant, name)
+        for name in (
+            "id",
+            "subject_id",
+            "purpose_key",
+            "field_key",
+            "dimension_key",
+            "partner_key",
+            "partner_category",
+            "granularity",
+            "valid_from",
+            "valid_until",
+            "state",
+            "withdrawn_at",
+        )
+    )
+).where(
     ConsentGrant.subject_id.in_(bindparam("subjects", expanding=True)),
     ConsentGrant.purpose_key.in_(bindparam("purposes", expanding=True)),
 )
@@ -319,10 +340,10 @@ _GRANTS = select(ConsentGrant).where(  # built once: it runs on every decision, 
 
 def _grants(session: Session, subject_ids: set[int], purposes: set[str]) -> dict[tuple[int, str], list[consent.Grant]]:
     """The grants of these subjects for these purposes, by (subject, purpose), in one query."""
-    rows = session.scalars(_GRANTS, {"subjects": sorted(subject_ids), "purposes": sorted(purposes)})
+    rows = session.execute(_GRANTS, {"subjects": sorted(subject_ids), "purposes": sorted(purposes)})
     out: dict[tuple[int, str], list[consent.Grant]] = {}
     for row in rows:
-        out.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(row))
+        out.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(cast(ConsentGrant, row)))
     return out
 
 
