@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Integer, Select, String, Table, bindparam, func, select
+from sqlalchemy import Integer, Select, String, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -243,15 +243,17 @@ class _Lookup:
     subject_id: int | None  # the customer named, if they exist
 
 
-@functools.cache
-def _lookup_statement(by_ref: bool) -> Select[Any]:
-    """`_lookup`'s query, built once (bound parameters: contract_id, keys, event_id, subject)."""
+@functools.lru_cache(maxsize=64)
+def _lookup_statement(by_ref: bool, n_keys: int) -> Select[Any]:
+    """`_lookup`'s query, built once per way of naming the customer and number of field keys (bound parameters:
+    contract_id, key0..key{n_keys - 1}, event_id, subject). One placeholder per key rather than an expanding
+    IN: the SQL is not rendered again on every execution."""
     newest = (
         select(func.max(PartnerModel.id))
         .where(PartnerModel.contract_id == Contract.id, PartnerModel.kind == "onnx", PartnerModel.status == "ready")
         .scalar_subquery()
     )
-    keys: BindParameter[list[str]] = bindparam("keys", expanding=True)
+    keys = [bindparam(f"key{i}", type_=String) for i in range(n_keys)]
     versions = select(func.sum(Field.version)).where(Field.key.in_(keys)).scalar_subquery()
     active = select(func.count()).select_from(Field).where(Field.key.in_(keys), Field.status == "active")
     replay = select(RealtimeDecision.id).where(
@@ -301,8 +303,13 @@ def _lookup(
     row = (
         session.connection()
         .execute(
-            _lookup_statement(by_ref),
-            {"contract_id": contract_id, "keys": keys, "event_id": event_id, "subject": value},
+            _lookup_statement(by_ref, len(keys)),
+            {
+                "contract_id": contract_id,
+                "event_id": event_id,
+                "subject": value,
+                **{f"key{i}": key for i, key in enumerate(keys)},
+            },
         )
         .first()
     )
@@ -311,10 +318,11 @@ def _lookup(
     return _Lookup(state=(*row[:8], row[11]), declared=row[8] is not None, replay=row[9], subject_id=row[10])
 
 
-# Built once: it runs on every decision, read and write. The columns `to_domain` reads, as rows, not entities:
-# the session still flushes first (a withdrawal earlier in the same group-commit batch is seen), without the
-# identity map's bookkeeping per grant.
-_GRANTS = select(
+# Built once: they run on every decision, read (one customer, one purpose: plain equalities, so the SQL is not
+# rendered again per execution as an expanding IN is) and write (a batch). The columns `to_domain` reads, as
+# rows, not entities: the session still flushes first (a withdrawal earlier in the same group-commit batch is
+# seen), without the identity map's bookkeeping per grant.
+_GRANT_COLUMNS = select(
     *(
         getattr(ConsentGrant, name)
         for name in (
@@ -332,7 +340,12 @@ _GRANTS = select(
             "withdrawn_at",
         )
     )
-).where(
+)
+_GRANTS_OF_ONE = _GRANT_COLUMNS.where(
+    ConsentGrant.subject_id == bindparam("subject", type_=Integer),
+    ConsentGrant.purpose_key == bindparam("purpose", type_=String),
+)
+_GRANTS = _GRANT_COLUMNS.where(
     ConsentGrant.subject_id.in_(bindparam("subjects", expanding=True)),
     ConsentGrant.purpose_key.in_(bindparam("purposes", expanding=True)),
 )
@@ -340,7 +353,11 @@ _GRANTS = select(
 
 def _grants(session: Session, subject_ids: set[int], purposes: set[str]) -> dict[tuple[int, str], list[consent.Grant]]:
     """The grants of these subjects for these purposes, by (subject, purpose), in one query."""
-    rows = session.execute(_GRANTS, {"subjects": sorted(subject_ids), "purposes": sorted(purposes)})
+    if len(subject_ids) == 1 and len(purposes) == 1:
+        [subject], [purpose] = subject_ids, purposes
+        rows = session.execute(_GRANTS_OF_ONE, {"subject": subject, "purpose": purpose})
+    else:
+        rows = session.execute(_GRANTS, {"subjects": sorted(subject_ids), "purposes": sorted(purposes)})
     out: dict[tuple[int, str], list[consent.Grant]] = {}
     for row in rows:
         out.setdefault((row.subject_id, row.purpose_key), []).append(to_domain(cast(ConsentGrant, row)))
