@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         EmissionStats,
         PseudonymMap,
         emit,
+        emit_one,
         quantile_cut_points,
     )
     from dataspace.emission.specs import (
@@ -40,6 +41,7 @@ _WHERE = {
     "EmissionStats": "service",
     "PseudonymMap": "service",
     "emit": "service",
+    "emit_one": "service",
     "quantile_cut_points": "service",
     "Bin": "specs",
     "CatalogField": "specs",
@@ -67,6 +69,7 @@ __all__ = [
     "TopCode",
     "check_against_catalog",
     "emit",
+    "emit_one",
     "parse_feature",
     "parse_features",
     "quantile_cut_points",

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -350,17 +351,7 @@ def emit(
         out_type = output_type(spec, fields[spec.field].data_type)
         column = pa.concat_arrays(parts) if parts else pa.array([], out_type)
         parts.clear()
-        if isinstance(spec, Quantile):
-            values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-            name = column_name(spec)
-            edges = (
-                np.asarray(quantile_cuts[name], dtype=np.float64)
-                if quantile_cuts is not None and name in quantile_cuts
-                else quantile_edges(values, spec.q)
-            )
-            column = pa.array(quantile_index(values, edges), from_pandas=True)
-            del values  # the raw numbers are not needed past this point
-        c, d = encode(column.cast(out_type))
+        c, d = encode(_finish(spec, column, out_type, quantile_cuts))
         _within_promise(spec, fields[spec.field], d)
         codes.append(c)
         decoders.append(d)
@@ -397,12 +388,84 @@ def emit(
     )
 
 
+def _finish(
+    spec: FeatureSpec, column: pa.Array, out_type: pa.DataType, quantile_cuts: Mapping[str, Sequence[float]] | None
+) -> pa.Array:
+    """A feature's column as emitted, from its locally transformed one: quantile features binned by the given
+    cut points (or, without them, by this population's own), every column cast to its output type."""
+    if isinstance(spec, Quantile):
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        name = column_name(spec)
+        edges = (
+            np.asarray(quantile_cuts[name], dtype=np.float64)
+            if quantile_cuts is not None and name in quantile_cuts
+            else quantile_edges(values, spec.q)
+        )
+        column = pa.array(quantile_index(values, edges), from_pandas=True)
+    return column.cast(out_type)
+
+
+def emit_one(
+    session: Session,
+    vault: Vault,
+    keys: KeyRing,
+    *,
+    partner_key: str,
+    features: Sequence[FeatureSpec],
+    subject_id: int,
+    pseudonym_scope: str,
+    quantile_cuts: Mapping[str, Sequence[float]],
+    catalog: Mapping[str, CatalogField],
+) -> tuple[str, list[Any]] | None:
+    """One subject's desensitized features, as ``emit`` with ``k=1`` gives them for that subject alone: (the
+    pseudonym, the feature values in ``features`` order), or None without a readable profile. For real-time
+    decisions, where one consenting customer's row goes to the partner's sandbox and never out of it: the same
+    fetch, decryption, transforms, cut points, casts and promise check, without the population machinery
+    (k-anonymity does nothing at k=1, and one row needs no ordering). Quantile features need ``quantile_cuts``
+    (a population's, from ``quantile_cut_points``): one subject has no quantiles of its own; and since one row
+    cannot show by its values that cut points are finer than the field's promise, the bins they make are
+    counted against it instead."""
+    specs = list(features)
+    fields = dict(catalog)
+    check_against_catalog(specs, fields)
+    missing = [column_name(s) for s in specs if isinstance(s, Quantile) and column_name(s) not in quantile_cuts]
+    if missing:
+        raise InvalidInput(f"one subject's quantile features need the population's cut points: {missing}")
+    for spec in specs:  # one row cannot show too-fine cut points by its values: count the bins they make
+        if isinstance(spec, Quantile):
+            _refuse_beyond_promise(spec, fields[spec.field], len(quantile_cuts[column_name(spec)]) + 1)
+    found = _fetch(session, np.array([subject_id], dtype=np.int64))
+    if not found[0].size:
+        return None
+    job = ChunkJob(
+        key_store=vault.spec(),
+        partner_key=keys.partner_pseudonym_key(partner_key),
+        scope=pseudonym_scope,
+        specs=tuple(specs),
+        data_types=tuple(fields[s.field].data_type for s in specs),
+    )
+    result = decrypt_chunk(job, *found, vault=vault)
+    if not result.subject_ids.size:
+        return None  # unreadable (tampered, or its key retired mid-flight)
+    values: list[Any] = []
+    for spec, column in zip(specs, result.columns, strict=True):
+        field = fields[spec.field]
+        value = _finish(spec, column, output_type(spec, field.data_type), quantile_cuts)[0].as_py()
+        _refuse_beyond_promise(spec, field, 0 if value is None else 1)  # as `_within_promise`, for one row
+        values.append(value)
+    return result.digests[:PSEUDONYM_BYTES].hex(), values
+
+
 def _within_promise(spec: FeatureSpec, field: CatalogField, decoder: pa.Array) -> None:
     """Defence in depth behind ``check_against_catalog``: count the distinct values really produced (the
     decoder holds null plus each distinct value) against the field's promise, and emit nothing if it is
     exceeded. The message carries no count: the partner must not learn one from a refusal."""
+    _refuse_beyond_promise(spec, field, len(decoder) - 1)
+
+
+def _refuse_beyond_promise(spec: FeatureSpec, field: CatalogField, distinct: int) -> None:
     allowed = promised_values(spec, field)
-    if allowed is not None and len(decoder) - 1 > allowed:
+    if allowed is not None and distinct > allowed:
         raise InvalidInput(
             f"feature {column_name(spec)!r} would send more distinct values of field {spec.field!r} than the "
             "catalog promises; nothing was emitted"

@@ -37,7 +37,7 @@ from dataspace.agreements import contracts
 from dataspace.agreements.models import Contract, PartnerModel
 from dataspace.catalog.models import Field
 from dataspace.db import Database, held_back, insert_rows, utcnow
-from dataspace.emission import Identity, Quantile, emit, parse_features
+from dataspace.emission import Identity, Quantile, emit_one, parse_features
 from dataspace.emission.service import catalog_fields, quantile_cut_points
 from dataspace.emission.specs import CatalogField, FeatureSpec, column_name, feature_fields
 from dataspace.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
@@ -451,23 +451,17 @@ def decide(
         features: tuple[str, list[Any]] | None = None
         grants = _grants(session, {sid}, {served.purpose_key}).get((sid, served.purpose_key), [])
         if _permitted(grants, served, sid, now):
-            emission = emit(
+            features = emit_one(
                 session,
                 vault,
                 keys,
                 partner_key=served.partner_key,
                 features=served.specs,
-                k=1,  # one customer's row goes to the sandbox, never out of it; k applies to releases
-                eligible_subject_ids=[sid],
+                subject_id=sid,
                 pseudonym_scope=f"realtime:{contract_id}",
-                workers=1,
                 quantile_cuts=served.quantile_cuts,
                 catalog=served.catalog,
             )
-            for batch in emission.batches():
-                if batch.num_rows == 1:
-                    row = batch.to_pylist()[0]
-                    features = (str(row.pop("pseudonym")), [row[column_name(s)] for s in served.specs])
             if features is not None and served.pool.feature_names[len(served.specs) :]:
                 extra = linkage_join.values_for(db, vault, contract_id=contract_id, subject_id=sid)
                 features = (features[0], features[1] + extra)

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 
 from dataspace.catalog.models import Dimension, Field
 from dataspace.context import Context
-from dataspace.emission import DecryptPool, emit, parse_features
+from dataspace.emission import DecryptPool, emit, emit_one, parse_features, quantile_cut_points
+from dataspace.emission.service import catalog_fields
 from dataspace.errors import InvalidInput
 from dataspace.subjects.models import Subject, SubjectProfile
 from dataspace.subjects.store import shred, store_profiles
@@ -316,3 +317,74 @@ def test_emission_counts_what_it_really_produced(ctx: Context, population: dict[
     # The same cut points within the promise pass.
     table = table_of(run(ctx, ids, k=1, features=[feature], quantile_cuts={"balance": cuts["balance"][:3]}))
     assert distinct_values(table)["balance"] == 4
+
+
+def one(ctx: Context, subject_id: int, *, features: list | None = None, cuts: dict | None = None, scope: str = "rt"):
+    specs = parse_features(features or FEATURES)
+    with ctx.db.session() as s:
+        catalog = catalog_fields(s, [spec.field for spec in specs])
+        return emit_one(
+            s,
+            ctx.vault,
+            ctx.keys,
+            partner_key="insurer",
+            features=specs,
+            subject_id=subject_id,
+            pseudonym_scope=scope,
+            quantile_cuts=cuts if cuts is not None else {},
+            catalog=catalog,
+        )
+
+
+def test_one_subject_gets_what_the_population_emission_gives_it(ctx: Context, population: dict[str, int]) -> None:
+    # Real-time decisions emit one customer at a time: the same pseudonym and values as `emit` at k=1 with the
+    # population's quantile cut points, for every subject (nulls included: one profile lacks two fields).
+    ids = sorted(population.values())
+    with ctx.db.transaction() as s:
+        store_profiles(s, ctx.vault, [("cust-sparse", {"age": 40, "city": "Lhasa"})], ctx.keys.blind_index)
+    with ctx.db.session() as s:
+        sparse = s.scalar(select(Subject.id).where(Subject.blind_ref == ctx.keys.blind_index("cust-sparse")))
+        cuts = quantile_cut_points(
+            s, ctx.vault, ctx.keys, partner_key="insurer", features=parse_features(FEATURES), subject_ids=ids
+        )
+    everyone = [*ids, sparse]
+    table = run(ctx, everyone, k=1, pseudonym_scope="rt", quantile_cuts=cuts).to_table().to_pylist()
+    assert len(table) == len(everyone)
+    names = [f.get("name", f["field"]) for f in FEATURES]
+    by_pseudonym = {row["pseudonym"]: [row[n] for n in names] for row in table}
+    for sid in everyone:
+        got = one(ctx, sid, cuts=cuts)
+        assert got is not None
+        pseudonym, values = got
+        assert by_pseudonym[pseudonym] == values
+    assert one(ctx, sparse, cuts=cuts)[1][2] is None  # no income in that profile: null, not a default
+
+
+def test_one_subject_without_a_readable_profile_gives_nothing(ctx: Context, population: dict[str, int]) -> None:
+    ids = sorted(population.values())
+    erased, victim, other = ids[0], ids[1], ids[2]
+    with ctx.db.transaction() as s:
+        shred(s, erased)
+    with ctx.db.session() as s:
+        sealed_other = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == other))
+    with ctx.db.transaction() as s:  # another subject's ciphertext moved onto this row
+        s.execute(update(SubjectProfile).where(SubjectProfile.subject_id == victim).values(sealed=sealed_other))
+    features = [f for f in FEATURES if f["transform"] != "quantile"]
+    assert one(ctx, erased, features=features) is None
+    assert one(ctx, victim, features=features) is None
+    assert one(ctx, 10**9, features=features) is None
+    assert one(ctx, other, features=features) is not None
+
+
+def test_one_subject_keeps_every_promise_check(ctx: Context, population: dict[str, int]) -> None:
+    sid = next(iter(population.values()))
+    attack = {"field": "income", "transform": "topcode", "lower": 0, "upper": 100000, "step": 10}
+    with pytest.raises(InvalidInput, match="finer than the catalog promises"):
+        one(ctx, sid, features=[attack])
+    with pytest.raises(InvalidInput, match="cut points"):  # a quantile of one subject would say nothing safe
+        one(ctx, sid, features=FEATURES, cuts={})
+    # Cut points beyond the field's promise (as in test_emission_counts_what_it_really_produced): nothing.
+    too_fine = {"balance": [1000.0 + i for i in range(1, 48, 2)]}
+    far = sorted(population.values())[-1]
+    with pytest.raises(InvalidInput, match="catalog promises; nothing was emitted"):
+        one(ctx, far, features=[{"field": "balance", "transform": "quantile", "q": 2}], cuts=too_fine)
