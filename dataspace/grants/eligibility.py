@@ -4,7 +4,7 @@ every other transform emits a generalization). Delegates to the consent service'
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -100,6 +100,12 @@ def _evaluate_few(
     return subjects[ok]
 
 
+# How far before a plan's time the re-check looks for changed grants and erasures: a bound on a consent write's
+# transaction (group-committed, milliseconds) plus the clock skew between the servers stamping rows and the
+# worker planning the job (NTP keeps it well under a second).
+RECHECK_SKEW = timedelta(minutes=5)
+
+
 def still_eligible(
     session: Session,
     *,
@@ -112,7 +118,14 @@ def still_eligible(
 ) -> npt.NDArray[np.bool_]:
     """For subjects that were eligible at ``since``: are they still at ``at``? Only subjects whose grants
     for this purpose changed (withdrawn, expired, renewed, granted) or lapsed in between, or who were erased,
-    can have lost eligibility, so only they are evaluated again."""
+    can have lost eligibility, so only they are evaluated again.
+
+    "Changed since" is read from the rows' timestamps, which the writer stamps when its transaction starts,
+    by its own host's clock. A withdrawal stamped just before ``since`` whose transaction commits after the
+    plan's read, or stamped by a server whose clock runs behind, would look older than the plan although the
+    plan never saw it. So the window reaches back ``RECHECK_SKEW`` before ``since``: subjects changed in it
+    are evaluated again too (an evaluation at ``at`` is right whatever the plan saw; it only costs time)."""
+    since = since - RECHECK_SKEW
     changed = session.scalars(
         select(ConsentGrant.subject_id)
         .where(

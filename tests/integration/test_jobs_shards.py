@@ -4,7 +4,7 @@ dispatch (the same code the broker's workers run; tests/integration/test_jobs_di
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -155,6 +155,28 @@ def test_grant_lapsing_or_subject_erased_after_the_plan_is_dropped_by_the_shard(
         job = s.get(Job, job_id)
         assert job is not None
         assert job.stats["dropped_withdrawn"] == 2
+
+
+def test_a_withdrawal_stamped_before_the_plan_but_committed_after_it_is_dropped(ctx: Context, world: js.World) -> None:
+    # The race the re-check's look-back covers: a withdrawal's transaction stamps updated_at when it starts
+    # (or a server whose clock runs behind stamps it), and commits after the plan read consent, so the plan
+    # counted the customer in although the row says it changed before the plan.
+    model_id = js.upload_onnx(ctx, no_suppression(ctx, js.approved_contract(ctx)))
+    job_id = submit(ctx, model_id)
+    ctx.jobs.plan_job(job_id, shard_subjects=1000)
+    with ctx.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        planned = datetime.fromisoformat(job.plan["evaluated_at"])
+    leaver = world.consenting[6]
+    with ctx.db.transaction() as s:
+        consent_changes.withdraw(s, subject_id=leaver, grant_id=world.grant_ids[leaver][1], signer=ctx.keys.signing_key)
+        s.flush()
+        stamped = planned - timedelta(seconds=2)  # as the late commit's row reads
+        s.execute(update(ConsentGrant).where(ConsentGrant.id == world.grant_ids[leaver][1]).values(updated_at=stamped))
+    assert ctx.jobs.run_shard(job_id, 0).job_status == "succeeded"
+    assert leaver not in decided(ctx, job_id)
+    assert set(decided(ctx, job_id)) == set(world.consenting) - {leaver}
 
 
 def test_cancelled_job_shards_store_nothing(ctx: Context, world: js.World) -> None:
