@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import consent
@@ -22,6 +22,7 @@ from dataspace.partners.models import Partner
 from dataspace.subjects.models import Subject
 
 _IN_CHUNK = 2_000
+_FEW = 5_000  # changed grants to re-check above which the bulk evaluator is cheaper than loading them
 
 
 def eligible_subjects(
@@ -126,23 +127,30 @@ def still_eligible(
     plan never saw it. So the window reaches back ``RECHECK_SKEW`` before ``since``: subjects changed in it
     are evaluated again too (an evaluation at ``at`` is right whatever the plan saw; it only costs time)."""
     since = since - RECHECK_SKEW
-    changed = session.scalars(
-        select(ConsentGrant.subject_id)
-        .where(
-            ConsentGrant.purpose_key == purpose_key,
-            or_(
-                ConsentGrant.updated_at >= since,
-                and_(
-                    ConsentGrant.valid_until.is_not(None),
-                    ConsentGrant.valid_until <= at,
-                    ConsentGrant.valid_until > since,
-                ),
+    changed_rows = select(ConsentGrant.subject_id).where(
+        ConsentGrant.purpose_key == purpose_key,
+        or_(
+            ConsentGrant.updated_at >= since,
+            and_(
+                ConsentGrant.valid_until.is_not(None),
+                ConsentGrant.valid_until <= at,
+                ConsentGrant.valid_until > since,
             ),
-        )
-        .distinct()
-    ).all()
+        ),
+    )
     erased = session.scalars(select(Subject.id).where(Subject.erased_at.is_not(None), Subject.erased_at >= since)).all()
     keep = np.ones(subjects.size, dtype=bool)
+    # Many changes (a bulk consent import, or grants written just before the plan, inside the look-back): the
+    # bulk evaluator, about a microsecond per subject of the purpose, instead of reading every changed id and
+    # loading each one's grants (a hundred). The count stops at the first _FEW + 1 rows.
+    many = session.scalar(select(func.count()).select_from(changed_rows.limit(_FEW + 1).subquery())) or 0
+    if many > _FEW:
+        everyone = eligible_subjects(session, partner_key=partner_key, purpose_key=purpose_key, specs=specs, at=at)
+        keep &= np.isin(subjects, everyone)
+        if erased:
+            keep &= ~np.isin(subjects, np.asarray(erased, dtype=np.int64))
+        return keep
+    changed = session.scalars(changed_rows.distinct()).all() if many else []
     if not changed and not erased:
         return keep  # the usual case: nothing to evaluate, and no pass over the (large) subject array
     candidates = np.unique(np.asarray([*changed, *erased], dtype=np.int64))

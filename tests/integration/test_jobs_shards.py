@@ -14,6 +14,7 @@ from dataspace.compliance.service import erase_subject
 from dataspace.consents import changes as consent_changes
 from dataspace.context import Context
 from dataspace.db import utcnow
+from dataspace.grants import eligibility
 from dataspace.grants.models import ConsentGrant
 from dataspace.jobs import lease, service
 from dataspace.jobs.lease import ShardBusy
@@ -157,10 +158,16 @@ def test_grant_lapsing_or_subject_erased_after_the_plan_is_dropped_by_the_shard(
         assert job.stats["dropped_withdrawn"] == 2
 
 
-def test_a_withdrawal_stamped_before_the_plan_but_committed_after_it_is_dropped(ctx: Context, world: js.World) -> None:
+@pytest.mark.parametrize("few", [5_000, 0], ids=["few-changed", "many-changed"])
+def test_a_withdrawal_stamped_before_the_plan_but_committed_after_it_is_dropped(
+    ctx: Context, world: js.World, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
     # The race the re-check's look-back covers: a withdrawal's transaction stamps updated_at when it starts
     # (or a server whose clock runs behind stamps it), and commits after the plan read consent, so the plan
-    # counted the customer in although the row says it changed before the plan.
+    # counted the customer in although the row says it changed before the plan. The world's grants were all
+    # written just now, inside the look-back: with the threshold at 0 they count as many changes, and the
+    # bulk evaluator decides (the path a bulk consent import takes); otherwise each is evaluated alone.
+    monkeypatch.setattr(eligibility, "_FEW", few)
     model_id = js.upload_onnx(ctx, no_suppression(ctx, js.approved_contract(ctx)))
     job_id = submit(ctx, model_id)
     ctx.jobs.plan_job(job_id, shard_subjects=1000)
