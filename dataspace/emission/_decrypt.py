@@ -125,3 +125,70 @@ def decrypt_chunk(
         columns=columns,
         unreadable=int((~ok).sum()),
     )
+
+
+# --- reading sealed rows (in this process, or in a worker from its own connection) --------------------
+FETCH_SQL = (
+    "SELECT k.subject_id, k.epoch, k.wrapped_key, p.sealed FROM subject_keys k"
+    " JOIN subject_profiles p ON p.subject_id = k.subject_id WHERE {where} ORDER BY k.subject_id"
+)
+IN_LIST_CHUNK = 2_000
+
+
+def fetch_sealed(
+    dbapi: Any, mark: str, ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], list[int], list[bytes], list[bytes]]:
+    """Sealed rows for these (sorted, distinct) subject ids, in id order, through a DBAPI connection whose
+    placeholder is ``mark``; ids without a profile are absent. The driver's cursor directly: ORM/Core row
+    processing would cost more than the decryption."""
+    cursor = dbapi.cursor()
+    try:
+        lo, hi = int(ids[0]), int(ids[-1])
+        if hi - lo + 1 <= 2 * ids.size:
+            # Dense ids: one range scan, then keep only the eligible ones.
+            cursor.execute(FETCH_SQL.format(where=f"k.subject_id BETWEEN {mark} AND {mark}"), (lo, hi))
+            rows = cursor.fetchall()
+        else:
+            rows = []
+            for start in range(0, ids.size, IN_LIST_CHUNK):
+                part = ids[start : start + IN_LIST_CHUNK].tolist()
+                marks = ", ".join([mark] * len(part))
+                cursor.execute(FETCH_SQL.format(where=f"k.subject_id IN ({marks})"), part)
+                rows += cursor.fetchall()
+    finally:
+        cursor.close()
+    if not rows:
+        return np.empty(0, dtype=np.int64), [], [], []
+    sids, epochs, wrapped, sealed = zip(*rows, strict=True)  # both drivers return bytea/BLOB as bytes
+    del rows
+    found = np.array(sids, dtype=np.int64)
+    pos = np.searchsorted(ids, found).clip(0, ids.size - 1)
+    wanted = ids[pos] == found
+    if wanted.all():
+        return found, list(epochs), list(wrapped), list(sealed)
+    keep = np.flatnonzero(wanted).tolist()
+    return found[wanted], [epochs[i] for i in keep], [wrapped[i] for i in keep], [sealed[i] for i in keep]
+
+
+# One database connection per database in each worker process (it outlives a chunk, like the vaults above).
+_worker_connections: dict[str, tuple[Any, str]] = {}
+
+
+def fetch_and_decrypt(job: ChunkJob, database_url: str, subject_ids: npt.NDArray[np.int64]) -> ChunkResult:
+    """In a worker: read this chunk's sealed rows from the database itself, then ``decrypt_chunk``. The
+    process that plans the emission sends 8 bytes per subject instead of every sealed row, and reads nothing
+    itself. Each read ends its transaction at once (nothing held open between chunks)."""
+    found = _worker_connections.get(database_url)
+    if found is None:
+        from sqlalchemy import create_engine  # the worker's first chunk only
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(database_url, poolclass=NullPool)
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        found = _worker_connections.setdefault(database_url, (engine.raw_connection(), mark))
+    dbapi, mark = found
+    try:
+        rows = fetch_sealed(dbapi, mark, subject_ids)
+    finally:
+        dbapi.rollback()
+    return decrypt_chunk(job, *rows)

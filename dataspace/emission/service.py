@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from dataspace.catalog.models import Field
 from dataspace.catalog.promise import declared
-from dataspace.emission._decrypt import ChunkJob, ChunkResult, decrypt_chunk
+from dataspace.emission._decrypt import ChunkJob, ChunkResult, decrypt_chunk, fetch_and_decrypt, fetch_sealed
 from dataspace.emission.specs import (
     PSEUDONYM_COLUMN,
     Bin,
@@ -58,7 +58,6 @@ from policies.transforms import Coarseness
 
 LOAD_CHUNK = 25_000  # rows per decryption task
 PARALLEL_MIN_ROWS = 100_000  # below this, worker start-up costs more than it saves
-IN_LIST_CHUNK = 2_000
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -151,49 +150,22 @@ def _schema(specs: Sequence[FeatureSpec], fields: dict[str, CatalogField], k: in
     return pa.schema(columns, metadata={"k": str(k), "suppressed": "null"})
 
 
-_FETCH_SQL = (
-    "SELECT k.subject_id, k.epoch, k.wrapped_key, p.sealed FROM subject_keys k"
-    " JOIN subject_profiles p ON p.subject_id = k.subject_id WHERE {where} ORDER BY k.subject_id"
-)
-
-
 def _fetch(
     session: Session, ids: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], list[int], list[bytes], list[bytes]]:
-    """Sealed rows for these (sorted, distinct) subject ids, in id order; ids without a profile are absent.
-
-    Goes to the DBAPI cursor directly: ORM/Core row processing would cost more than the decryption.
-    """
+    """Sealed rows for these (sorted, distinct) subject ids, in id order, in the session's transaction."""
     dbapi = session.connection().connection.driver_connection
     assert dbapi is not None
-    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
-    cursor = dbapi.cursor()
-    try:
-        lo, hi = int(ids[0]), int(ids[-1])
-        if hi - lo + 1 <= 2 * ids.size:
-            # Dense ids: one range scan, then keep only the eligible ones.
-            cursor.execute(_FETCH_SQL.format(where=f"k.subject_id BETWEEN {mark} AND {mark}"), (lo, hi))
-            rows = cursor.fetchall()
-        else:
-            rows = []
-            for start in range(0, ids.size, IN_LIST_CHUNK):
-                part = ids[start : start + IN_LIST_CHUNK].tolist()
-                marks = ", ".join([mark] * len(part))
-                cursor.execute(_FETCH_SQL.format(where=f"k.subject_id IN ({marks})"), part)
-                rows += cursor.fetchall()
-    finally:
-        cursor.close()
-    if not rows:
-        return np.empty(0, dtype=np.int64), [], [], []
-    sids, epochs, wrapped, sealed = zip(*rows, strict=True)  # both drivers return bytea/BLOB as bytes
-    del rows
-    found = np.array(sids, dtype=np.int64)
-    pos = np.searchsorted(ids, found).clip(0, ids.size - 1)
-    wanted = ids[pos] == found
-    if wanted.all():
-        return found, list(epochs), list(wrapped), list(sealed)
-    keep = np.flatnonzero(wanted).tolist()
-    return found[wanted], [epochs[i] for i in keep], [wrapped[i] for i in keep], [sealed[i] for i in keep]
+    return fetch_sealed(dbapi, "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s", ids)
+
+
+def _worker_url(session: Session) -> str | None:
+    """The database's URL for decrypt workers to read sealed rows from themselves; None for a database only
+    this process can open (SQLite in memory), whose rows this process reads and sends."""
+    url = session.connection().engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
 
 
 def _default_workers() -> int:
@@ -246,11 +218,16 @@ def _chunk_results(
     own = pool is None
     pool = DecryptPool(workers) if pool is None else pool
     executor = pool.executor()
-    # At most 2 chunks per worker are in flight, which bounds memory.
+    # At most 2 chunks per worker are in flight, which bounds memory. Workers read their chunks' sealed rows
+    # themselves (rows committed since this session's snapshot may show; an erased subject's are gone).
+    url = _worker_url(session)
     pending: deque[Future[ChunkResult]] = deque()
     try:
         for chunk in chunks:
-            pending.append(executor.submit(decrypt_chunk, job, *_fetch(session, chunk)))
+            if url is not None:
+                pending.append(executor.submit(fetch_and_decrypt, job, url, chunk))
+            else:
+                pending.append(executor.submit(decrypt_chunk, job, *_fetch(session, chunk)))
             while len(pending) >= 2 * pool.workers:
                 yield pending.popleft().result()
         while pending:

@@ -264,6 +264,29 @@ def test_worker_processes_give_the_same_emission(ctx: Context, population: dict[
     assert np.array_equal(parallel.pseudonym_to_subject.subject_ids, inline.pseudonym_to_subject.subject_ids)
 
 
+def test_workers_reading_their_own_rows_skip_erased_and_tampered_profiles(
+    ctx: Context, population: dict[str, int]
+) -> None:
+    # Decrypt workers read their chunks' sealed rows from the database themselves: an erased subject has none
+    # and a profile sealed for another subject fails to open, in the workers as in this process.
+    ids = sorted(population.values())
+    erased, victim, other = ids[0], ids[1], ids[2]
+    with ctx.db.transaction() as s:
+        shred(s, erased)
+    with ctx.db.session() as s:
+        sealed_other = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == other))
+    with ctx.db.transaction() as s:
+        s.execute(update(SubjectProfile).where(SubjectProfile.subject_id == victim).values(sealed=sealed_other))
+    parallel = run(ctx, ids, k=1, workers=2)
+    inline = run(ctx, ids, k=1, workers=1)
+    assert parallel.stats == inline.stats
+    assert parallel.stats.unreadable == 1
+    assert parallel.stats.loaded == len(ids) - 2  # erased: no row; tampered: read, not opened
+    emitted = set(parallel.pseudonym_to_subject.subject_ids.tolist())
+    assert emitted == set(ids) - {erased, victim}
+    assert table_of(parallel).equals(table_of(inline))
+
+
 def test_a_shared_decrypt_pool_gives_the_same_emissions(ctx: Context, population: dict[str, int]) -> None:
     # A job run in one process keeps one pool for its plan and all its shards: emissions through it (scoped
     # as two different jobs) are those of a pool per emission.
