@@ -168,6 +168,25 @@ def _worker_url(session: Session) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
+def _chunk_job(
+    vault: Vault,
+    keys: KeyRing,
+    partner_key: str,
+    *,
+    scope: str,
+    specs: Sequence[FeatureSpec],
+    fields: Mapping[str, CatalogField],
+) -> ChunkJob:
+    """What a decryption task needs: the key store's name, the partner's pseudonym key, the features."""
+    return ChunkJob(
+        key_store=vault.spec(),
+        partner_key=keys.partner_pseudonym_key(partner_key),
+        scope=scope,
+        specs=tuple(specs),
+        data_types=tuple(fields[s.field].data_type for s in specs),
+    )
+
+
 def _default_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
@@ -297,13 +316,7 @@ def emit(
     ids = ascending_distinct(eligible_subject_ids)
     if workers is None:
         workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
-    job = ChunkJob(
-        key_store=vault.spec(),
-        partner_key=keys.partner_pseudonym_key(partner_key),
-        scope=pseudonym_scope,
-        specs=tuple(specs),
-        data_types=tuple(fields[s.field].data_type for s in specs),
-    )
+    job = _chunk_job(vault, keys, partner_key, scope=pseudonym_scope, specs=specs, fields=fields)
 
     subject_parts: list[npt.NDArray[np.int64]] = []
     digest_parts: list[bytes] = []
@@ -414,13 +427,7 @@ def emit_one(
     found = _fetch(session, np.array([subject_id], dtype=np.int64))
     if not found[0].size:
         return None
-    job = ChunkJob(
-        key_store=vault.spec(),
-        partner_key=keys.partner_pseudonym_key(partner_key),
-        scope=pseudonym_scope,
-        specs=tuple(specs),
-        data_types=tuple(fields[s.field].data_type for s in specs),
-    )
+    job = _chunk_job(vault, keys, partner_key, scope=pseudonym_scope, specs=specs, fields=fields)
     result = decrypt_chunk(job, *found, vault=vault)
     if not result.subject_ids.size:
         return None  # unreadable (tampered, or its key retired mid-flight)
@@ -471,13 +478,7 @@ def quantile_cut_points(
     ids = ascending_distinct(subject_ids)
     if workers is None:
         workers = (pool.workers if pool is not None else _default_workers()) if ids.size >= PARALLEL_MIN_ROWS else 1
-    job = ChunkJob(
-        key_store=vault.spec(),
-        partner_key=keys.partner_pseudonym_key(partner_key),
-        scope="",
-        specs=tuple(specs),
-        data_types=tuple(fields[s.field].data_type for s in specs),
-    )
+    job = _chunk_job(vault, keys, partner_key, scope="", specs=specs, fields=fields)
     parts: list[list[pa.Array]] = [[] for _ in specs]
     if ids.size:
         for result in _chunk_results(session, vault, job, ids, workers, pool=pool):

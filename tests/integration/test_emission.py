@@ -264,19 +264,26 @@ def test_worker_processes_give_the_same_emission(ctx: Context, population: dict[
     assert np.array_equal(parallel.pseudonym_to_subject.subject_ids, inline.pseudonym_to_subject.subject_ids)
 
 
+def erase_and_tamper(ctx: Context, ids: list[int]) -> tuple[int, int, int]:
+    """Erase the first subject and move the third's sealed profile onto the second's row: (erased, victim,
+    other)."""
+    erased, victim, other = ids[0], ids[1], ids[2]
+    with ctx.db.transaction() as s:
+        shred(s, erased)
+    with ctx.db.session() as s:
+        sealed_other = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == other))
+    with ctx.db.transaction() as s:  # another subject's ciphertext moved onto this row
+        s.execute(update(SubjectProfile).where(SubjectProfile.subject_id == victim).values(sealed=sealed_other))
+    return erased, victim, other
+
+
 def test_workers_reading_their_own_rows_skip_erased_and_tampered_profiles(
     ctx: Context, population: dict[str, int]
 ) -> None:
     # Decrypt workers read their chunks' sealed rows from the database themselves: an erased subject has none
     # and a profile sealed for another subject fails to open, in the workers as in this process.
     ids = sorted(population.values())
-    erased, victim, other = ids[0], ids[1], ids[2]
-    with ctx.db.transaction() as s:
-        shred(s, erased)
-    with ctx.db.session() as s:
-        sealed_other = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == other))
-    with ctx.db.transaction() as s:
-        s.execute(update(SubjectProfile).where(SubjectProfile.subject_id == victim).values(sealed=sealed_other))
+    erased, victim, _ = erase_and_tamper(ctx, ids)
     parallel = run(ctx, ids, k=1, workers=2)
     inline = run(ctx, ids, k=1, workers=1)
     assert parallel.stats == inline.stats
@@ -385,13 +392,7 @@ def test_one_subject_gets_what_the_population_emission_gives_it(ctx: Context, po
 
 def test_one_subject_without_a_readable_profile_gives_nothing(ctx: Context, population: dict[str, int]) -> None:
     ids = sorted(population.values())
-    erased, victim, other = ids[0], ids[1], ids[2]
-    with ctx.db.transaction() as s:
-        shred(s, erased)
-    with ctx.db.session() as s:
-        sealed_other = s.scalar(select(SubjectProfile.sealed).where(SubjectProfile.subject_id == other))
-    with ctx.db.transaction() as s:  # another subject's ciphertext moved onto this row
-        s.execute(update(SubjectProfile).where(SubjectProfile.subject_id == victim).values(sealed=sealed_other))
+    erased, victim, other = erase_and_tamper(ctx, ids)
     features = [f for f in FEATURES if f["transform"] != "quantile"]
     assert one(ctx, erased, features=features) is None
     assert one(ctx, victim, features=features) is None
