@@ -1,12 +1,14 @@
 """Open a chunk of sealed profiles and turn it into transformed columns (runs in worker processes too).
 
-Kept free of the database and the ORM so a spawned worker imports little. Decrypted plaintext lives only
-inside ``decrypt_chunk``; what leaves it is already generalized, except raw numbers of quantile features,
-whose cut points need the whole population.
+Kept free of the ORM so a spawned worker imports little: a worker reads its chunks' sealed rows through a
+plain DBAPI connection (``fetch_and_decrypt``). Decrypted plaintext lives only inside ``decrypt_chunk``; what
+leaves it is already generalized, except raw numbers of quantile features, whose cut points need the whole
+population.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Sequence
@@ -189,6 +191,10 @@ def fetch_and_decrypt(job: ChunkJob, database_url: str, subject_ids: npt.NDArray
     dbapi, mark = found
     try:
         rows = fetch_sealed(dbapi, mark, subject_ids)
-    finally:
         dbapi.rollback()
+    except Exception:
+        _worker_connections.pop(database_url, None)  # a broken connection: the next chunk opens a new one
+        with contextlib.suppress(Exception):
+            dbapi.close()
+        raise
     return decrypt_chunk(job, *rows)
