@@ -111,13 +111,21 @@ def append(session: Session, *, log: str, entries: Iterable[NewEntry]) -> int:
                 copy.write_row(row)
                 count += 1
         return count
-    # A few entries (a request's, a group-commit batch's): one prepared INSERT for all of them costs less
-    # than a COPY's extra round trips. Column names are the constant _COLUMNS; values are bound parameters.
+    # Column names are the constant _COLUMNS; values are bound parameters.
     ph = "%s" if dialect.name == "postgresql" else "?"
-    sql = f"INSERT INTO tlog_entries ({', '.join(_COLUMNS)}) VALUES ({', '.join([ph] * len(_COLUMNS))})"  # noqa: S608
+    one = f"({', '.join([ph] * len(_COLUMNS))})"
+    sql = f"INSERT INTO tlog_entries ({', '.join(_COLUMNS)}) VALUES {one}"  # noqa: S608
     cursor = raw.cursor()
     count = 0
     try:
+        if len(head) < _COPY_FROM:
+            # All there is (a request's or a group-commit batch's few entries): one multi-row INSERT, one
+            # round trip. psycopg's executemany runs a pipeline, which costs a single entry several times more.
+            if head:
+                many = sql + "".join([", " + one] * (len(head) - 1))
+                cursor.execute(many, [value for row in head for value in row])
+            return len(head)
+        # Many entries where COPY is not to be had (SQLite): the prepared INSERT executed many times.
         chunk = head
         while chunk:
             cursor.executemany(sql, chunk)
