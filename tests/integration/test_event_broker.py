@@ -278,8 +278,13 @@ def test_the_server_background_sends_business_events_through_the_broker(
         delivery_id = _publish(world, "evt-bg")  # through the service: no immediate send, only the sweep's
         background.start()
         _wait("the delivery", lambda: _received(log) == ["evt-bg"])
-        with ctx.db.session() as s:
-            assert s.get(EventDelivery, delivery_id).status == "delivered"  # type: ignore[union-attr]
+
+        def delivered() -> bool:  # marked once the consumer's answer is back, just after the receiver logs it
+            with ctx.db.session() as s:
+                return s.get(EventDelivery, delivery_id).status == "delivered"  # type: ignore[union-attr]
+
+        _wait("the delivery marked delivered", delivered)
+        assert _received(log) == ["evt-bg"]  # and sent once
         conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
         try:  # it went through the broker's queue (declared by the sweep), now empty
             queue = conn.channel().queue_declare(queue_name(ctx.settings.broker_queue), durable=True, passive=True)
