@@ -138,11 +138,13 @@ IN_LIST_CHUNK = 2_000
 
 
 def fetch_sealed(
-    dbapi: Any, mark: str, ids: npt.NDArray[np.int64]
+    dbapi: Any, paramstyle: str, ids: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], list[int], list[bytes], list[bytes]]:
     """Sealed rows for these (sorted, distinct) subject ids, in id order, through a DBAPI connection whose
-    placeholder is ``mark``; ids without a profile are absent. The driver's cursor directly: ORM/Core row
-    processing would cost more than the decryption."""
+    SQLAlchemy dialect has that paramstyle (``?`` placeholders for ``qmark``, ``%s`` otherwise); ids without a
+    profile are absent. The driver's cursor directly: ORM/Core row processing would cost more than the
+    decryption."""
+    mark = "?" if paramstyle == "qmark" else "%s"
     cursor = dbapi.cursor()
     try:
         lo, hi = int(ids[0]), int(ids[-1])
@@ -186,11 +188,10 @@ def fetch_and_decrypt(job: ChunkJob, database_url: str, subject_ids: npt.NDArray
         from sqlalchemy.pool import NullPool
 
         engine = create_engine(database_url, poolclass=NullPool)
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        found = _worker_connections.setdefault(database_url, (engine.raw_connection(), mark))
-    dbapi, mark = found
+        found = _worker_connections.setdefault(database_url, (engine.raw_connection(), engine.dialect.paramstyle))
+    dbapi, paramstyle = found
     try:
-        rows = fetch_sealed(dbapi, mark, subject_ids)
+        rows = fetch_sealed(dbapi, paramstyle, subject_ids)
         dbapi.rollback()
     except Exception:
         _worker_connections.pop(database_url, None)  # a broken connection: the next chunk opens a new one

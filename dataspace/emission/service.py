@@ -156,7 +156,7 @@ def _fetch(
     """Sealed rows for these (sorted, distinct) subject ids, in id order, in the session's transaction."""
     dbapi = session.connection().connection.driver_connection
     assert dbapi is not None
-    return fetch_sealed(dbapi, "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s", ids)
+    return fetch_sealed(dbapi, session.connection().dialect.paramstyle, ids)
 
 
 def _worker_url(session: Session) -> str | None:
@@ -342,7 +342,7 @@ def emit(
         column = pa.concat_arrays(parts) if parts else pa.array([], out_type)
         parts.clear()
         c, d = encode(_finish(spec, column, out_type, quantile_cuts))
-        _within_promise(spec, fields[spec.field], d)
+        _refuse_beyond_promise(spec, fields[spec.field], len(d) - 1)  # the decoder: null, then each distinct value
         codes.append(c)
         decoders.append(d)
         del column
@@ -418,12 +418,13 @@ def emit_one(
     specs = list(features)
     fields = dict(catalog)
     check_against_catalog(specs, fields)
-    missing = [column_name(s) for s in specs if isinstance(s, Quantile) and column_name(s) not in quantile_cuts]
-    if missing:
-        raise InvalidInput(f"one subject's quantile features need the population's cut points: {missing}")
     for spec in specs:  # one row cannot show too-fine cut points by its values: count the bins they make
         if isinstance(spec, Quantile):
-            _refuse_beyond_promise(spec, fields[spec.field], len(quantile_cuts[column_name(spec)]) + 1)
+            name = column_name(spec)
+            cuts = quantile_cuts.get(name)
+            if cuts is None:
+                raise InvalidInput(f"one subject's quantile feature {name!r} needs the population's cut points")
+            _refuse_beyond_promise(spec, fields[spec.field], len(cuts) + 1)
     found = _fetch(session, np.array([subject_id], dtype=np.int64))
     if not found[0].size:
         return None
@@ -435,19 +436,15 @@ def emit_one(
     for spec, column in zip(specs, result.columns, strict=True):
         field = fields[spec.field]
         value = _finish(spec, column, output_type(spec, field.data_type), quantile_cuts)[0].as_py()
-        _refuse_beyond_promise(spec, field, 0 if value is None else 1)  # as `_within_promise`, for one row
+        _refuse_beyond_promise(spec, field, 0 if value is None else 1)  # what one row can show
         values.append(value)
     return result.digests[:PSEUDONYM_BYTES].hex(), values
 
 
-def _within_promise(spec: FeatureSpec, field: CatalogField, decoder: pa.Array) -> None:
-    """Defence in depth behind ``check_against_catalog``: count the distinct values really produced (the
-    decoder holds null plus each distinct value) against the field's promise, and emit nothing if it is
-    exceeded. The message carries no count: the partner must not learn one from a refusal."""
-    _refuse_beyond_promise(spec, field, len(decoder) - 1)
-
-
 def _refuse_beyond_promise(spec: FeatureSpec, field: CatalogField, distinct: int) -> None:
+    """Defence in depth behind ``check_against_catalog``: the distinct values an emission really produced
+    against the field's promise; emit nothing if they exceed it. The message carries no count: the partner
+    must not learn one from a refusal."""
     allowed = promised_values(spec, field)
     if allowed is not None and distinct > allowed:
         raise InvalidInput(
