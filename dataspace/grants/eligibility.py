@@ -19,6 +19,7 @@ from dataspace.grants.convert import field_ref, partner_ref, to_domain
 from dataspace.grants.evaluation import permitted_subjects
 from dataspace.grants.models import ConsentGrant
 from dataspace.partners.models import Partner
+from dataspace.subjects.ids import ascending_distinct
 from dataspace.subjects.models import Subject
 
 _IN_CHUNK = 2_000
@@ -153,7 +154,7 @@ def still_eligible(
     changed = session.scalars(changed_rows.distinct()).all() if many else []
     if not changed and not erased:
         return keep  # the usual case: nothing to evaluate, and no pass over the (large) subject array
-    candidates = np.unique(np.asarray([*changed, *erased], dtype=np.int64))
+    candidates = ascending_distinct([*changed, *erased])
     candidates = candidates[np.isin(candidates, subjects)]
     if candidates.size:
         ok = _evaluate_few(
